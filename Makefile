@@ -1,0 +1,40 @@
+# Two commands for users: `make run` and `make test`. Everything else is a step of those.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+DEMO := data/demo.h5
+WEIGHTS := data/demo_weights.pt
+PORT ?= 8050
+
+.PHONY: run test install demo precompute bench clean
+
+$(BIN)/activate: requirements.txt
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements.txt
+	touch $(BIN)/activate
+
+install: $(BIN)/activate
+
+$(DEMO): | $(BIN)/activate
+	$(PYTHON) -m ainerd_core simulate --out $(DEMO) --times 50 --sectors 18 --size 256 --seed 0
+
+demo: $(DEMO)
+
+# precompute once per dataset build (the stamp is the file's /results group)
+precompute: $(DEMO)
+	@$(PYTHON) -c "import sys; from ainerd_core.dataset import open_dataset; d=open_dataset('$(DEMO)'); sys.exit(0 if d.read_result('umap') is not None else 1)" 2>/dev/null \
+	  || $(PYTHON) -m ainerd_core precompute $(DEMO) --seed 0
+
+run: install precompute
+	$(PYTHON) -m dashboard --data data --port $(PORT)
+
+test: install
+	$(PYTHON) -m pytest -q
+
+bench: install demo
+	$(PYTHON) benchmarks/encode.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) instance .pytest_cache

@@ -1,0 +1,11 @@
+"""AI-NERD core: dataset format, simulator, readers, autoencoder, analysis and evaluation.
+
+Nothing here imports Dash. Heavy modules (torch, umap) are imported only by the functions
+that need them, so ``import ainerd_core`` is cheap.
+"""
+from .dataset import SCHEMA_VERSION, Dataset, DatasetWriter, open_dataset, write_dataset, write_results
+from .errors import AinerdError, InputError
+
+__version__ = "0.1.0"
+__all__ = ["SCHEMA_VERSION", "Dataset", "DatasetWriter", "open_dataset", "write_dataset",
+           "write_results", "AinerdError", "InputError", "__version__"]
