@@ -13,6 +13,10 @@
 | AINERD_BACKGROUND | diskcache | background-callback manager: diskcache or celery |
 | AINERD_REDIS_URL | redis://127.0.0.1:6379/0 | broker and result backend when AINERD_BACKGROUND=celery |
 | AINERD_MAX_UPLOAD_MB | 16 | largest accepted request body (uploads), MiB |
+| AINERD_TRUSTED_PROXIES | 0 | number of reverse proxies in front that set X-Forwarded-For/-Proto/-Host (client address for rate limits) |
+| AINERD_LOGIN_MAX_FAILURES | 10 | failed logins per client address within AINERD_LOGIN_WINDOW_S before 429 |
+| AINERD_LOGIN_WINDOW_S | 900 | rate-limit window of failed logins, seconds |
+| AINERD_SESSION_HOURS | 12 | a login lasts this long (signed session cookie) |
 """
 from __future__ import annotations
 
@@ -30,6 +34,26 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _number(env, name: str, default: float) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative")
+    return value
+
+
+def _int(env, name: str, default: int) -> int:
+    value = _number(env, name, default)
+    if value != int(value):
+        raise ConfigError(f"{name} must be a whole number")
+    return int(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     data_dir: Path = Path("data")
@@ -44,6 +68,10 @@ class Config:
     redis_url: str = "redis://127.0.0.1:6379/0"
     max_upload_bytes: int = 16 * 1024 * 1024
     testing: bool = False
+    trusted_proxies: int = 0
+    login_max_failures: int = 10
+    login_window_s: int = 900
+    session_hours: float = 12.0
 
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> "Config":
@@ -62,6 +90,10 @@ class Config:
             background=env.get("AINERD_BACKGROUND", "diskcache").strip().lower(),
             redis_url=env.get("AINERD_REDIS_URL", "redis://127.0.0.1:6379/0"),
             max_upload_bytes=int(float(env.get("AINERD_MAX_UPLOAD_MB", "16")) * 1024 * 1024),
+            trusted_proxies=_int(env, "AINERD_TRUSTED_PROXIES", 0),
+            login_max_failures=_int(env, "AINERD_LOGIN_MAX_FAILURES", 10),
+            login_window_s=_int(env, "AINERD_LOGIN_WINDOW_S", 900),
+            session_hours=_number(env, "AINERD_SESSION_HOURS", 12.0),
         )
         values.update(overrides)
         return cls(**values).validated()
@@ -76,6 +108,8 @@ class Config:
                 raise ConfigError(f"hosted mode needs {' and '.join(missing)} (refusing to invent them)")
             if len(cfg.secret_key) < 32:
                 raise ConfigError("AINERD_SECRET_KEY must be at least 32 characters in hosted mode")
+        if cfg.max_upload_bytes <= 0:
+            raise ConfigError("AINERD_MAX_UPLOAD_MB must be positive")
         if cfg.background not in ("diskcache", "celery"):
             raise ConfigError(f"AINERD_BACKGROUND must be diskcache or celery, not {cfg.background!r}")
         changes = {}

@@ -1,13 +1,240 @@
-"""The explorer Dash app at '/' (placeholder until the dashboard issue lands)."""
+"""The explorer Dash app at '/': navbar, dataset selector in the URL, routing to the pages.
+
+Routing is done here with one ``dcc.Location(id="url")`` (no ``dash.register_page``): the
+router callback maps the pathname to a page module of :mod:`dashboard.pages` and calls its
+``layout(ctx)``; the selected dataset lives in the URL query (``?dataset=<id>``) so a view can
+be shared as a link, and in ``dcc.Store(id="dataset-store")`` for page callbacks.
+
+Everything registers on the app instance (``app.callback``), never the global
+``dash.callback``: this process hosts other Dash apps.
+
+Shared helpers for page modules
+-------------------------------
+:func:`register_background_callback`
+    Long work with a progress bar through the app's single background manager.
+:func:`graph_card`, :func:`register_csv_download`
+    A figure in a card with PNG (plotly modebar) and CSV download buttons.
+"""
 from __future__ import annotations
 
+import functools
+import logging
+from pathlib import Path
+
 import dash
-from dash import html
+import dash_bootstrap_components as dbc
+from dash import Input, Output, State, dcc, html
+
+from . import pages as pages_pkg
+from .catalog import Catalog
+from .pages import DATASET_STORE, PageContext, Services, missing_requirements, parse_query
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+_REQUIREMENT_TEXT = {
+    "results": "has not been precomputed yet (run `python -m ainerd_core precompute <file>`)",
+    "maps": "holds latents only, no C2 maps, so this page has nothing to show",
+    "rheology": "has no rheology (shear stress) log",
+}
+
+
+# --------------------------------------------------------------------------- helpers for pages
+def register_background_callback(app: dash.Dash, manager, *args, progress=None, running=None, cancel=None,
+                                 progress_default=None, interval: int = 500,
+                                 prevent_initial_call: bool = True, **kwargs):
+    """Decorator: register a Dash background callback on ``app`` using ``manager``.
+
+    ``args`` are the usual ``Output``/``Input``/``State`` objects. The decorated function gets
+    ``set_progress`` as its first argument when ``progress`` is given (call it with the value(s)
+    of the progress outputs, e.g. ``set_progress((40, "40 %"))`` for a ``dbc.Progress``'s
+    ``value`` and ``label``). Example (the clusters page's re-clustering job)::
+
+        @services.register_background(
+            Output("recluster-result", "children"), Input("recluster-run", "n_clicks"),
+            State("recluster-k", "value"), State("recluster-algorithm", "value"),
+            State(DATASET_STORE, "data"),
+            progress=[Output("recluster-progress", "value"), Output("recluster-progress", "label")],
+            running=[(Output("recluster-run", "disabled"), True, False)])
+        def recluster(set_progress, n_clicks, k, algorithm, dataset_id): ...
+
+    The job runs in a worker process of the manager (diskcache: a subprocess; celery: a
+    worker), so it must only use picklable arguments and open the dataset itself
+    (``Catalog(config.data_dir).get(dataset_id)`` or ``open_dataset``).
+    """
+    options = dict(background=True, manager=manager, interval=interval,
+                   prevent_initial_call=prevent_initial_call, **kwargs)
+    if progress is not None:
+        options["progress"] = progress
+        if progress_default is not None:
+            options["progress_default"] = progress_default
+    if running is not None:
+        options["running"] = running
+    if cancel is not None:
+        options["cancel"] = cancel
+
+    def decorator(func):
+        return app.callback(*args, **options)(func)
+    return decorator
+
+
+def graph_card(graph_id: str, figure, *, title: str | None = None, csv: bool = True, height: str | None = None,
+               extra=None, note=None, graph_kwargs: dict | None = None) -> dbc.Card:
+    """A figure in a card, with a CSV download button (``<graph_id>-csv``) and
+    ``dcc.Download`` (``<graph_id>-csv-download``); PNG comes from the modebar's camera button.
+    Register the CSV callback with :func:`register_csv_download`."""
+    config = dict(GRAPH_CONFIG, toImageButtonOptions=dict(GRAPH_CONFIG["toImageButtonOptions"], filename=graph_id))
+    style = {"height": height} if height else None
+    graph = dcc.Graph(id=graph_id, figure=figure, config=config, style=style, **(graph_kwargs or {}))
+    header = [html.Span(title or "", className="fw-semibold me-auto")]
+    if csv:
+        header += [dbc.Button("CSV", id=f"{graph_id}-csv", size="sm", color="secondary", outline=True,
+                              className="ms-2", title="download the figure's data as CSV"),
+                   dcc.Download(id=f"{graph_id}-csv-download")]
+    body = [graph]
+    if note is not None:
+        body.insert(0, note)
+    if extra is not None:
+        body.append(extra)
+    return dbc.Card([dbc.CardHeader(html.Div(header, className="d-flex align-items-center")),
+                     dbc.CardBody(body, className="p-2")], className="mb-3")
+
+
+def register_csv_download(app: dash.Dash, graph_id: str, filename: str, to_csv=None, states=()) -> None:
+    """Register the CSV button of :func:`graph_card`.
+
+    ``to_csv(figure_dict, *state_values) -> str`` builds the text; default
+    :func:`dashboard.exports.figure_to_csv` (every trace's data, long format). ``states`` are
+    extra ``State`` objects passed after the figure (e.g. ``State(DATASET_STORE, "data")``).
+    """
+    from .exports import figure_to_csv
+
+    to_csv = to_csv or (lambda fig, *_: figure_to_csv(fig))
+
+    @app.callback(Output(f"{graph_id}-csv-download", "data"), Input(f"{graph_id}-csv", "n_clicks"),
+                  State(graph_id, "figure"), *states, prevent_initial_call=True)
+    def _download(n_clicks, figure, *values):
+        if not n_clicks or not figure:
+            return dash.no_update
+        text = to_csv(figure, *values)
+        return dict(content=text, filename=filename, type="text/csv")
+
+
+def message(text, color: str = "info", **kwargs) -> dbc.Alert:
+    """A clear, non-failing message (e.g. 'this dataset holds latents only')."""
+    return dbc.Alert(text, color=color, **kwargs)
+
+
+# --------------------------------------------------------------------------- the app
+def _navbar(services: Services) -> dbc.Navbar:
+    links = [dbc.NavItem(dbc.NavLink(p.TITLE, href=p.PATH, id=f"nav-{_page_key(p)}", className="px-2"))
+             for p in services.pages]
+    selector = dcc.Dropdown(id="dataset-select", options=[], value=None, clearable=False, searchable=True,
+                            placeholder="dataset", style={"minWidth": "14rem", "color": "#212529"})
+    return dbc.Navbar(dbc.Container([
+        dbc.NavbarBrand("AI-NERD", href="/", className="fw-bold"),
+        dbc.Nav(links, navbar=True, className="me-auto flex-wrap"),
+        html.Div([html.Small("dataset", className="text-light me-2"), selector],
+                 className="d-flex align-items-center"),
+    ], fluid=True), color="dark", dark=True, className="mb-3")
+
+
+def _page_key(page) -> str:
+    return page.__name__.rsplit(".", 1)[-1].replace("_", "-")
+
+
+def _shell(services: Services):
+    def layout():
+        entries = [e for e in services.catalog.entries() if e.error is None]
+        nav = _navbar(services)
+        nav.children.children[2].children[1].options = [
+            {"label": e.id + ("" if e.has_results else " (not precomputed)"), "value": e.id} for e in entries]
+        return html.Div([
+            dcc.Location(id="url", refresh=False),
+            dcc.Store(id=DATASET_STORE),
+            nav,
+            dbc.Container(dcc.Loading(html.Div(id="page-content"), delay_show=400, type="dot"), fluid=True,
+                          className="pb-4"),
+        ])
+    return layout
+
+
+def _render(services: Services, pathname: str, dataset_id: str | None, query: dict):
+    page = next((p for p in services.pages if p.PATH == (pathname or "/")), None)
+    if page is None:
+        return message([html.B("No such page. "), "Use the links above."], color="warning")
+    entry = services.catalog.get(dataset_id)
+    if entry is None and page.PATH != "/" and getattr(page, "REQUIRES", ()):
+        return message("No dataset is available: put precomputed .h5 files in the data folder "
+                       f"({services.config.data_dir}).", color="warning")
+    missing = missing_requirements(page, entry) if entry is not None else []
+    if missing:
+        return html.Div([html.H4(page.TITLE),
+                         message([f"The dataset '{entry.id}' ", _REQUIREMENT_TEXT.get(missing[0], f"lacks {missing[0]}"),
+                                  "."], color="warning", id="page-requirement-message")])
+    ctx = PageContext(dataset=entry, dataset_id=entry.id if entry else None,
+                      datasets=services.catalog.entries(), query=query, services=services)
+    try:
+        return page.layout(ctx)
+    except Exception as exc:  # noqa: BLE001 - show, do not break the app
+        log.exception("page %s failed for dataset %s", page.PATH, dataset_id)
+        return message(f"This page failed for dataset '{dataset_id}': {exc}", color="danger")
+
+
+def _register_router(app: dash.Dash, services: Services) -> None:
+    from urllib.parse import urlencode
+
+    nav_outputs = [Output(f"nav-{_page_key(p)}", "href") for p in services.pages]
+    nav_active = [Output(f"nav-{_page_key(p)}", "active") for p in services.pages]
+
+    @app.callback(Output("page-content", "children"), Output(DATASET_STORE, "data"),
+                  Output("url", "search"), Output("dataset-select", "value"),
+                  *nav_outputs, *nav_active,
+                  Input("url", "pathname"), Input("url", "search"), Input("dataset-select", "value"))
+    def route(pathname, search, selected):
+        query = parse_query(search)
+        triggered = dash.callback_context.triggered_id
+        if triggered == "dataset-select" and selected:
+            wanted = selected
+        else:
+            wanted = query.get("dataset")
+        entry = services.catalog.resolve(wanted)
+        dataset_id = entry.id if entry else None
+        if dataset_id:
+            query["dataset"] = dataset_id
+        new_search = "?" + urlencode(query) if query else ""
+        content = _render(services, pathname or "/", dataset_id, query)
+        hrefs = [services.href(p.PATH, dataset_id) for p in services.pages]
+        active = [p.PATH == (pathname or "/") for p in services.pages]
+        return (content, dataset_id, new_search if new_search != (search or "") else dash.no_update,
+                dataset_id if dataset_id != selected else dash.no_update, *hrefs, *active)
 
 
 def init_explorer(server, config) -> dash.Dash:
+    """Mount the explorer on ``server`` at '/' and return the Dash app."""
+    from .background import make_background_manager
+    from .images import init_images
+
+    catalog = Catalog(config.data_dir)
+    manager = make_background_manager(config)
     app = dash.Dash(__name__, server=server, url_base_pathname="/", title="AI-NERD",
-                    assets_folder=str((__import__("pathlib").Path(__file__).parent.parent / "assets").resolve()))
-    files = sorted(p.name for p in config.data_dir.glob("*.h5")) if config.data_dir.exists() else []
-    app.layout = html.Div([html.H1("AI-NERD"), html.P("Datasets:"), html.Ul([html.Li(f) for f in files])])
+                    assets_folder=str(ASSETS),
+                    suppress_callback_exceptions=True, background_callback_manager=manager,
+                    update_title=None)
+    init_images(server, config, catalog)
+    services = Services(app=app, config=config, catalog=catalog, background_manager=manager,
+                        register_background=functools.partial(register_background_callback, app, manager),
+                        pages=pages_pkg.load_pages())
+    server.extensions["ainerd_explorer"] = services
+    app.layout = _shell(services)
+    _register_router(app, services)
+    for page in services.pages:
+        register = getattr(page, "register_callbacks", None)
+        if register is None:
+            continue
+        try:
+            register(app, services)
+        except Exception:  # noqa: BLE001 - a broken page must not take the app down
+            log.exception("page %s: register_callbacks failed", page.__name__)
     return app

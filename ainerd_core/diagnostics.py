@@ -1,0 +1,156 @@
+"""Model diagnostics the reviewers asked for: reconstructions, latent neighbourhoods, latent size.
+
+* :func:`reconstructions` - random held-out maps next to the model's reconstructions.
+* :func:`latent_noise` - one latent vector plus Gaussian noise (sigma 0.3, the mean latent std
+  in the paper) decoded into artificial maps: a smooth latent space gives similar maps.
+* :func:`latent_size_sweep` - test MSE vs latent size (2, 4, ... 1024), each size trained with
+  a short schedule under a shared time budget; CLI
+  ``python -m ainerd_core latent-sweep DATASET --budget-s 600 --out sweep.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+SWEEP_SIZES = tuple(2 ** k for k in range(1, 11))  # 2 .. 1024
+
+
+def _held_out_indices(model, n_maps: int) -> np.ndarray:
+    """Test-split indices recorded in the model's checkpoint, else all maps."""
+    info = getattr(model, "checkpoint_info", {}) or {}
+    split = info.get("split") or {}
+    test = np.asarray(split.get("test", []), dtype=np.int64)
+    if test.size and info.get("dataset_n_maps") in (None, n_maps) and test.max() < n_maps:
+        return test
+    return np.arange(n_maps)
+
+
+def reconstructions(model, dataset, n: int = 16, seed: int = 0, indices=None) -> dict:
+    """n random held-out maps, their reconstructions and their indices.
+
+    Held-out = the test split stored in the model's checkpoint when it was trained on this
+    dataset (same number of maps), otherwise any map. Returns ``{"index": (n,), "input":
+    (n, 256, 256), "output": (n, 256, 256), "mse": (n,)}``.
+    """
+    from .model import reconstruct
+
+    if not dataset.has_maps:
+        raise InputError(dataset.path, "this dataset holds latents only, no C2 maps to reconstruct")
+    if indices is None:
+        pool = _held_out_indices(model, dataset.n_maps)
+        rng = np.random.default_rng(seed)
+        indices = np.sort(rng.choice(pool, size=min(n, pool.size), replace=False))
+    indices = np.asarray(indices, dtype=np.int64)
+    maps = dataset.read_maps(indices)
+    out = reconstruct(model, maps)
+    return {"index": indices, "input": maps, "output": out,
+            "mse": ((maps.astype(np.float64) - out) ** 2).mean(axis=(1, 2))}
+
+
+def latent_noise(model, latents, sigma: float = 0.3, n: int = 16, seed: int = 0, index: int | None = None) -> dict:
+    """Decode one latent vector plus Gaussian noise into ``n`` artificial maps.
+
+    ``latents`` is one vector (D,) or a set (N, D); from a set, ``index`` picks the vector
+    (default: a seeded random one). Noise is N(0, sigma^2) per dimension; the noisy latents are
+    clipped at 0 (latents are ReLU outputs). Returns ``{"latent": (D,), "index", "noisy": (n, D),
+    "maps": (n, 256, 256), "center_map": (256, 256), "sigma"}``.
+    """
+    from .model import decode
+
+    lat = np.asarray(latents, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    if lat.ndim == 2:
+        if index is None:
+            index = int(rng.integers(lat.shape[0]))
+        center = lat[int(index)]
+    elif lat.ndim == 1:
+        center = lat
+    else:
+        raise InputError(None, f"latents must be (D,) or (N, D), got shape {lat.shape}")
+    if center.shape[0] != model.latent_size:
+        raise InputError(None, f"latent size {center.shape[0]} does not match the model's {model.latent_size}")
+    noisy = np.maximum(center[None] + rng.normal(0.0, sigma, size=(n, center.shape[0])).astype(np.float32), 0)
+    maps = decode(model, noisy)
+    return {"latent": center, "index": index, "noisy": noisy, "maps": maps,
+            "center_map": decode(model, center[None])[0], "sigma": float(sigma)}
+
+
+def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, epochs: int = 6,
+                      seed: int = 0, batch_size: int = 16, max_maps: int | None = None, device=None,
+                      log=print) -> dict:
+    """Test MSE vs latent size, every size trained with the same short schedule.
+
+    The budget is shared equally: each size gets ``time_budget_s / len(sizes)`` seconds and at
+    most ``epochs`` epochs (training stops after the epoch in which its share ran out). All
+    sizes use the same seed, hence the same train / val / test split and augmentation draws.
+    Returns ``{"latent_size": [...], "test_mse": [...], "explained_variance": [...], "epochs":
+    [...], "seconds": [...], "schedule": {...}}``.
+    """
+    from .train import train
+
+    sizes = [int(s) for s in sizes]
+    if not sizes or min(sizes) < 1:
+        raise InputError(None, f"latent sizes must be positive, got {sizes}")
+    share = float(time_budget_s) / len(sizes)
+    res = {"latent_size": [], "test_mse": [], "explained_variance": [], "best_val_mse": [], "epochs": [],
+           "seconds": [], "schedule": {"epochs_max": int(epochs), "seconds_per_size": share, "seed": int(seed),
+                                       "batch_size": int(batch_size), "max_maps": max_maps,
+                                       "note": "short CPU schedule: each size trains at most epochs_max epochs "
+                                               "or until its time share is used (checked after each epoch)"}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in sizes:
+            t0 = time.perf_counter()
+            r = train(dataset, Path(tmp) / f"latent{size}.pt", epochs=epochs, latent=size, seed=seed,
+                      batch_size=batch_size, max_maps=max_maps, time_budget_s=share, device=device,
+                      log=lambda *a, **k: None, write_curve=False)
+            dt = time.perf_counter() - t0
+            res["latent_size"].append(size)
+            res["test_mse"].append(r["test"]["mse"])
+            res["explained_variance"].append(r["test"]["explained_variance"])
+            res["best_val_mse"].append(r["best_val_loss"])
+            res["epochs"].append(len(r["learning_curve"]["epoch"]))
+            res["seconds"].append(dt)
+            log(f"latent {size:5d}: test MSE {r['test']['mse']:.5f} (explained variance "
+                f"{r['test']['explained_variance'] * 100:.1f} %), {res['epochs'][-1]} epochs, {dt:.0f} s")
+    return res
+
+
+# --------------------------------------------------------------------------- CLI: latent-sweep
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="dataset file (.h5) with C2 maps")
+    parser.add_argument("--out", required=True, help="JSON file for the sweep")
+    parser.add_argument("--budget-s", type=float, default=600.0, help="total training time, shared by all sizes")
+    parser.add_argument("--sizes", default=",".join(map(str, SWEEP_SIZES)),
+                        help="comma-separated latent sizes (default 2,4,...,1024)")
+    parser.add_argument("--epochs", type=int, default=6, help="at most this many epochs per size (default 6)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-maps", type=int, default=None, help="seeded random subset of the maps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None)
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    if not out.parent.exists():
+        raise InputError(out, "the output folder does not exist")
+    try:
+        sizes = [int(s) for s in str(args.sizes).split(",") if s.strip()]
+    except ValueError:
+        raise InputError(None, f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
+    res = latent_size_sweep(args.dataset, sizes=sizes, time_budget_s=args.budget_s, epochs=args.epochs,
+                            seed=args.seed, batch_size=args.batch_size, max_maps=args.max_maps, device=args.device)
+    res["dataset"] = str(args.dataset)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(res, indent=1))
+    tmp.replace(out)
+    best = int(np.argmin(res["test_mse"]))
+    print(f"wrote {out}: {len(sizes)} sizes; lowest test MSE {res['test_mse'][best]:.5f} at latent "
+          f"{res['latent_size'][best]}")
+    return 0

@@ -1,0 +1,585 @@
+"""The AI-NERD convolutional autoencoder (Horwath et al., Nat. Commun. 2024), as published.
+
+Architecture (METHOD.md section 3; matches the published checkpoint key for key)::
+
+    encoder   3 x [Conv3x3(pad 1) -> Dropout -> ReLU -> Conv3x3 -> Dropout -> ReLU -> MaxPool(4)]
+              channels 1 -> 16 -> 32 -> 64; 256 x 256 -> 64 x 4 x 4
+    bottleneck Flatten -> Linear(1024, latent) -> ReLU   (the latent vector, non-negative)
+              -> Linear(latent, 1024) -> ReLU -> Unflatten(64, 4, 4)
+    decoder1  3 x [Conv3x3 -> Dropout -> ReLU -> Conv3x3 -> Dropout -> ReLU -> Upsample(x4, bilinear)]
+              channels 64 -> 64 -> 64 -> 32; then Conv3x3(32 -> 1) -> Sigmoid
+
+State-dict keys are those of the published ``nn.Sequential`` containers (``encoder.0``, ``.3``,
+``.7``, ``.10``, ``.14``, ``.17``; ``bottleneck.1``, ``.3``; ``decoder1.0`` ... ``.21``), so the
+published checkpoint loads with ``strict=True``.
+
+Two implementations of the same function live here:
+
+* the *plain* path: the ``nn.Sequential`` containers called in order (the reference; used on
+  GPUs and whenever ``model.fast`` is False);
+* the *fast CPU path* (default on CPU), made of mathematically exact rewrites, each measured in
+  ``benchmarks/encode.py`` and ``benchmarks/train_step.py``:
+  channels-last (NHWC) activations so oneDNN uses its direct convolution kernels; the
+  1-input-channel first convolution as one (B*H*W, 9) x (9, 16) matrix product on the 9 shifted
+  copies of the map (oneDNN's kernel is ~10x slower on this shape); the 1-output-channel last
+  convolution as a (B*H*W, 32) x (32, 9) product followed by 9 shifted adds; ReLU moved behind
+  MaxPool (``relu(maxpool(y)) == maxpool(relu(y))``, 16x fewer elements); micro-batches of
+  :data:`CPU_CHUNK` maps so the 4 MB-per-map first-stage activations stay in cache; and for
+  inference a frozen TorchScript graph of that path (oneDNN conv+ReLU fusion, prepacked
+  weights), built once per set of weights and falling back to eager if it cannot be built.
+
+Results agree with the plain path to float32 rounding (tested). bfloat16 is available
+(``precision="bf16"``) but is never the default: it changes latents by ~0.5 %.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import InputError
+
+FORMAT = "ainerd-autoencoder"
+FORMAT_VERSION = 1
+MAP_SIZE = 256
+DEFAULT_LATENT = 64
+DROPOUT = 0.25
+CPU_CHUNK = 8  # maps per forward pass on CPU (measured best: 4..16; see benchmarks/encode.py)
+REPO = Path(__file__).resolve().parents[1]
+DEMO_WEIGHTS = REPO / "data" / "demo_weights.pt"
+NORMALISATION = {"input": "each C2 map min-max normalised to [0, 1] (dataset.normalise_map)",
+                 "map_size": MAP_SIZE, "output": "sigmoid, [0, 1]"}
+
+# analytic FLOPs per map (multiply + add = 2), used by the benchmarks
+def _conv_flops(c_in: int, c_out: int, side: int) -> int:
+    return 2 * 9 * c_in * c_out * side * side
+
+
+def encoder_flops(latent: int = DEFAULT_LATENT) -> int:
+    return (_conv_flops(1, 16, 256) + _conv_flops(16, 16, 256) + _conv_flops(16, 32, 64)
+            + _conv_flops(32, 32, 64) + _conv_flops(32, 64, 16) + _conv_flops(64, 64, 16) + 2 * 1024 * latent)
+
+
+def decoder_flops(latent: int = DEFAULT_LATENT) -> int:
+    return (2 * latent * 1024 + 2 * _conv_flops(64, 64, 4) + 2 * _conv_flops(64, 64, 16)
+            + _conv_flops(64, 32, 64) + _conv_flops(32, 32, 64) + _conv_flops(32, 1, 256))
+
+
+def _stage(c_in: int, c_out: int, p: float) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.Dropout(p), nn.ReLU(),
+            nn.Conv2d(c_out, c_out, 3, padding=1), nn.Dropout(p), nn.ReLU()]
+
+
+# --------------------------------------------------------------------------- fast path pieces
+def _conv_c1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Conv3x3(pad 1) of a 1-channel (B, 1, H, W) input as one matrix product.
+
+    Returns (B, C, H, W) in channels-last memory layout (a view of an NHWC buffer).
+    """
+    b, _, h, w = x.shape
+    c = weight.shape[0]
+    xp = F.pad(x.reshape(b, h, w), (1, 1, 1, 1))
+    cols = torch.stack([xp[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], dim=-1)
+    y = torch.addmm(bias, cols.reshape(b * h * w, 9), weight.reshape(c, 9).t())
+    return y.reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def _shift_taps(g: torch.Tensor, flip: bool) -> torch.Tensor:
+    """(B, H, W) -> (B, H, W, 9): the 9 neighbours of every pixel (zero outside the map).
+
+    Tap k = 3 i + j holds g[h + i - 1, w + j - 1]; with ``flip`` it holds g[h - i + 1, w - j + 1].
+    """
+    b, h, w = g.shape
+    gp = F.pad(g, (1, 1, 1, 1))
+    if flip:
+        return torch.stack([gp[:, 2 - i:2 - i + h, 2 - j:2 - j + w] for i in range(3) for j in range(3)], dim=-1)
+    return torch.stack([gp[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], dim=-1)
+
+
+class _ConvTo1(torch.autograd.Function):
+    """Conv3x3(pad 1) with one output channel, channels-last input, exact rewrite.
+
+    Forward: y = x_nhwc (B*H*W, C) @ W (C, 9), out = sum_k shift_k(y_k) + bias.
+    Backward: g9 = the 9 (flipped) shifts of grad_out, grad_x = g9 @ W^T, grad_W = x^T @ g9:
+    two matrix products and one gather (autograd's own backward of 9 slices costs 9 full-size
+    zero fills).
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        b, c, h, w = x.shape
+        nhwc = x.permute(0, 2, 3, 1).reshape(b * h * w, c)
+        wm = weight.reshape(c, 9)
+        y = torch.mm(nhwc, wm).reshape(b, h, w, 9)
+        yp = F.pad(y, (0, 0, 1, 1, 1, 1))
+        out = yp[:, 0:h, 0:w, 0] + bias
+        for k in range(1, 9):
+            i, j = divmod(k, 3)
+            out = out + yp[:, i:i + h, j:j + w, k]
+        ctx.save_for_backward(nhwc, wm)
+        ctx.shape = (b, c, h, w)
+        return out.unsqueeze(1)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        nhwc, wm = ctx.saved_tensors
+        b, c, h, w = ctx.shape
+        g9 = _shift_taps(grad_out.reshape(b, h, w), flip=True).reshape(b * h * w, 9)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.mm(g9, wm.t()).reshape(b, h, w, c).permute(0, 3, 1, 2)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.mm(nhwc.t(), g9).reshape(1, c, 3, 3)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum().reshape(1)
+        return grad_x, grad_w, grad_b
+
+
+def _conv_to1(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Conv3x3(pad 1) with one output channel of a channels-last (B, C, H, W) input.
+
+    y_k = x . w_k for the 9 taps k = (i, j) (one (B*H*W, C) x (C, 9) product), then
+    out[h, w] = sum_k y_k[h + i - 1, w + j - 1] (zero outside): exact up to float rounding.
+    """
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
+        return _ConvTo1.apply(x, weight, bias)
+    return _conv_to1_nograd(x, weight, bias)
+
+
+def _conv_to1_nograd(x, weight, bias):
+    b, c, h, w = x.shape
+    y = torch.mm(x.permute(0, 2, 3, 1).reshape(b * h * w, c), weight.reshape(c, 9)).reshape(b, h, w, 9)
+    yp = F.pad(y, (0, 0, 1, 1, 1, 1))
+    out = yp[:, 0:h, 0:w, 0] + bias
+    for k in range(1, 9):
+        i, j = divmod(k, 3)
+        out = out + yp[:, i:i + h, j:j + w, k]
+    return out.unsqueeze(1)
+
+
+class _DropReLU(torch.autograd.Function):
+    """ReLU(Dropout(x)) for p = n/256 in one pass, saving a 1-byte mask for backward.
+
+    The keep mask is drawn as random bytes >= n (4 bytes per 32-bit random word): exactly
+    Bernoulli(1 - p) per element, ~2x faster than ``F.dropout`` + ``F.relu`` on CPU.
+    """
+
+    @staticmethod
+    def forward(ctx, x, threshold: int, scale: float):
+        n = x.numel()
+        words = torch.randint(-2 ** 31, 2 ** 31, ((n + 3) // 4,), dtype=torch.int32, device=x.device)
+        rnd = words.view(torch.uint8)[:n]
+        if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            b, c, h, w = x.shape
+            rnd = rnd.view(b, h, w, c).permute(0, 3, 1, 2)
+        else:
+            rnd = rnd.view(x.shape)
+        keep = (rnd >= threshold) & (x > 0)
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return torch.where(keep, x * scale, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (keep,) = ctx.saved_tensors
+        return torch.where(keep, grad * ctx.scale, 0.0), None, None
+
+
+def _drop_relu(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """relu(dropout(x, p)) (training) or relu(x) (inference)."""
+    if not training or p == 0:
+        return F.relu(x) if training or torch.is_grad_enabled() else x.relu_()
+    n = p * 256
+    if n == int(n) and 0 < n < 256:
+        return _DropReLU.apply(x, int(n), 1.0 / (1.0 - p))
+    return F.relu(F.dropout(x, p, True))
+
+
+def _fast_encode(model: "Autoencoder", x: torch.Tensor) -> torch.Tensor:
+    e = model.encoder
+    p, training = model.dropout, model.training
+    x = _drop_relu(_conv_c1(x, e[0].weight, e[0].bias), p, training)
+    for ca, cb in ((None, 3), (7, 10), (14, 17)):
+        if ca is not None:
+            x = _drop_relu(F.conv2d(x, e[ca].weight, e[ca].bias, padding=1), p, training)
+        x = F.conv2d(x, e[cb].weight, e[cb].bias, padding=1)
+        if training:
+            x = F.max_pool2d(_drop_relu(x, p, training), 4)
+        else:  # relu(maxpool(y)) == maxpool(relu(y)): ReLU on 16x fewer elements
+            x = F.max_pool2d(x, 4).relu_()
+    x = x.contiguous().flatten(1)       # NCHW order, as nn.Flatten sees it
+    lin = model.bottleneck[1]
+    return F.relu(F.linear(x, lin.weight, lin.bias))
+
+
+def _fast_decode(model: "Autoencoder", z: torch.Tensor) -> torch.Tensor:
+    d = model.decoder1
+    p, training = model.dropout, model.training
+    lin = model.bottleneck[3]
+    x = F.relu(F.linear(z, lin.weight, lin.bias)).reshape(-1, 64, 4, 4)
+    x = x.contiguous(memory_format=torch.channels_last)
+    for ca, cb in ((0, 3), (7, 10), (14, 17)):
+        for ci in (ca, cb):
+            x = _drop_relu(F.conv2d(x, d[ci].weight, d[ci].bias, padding=1), p, training)
+        x = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
+    return torch.sigmoid(_conv_to1(x, d[21].weight, d[21].bias))
+
+
+class _FastEncoderGraph(nn.Module):
+    """Wrapper traced by TorchScript: the fast encoder path with the model's current weights."""
+
+    def __init__(self, model: "Autoencoder"):
+        super().__init__()
+        self.m = model
+
+    def forward(self, x):
+        return _fast_encode(self.m, x)
+
+
+class _FastDecoderGraph(_FastEncoderGraph):
+    def forward(self, z):
+        return _fast_decode(self.m, z)
+
+
+# --------------------------------------------------------------------------- the network
+class Autoencoder(nn.Module):
+    """The published AI-NERD autoencoder with a configurable latent size.
+
+    ``encode(x)`` maps (B, 256, 256) or (B, 1, 256, 256) float maps in [0, 1] to (B, latent)
+    non-negative latents; ``decode(z)`` maps latents back to (B, 1, 256, 256) in [0, 1].
+
+    Attributes
+    ----------
+    fast : bool
+        Use the fast CPU path (default True); False forces the plain ``nn.Sequential`` path.
+    jit : bool
+        In inference on CPU, run a frozen TorchScript graph of the fast path (default True).
+    precision : str
+        ``"fp32"`` (default) or ``"bf16"`` (CPU inference only, oneDNN bfloat16; changes results).
+    """
+
+    def __init__(self, latent_size: int = DEFAULT_LATENT, dropout: float = DROPOUT):
+        super().__init__()
+        if int(latent_size) < 1:
+            raise ValueError(f"latent size must be >= 1, got {latent_size}")
+        self.latent_size = int(latent_size)
+        self.dropout = float(dropout)
+        pool = lambda: nn.MaxPool2d(4)  # noqa: E731
+        up = lambda: nn.Upsample(scale_factor=4, mode="bilinear")  # noqa: E731
+        self.encoder = nn.Sequential(*_stage(1, 16, dropout), pool(), *_stage(16, 32, dropout), pool(),
+                                     *_stage(32, 64, dropout), pool())
+        self.bottleneck = nn.Sequential(nn.Flatten(), nn.Linear(1024, self.latent_size), nn.ReLU(),
+                                        nn.Linear(self.latent_size, 1024), nn.ReLU(), nn.Unflatten(1, (64, 4, 4)))
+        self.decoder1 = nn.Sequential(*_stage(64, 64, dropout), up(), *_stage(64, 64, dropout), up(),
+                                      *_stage(64, 32, dropout), up(), nn.Conv2d(32, 1, 3, padding=1), nn.Sigmoid())
+        self.fast = True
+        self.jit = True
+        self.precision = "fp32"
+        self._graphs: dict = {}
+
+    # -- helpers ---------------------------------------------------------------
+    @staticmethod
+    def _as_input(x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:
+            x = x.unsqueeze(1)
+        if x.dim() != 4 or x.shape[1] != 1 or x.shape[2:] != (MAP_SIZE, MAP_SIZE):
+            raise ValueError(f"expected maps of shape (B, {MAP_SIZE}, {MAP_SIZE}) or (B, 1, {MAP_SIZE}, "
+                             f"{MAP_SIZE}), got {tuple(x.shape)}")
+        return x
+
+    def _use_fast(self, x: torch.Tensor) -> bool:
+        return self.fast and x.device.type == "cpu" and x.dtype == torch.float32
+
+    def _inference(self) -> bool:
+        return not self.training and not torch.is_grad_enabled()
+
+    def _weights_key(self):
+        return tuple((p.data_ptr(), p._version) for p in self.parameters())
+
+    def _graph(self, kind: str, example: torch.Tensor):
+        """Frozen TorchScript graph of the fast path for the current weights (None if unavailable)."""
+        key = (kind, self.precision, self._weights_key())
+        cached = self._graphs.get(kind)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        graph = None
+        try:
+            wrapper = (_FastEncoderGraph if kind == "encode" else _FastDecoderGraph)(self).eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with torch.no_grad():
+                    traced = torch.jit.trace(wrapper, example, check_trace=False)
+                    graph = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+                    graph(example)
+        except Exception:  # pragma: no cover - TorchScript unavailable or failed: eager fast path
+            graph = None
+        self._graphs[kind] = (key, graph)
+        return graph
+
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    def _run_fast(self, kind: str, x: torch.Tensor) -> torch.Tensor:
+        fn = _fast_encode if kind == "encode" else _fast_decode
+        if not self._inference():
+            return fn(self, x)
+        outs = []
+        graph = None
+        for start in range(0, x.shape[0], CPU_CHUNK):
+            part = x[start:start + CPU_CHUNK]
+            use_jit = self.jit and self.precision == "fp32"
+            if use_jit and graph is None:
+                graph = self._graph(kind, part)
+            with self._autocast():
+                y = graph(part) if (use_jit and graph is not None) else fn(self, part)
+            outs.append(y.float())
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+    # -- public ------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._as_input(x)
+        if self._use_fast(x):
+            return self._run_fast("encode", x.contiguous())
+        return self.bottleneck[:3](self.encoder(x))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        if z.dim() != 2 or z.shape[1] != self.latent_size:
+            raise ValueError(f"expected latents of shape (B, {self.latent_size}), got {tuple(z.shape)}")
+        if self._use_fast(z):
+            return self._run_fast("decode", z.contiguous())
+        return self.decoder1(self.bottleneck[3:](z))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def plain_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference path (the ``nn.Sequential`` containers), whatever ``fast`` says."""
+        return self.decoder1(self.bottleneck(self.encoder(self._as_input(x))))
+
+
+# --------------------------------------------------------------------------- checkpoints
+def make_checkpoint(model: Autoencoder, *, config: dict | None = None, learning_curve: dict | None = None,
+                    **extra) -> dict:
+    """The project's checkpoint dict (what :func:`save_checkpoint` writes)."""
+    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION, "state_dict": sd,
+            "latent_size": model.latent_size, "dropout": model.dropout,
+            "config": dict(config or {}), "normalisation": dict(NORMALISATION),
+            "learning_curve": dict(learning_curve or {}), "torch_version": str(torch.__version__)}
+    ckpt.update(extra)
+    return ckpt
+
+
+def atomic_torch_save(obj, path) -> Path:
+    """``torch.save`` under a temporary name in the same folder, then rename (atomic)."""
+    import tempfile
+
+    path = Path(path)
+    if not path.parent.exists():
+        raise InputError(path, "the output folder does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(model: Autoencoder, path, **kwargs) -> Path:
+    return atomic_torch_save(make_checkpoint(model, **kwargs), path)
+
+
+def read_checkpoint(path) -> dict:
+    """Read a checkpoint file into the project's dict form (a plain state_dict is wrapped).
+
+    Raises :class:`InputError` for a missing, unreadable or foreign file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such checkpoint file")
+    if path.is_dir():
+        raise InputError(path, "is a folder, not a checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(path, f"not a readable PyTorch checkpoint: {type(exc).__name__}: {exc}") from None
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        if int(obj.get("format_version", 0)) > FORMAT_VERSION:
+            raise InputError(path, f"checkpoint format_version {obj['format_version']} is newer than this "
+                                   f"software ({FORMAT_VERSION})")
+        if not isinstance(obj.get("state_dict"), dict):
+            raise InputError(path, "checkpoint has no state_dict")
+        return obj
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if "bottleneck.1.weight" not in obj:
+            raise InputError(path, "not an AI-NERD autoencoder state_dict (no bottleneck.1.weight)")
+        return {"format": FORMAT, "format_version": 0, "state_dict": obj,
+                "latent_size": int(obj["bottleneck.1.weight"].shape[0]), "config": {},
+                "normalisation": dict(NORMALISATION), "learning_curve": {}, "published": True}
+    raise InputError(path, "not an AI-NERD autoencoder checkpoint (expected a state_dict or a project checkpoint)")
+
+
+def model_from_checkpoint(ckpt: dict, path=None) -> Autoencoder:
+    sd = ckpt["state_dict"]
+    latent = int(ckpt.get("latent_size") or sd["bottleneck.1.weight"].shape[0])
+    model = Autoencoder(latent, dropout=float(ckpt.get("dropout", DROPOUT)))
+    try:
+        model.load_state_dict(sd, strict=True)
+    except (RuntimeError, KeyError) as exc:
+        raise InputError(path, f"weights do not fit the published architecture: {str(exc).splitlines()[0]}") from None
+    return model
+
+
+def load_model(path=None, device=None) -> Autoencoder:
+    """Load a checkpoint into the published architecture, in eval mode.
+
+    Parameters
+    ----------
+    path : path-like, optional
+        A project checkpoint (``train``'s output), or the published plain state_dict
+        (``published_checkpoint_state_dict.pth``, loaded with ``strict=True``). None: the shipped
+        demo weights ``data/demo_weights.pt``.
+    device : str or torch.device, optional
+        Default: CUDA when available, else CPU.
+    """
+    path = DEMO_WEIGHTS if path is None else Path(path)
+    ckpt = read_checkpoint(path)
+    model = model_from_checkpoint(ckpt, path)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device).eval()
+    model.checkpoint_info = {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizer", "scheduler")}
+    model.checkpoint_path = str(path)
+    return model
+
+
+# --------------------------------------------------------------------------- batch API
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _iter_batches(maps, batch_size: int):
+    from .dataset import Dataset
+
+    if isinstance(maps, Dataset):
+        if not maps.has_maps:
+            raise InputError(maps.path, "this dataset holds latents only, no C2 maps to encode")
+        return maps.n_maps, maps.iter_maps(batch_size)
+    arr = maps if isinstance(maps, np.ndarray) else np.asarray(maps)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim == 4 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim != 3 or arr.shape[1:] != (MAP_SIZE, MAP_SIZE):
+        raise InputError(None, f"maps must have shape (N, {MAP_SIZE}, {MAP_SIZE}), got {arr.shape}")
+    return arr.shape[0], ((s, arr[s:s + batch_size]) for s in range(0, arr.shape[0], batch_size))
+
+
+def encode(model: Autoencoder, maps, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Latent vectors (N, latent) float32 of maps: an array (N, 256, 256) or a Dataset.
+
+    A Dataset is streamed ``batch_size`` maps at a time (13,000 maps never sit in memory).
+    Deterministic: the model runs in eval mode (dropout off) under ``torch.inference_mode``.
+    """
+    if batch_size < 1:
+        raise InputError(None, f"batch size must be >= 1, got {batch_size}")
+    n, batches = _iter_batches(maps, batch_size)
+    device = _device_of(model)
+    out = np.empty((n, model.latent_size), np.float32)
+    was_training = model.training
+    model.eval()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=n, unit="map", desc="encode")
+    try:
+        with torch.inference_mode():
+            for start, batch in batches:
+                x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
+                if not torch.isfinite(x).all():
+                    raise InputError(getattr(maps, "path", None), f"maps {start}..{start + len(batch) - 1} contain NaN or inf")
+                out[start:start + len(batch)] = model.encode(x).float().cpu().numpy()
+                if bar is not None:
+                    bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
+        model.train(was_training)
+    return out
+
+
+def decode(model: Autoencoder, latents, batch_size: int = 64) -> np.ndarray:
+    """Maps (N, 256, 256) float32 in [0, 1] decoded from latents (N, latent)."""
+    z = np.asarray(latents, dtype=np.float32)
+    if z.ndim == 1:
+        z = z[None]
+    if z.ndim != 2 or z.shape[1] != model.latent_size:
+        raise InputError(None, f"latents must have shape (N, {model.latent_size}), got {z.shape}")
+    device = _device_of(model)
+    out = np.empty((z.shape[0], MAP_SIZE, MAP_SIZE), np.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for s in range(0, z.shape[0], batch_size):
+                zz = torch.from_numpy(np.ascontiguousarray(z[s:s + batch_size])).to(device)
+                out[s:s + len(zz)] = model.decode(zz).float().cpu().numpy()[:, 0]
+    finally:
+        model.train(was_training)
+    return out
+
+
+def reconstruct(model: Autoencoder, maps, batch_size: int = 64) -> np.ndarray:
+    """decode(encode(maps)), (N, 256, 256) float32."""
+    return decode(model, encode(model, maps, batch_size), batch_size)
+
+
+# --------------------------------------------------------------------------- CLI: encode
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="dataset file (.h5) with C2 maps")
+    parser.add_argument("--model", default=None, help="checkpoint (default: the shipped demo weights)")
+    parser.add_argument("--batch-size", type=int, default=64, help="maps read per batch (default 64)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--out", default=None, help="also save the latents as .npy")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    import time
+
+    from .dataset import open_dataset
+
+    model = load_model(args.model, device=args.device)
+    with open_dataset(args.dataset) as ds:
+        t0 = time.perf_counter()
+        lat = encode(model, ds, batch_size=args.batch_size, progress=not args.no_progress)
+        dt = time.perf_counter() - t0
+    if args.out:
+        out = Path(args.out)
+        if not out.parent.exists():
+            raise InputError(out, "the output folder does not exist")
+        np.save(out, lat)
+    active = (lat > 0).mean(axis=0)
+    print(f"{args.dataset}: encoded {lat.shape[0]} maps -> {lat.shape[1]}-d latents in {dt:.1f} s "
+          f"({lat.shape[0] / max(dt, 1e-9):.1f} maps/s, {_device_of(model).type})")
+    print(f"  model: {model.checkpoint_path}")
+    print(f"  latent mean {lat.mean():.4f}, std {lat.std():.4f}, max {lat.max():.4f}; "
+          f"{int((active > 0).sum())} of {lat.shape[1]} dimensions ever active, "
+          f"{(lat == 0).mean() * 100:.1f} % zeros")
+    if args.out:
+        print(f"  latents written to {args.out}")
+    return 0

@@ -1,0 +1,442 @@
+"""``python -m ainerd_core precompute DATASET``: everything the dashboard shows, into ``/results``.
+
+Stages (each timed and printed; seconds stored in the ``timings_json`` attribute):
+
+1. maps pass  one streaming read of ``/c2`` (if any): latents from the model (unless the dataset
+              carries ``/latents``, which are copied), diagonal-profile dynamics features, the
+              raw-pixel IncrementalPCA fit and squared norms.
+2. kmeans     sweep k = 2..12 (inertia, silhouette, Davies-Bouldin, Calinski-Harabasz), the
+              suggested k, labels at the chosen k and at k = 3, 5, 8, renumbered 0 = slowest.
+3. algorithms spectral, agglomerative, BIRCH, Gaussian mixture, HDBSCAN, OPTICS.
+4. stability  ARI across 10 seeds and bootstrap resamples.
+5. similarity exact K nearest neighbours in latent, raw-pixel (chunked BLAS, all pairs) and
+              PCA-64 space (the raw pass also projects every map onto the PCA).
+6. umap       seeded UMAP of the latents, and of the raw pixels (PCA-50 first).
+7. tables     Figure-3 tables, stress minima, flow/vorticity share over the UMAP plane.
+8. retrieval  precision@k benchmark (datasets with ground truth only).
+9. dynamics   continuous dynamics score (ridge regression latents -> measured decay rate).
+10. model     reconstructions, latent-noise maps, learning curve (with a model and maps).
+
+Everything is written with one :func:`ainerd_core.dataset.write_results` call at the end, so
+``/results`` is replaced atomically and a failed run leaves the old results in place.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from . import analysis as A
+from .errors import InputError
+
+DEFAULT_NEIGHBOURS = 100
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="dataset file (.h5); /results is replaced")
+    parser.add_argument("--model", default=None,
+                        help="autoencoder checkpoint (default: the shipped data/demo_weights.pt if present)")
+    parser.add_argument("--k", type=int, default=5, help="k-means clusters to use (0 = the suggested k); default 5")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")
+    parser.add_argument("--neighbours", type=int, default=DEFAULT_NEIGHBOURS,
+                        help=f"nearest neighbours stored per map and space (default {DEFAULT_NEIGHBOURS})")
+    parser.add_argument("--n-init", type=int, default=10, help="k-means restarts (default 10)")
+    parser.add_argument("--bootstrap", type=int, default=20, help="bootstrap resamples for stability (default 20)")
+    parser.add_argument("--max-fit", type=int, default=A.MAX_FIT,
+                        help=f"subsample for spectral/agglomerative/HDBSCAN/OPTICS (default {A.MAX_FIT})")
+    parser.add_argument("--tolerance", type=float, default=10.0,
+                        help="degrees around the flow / vorticity axis that count as that class (default 10)")
+    parser.add_argument("--grid", type=int, default=64, help="flow-share grid nodes per side (default 64)")
+    parser.add_argument("--share-radius", type=float, default=None,
+                        help="flow-share neighbourhood radius in UMAP units (default 5%% of the plane)")
+    parser.add_argument("--stress-sigma", type=float, default=30.0, help="stress smoothing, Gaussian sigma in s (default 30)")
+    parser.add_argument("--prominence", type=float, default=None,
+                        help="stress minima prominence, Pa (default 5%% of the smoothed range)")
+    parser.add_argument("--targets", type=int, default=100, help="retrieval benchmark targets (default 100)")
+    parser.add_argument("--no-raw-neighbours", action="store_true",
+                        help="skip all-pairs raw-pixel neighbours (PCA is still computed)")
+    parser.add_argument("--block-rows", type=int, default=2048,
+                        help="maps held in memory per block of the raw-neighbour product (default 2048 = 512 MB)")
+    parser.add_argument("--quiet", action="store_true", help="print nothing")
+
+
+def run(args) -> int:
+    precompute(args.dataset, model_path=args.model, k=args.k, seed=args.seed, neighbours=args.neighbours,
+               n_init=args.n_init, n_boot=args.bootstrap, max_fit=args.max_fit, tolerance=args.tolerance,
+               grid=args.grid, share_radius=args.share_radius, stress_sigma=args.stress_sigma,
+               prominence=args.prominence, targets=args.targets, raw_neighbours=not args.no_raw_neighbours,
+               block_rows=args.block_rows, verbose=not args.quiet)
+    return 0
+
+
+class _Clock:
+    def __init__(self, verbose: bool):
+        self.verbose = verbose
+        self.timings: dict[str, float] = {}
+
+    def say(self, msg: str) -> None:
+        if self.verbose:
+            print(msg, flush=True)
+
+    @contextmanager
+    def stage(self, name: str):
+        t0 = time.perf_counter()
+        self.say(f"[{name}] ...")
+        yield
+        dt = time.perf_counter() - t0
+        self.timings[name] = self.timings.get(name, 0.0) + dt
+        self.say(f"[{name}] {dt:.2f} s")
+
+    def add(self, name: str, dt: float) -> None:
+        self.timings[name] = self.timings.get(name, 0.0) + dt
+
+
+def _load_model(model_path, clock: _Clock):
+    """The model, or None (with a printed note) when no path was given and no demo weights ship."""
+    try:
+        from . import model as M
+    except ImportError as exc:  # pragma: no cover - torch missing
+        if model_path is not None:
+            raise InputError(model_path, f"cannot load models: {exc}") from None
+        clock.say(f"note: no model ({exc}); model-dependent stages are skipped")
+        return None
+    if model_path is None:
+        weights = Path(getattr(M, "DEMO_WEIGHTS", "data/demo_weights.pt"))
+        if not weights.exists():
+            clock.say(f"note: no --model and no shipped weights at {weights}; model-dependent stages are skipped")
+            return None
+    return M.load_model(model_path)
+
+
+def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
+               neighbours: int = DEFAULT_NEIGHBOURS, n_init: int = 10, n_boot: int = 20,
+               max_fit: int = A.MAX_FIT, tolerance: float = 10.0, grid: int = 64, share_radius=None,
+               stress_sigma: float = 30.0, prominence=None, targets: int = 100, raw_neighbours: bool = True,
+               block_rows: int = 2048, verbose: bool = True) -> dict:
+    """Run every stage on the dataset at ``path`` and replace its ``/results``.
+
+    ``model`` (an already loaded autoencoder) takes precedence over ``model_path``. Returns the
+    results dict that was written (plus ``'_attrs'``).
+    """
+    from . import similarity as S
+    from .dataset import open_dataset, write_results
+    from .geometry import sector_class
+
+    clock = _Clock(verbose)
+    t_all = time.perf_counter()
+    path = Path(path)
+    if k < 0 or k == 1:
+        raise InputError("--k", f"k must be 0 (suggested) or >= 2, got {k}")
+    if neighbours < 1:
+        raise InputError("--neighbours", f"must be >= 1, got {neighbours}")
+    res: dict[str, object] = {}
+    attrs: dict[str, object] = {"seed": int(seed), "n_init": int(n_init)}
+    with clock.stage("0. open + model"):
+        ds = open_dataset(path)
+        if model is None:
+            model = _load_model(model_path, clock)
+        attrs["model"] = str(getattr(model, "checkpoint_path", "given")) if model is not None else "none"
+    try:
+        n = ds.n_maps
+        meta = ds.meta
+        time_ = np.asarray(meta["time"], dtype=np.float64)
+        shipped = ds.latents
+        if shipped is None and (model is None or not ds.has_maps):
+            raise InputError(path, "no /latents in the dataset and no model to encode its maps: pass --model PATH")
+
+        # ---------------------------------------------------------------- 1. maps pass
+        latent = None if shipped is None else np.asarray(shipped, np.float32)
+        attrs["latent_source"] = "dataset /latents" if shipped is not None else "model"
+        slowness = half_lag = None
+        ipca = norms = None
+        if ds.has_maps:
+            with clock.stage("1. maps pass (latents, features, PCA fit)"):
+                need_encode = latent is None
+                if need_encode:
+                    from .model import encode as _encode
+                lat_parts = np.empty((n, model.latent_size), np.float32) if need_encode else None
+                feats = {"slowness": np.empty(n, np.float32), "half_lag": np.empty(n, np.float32)}
+                sub = {"encode": 0.0, "features": 0.0}
+
+                def on_batch(s, flat):
+                    side = ds.map_size
+                    maps = flat.reshape(len(flat), side, side)
+                    t0 = time.perf_counter()
+                    if need_encode:
+                        lat_parts[s:s + len(maps)] = _encode(model, maps, batch_size=64)
+                    t1 = time.perf_counter()
+                    f = A.map_profile_features(maps)
+                    feats["slowness"][s:s + len(maps)] = f["slowness"]
+                    feats["half_lag"][s:s + len(maps)] = f["half_lag"]
+                    sub["encode"] += t1 - t0
+                    sub["features"] += time.perf_counter() - t1
+
+                src = S.MapSource(ds)
+                ipca, norms = S.fit_pca_stream(src, 64, batch_size=256, on_batch=on_batch)
+                if need_encode:
+                    latent = lat_parts
+                slowness, half_lag = feats["slowness"], feats["half_lag"]
+                for key, v in sub.items():
+                    clock.add(f"1a. {key}", v)
+                clock.say(f"    encode {sub['encode']:.2f} s, features {sub['features']:.2f} s")
+        if latent.shape[0] != n:
+            raise InputError(path, f"latents have {latent.shape[0]} rows for {n} maps")
+        res["latent"] = latent.astype(np.float32)
+
+        # ordering feature
+        if slowness is not None:
+            order_feature = slowness
+            attrs["order_feature_name"] = ("c2_band_area: mean of the map's diagonal profile over lags 1..L-1 "
+                                           "(broad band = slow = high)")
+        else:
+            order_feature, attrs["order_feature_name"] = A.latent_slowness_proxy(latent, time_)
+        res["order_feature"] = order_feature.astype(np.float32)
+
+        # ---------------------------------------------------------------- 2. k-means
+        with clock.stage("2. kmeans sweep"):
+            sweep = A.kmeans_sweep(latent, A.K_RANGE, seed=seed, n_init=n_init)
+            suggested = A.suggest_k(sweep)
+            chosen = suggested if k == 0 else int(k)
+            if chosen >= n:
+                raise InputError("--k", f"k = {chosen} needs more than {n} maps")
+
+            def labels_at(kk):
+                lab = sweep["labels"].get(kk)
+                if lab is None:
+                    lab = A.kmeans_labels(latent, kk, seed, n_init)
+                return A.order_labels(lab, order_feature)
+
+            labels = labels_at(chosen)
+            res["labels"] = labels
+            extra_k = {kk: labels_at(kk) for kk in (3, 5, 8) if kk < n}
+            for kk, lab in extra_k.items():
+                res[f"labels_k{kk}"] = lab
+            for key in ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz"):
+                res[f"kmeans/{key}"] = sweep[key]
+            attrs.update(k=chosen, suggested_k=suggested, k_rule=A.K_RULE)
+            clock.say(f"    suggested k = {suggested} ({A.K_RULE.split(';')[0]}); using k = {chosen}")
+
+        # ---------------------------------------------------------------- 3. other algorithms
+        with clock.stage("3. other algorithms"):
+            algo, info = A.other_algorithms(latent, chosen, seed=seed, max_fit=max_fit)
+            summary = {}
+            for name, lab in algo.items():
+                lab = A.order_labels(lab, order_feature)
+                res[f"algorithms/{name}"] = lab
+                summary[name] = {**A.cluster_sizes(lab), **info[name]}
+            summary["kmeans"] = {**A.cluster_sizes(labels), "n_fit": n, "extension": "none (fitted on all points)"}
+            attrs["algorithms_json"] = A.to_json(summary)
+
+        # ---------------------------------------------------------------- 4. stability
+        with clock.stage("4. stability"):
+            st = A.stability(latent, labels, chosen, seed=seed, n_seeds=10, n_boot=n_boot, n_init=n_init)
+            res["stability/ari_seeds"] = st["ari_seeds"]
+            res["stability/ari_bootstrap"] = st["ari_bootstrap"]
+            clock.say(f"    ARI seeds min {st['ari_seeds'].min():.3f}, bootstrap median "
+                      f"{np.median(st['ari_bootstrap']) if len(st['ari_bootstrap']) else float('nan'):.3f}")
+
+        # ---------------------------------------------------------------- 5. similarity
+        pca_scores = None
+        with clock.stage("5a. latent neighbours"):
+            li, ld = S.knn_array(latent, neighbours)
+            res["similarity/latent_index"], res["similarity/latent_distance"] = li, ld
+        if ds.has_maps:
+            comps = ipca.components_.astype(np.float32)
+            mean = ipca.mean_.astype(np.float32)
+            pca_scores = np.empty((n, comps.shape[0]), np.float32)
+
+            def project(s, block):
+                pca_scores[s:s + len(block)] = S.pca_transform(comps, mean, block)
+
+            src = S.MapSource(ds)
+            if raw_neighbours:
+                with clock.stage("5b. raw neighbours (all pairs) + PCA projection"):
+                    ri, rd = S.raw_knn(src, neighbours, sqnorms=norms, block_rows=block_rows, on_block=project)
+                    res["similarity/raw_index"], res["similarity/raw_distance"] = ri, rd
+            else:
+                with clock.stage("5b. PCA projection"):
+                    for s, b in src.batches(256):
+                        project(s, b)
+            with clock.stage("5c. PCA neighbours"):
+                pi, pd = S.knn_array(pca_scores, neighbours)
+                res["similarity/pca_index"], res["similarity/pca_distance"] = pi, pd
+                res["similarity/pca_components"], res["similarity/pca_mean"] = comps, mean
+                res["similarity/pca_scores"] = pca_scores
+                attrs["pca_explained_variance"] = float(ipca.explained_variance_ratio_.sum())
+
+        # ---------------------------------------------------------------- 6. UMAP
+        with clock.stage("6a. umap (latent)"):
+            res["umap"] = A.umap_embed(latent, seed=seed)
+        if pca_scores is not None:
+            with clock.stage("6b. umap (raw pixels, PCA-50)"):
+                res["umap_raw"] = A.umap_embed(pca_scores[:, :50], seed=seed)
+
+        # ---------------------------------------------------------------- 7. tables
+        with clock.stage("7. tables, stress minima, flow share"):
+            times, tidx = A.time_index(time_)
+            res["tables/times"], res["tables/time_index"] = times, tidx
+            res["tables/counts"] = A.counts_per_time(tidx, labels, times.size, chosen)
+            for kk, lab in extra_k.items():
+                res[f"tables/counts_k{kk}"] = A.counts_per_time(tidx, lab, times.size, kk)
+            sectors, mat = A.sector_time_matrix(np.asarray(meta["sector"]), tidx, labels, times.size)
+            res["tables/sectors"], res["tables/sector_time_labels"] = sectors, mat
+            rheo = ds.rheology
+            if rheo is not None and "shear_stress" in rheo:
+                lo = max(0.0, float(time_.min()))
+                hi = float(time_.max())
+                tmin, prom, rule = A.stress_minima(rheo["time"], rheo["shear_stress"], t_range=(lo, hi),
+                                                   sigma_s=stress_sigma, prominence=prominence)
+                res["stress_minima/time"] = tmin
+                attrs["stress_minima_prominence"] = prom
+                attrs["stress_minima_rule"] = rule + f"; window {lo:g}..{hi:g} s (after cessation, within the maps' times)"
+            flow_axis = float(ds.attrs.get("flow_axis_deg", 90.0))
+            classes = sector_class(np.asarray(meta["phi"], dtype=float), flow_axis, tolerance)
+            res["sector_class"] = classes
+            gx, gy, share, radius = A.flow_share_grid(res["umap"], classes, grid=grid, radius=share_radius)
+            res["flow_share/x"], res["flow_share/y"], res["flow_share/share"] = gx, gy, share
+            attrs.update(flow_share_radius=radius, sector_tolerance_deg=float(tolerance), flow_axis_deg=flow_axis)
+
+        # ---------------------------------------------------------------- 8. retrieval
+        truth = ds.truth
+        if truth is not None and "relaxation_rate" in truth:
+            with clock.stage("8. retrieval benchmark"):
+                from .retrieval import benchmark, format_table
+
+                parts = {"latent": latent, "maps": ds if ds.has_maps else None, "pca": pca_scores}
+                table = benchmark(parts, truth, n_targets=targets, seed=seed)
+                attrs["retrieval_json"] = json.dumps(table)
+                clock.say(format_table(table))
+
+        # ---------------------------------------------------------------- 9. dynamics score
+        with clock.stage("9. dynamics score"):
+            if half_lag is not None:
+                dt = float(ds.attrs.get("c2_time_step_s", 1.0) or 1.0)
+                unit = "1/s" if "c2_time_step_s" in ds.attrs else "1/pixel"
+                decay = 1.0 / (np.asarray(half_lag, np.float64) * dt)
+                res["decay_rate"] = decay.astype(np.float32)
+                score, r = A.dynamics_regression(latent, np.log10(decay), seed=seed)
+                attrs["dynamics_score_rule"] = (
+                    "out-of-fold (5-fold, seeded) ridge regression (standardised latents, RidgeCV alpha 1e-3..1e3) "
+                    f"of log10 measured decay rate; decay rate = 1 / (half-decay lag of the map's diagonal profile) "
+                    f"in {unit} (results 'decay_rate'); higher = faster")
+            else:
+                z = (order_feature - order_feature.mean()) / (order_feature.std() or 1.0)
+                score, r = (-z).astype(np.float32), float("nan")
+                attrs["dynamics_score_rule"] = ("no maps: minus the standardised ordering proxy ("
+                                                + attrs["order_feature_name"].split(":")[0] + "); higher = faster")
+            res["dynamics_score"] = np.asarray(score, np.float32)
+            attrs["dynamics_score_r"] = float(r)
+            if truth is not None and "relaxation_rate" in truth:
+                from scipy.stats import spearmanr
+
+                rho = float(spearmanr(score, truth["relaxation_rate"]).statistic)
+                attrs["dynamics_score_spearman_truth"] = rho
+                clock.say(f"    CV r with measured decay {r:.3f}; Spearman with true relaxation rate {rho:.3f}")
+
+        # ---------------------------------------------------------------- 10. model diagnostics
+        if model is not None:
+            with clock.stage("10. model diagnostics"):
+                _model_diagnostics(model, ds, latent, seed, res, attrs, clock)
+    finally:
+        ds.close()
+
+    attrs["timings_json"] = json.dumps({k: round(v, 3) for k, v in clock.timings.items()} |
+                                       {"total": round(time.perf_counter() - t_all, 3)})
+    with clock.stage("11. write"):
+        write_results(path, res, attrs)
+    timings = json.loads(attrs["timings_json"])
+    timings["11. write"] = round(clock.timings["11. write"], 3)
+    timings["total"] = round(time.perf_counter() - t_all, 3)
+    clock.say(f"precompute: {n} maps, k = {attrs['k']}, total {timings['total']:.1f} s -> {path}")
+    res["_attrs"] = attrs
+    return res
+
+
+def _model_diagnostics(model, ds, latent, seed, res, attrs, clock) -> None:
+    """Reconstructions of held-out maps, latent-noise maps, learning curve, latent sweep."""
+    from . import model as M
+
+    info = getattr(model, "checkpoint_info", {}) or {}
+    try:
+        from . import diagnostics as D
+    except ImportError:
+        D = None
+    sigma = 0.3
+    rng = np.random.default_rng(seed)
+    if ds.has_maps:
+        done = False
+        if D is not None and hasattr(D, "reconstructions"):
+            try:
+                out = D.reconstructions(model, ds, n=16, seed=seed)
+                if isinstance(out, dict):
+                    res["model/recon_index"] = np.asarray(out.get("index"), np.int32)
+                    res["model/recon_input"] = np.asarray(out.get("input"), np.float32)
+                    res["model/recon_output"] = np.asarray(out.get("output"), np.float32)
+                    done = all(res[f"model/recon_{k}"].ndim >= 1 for k in ("index", "input", "output"))
+                elif isinstance(out, (tuple, list)) and len(out) == 3:
+                    res["model/recon_index"] = np.asarray(out[0], np.int32)
+                    res["model/recon_input"] = np.asarray(out[1], np.float32)
+                    res["model/recon_output"] = np.asarray(out[2], np.float32)
+                    done = True
+            except Exception as exc:  # fall back to the direct path below
+                clock.say(f"    note: diagnostics.reconstructions failed ({exc}); using encode/decode")
+        if not done:
+            held = np.asarray((info.get("split") or {}).get("test", []), np.int64)
+            held = held[(held >= 0) & (held < ds.n_maps)]
+            pool = held if held.size >= 1 else np.arange(ds.n_maps)
+            attrs["recon_pool"] = "held-out test split of the checkpoint" if held.size else "all maps (no split in checkpoint)"
+            idx = np.sort(rng.choice(pool, size=min(16, pool.size), replace=False))
+            x = ds.read_maps(idx)
+            res["model/recon_index"] = idx.astype(np.int32)
+            res["model/recon_input"] = x
+            res["model/recon_output"] = M.decode(model, M.encode(model, x))
+    noise = None
+    if D is not None and hasattr(D, "latent_noise"):
+        try:
+            noise = np.asarray(D.latent_noise(model, latent, sigma=sigma, n=16, seed=seed), np.float32)
+            if isinstance(noise, dict):  # pragma: no cover
+                noise = np.asarray(noise.get("maps"), np.float32)
+        except Exception as exc:
+            clock.say(f"    note: diagnostics.latent_noise failed ({exc}); using decode")
+            noise = None
+    if noise is None or noise.ndim != 3:
+        base = latent[rng.choice(len(latent), size=16, replace=len(latent) < 16)]
+        noise = M.decode(model, base + rng.normal(0, sigma, base.shape).astype(np.float32))
+    res["model/noise_maps"] = noise.astype(np.float32)
+    attrs["noise_sigma"] = sigma
+    curve = info.get("learning_curve") or {}
+    for key in ("epoch", "train_loss", "val_loss"):
+        if key in curve and len(curve[key]):
+            res[f"model/learning_curve/{key}"] = np.asarray(curve[key], np.float64)
+    sweep = _latent_sweep(model, info)
+    if sweep:
+        for key in ("latent_size", "test_mse"):
+            if key in sweep:
+                res[f"model/latent_sweep/{key}"] = np.asarray(sweep[key], np.float64)
+
+
+def _latent_sweep(model, info) -> dict:
+    """The latent-size sweep from the checkpoint or its JSON sidecar(s), if any."""
+    if isinstance(info.get("latent_sweep"), dict):
+        return info["latent_sweep"]
+    path = getattr(model, "checkpoint_path", None)
+    if not path:
+        return {}
+    p = Path(path)
+    for cand in (p.with_suffix(".json"), p.with_name(p.stem + ".latent_sweep.json"), p.with_name(p.stem + "_sweep.json"),
+                 p.parent / "latent_sweep.json"):
+        if cand.exists():
+            try:
+                obj = json.loads(cand.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(obj, dict):
+                sweep = obj.get("latent_sweep", obj)
+                if isinstance(sweep, dict) and "latent_size" in sweep:
+                    return sweep
+    return {}
+

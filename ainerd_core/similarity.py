@@ -1,0 +1,323 @@
+"""Exact Euclidean nearest neighbours of C2 maps in latent, raw-pixel and PCA-64 space.
+
+Raw-pixel space is 65,536-d: 13,000 maps are 3.4 GB as float32, so maps are never all in memory.
+All-pairs raw neighbours (:func:`raw_knn`) hold one block of ``block_rows`` maps (2048 maps =
+512 MB) and stream the later maps past it in chunks of ``col_batch``; squared distances come from
+``|a|^2 + |b|^2 - 2 a.b`` with one float32 BLAS matrix product per (block, chunk), and each pair
+is computed once (the block x later-chunk products update both sides' top-K lists). For N maps
+this is N^2 P flops (~11 TFLOP at N = 13,000) and about N / (2 block_rows) + 1 reads of the file.
+
+Float32 distances carry ~1e-6 relative rounding of |a|^2 (|a|^2 <= 65,536 for maps in [0, 1]),
+so neighbours whose squared distances differ by less than ~0.05 may swap places.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import InputError
+
+SPACES = ("latent", "raw", "pca")
+
+
+# --------------------------------------------------------------------------- map sources
+class MapSource:
+    """Maps of a Dataset (streamed) or of an in-memory array, as flat float32 rows."""
+
+    def __init__(self, maps):
+        from .dataset import Dataset
+
+        if isinstance(maps, Dataset):
+            if not maps.has_maps:
+                raise InputError(maps.path, "this dataset holds latents only, no C2 maps")
+            self.ds, self.arr = maps, None
+            self.n, side = maps.n_maps, maps.map_size
+            self.p = side * side
+        else:
+            arr = np.asarray(maps, dtype=np.float32)
+            if arr.ndim == 2 and arr.shape[0] == arr.shape[1] and arr.shape[0] in (64, 128, 256, 512):
+                arr = arr[None]
+            self.arr = arr.reshape(arr.shape[0], -1)
+            self.ds = None
+            self.n, self.p = self.arr.shape
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Maps start..stop-1 as (stop-start, P) float32."""
+        if self.arr is not None:
+            return self.arr[start:stop]
+        return self.ds.read_maps(np.arange(start, stop)).reshape(stop - start, -1)
+
+    def batches(self, batch_size: int = 256, min_size: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+        """(start, (b, P) float32) in order; the last batch is merged into the previous one if it
+        would be smaller than ``min_size`` (IncrementalPCA needs batches >= n_components)."""
+        bounds = list(range(0, self.n, batch_size)) + [self.n]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] < min_size:
+            del bounds[-2]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            yield a, self.read(a, b)
+
+
+# --------------------------------------------------------------------------- top-K bookkeeping
+class TopK:
+    """Running K smallest squared distances per row."""
+
+    def __init__(self, n: int, k: int):
+        self.k = k
+        self.d = np.full((n, k), np.inf, np.float32)
+        self.i = np.full((n, k), -1, np.int32)
+
+    def update(self, rows: slice, d2: np.ndarray, cols: np.ndarray) -> None:
+        """Merge candidate columns ``cols`` (c,) with squared distances ``d2`` (r, c) into ``rows``."""
+        k = self.k
+        all_d = np.concatenate([self.d[rows], d2.astype(np.float32, copy=False)], axis=1)
+        all_i = np.concatenate([self.i[rows], np.broadcast_to(cols.astype(np.int32), d2.shape)], axis=1)
+        if all_d.shape[1] > k:
+            part = np.argpartition(all_d, k - 1, axis=1)[:, :k]
+            all_d = np.take_along_axis(all_d, part, axis=1)
+            all_i = np.take_along_axis(all_i, part, axis=1)
+        self.d[rows], self.i[rows] = all_d, all_i
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(index (N, K) int32, distance (N, K) float32), nearest first (ties: lower index first)."""
+        order = np.lexsort((self.i, self.d), axis=1)
+        d = np.take_along_axis(self.d, order, axis=1)
+        i = np.take_along_axis(self.i, order, axis=1)
+        return i, np.sqrt(np.maximum(d, 0)).astype(np.float32)
+
+
+def _sq_dist(a: np.ndarray, b: np.ndarray, na: np.ndarray, nb: np.ndarray) -> np.ndarray:
+    d2 = a @ b.T
+    d2 *= -2
+    d2 += na[:, None]
+    d2 += nb[None, :]
+    np.maximum(d2, 0, out=d2)
+    return d2
+
+
+# --------------------------------------------------------------------------- in-memory spaces
+def knn_array(x: np.ndarray, k: int, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Exact K nearest neighbours (self excluded) of every row of a small-dimensional array
+    (latents, PCA scores), in float64. Returns (index (N, K) int32, distance (N, K) float32)."""
+    x = np.asarray(x, dtype=np.float64)
+    n = x.shape[0]
+    k = int(min(k, n - 1))
+    if k < 1:
+        return np.empty((n, 0), np.int32), np.empty((n, 0), np.float32)
+    nx = (x * x).sum(1)
+    idx = np.empty((n, k), np.int32)
+    dist = np.empty((n, k), np.float32)
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        d2 = _sq_dist(x[s:e], x, nx[s:e], nx)
+        d2[np.arange(e - s), np.arange(s, e)] = np.inf
+        part = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < n else np.argsort(d2, axis=1)
+        pd = np.take_along_axis(d2, part, axis=1)
+        order = np.lexsort((part, pd), axis=1)
+        idx[s:e] = np.take_along_axis(part, order, axis=1)
+        dist[s:e] = np.sqrt(np.take_along_axis(pd, order, axis=1))
+    return idx, dist
+
+
+# --------------------------------------------------------------------------- raw pixels
+def squared_norms(source: MapSource, batch_size: int = 256) -> np.ndarray:
+    out = np.empty(source.n, np.float32)
+    for s, b in source.batches(batch_size):
+        out[s:s + len(b)] = np.einsum("ij,ij->i", b, b)
+    return out
+
+
+def raw_knn(maps, k: int, sqnorms: np.ndarray | None = None, block_rows: int = 2048, col_batch: int = 256,
+            on_block=None) -> tuple[np.ndarray, np.ndarray]:
+    """Exact K nearest neighbours (self excluded) of every map in raw-pixel space.
+
+    ``on_block(start, block)`` is called once per row block (every map exactly once), e.g. to
+    project the maps onto a PCA while they are in memory. See the module docstring for the cost.
+    """
+    src = maps if isinstance(maps, MapSource) else MapSource(maps)
+    n = src.n
+    k = int(min(k, n - 1))
+    if k < 1:
+        return np.empty((n, 0), np.int32), np.empty((n, 0), np.float32)
+    col_batch = max(1, min(col_batch, block_rows))
+    block_rows = max(col_batch, (block_rows // col_batch) * col_batch)
+    if sqnorms is None:
+        sqnorms = squared_norms(src, col_batch)
+    sqnorms = np.asarray(sqnorms, np.float32)
+    top = TopK(n, k)
+    for i0 in range(0, n, block_rows):
+        i1 = min(n, i0 + block_rows)
+        a = np.ascontiguousarray(src.read(i0, i1))
+        na = sqnorms[i0:i1]
+        if on_block is not None:
+            on_block(i0, a)
+        # columns inside the block: update the block's rows only
+        for j0 in range(i0, i1, col_batch):
+            j1 = min(i1, j0 + col_batch)
+            d2 = _sq_dist(a, a[j0 - i0:j1 - i0], na, sqnorms[j0:j1])
+            r = np.arange(j0 - i0, j1 - i0)
+            d2[r, r - (j0 - i0)] = np.inf  # self
+            top.update(slice(i0, i1), d2, np.arange(j0, j1))
+        # later columns: each pair once, both directions
+        for j0 in range(i1, n, col_batch):
+            j1 = min(n, j0 + col_batch)
+            b = src.read(j0, j1)
+            d2 = _sq_dist(a, b, na, sqnorms[j0:j1])
+            top.update(slice(i0, i1), d2, np.arange(j0, j1))
+            top.update(slice(j0, j1), np.ascontiguousarray(d2.T), np.arange(i0, i1))
+    return top.result()
+
+
+def fit_pca_stream(maps, n_components: int = 64, batch_size: int = 256, on_batch=None):
+    """IncrementalPCA of the flattened maps, streamed in batches (float32 in, one pass).
+
+    ``on_batch(start, batch)`` sees every batch (b, P) once, so other per-map work can share the
+    read. Returns (fitted sklearn IncrementalPCA, squared norms (N,) float32).
+    """
+    from sklearn.decomposition import IncrementalPCA
+
+    src = maps if isinstance(maps, MapSource) else MapSource(maps)
+    nc = int(min(n_components, src.n, src.p))
+    ipca = IncrementalPCA(n_components=nc)
+    norms = np.empty(src.n, np.float32)
+    for s, b in src.batches(batch_size, min_size=nc):
+        norms[s:s + len(b)] = np.einsum("ij,ij->i", b, b)
+        if on_batch is not None:
+            on_batch(s, b)
+        ipca.partial_fit(b)
+    return ipca, norms
+
+
+def pca_transform(components: np.ndarray, mean: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Project flat maps (b, P) onto stored PCA components (C, P) -> (b, C) float32."""
+    x = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    return ((x - mean) @ np.asarray(components, np.float32).T).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- any target
+def _source_parts(source):
+    """Normalise a source into (dataset or None, dict of arrays)."""
+    from .dataset import Dataset, open_dataset
+
+    if isinstance(source, (str, Path)):
+        source = open_dataset(source)
+    if isinstance(source, Dataset):
+        ds = source
+        parts = {"latent": ds.read_result("latent"), "pca": ds.read_result("similarity/pca_scores"),
+                 "pca_components": ds.read_result("similarity/pca_components"),
+                 "pca_mean": ds.read_result("similarity/pca_mean")}
+        if parts["latent"] is None and ds.latents is not None:
+            parts["latent"] = ds.latents
+        parts["maps"] = ds if ds.has_maps else None
+        return ds, parts
+    parts = dict(source)
+    return None, parts
+
+
+def _target_vector(target, space, parts, ds, model):
+    """(flat target vector in the space, index of the target in the dataset or None)."""
+    if isinstance(target, (int, np.integer)):
+        i = int(target)
+        if space == "latent":
+            return np.asarray(parts["latent"][i], np.float64), i
+        if space == "pca":
+            return np.asarray(parts["pca"][i], np.float64), i
+        return MapSource(parts["maps"]).read(i, i + 1)[0], i
+    arr = np.asarray(target, dtype=np.float32)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise InputError(None, f"a target map must be a square 2-d array, got shape {arr.shape}")
+    if space == "latent":
+        if model is None:
+            raise InputError(None, "an uploaded map needs the model to be encoded into latent space")
+        from .model import encode
+
+        return encode(model, arr[None])[0].astype(np.float64), None
+    if space == "pca":
+        return pca_transform(parts["pca_components"], parts["pca_mean"], arr[None])[0].astype(np.float64), None
+    return arr.reshape(-1), None
+
+
+def nearest_neighbours(source, target, space: str = "latent", k: int = 10, *, model=None,
+                       batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Euclidean K nearest neighbours of one target among a dataset's maps.
+
+    Parameters
+    ----------
+    source : Dataset, path, or dict
+        A precomputed dataset (uses ``/results/latent``, ``similarity/pca_*`` and streams ``/c2``
+        for raw), or a dict with ``latent`` (N, D), ``maps`` (N, 256, 256) array or Dataset,
+        ``pca`` (N, C) scores, ``pca_components`` (C, P), ``pca_mean`` (P,).
+    target : int or (256, 256) array
+        A map of the dataset (excluded from its own neighbours) or an uploaded normalised map
+        (encoded with ``model`` for latent space, projected for PCA, compared pixel-wise for raw).
+    space : 'latent', 'raw' or 'pca'
+    k : number of neighbours
+
+    Returns
+    -------
+    (index (k,) int64, distance (k,) float32), nearest first.
+    """
+    if space not in SPACES:
+        raise InputError(None, f"unknown space {space!r}; choose one of {', '.join(SPACES)}")
+    ds, parts = _source_parts(source)
+    need = {"latent": "latent", "pca": "pca", "raw": "maps"}[space]
+    if parts.get(need) is None:
+        where = ds.path if ds is not None else None
+        raise InputError(where, f"no {space} representation available (run precompute{'' if space != 'raw' else '; raw needs C2 maps'})")
+    vec, self_idx = _target_vector(target, space, parts, ds, model)
+    if space == "raw":
+        src = MapSource(parts["maps"])
+        d2 = np.empty(src.n, np.float64)
+        v = vec.astype(np.float32)
+        for s, b in src.batches(batch_size):
+            diff = b - v
+            d2[s:s + len(b)] = np.einsum("ij,ij->i", diff, diff)
+    else:
+        x = np.asarray(parts[need], np.float64)
+        d2 = ((x - vec) ** 2).sum(1)
+    if self_idx is not None:
+        d2[self_idx] = np.inf
+    n_valid = len(d2) - (self_idx is not None)
+    k = int(min(k, n_valid))
+    order = np.lexsort((np.arange(len(d2)), d2))[:k]
+    return order.astype(np.int64), np.sqrt(d2[order]).astype(np.float32)
+
+
+def neighbours_of_targets(source, targets, space: str, k: int, batch_size: int = 256
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """K nearest neighbours (self excluded) of several dataset maps at once; for raw space the
+    maps are streamed once for all targets. Returns (index (T, K) int64, distance (T, K))."""
+    ds, parts = _source_parts(source)
+    targets = np.asarray(targets, dtype=np.int64)
+    need = {"latent": "latent", "pca": "pca", "raw": "maps"}[space]
+    if parts.get(need) is None:
+        raise InputError(ds.path if ds is not None else None, f"no {space} representation available")
+    if space == "raw":
+        src = MapSource(parts["maps"])
+        tv = np.stack([src.read(int(t), int(t) + 1)[0] for t in targets])
+        nt = np.einsum("ij,ij->i", tv, tv)
+        d2 = np.empty((len(targets), src.n), np.float32)
+        for s, b in src.batches(batch_size):
+            d2[:, s:s + len(b)] = _sq_dist(tv, b, nt, np.einsum("ij,ij->i", b, b))
+        d2 = d2.astype(np.float64)
+    else:
+        x = np.asarray(parts[need], np.float64)
+        nx = (x * x).sum(1)
+        d2 = _sq_dist(x[targets], x, nx[targets], nx)
+    d2[np.arange(len(targets)), targets] = np.inf
+    k = int(min(k, d2.shape[1] - 1))
+    idx = np.empty((len(targets), k), np.int64)
+    dist = np.empty((len(targets), k), np.float32)
+    cols = np.arange(d2.shape[1])
+    for r in range(len(targets)):
+        order = np.lexsort((cols, d2[r]))[:k]
+        idx[r], dist[r] = order, np.sqrt(d2[r, order])
+    return idx, dist
+
+
+def distance_distributions(distance: np.ndarray, ranks=(1, 10, 100)) -> dict[int, np.ndarray]:
+    """The r-th neighbour distance of every map, for each rank r <= K (1-based): the data of the
+    '1st / 10th / 100th neighbour distance' histograms."""
+    distance = np.asarray(distance)
+    return {r: distance[:, r - 1] for r in ranks if r <= distance.shape[1]}

@@ -1,0 +1,357 @@
+"""Training the AI-NERD autoencoder: ``python -m ainerd_core train DATASET --out model.pt``.
+
+The published recipe (METHOD.md section 3): MSE loss, Adam, CyclicLR (mode ``triangular2``,
+base 1e-4, max 1e-3, ``step_size_up`` = 6 x batches per epoch, stepped every batch; Adam has no
+momentum to cycle), dropout 0.25, augmentation by a random circular shift of the whole map
+along its diagonal (``roll`` by the same k on both axes, k uniform in [0, 256)), drawn afresh for
+every map of every batch instead of materialising 99 shifted copies. One epoch = one pass over
+the training maps. The maps are split once, by ``--seed``, into train / validation / test
+(80 / 10 / 10 %); the split is stored in the checkpoint. After every epoch the validation MSE
+(no augmentation, dropout off) is computed; the best epoch is saved atomically to ``--out``.
+A training state (weights, optimizer, scheduler, RNG, curve) is written atomically after every
+epoch to ``<out>.state.pt`` so an interrupted run continues with ``--resume <out>.state.pt``;
+it is removed when training finishes. At the end the best model is scored on the test split
+(MSE and explained variance, see :func:`explained_variance`) and the learning curve is written
+beside the model as ``<out stem>.curve.json`` and inside the checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+from .model import (DEFAULT_LATENT, DROPOUT, MAP_SIZE, Autoencoder, atomic_torch_save, make_checkpoint,
+                    read_checkpoint)
+
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+LR_BASE, LR_MAX = 1e-4, 1e-3
+DEFAULT_BATCH = 16
+IN_MEMORY_LIMIT = 2 << 30  # bytes of training maps held in RAM; above this, batches are read from disk
+
+
+# --------------------------------------------------------------------------- pieces
+def diagonal_roll(x: torch.Tensor, shifts) -> torch.Tensor:
+    """Circularly shift each map of (B, [1,] H, W) along its diagonal by k (same k on both axes).
+
+    ``shifts`` is an int (all maps) or a sequence of B ints. Equivalent to
+    ``np.roll(map, (k, k), axis=(0, 1))``.
+    """
+    if isinstance(shifts, (int, np.integer)):
+        return torch.roll(x, shifts=(int(shifts), int(shifts)), dims=(-2, -1))
+    out = torch.empty_like(x)
+    for b, k in enumerate(shifts):
+        out[b] = torch.roll(x[b], shifts=(int(k), int(k)), dims=(-2, -1))
+    return out
+
+
+def random_diagonal_shift(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Augmentation: each map shifted along the diagonal by its own k ~ U{0..size-1}."""
+    return diagonal_roll(x, rng.integers(0, x.shape[-1], size=x.shape[0]))
+
+
+def make_split(n: int, seed: int, fractions=SPLIT_FRACTIONS) -> dict[str, np.ndarray]:
+    """Seeded random split of map indices into train / val / test (each sorted, disjoint)."""
+    if n < 3:
+        raise InputError(None, f"training needs at least 3 maps (train / validation / test), got {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(fractions[1] * n)))
+    n_test = max(1, int(round(fractions[2] * n)))
+    n_train = n - n_val - n_test
+    if n_train < 1:
+        n_train, n_val, n_test = n - 2, 1, 1
+    return {"train": np.sort(perm[:n_train]), "val": np.sort(perm[n_train:n_train + n_val]),
+            "test": np.sort(perm[n_train + n_val:n_train + n_val + n_test])}
+
+
+def explained_variance(maps: np.ndarray, recon: np.ndarray) -> dict:
+    """Explained variance of reconstructions: ``1 - MSE / V``.
+
+    MSE = mean over maps and pixels of (map - reconstruction)^2; V = per-pixel variance of the
+    maps: for each pixel, the population variance (ddof 0) of its value across the N maps,
+    averaged over the 256 x 256 pixels, i.e. the MSE of predicting every map by the mean map.
+    """
+    maps = np.asarray(maps, np.float64)
+    mse = float(np.mean((maps - np.asarray(recon, np.float64)) ** 2))
+    var = float(np.mean(maps.var(axis=0)))
+    return {"mse": mse, "pixel_variance": var, "explained_variance": 1.0 - mse / var if var > 0 else float("nan"),
+            "n_maps": int(maps.shape[0])}
+
+
+class MapSource:
+    """Maps of a dataset by index: held in RAM when small, otherwise read per batch."""
+
+    def __init__(self, ds, indices: np.ndarray | None = None):
+        self.ds = ds
+        need = ds.n_maps if indices is None else len(np.unique(indices))
+        self._ram: dict[int, int] | None = None
+        if need * MAP_SIZE * MAP_SIZE * 4 <= IN_MEMORY_LIMIT:
+            idx = np.arange(ds.n_maps) if indices is None else np.unique(indices)
+            self._arr = ds.read_maps(idx)
+            self._ram = {int(i): k for k, i in enumerate(idx)}
+
+    def get(self, indices) -> np.ndarray:
+        indices = np.asarray(indices)
+        if self._ram is not None:
+            return self._arr[[self._ram[int(i)] for i in indices]]
+        return self.ds.read_maps(indices)
+
+
+def _to_device(maps: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(maps, np.float32)).unsqueeze(1).to(device)
+
+
+def evaluate_mse(model: Autoencoder, source: MapSource, indices, batch_size: int, device,
+                 return_recon: bool = False):
+    """Mean-squared reconstruction error (no augmentation, dropout off) over ``indices``."""
+    was, jit = model.training, model.jit
+    model.eval()
+    model.jit = False  # weights change every epoch; tracing would cost more than it saves
+    total, count, recons = 0.0, 0, []
+    try:
+        with torch.inference_mode():
+            for s in range(0, len(indices), batch_size):
+                x = _to_device(source.get(indices[s:s + batch_size]), device)
+                y = model(x)
+                total += float(F.mse_loss(y, x, reduction="sum"))
+                count += x.numel()
+                if return_recon:
+                    recons.append(y[:, 0].float().cpu().numpy())
+    finally:
+        model.train(was)
+        model.jit = jit
+    mse = total / max(count, 1)
+    if return_recon:
+        return mse, (np.concatenate(recons) if recons else np.empty((0, MAP_SIZE, MAP_SIZE), np.float32))
+    return mse
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(None, f"--device {device!r} is not a device (use cpu or cuda)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, "--device cuda requested but no CUDA GPU is available")
+    return dev
+
+
+def curve_path(out) -> Path:
+    out = Path(out)
+    return out.with_name(out.stem + ".curve.json")
+
+
+def state_path(out) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".state.pt")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- training
+def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augment: bool = True,
+          device: str | None = None, batch_size: int = DEFAULT_BATCH, seed: int = 0, resume=None,
+          max_maps: int | None = None, time_budget_s: float | None = None, dropout: float = DROPOUT,
+          log=print, progress: bool = False, write_curve: bool = True) -> dict:
+    """Train the autoencoder on a dataset file; returns a summary dict.
+
+    Parameters are those of the CLI; ``time_budget_s`` stops after the epoch during which the
+    budget ran out (used by the latent-size sweep). The best checkpoint (by validation MSE) is
+    written atomically to ``out``.
+    """
+    from .dataset import open_dataset
+
+    out = Path(out)
+    if not out.parent.exists():
+        raise InputError(out, "the output folder does not exist")
+    if epochs < 1:
+        raise InputError(None, f"--epochs must be >= 1, got {epochs}")
+    if batch_size < 1:
+        raise InputError(None, f"--batch-size must be >= 1, got {batch_size}")
+    dev = pick_device(device)
+    t_start = time.perf_counter()
+
+    state = None
+    if resume is not None:
+        state = read_checkpoint(resume)
+        latent = int(state["latent_size"])
+
+    with open_dataset(dataset) as ds:
+        if not ds.has_maps:
+            raise InputError(ds.path, "this dataset holds latents only, no C2 maps to train on")
+        n_all = ds.n_maps
+        if state is not None and "split" in state:
+            split = {k: np.asarray(v, np.int64) for k, v in state["split"].items()}
+            if state.get("dataset_n_maps") not in (None, n_all):
+                raise InputError(resume, f"was trained on a dataset of {state['dataset_n_maps']} maps, "
+                                         f"{ds.path} has {n_all}")
+        else:
+            if max_maps is not None and max_maps < n_all:
+                if max_maps < 3:
+                    raise InputError(None, f"--max-maps must be >= 3, got {max_maps}")
+                subset = np.sort(np.random.default_rng(seed + 1).choice(n_all, size=max_maps, replace=False))
+            else:
+                subset = np.arange(n_all)
+            parts = make_split(len(subset), seed)
+            split = {k: subset[v] for k, v in parts.items()}
+        used = np.concatenate([split["train"], split["val"], split["test"]])
+        source = MapSource(ds, used)
+        config = {"dataset": str(Path(dataset)), "epochs": int(epochs), "latent": int(latent),
+                  "augment": bool(augment), "batch_size": int(batch_size), "seed": int(seed),
+                  "max_maps": max_maps, "loss": "mse", "optimizer": "adam",
+                  "scheduler": {"name": "CyclicLR", "mode": "triangular2", "base_lr": LR_BASE, "max_lr": LR_MAX,
+                                "step_size_up_epochs": 6, "cycle_momentum": False},
+                  "dropout": float(dropout), "augmentation": "random circular shift along the diagonal, "
+                                                            "k ~ U{0..255}, per map and batch",
+                  "split_fractions": list(SPLIT_FRACTIONS), "device": dev.type,
+                  "torch_threads": torch.get_num_threads()}
+
+        torch.manual_seed(seed)
+        model = Autoencoder(latent, dropout=dropout).to(dev)
+        batches_per_epoch = max(1, math.ceil(len(split["train"]) / batch_size))
+        opt = torch.optim.Adam(model.parameters(), lr=LR_BASE)
+        sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=LR_BASE, max_lr=LR_MAX,
+                                                  step_size_up=6 * batches_per_epoch, mode="triangular2",
+                                                  cycle_momentum=False)
+        curve = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "seconds": []}
+        best_val, best_epoch, start_epoch = float("inf"), -1, 0
+        rng = np.random.default_rng(seed + 2)
+        if state is not None:
+            model.load_state_dict(state["state_dict"], strict=True)
+            if "optimizer" in state and int(state.get("batches_per_epoch", -1)) == batches_per_epoch:
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+                rng = np.random.default_rng()
+                rng.bit_generator.state = json.loads(state["rng_state"])
+                torch.set_rng_state(state["torch_rng_state"])
+            elif "optimizer" in state:
+                log(f"note: batch size changed since {resume}; optimizer and schedule restart")
+            curve = {k: list(v) for k, v in state.get("learning_curve", curve).items()} or curve
+            best_val = float(state.get("best_val_loss", float("inf")))
+            best_epoch = int(state.get("best_epoch", -1))
+            start_epoch = int(state.get("epoch", 0))
+            config["resumed_from"] = str(resume)
+            log(f"resumed from {resume} at epoch {start_epoch}")
+        config["batches_per_epoch"] = batches_per_epoch
+
+        log(f"training on {dev.type}: {len(split['train'])} train / {len(split['val'])} val / "
+            f"{len(split['test'])} test maps, latent {latent}, batch {batch_size}, "
+            f"{batches_per_epoch} batches/epoch, epochs {start_epoch + 1}..{epochs}, "
+            f"augment {'on' if augment else 'off'}, seed {seed}")
+
+        def checkpoint(extra_state: bool, **more) -> dict:
+            ck = make_checkpoint(model, config=config, learning_curve=curve, split={k: v.tolist() for k, v in split.items()},
+                                 dataset_n_maps=n_all, best_val_loss=best_val, best_epoch=best_epoch,
+                                 batches_per_epoch=batches_per_epoch, **more)
+            if extra_state:
+                ck.update(optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                          rng_state=json.dumps(rng.bit_generator.state), torch_rng_state=torch.get_rng_state())
+            return ck
+
+        train_idx = split["train"]
+        stopped_early = False
+        for epoch in range(start_epoch, epochs):
+            t0 = time.perf_counter()
+            model.train()
+            order = rng.permutation(train_idx)
+            total, seen = 0.0, 0
+            bar = None
+            if progress:
+                from tqdm import tqdm
+
+                bar = tqdm(total=len(order), unit="map", desc=f"epoch {epoch + 1}", leave=False)
+            for s in range(0, len(order), batch_size):
+                x = _to_device(source.get(order[s:s + batch_size]), dev)
+                if augment:
+                    x = random_diagonal_shift(x, rng)
+                y = model(x)
+                loss = F.mse_loss(y, x)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += float(loss.detach()) * x.shape[0]
+                seen += x.shape[0]
+                if bar is not None:
+                    bar.update(x.shape[0])
+            if bar is not None:
+                bar.close()
+            lr = sched.get_last_lr()[0]
+            val = evaluate_mse(model, source, split["val"], max(batch_size, 32), dev)
+            dt = time.perf_counter() - t0
+            curve["epoch"].append(epoch + 1)
+            curve["train_loss"].append(total / max(seen, 1))
+            curve["val_loss"].append(val)
+            curve["lr"].append(lr)
+            curve["seconds"].append(dt)
+            improved = val < best_val
+            if improved:
+                best_val, best_epoch = val, epoch + 1
+                atomic_torch_save(checkpoint(False, epoch=epoch + 1), out)
+            atomic_torch_save(checkpoint(True, epoch=epoch + 1), state_path(out))
+            log(f"epoch {epoch + 1:3d}/{epochs}  train {curve['train_loss'][-1]:.5f}  val {val:.5f}  "
+                f"lr {lr:.2e}  {dt:6.1f} s{'  *best' if improved else ''}")
+            if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s and epoch + 1 < epochs:
+                log(f"time budget of {time_budget_s:.0f} s used up after epoch {epoch + 1}")
+                stopped_early = True
+                break
+
+        if best_epoch < 0:  # resumed a finished run without improvement: keep the given weights
+            atomic_torch_save(checkpoint(False, epoch=start_epoch), out)
+        # score the best model on the held-out test split
+        best = read_checkpoint(out)
+        model.load_state_dict(best["state_dict"])
+        test_maps = source.get(split["test"])
+        mse, recon = evaluate_mse(model, source, split["test"], max(batch_size, 32), dev, return_recon=True)
+        test = explained_variance(test_maps, recon)
+        elapsed = time.perf_counter() - t_start
+        config["stopped_by_time_budget"] = stopped_early
+        atomic_torch_save(checkpoint(False, epoch=best_epoch, test=test, train_seconds=elapsed), out)
+    state_path(out).unlink(missing_ok=True)
+    if write_curve:
+        _atomic_write_text(curve_path(out), json.dumps({**curve, "best_epoch": best_epoch, "best_val_loss": best_val,
+                                                        "test": test, "config": config}, indent=1))
+    log(f"best epoch {best_epoch} (val MSE {best_val:.5f}); test MSE {test['mse']:.5f}, explained variance "
+        f"{test['explained_variance'] * 100:.1f} % on {test['n_maps']} held-out maps; {elapsed:.0f} s; wrote {out}")
+    return {"out": str(out), "best_epoch": best_epoch, "best_val_loss": best_val, "test": test,
+            "learning_curve": curve, "seconds": elapsed, "config": config, "split": split}
+
+
+# --------------------------------------------------------------------------- CLI
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="dataset file (.h5) with C2 maps")
+    parser.add_argument("--out", required=True, help="checkpoint to write (best epoch by validation MSE)")
+    parser.add_argument("--epochs", type=int, default=60, help="epochs (passes over the training maps; default 60)")
+    parser.add_argument("--latent", type=int, default=DEFAULT_LATENT, help="latent size (default 64)")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                        help="random circular shifts along the diagonal (default on)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help=f"default {DEFAULT_BATCH}")
+    parser.add_argument("--seed", type=int, default=0, help="split, initialisation and augmentation seed")
+    parser.add_argument("--resume", default=None, help="continue from <out>.state.pt (or start from a checkpoint's weights)")
+    parser.add_argument("--max-maps", type=int, default=None, help="use a seeded random subset of this many maps")
+    parser.add_argument("--progress", action="store_true", help="progress bar per epoch")
+
+
+def run(args) -> int:
+    train(args.dataset, args.out, epochs=args.epochs, latent=args.latent, augment=args.augment, device=args.device,
+          batch_size=args.batch_size, seed=args.seed, resume=args.resume, max_maps=args.max_maps,
+          progress=args.progress)
+    return 0

@@ -1,0 +1,335 @@
+"""The per-process catalog of datasets the explorer serves (cached, cheap to ask).
+
+:class:`Catalog` scans ``config.data_dir`` for ``*.h5`` files (hidden and temporary files are
+ignored), opens each through :func:`ainerd_core.dataset.open_dataset` and keeps one
+:class:`DatasetEntry` per file, keyed by ``(path, mtime_ns, size)``: when ``precompute``
+atomically replaces a file, the next request sees a new key and reads the new file (the old
+handle keeps reading the old inode until it is dropped). Small arrays (metadata, rheology,
+results such as ``labels``, ``umap``, ``tables/*``) are read once per entry and cached in memory;
+C2 maps are never cached here: they are read one by one (:meth:`DatasetEntry.read_map`) and
+rendered to PNG by :mod:`dashboard.images`, which keeps its own LRU cache of encoded images.
+
+A dataset's id is its file name without ``.h5`` (what ``?dataset=<id>`` holds); ids are only
+ever looked up in the scan, so a URL cannot name a file outside the data folder.
+
+Usage (one catalog per process, shared by all pages)::
+
+    catalog = Catalog(config.data_dir)
+    entry = catalog.get("demo")              # DatasetEntry or None
+    entry.result("labels")                   # cached (N,) int32, or None
+    entry.meta["time"]; entry.has_maps; entry.attrs["flow_axis_deg"]
+    entry.read_map(17)                       # (256, 256) float32 (raises if latents-only)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_MISSING = object()
+
+
+class DatasetEntry:
+    """One dataset file, opened read-only, with its small arrays cached.
+
+    Attributes
+    ----------
+    id : str
+        File name without ``.h5``.
+    path : pathlib.Path
+    mtime_ns, size_bytes : int
+        Of the file when opened (part of the cache key and of image ids).
+    version : str
+        ``"<mtime_ns>-<size>"``: changes whenever the file is replaced.
+    error : str or None
+        Why the file could not be opened (then nothing else is available).
+    """
+
+    def __init__(self, path: Path, mtime_ns: int, size_bytes: int):
+        self.path = Path(path)
+        self.id = self.path.stem
+        self.mtime_ns = int(mtime_ns)
+        self.size_bytes = int(size_bytes)
+        self.version = f"{self.mtime_ns:x}-{self.size_bytes:x}"
+        self.error: str | None = None
+        self._lock = threading.RLock()
+        self._cache: dict[str, object] = {}
+        self._ds = None
+        self._model = _MISSING
+        self._model_note = ""
+        try:
+            from ainerd_core.dataset import open_dataset
+
+            self._ds = open_dataset(self.path)
+            self.n_maps = int(self._ds.n_maps)
+            self.has_maps = bool(self._ds.has_maps)
+            self.attrs = dict(self._ds.attrs)
+            self.has_results = bool(self._ds.has_results)
+            self._result_names = set(self._ds.result_names())
+            self.result_attrs = dict(self._ds.result_attrs)
+        except Exception as exc:  # noqa: BLE001 - a bad file must not break the explorer
+            self.error = str(exc) or type(exc).__name__
+            self.n_maps, self.has_maps, self.attrs = 0, False, {}
+            self.has_results, self._result_names, self.result_attrs = False, set(), {}
+
+    def __repr__(self) -> str:
+        return f"DatasetEntry({self.id!r}, n_maps={self.n_maps}, has_maps={self.has_maps})"
+
+    # ------------------------------------------------------------------ small arrays
+    def _cached(self, key: str, load):
+        value = self._cache.get(key, _MISSING)
+        if value is _MISSING:
+            with self._lock:
+                value = self._cache.get(key, _MISSING)
+                if value is _MISSING:
+                    value = load() if self._ds is not None else None
+                    self._cache[key] = value
+        return value
+
+    @property
+    def meta(self) -> dict[str, np.ndarray]:
+        """Per-map metadata (time, sector, phi, q, source...), each (N,)."""
+        return self._cached("meta", lambda: self._ds.meta) or {}
+
+    @property
+    def rheology(self) -> dict[str, np.ndarray] | None:
+        """Rheology columns (time, shear_stress, ...) or None."""
+        return self._cached("rheology", lambda: self._ds.rheology)
+
+    @property
+    def has_rheology(self) -> bool:
+        rh = self.rheology
+        return bool(rh) and "shear_stress" in rh and np.size(rh["shear_stress"]) > 0
+
+    @property
+    def truth(self) -> dict[str, np.ndarray] | None:
+        return self._cached("truth", lambda: self._ds.truth)
+
+    def has_result(self, name: str) -> bool:
+        return name in self._result_names
+
+    def result_names(self) -> list[str]:
+        return sorted(self._result_names)
+
+    def result(self, name: str, default=None):
+        """A result array (``"labels"``, ``"tables/counts_k5"``...), cached; ``default`` if absent.
+
+        Only small arrays belong here (everything but ``latent`` of huge sets is small: 13,000
+        maps x 64 floats is 3 MB). Never use it for ``model/recon_*`` stacks in a hot path.
+        """
+        if name not in self._result_names:
+            return default
+        return self._cached("results/" + name, lambda: self._ds.read_result(name))
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds per precompute stage (``timings_json``), {} if unknown."""
+        return _json_attr(self.result_attrs.get("timings_json"))
+
+    @property
+    def k(self) -> int | None:
+        """The chosen k of the precomputation (``/results`` attr ``k``), or None."""
+        k = self.result_attrs.get("k")
+        if k is None:
+            labels = self.result("labels")
+            return int(labels.max()) + 1 if labels is not None and labels.size else None
+        return int(k)
+
+    def available_k(self) -> list[int]:
+        """k values with labels: 3, 5, 8 and the chosen k (sorted, unique)."""
+        ks = {k for k in (3, 5, 8) if self.has_result(f"labels_k{k}")}
+        if self.has_result("labels") and self.k:
+            ks.add(self.k)
+        return sorted(ks)
+
+    def labels(self, k: int | None = None):
+        """Cluster labels at ``k`` (None or the chosen k: ``labels``), or None."""
+        if k is None or k == self.k:
+            return self.result("labels")
+        return self.result(f"labels_k{int(k)}")
+
+    def counts(self, k: int | None = None):
+        """The (T, k) table of maps per cluster at each time, or None."""
+        if k is None or k == self.k:
+            return self.result("tables/counts")
+        return self.result(f"tables/counts_k{int(k)}")
+
+    def sector_class(self) -> np.ndarray:
+        """'flow' / 'vorticity' / 'other' per map (precomputed, else derived from phi)."""
+        def load():
+            sc = self._ds.read_result("sector_class") if "sector_class" in self._result_names else None
+            if sc is None:
+                from ainerd_core.geometry import sector_class
+
+                sc = sector_class(self.meta["phi"], float(self.attrs.get("flow_axis_deg", 90.0)))
+            return np.asarray(sc).astype(str)
+        return self._cached("sector_class", load)
+
+    def sector_classes_by_number(self, sectors) -> dict[int, str]:
+        """Class of each sector number, from the file's ``flow_axis_deg`` and sector width."""
+        from ainerd_core.geometry import sector_center_deg, sector_class
+
+        sectors = np.asarray(sectors, dtype=int)
+        n_sectors = int(self.attrs.get("n_sectors", 18) or 18)
+        phi = sector_center_deg(sectors, n_sectors)
+        cls = sector_class(phi, float(self.attrs.get("flow_axis_deg", 90.0)))
+        return {int(s): str(c) for s, c in zip(sectors, cls)}
+
+    # ------------------------------------------------------------------ maps
+    def read_map(self, index: int) -> np.ndarray:
+        """One C2 map (size, size) float32; raises InputError for a latents-only dataset."""
+        with self._lock:
+            return self._ds.read_map(int(index))
+
+    def read_maps(self, indices) -> np.ndarray:
+        with self._lock:
+            return self._ds.read_maps(indices)
+
+    # ------------------------------------------------------------------ model
+    def reconstruction(self, index: int) -> tuple[np.ndarray | None, str]:
+        """Decode map ``index``'s latent with the dataset's model: ``(map or None, note)``.
+
+        The model is the checkpoint named by the ``/results`` attrs (``model_path`` or
+        ``model``), else the shipped demo weights; loaded once per entry on CPU. The note says
+        which model was used, or why there is no reconstruction.
+        """
+        latent = self.result("latent")
+        if latent is None:
+            return None, "no latents were precomputed"
+        model = self._load_model()
+        if model is None:
+            return None, self._model_note
+        if int(model.latent_size) != latent.shape[1]:
+            return None, (f"the model's latent size ({model.latent_size}) differs from the "
+                          f"dataset's ({latent.shape[1]})")
+        from ainerd_core.model import decode
+
+        with self._lock:  # torch uses its own threads; one decode at a time per dataset
+            out = decode(model, latent[int(index):int(index) + 1])
+        return np.asarray(out).reshape(out.shape[-2:]), self._model_note
+
+    def _load_model(self):
+        if self._model is _MISSING:
+            with self._lock:
+                if self._model is _MISSING:
+                    self._model, self._model_note = _load_model_for(self)
+        return self._model
+
+    def close(self) -> None:
+        if self._ds is not None:
+            try:
+                self._ds.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _json_attr(text) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _load_model_for(entry: DatasetEntry):
+    """(model or None, note) for an entry; never raises."""
+    candidates = []
+    for key in ("model_path", "model", "checkpoint"):
+        value = entry.result_attrs.get(key)
+        if isinstance(value, str) and value.strip():
+            p = Path(value)
+            candidates.append(p if p.is_absolute() else (entry.path.parent / p))
+            if not p.is_absolute():
+                candidates.append(Path(__file__).resolve().parents[1] / p)
+    try:
+        from ainerd_core import model as model_mod
+    except Exception as exc:  # noqa: BLE001 - torch missing or broken
+        return None, f"the model code is not available ({exc})"
+    candidates.append(model_mod.DEMO_WEIGHTS)
+    for path in candidates:
+        if path.exists() and path.is_file():
+            try:
+                m = model_mod.load_model(path, device="cpu")
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not load model %s: %s", path, exc)
+                continue
+            return m, f"decoded with {path.name}"
+    return None, "no model checkpoint is available for this dataset"
+
+
+class Catalog:
+    """All datasets of a folder, re-scanned at most every ``rescan_s`` seconds.
+
+    Thread-safe; one per process (the explorer creates it in ``init_explorer``).
+    """
+
+    def __init__(self, data_dir, rescan_s: float = 1.0):
+        self.data_dir = Path(data_dir)
+        self.rescan_s = float(rescan_s)
+        self._lock = threading.Lock()
+        self._entries: dict[str, DatasetEntry] = {}
+        self._keys: dict[str, tuple] = {}
+        self._scanned_at = -1e9
+
+    def _scan(self) -> None:
+        files = []
+        if self.data_dir.is_dir():
+            for p in self.data_dir.glob("*.h5"):
+                if p.name.startswith(".") or not p.is_file():
+                    continue
+                try:
+                    st = p.stat()
+                except OSError:
+                    continue
+                files.append((p, st.st_mtime_ns, st.st_size))
+        entries, keys = {}, {}
+        for p, mtime, size in sorted(files):
+            key = (str(p), mtime, size)
+            old = self._entries.get(p.stem)
+            entries[p.stem] = old if old is not None and self._keys.get(p.stem) == key else DatasetEntry(p, mtime, size)
+            keys[p.stem] = key
+        self._entries, self._keys = entries, keys
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._scanned_at >= self.rescan_s:
+            with self._lock:
+                if force or now - self._scanned_at >= self.rescan_s:
+                    self._scan()
+                    self._scanned_at = time.monotonic()
+
+    def entries(self) -> list[DatasetEntry]:
+        """Every dataset of the folder (files that failed to open included, with ``error``)."""
+        self.refresh()
+        return list(self._entries.values())
+
+    def ids(self) -> list[str]:
+        return [e.id for e in self.entries()]
+
+    def get(self, dataset_id: str | None) -> DatasetEntry | None:
+        """The entry of ``dataset_id``, or None if there is no such (readable) dataset."""
+        if not dataset_id:
+            return None
+        self.refresh()
+        entry = self._entries.get(str(dataset_id))
+        return entry if entry is not None and entry.error is None else None
+
+    def default_id(self) -> str | None:
+        """The dataset shown when the URL names none: the first with results, else the first."""
+        good = [e for e in self.entries() if e.error is None]
+        for e in good:
+            if e.has_results:
+                return e.id
+        return good[0].id if good else None
+
+    def resolve(self, dataset_id: str | None) -> DatasetEntry | None:
+        """``get(dataset_id)``, falling back to the default dataset."""
+        return self.get(dataset_id) or self.get(self.default_id())

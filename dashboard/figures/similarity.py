@@ -1,0 +1,204 @@
+"""Figures of the similarity page (pure: arrays and image URLs in, ``go.Figure`` out).
+
+C2 maps are never drawn as heatmap traces: thumbnails are PNG images served by the dashboard's
+image route, placed as ``layout.images`` in a grid (:func:`image_grid_figure`). An invisible
+scatter trace over the grid carries each tile's ``customdata`` (dataset index, distance, rank) so
+hovering and clicking work, and PNG export from the modebar includes the images.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+SPACE_COLORS = {"latent": "#1f77b4", "raw": "#d62728", "pca": "#2ca02c"}
+SPACE_NAMES = {"latent": "latent space", "raw": "raw pixels", "pca": "PCA-64 of raw pixels"}
+RANK_DASH = {1: "solid", 10: "dash", 100: "dot"}
+RELEVANT_COLORS = {True: "#2ca02c", False: "#d62728", None: "rgba(0,0,0,0)"}
+TARGET_COLOR = "#ff7f0e"
+
+
+def _ordinal(r: int) -> str:
+    return f"{r}{'th' if 10 <= r % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(r % 10, 'th')}"
+
+
+# --------------------------------------------------------------------------- image grids
+def image_grid_figure(urls: Sequence[str], n_cols: int, *, captions: Sequence[str] | None = None,
+                      hover: Sequence[str] | None = None, customdata: Sequence | None = None,
+                      border_colors: Sequence[str | None] | None = None, row_titles: Sequence[str] | None = None,
+                      title: str | None = None, tile_px: int = 110, uirevision=None) -> go.Figure:
+    """Tiles of PNG images in a grid, row-major, tile i at (row i // n_cols, column i % n_cols).
+
+    Parameters
+    ----------
+    urls : image URLs (the dashboard's opaque-id PNG route); empty/None leaves a blank tile.
+    n_cols : tiles per row.
+    captions : text under each tile; hover : hover text of each tile.
+    customdata : per-tile data for click/hover callbacks (one list per tile).
+    border_colors : colour of a frame around each tile (None = no frame).
+    row_titles : a label left of each row.
+
+    Each tile occupies the unit square [col, col + 1] x [-row - 1, -row] (y grows upward, so
+    row 0 is on top); the invisible marker at the tile centre is trace 0's point i.
+    """
+    urls = list(urls)
+    n = len(urls)
+    n_cols = max(1, int(n_cols))
+    n_rows = max(1, -(-n // n_cols))
+    pad = 0.04
+    cx = [i % n_cols + 0.5 for i in range(n)]
+    cy = [-(i // n_cols) - 0.5 for i in range(n)]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(
+        x=cx, y=cy, mode="markers", name="maps", showlegend=False,
+        marker=dict(size=max(8, tile_px - 10), symbol="square", opacity=0.0, color="#000"),
+        text=list(hover) if hover is not None else None,
+        hovertemplate="%{text}<extra></extra>" if hover is not None else None,
+        hoverinfo=None if hover is not None else "skip",
+        customdata=[list(c) if isinstance(c, (list, tuple, np.ndarray)) else [c] for c in customdata]
+        if customdata is not None else None))
+    images, shapes, annotations = [], [], []
+    for i, url in enumerate(urls):
+        col, row = i % n_cols, i // n_cols
+        if url:
+            images.append(dict(source=url, xref="x", yref="y", x=col + pad, y=-row - pad,
+                               sizex=1 - 2 * pad, sizey=1 - 2 * pad, xanchor="left", yanchor="top",
+                               sizing="stretch", layer="below"))
+        color = border_colors[i] if border_colors is not None else None
+        if color:
+            shapes.append(dict(type="rect", xref="x", yref="y", x0=col + pad / 2, x1=col + 1 - pad / 2,
+                               y0=-row - 1 + pad / 2, y1=-row - pad / 2, line=dict(color=color, width=3)))
+        if captions is not None and captions[i]:
+            annotations.append(dict(x=col + 0.5, y=-row - 1 + pad, xref="x", yref="y", text=captions[i],
+                                    showarrow=False, yanchor="top", font=dict(size=10)))
+    for r, label in enumerate(row_titles or []):
+        annotations.append(dict(x=-0.05, y=-r - 0.5, xref="x", yref="y", text=label, showarrow=False,
+                                xanchor="right", font=dict(size=11)))
+    left = 90 if row_titles else 10
+    caption_h = 16 if captions is not None else 0
+    fig.update_layout(
+        images=images, shapes=shapes, annotations=annotations, title=title,
+        width=None, height=int(n_rows * (tile_px + caption_h) + (40 if title else 10) + 10),
+        margin=dict(l=left, r=10, t=40 if title else 10, b=10), plot_bgcolor="white",
+        hovermode="closest", dragmode=False, uirevision=uirevision)
+    fig.update_xaxes(range=[0, n_cols], visible=False, fixedrange=True)
+    fig.update_yaxes(range=[-n_rows - caption_h / max(tile_px, 1), 0], visible=False, fixedrange=True,
+                     scaleanchor="x", scaleratio=1)
+    return fig
+
+
+def neighbour_order(index, distance) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbours sorted by distance (stable, ties -> lower index first)."""
+    index = np.asarray(index).astype(np.int64).ravel()
+    distance = np.asarray(distance, dtype=np.float64).ravel()
+    order = np.lexsort((index, distance))
+    return index[order], distance[order]
+
+
+def neighbour_grid_figure(space: str, index, distance, urls: Sequence[str], *, n_cols: int = 6,
+                          relevant: Sequence[bool | None] | None = None, hover: Sequence[str] | None = None,
+                          title: str | None = None) -> go.Figure:
+    """The K nearest neighbours of a target in one space as a thumbnail grid, nearest first.
+
+    ``urls``, ``relevant`` and ``hover`` are aligned with ``index`` as given; the grid is sorted
+    by distance. Each tile's caption is ``#rank  d=distance``; its customdata is
+    ``[dataset index, distance, rank]``; with ground truth the frame is green (relevant) or red.
+    """
+    index = np.asarray(index).astype(np.int64).ravel()
+    distance = np.asarray(distance, dtype=np.float64).ravel()
+    order = np.lexsort((index, distance))
+    idx, dist = index[order], distance[order]
+    urls = [list(urls)[i] for i in order]
+    rel = [list(relevant)[i] for i in order] if relevant is not None else [None] * len(idx)
+    hov = [list(hover)[i] for i in order] if hover is not None else [f"map {j}" for j in idx]
+    ranks = np.arange(1, len(idx) + 1)
+    hov = [f"rank {r}, distance {d:.4g}<br>{h}" + ("" if v is None else f"<br>relevant: {'yes' if v else 'NO'}")
+           for r, d, h, v in zip(ranks, dist, hov, rel)]
+    captions = [f"#{r}  d={d:.3g}" for r, d in zip(ranks, dist)]
+    fig = image_grid_figure(urls, n_cols, captions=captions, hover=hov,
+                            customdata=[[int(i), float(d), int(r)] for i, d, r in zip(idx, dist, ranks)],
+                            border_colors=[RELEVANT_COLORS[v] if v is not None else None for v in rel],
+                            title=title or f"nearest neighbours in {SPACE_NAMES.get(space, space)}")
+    fig.update_layout(meta={"space": space, "index": idx.tolist(), "distance": dist.tolist()})
+    return fig
+
+
+# --------------------------------------------------------------------------- distributions
+def distance_distribution_figure(distances: dict[str, np.ndarray], ranks: Sequence[int] = (1, 10, 100), *,
+                                 target: dict[str, np.ndarray] | None = None, nbins: int = 40) -> go.Figure:
+    """Histograms of the r-th neighbour distance over all maps, one panel per space.
+
+    Parameters
+    ----------
+    distances : {space: (N, K) distances, nearest first} (``similarity/<space>_distance``).
+        Spaces have different units, so each gets its own panel (and x axis).
+    ranks : 1-based neighbour ranks; ranks above K are skipped.
+    target : optional {space: (k,) distances of the current target's neighbours}; its r-th
+        distance is marked by a vertical line of the rank's dash style.
+
+    Trace ``name`` is ``"<space>: <r>th neighbour"``, ``x`` is ``distance[:, r - 1]``.
+    """
+    spaces = [s for s, d in distances.items() if d is not None and np.asarray(d).ndim == 2]
+    if not spaces:
+        fig = go.Figure()
+        fig.update_layout(title="no neighbour distances (run precompute)", height=200)
+        return fig
+    fig = make_subplots(rows=1, cols=len(spaces), subplot_titles=[SPACE_NAMES.get(s, s) for s in spaces],
+                        horizontal_spacing=0.08)
+    palette = {1: 1.0, 10: 0.65, 100: 0.35}
+    for c, space in enumerate(spaces, start=1):
+        d = np.asarray(distances[space], dtype=np.float64)
+        for r in ranks:
+            if r > d.shape[1]:
+                continue
+            fig.add_trace(go.Histogram(
+                x=d[:, r - 1], name=f"{space}: {_ordinal(r)} neighbour", nbinsx=nbins,
+                marker=dict(color=SPACE_COLORS.get(space, "#555"), opacity=palette.get(r, 0.5),
+                            line=dict(width=0.5, color="white")),
+                legendgroup=space, meta={"space": space, "rank": int(r)},
+                hovertemplate=f"{_ordinal(r)} neighbour<br>distance %{{x}}<br>maps %{{y}}<extra></extra>"),
+                row=1, col=c)
+            if target is not None and target.get(space) is not None and len(target[space]) >= r:
+                v = float(np.sort(np.asarray(target[space], dtype=np.float64))[r - 1])
+                fig.add_vline(x=v, row=1, col=c, line=dict(color=TARGET_COLOR, dash=RANK_DASH.get(r, "dashdot"), width=2),
+                              annotation_text=f"target {_ordinal(r)}", annotation_font_size=9)
+        fig.update_xaxes(title_text=f"distance ({SPACE_NAMES.get(space, space)})", row=1, col=c)
+    fig.update_yaxes(title_text="maps", row=1, col=1)
+    fig.update_layout(barmode="overlay", height=330, margin=dict(l=50, r=20, t=50, b=50),
+                      legend=dict(orientation="h", y=-0.3), title=None)
+    return fig
+
+
+# --------------------------------------------------------------------------- target picker
+def target_umap_figure(xy, *, labels=None, target: int | None = None, latent_nn=None, raw_nn=None,
+                       height: int = 330) -> go.Figure:
+    """Small UMAP to pick a target by clicking; the target and its neighbours highlighted.
+
+    Trace 0 holds all maps with ``customdata`` = dataset index (click -> target).
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    n = len(xy)
+    fig = go.Figure()
+    color = np.asarray(labels) if labels is not None else np.zeros(n)
+    fig.add_trace(go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", name="maps",
+                               customdata=np.arange(n), marker=dict(size=4, color=color, colorscale="Viridis",
+                                                                     opacity=0.6),
+                               hovertemplate="map %{customdata}<extra></extra>", showlegend=False))
+    for name, nn, sym, col in (("latent neighbours", latent_nn, "circle-open", SPACE_COLORS["latent"]),
+                               ("raw-pixel neighbours", raw_nn, "x-thin-open", SPACE_COLORS["raw"])):
+        if nn is not None and len(nn):
+            nn = np.asarray(nn, dtype=np.int64)
+            fig.add_trace(go.Scattergl(x=xy[nn, 0], y=xy[nn, 1], mode="markers", name=name, customdata=nn,
+                                       marker=dict(size=9, symbol=sym, color=col, line=dict(width=2, color=col)),
+                                       hovertemplate="map %{customdata}<extra>" + name + "</extra>"))
+    if target is not None and 0 <= int(target) < n:
+        t = int(target)
+        fig.add_trace(go.Scattergl(x=[xy[t, 0]], y=[xy[t, 1]], mode="markers", name="target", customdata=[t],
+                                   marker=dict(size=14, symbol="star", color=TARGET_COLOR, line=dict(width=1, color="black")),
+                                   hovertemplate="target: map %{customdata}<extra></extra>"))
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), title="click a map to make it the target",
+                      legend=dict(orientation="h", y=-0.05), xaxis=dict(visible=False), yaxis=dict(visible=False),
+                      uirevision="umap", clickmode="event")
+    return fig

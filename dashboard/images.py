@@ -1,0 +1,254 @@
+"""C2 maps as images: server-side PNG rendering and a cached route with opaque ids.
+
+C2 maps are never sent to the browser as heatmap traces or arrays: the server renders them to
+PNG (:func:`render_c2_png`, perceptual colormap, origin lower-left like the paper's figures:
+t1 to the right, t2 up) and serves them from ``/_maps/<dataset_id>/<token>.png``.
+
+``token`` is an HMAC-SHA256 (keyed with ``config.secret_key``) of the dataset id, the file's
+version (mtime and size) and the map index and variant, so ids cannot be enumerated and a URL
+stays valid exactly as long as the file it was made for; the response is therefore cacheable
+forever (``Cache-Control: private, max-age=31536000, immutable`` plus an ETag). Each process
+keeps an LRU cache of encoded PNGs (bounded in bytes).
+
+Variants: ``full`` (256 px, the stored resolution), ``thumb`` (:data:`THUMB_SIZE` px, for
+grids) and ``recon`` (the autoencoder's reconstruction of the map from its latent, when the
+dataset has latents and a model is available).
+
+Usage in a page (inside a request, e.g. in ``layout`` or a callback)::
+
+    from dashboard.images import map_image_url
+    html.Img(src=map_image_url(ctx.dataset_id, 17, thumb=True))
+
+:func:`init_images` (called once by the explorer) registers the route on the Flask server.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import hmac
+import io
+import threading
+
+import flask
+import numpy as np
+
+THUMB_SIZE = 96
+VARIANTS = ("full", "thumb", "recon")
+ROUTE_PREFIX = "/_maps"
+CACHE_MAX_BYTES = 96 * 1024 * 1024
+_EXT_KEY = "ainerd_images"
+_LUTS: dict[str, np.ndarray] = {}
+_STATE: "ImageService | None" = None  # the last one initialised (outside a request)
+
+
+def _lut(cmap: str) -> np.ndarray:
+    lut = _LUTS.get(cmap)
+    if lut is None:
+        import matplotlib
+
+        lut = np.asarray(matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256), bytes=True))[:, :3]
+        _LUTS[cmap] = lut = np.ascontiguousarray(lut, dtype=np.uint8)
+    return lut
+
+
+def render_c2_png(c2, size: int | None = None, cmap: str = "viridis", *, vmin: float | None = None,
+                  vmax: float | None = None) -> bytes:
+    """Render one C2 map to PNG bytes.
+
+    Parameters
+    ----------
+    c2 : array_like, (H, W)
+        The map; row index = t2 (y), column index = t1 (x), as stored.
+    size : int, optional
+        Output side in pixels (resampled with a box/bilinear filter); None keeps H x W.
+    cmap : str
+        A matplotlib colormap name; perceptually uniform ``viridis`` by default.
+    vmin, vmax : float, optional
+        Colour range. Default: [0, 1] for normalised maps, else the map's finite min and max.
+
+    Returns
+    -------
+    bytes
+        An RGB PNG with the origin (row 0, column 0) at the lower left.
+    """
+    from PIL import Image
+
+    a = np.asarray(c2, dtype=np.float32)
+    if a.ndim != 2:
+        raise ValueError(f"a C2 map must be 2-d, got shape {a.shape}")
+    finite = np.isfinite(a)
+    if vmin is None or vmax is None:
+        lo, hi = (float(a[finite].min()), float(a[finite].max())) if finite.any() else (0.0, 1.0)
+        if lo >= -1e-6 and hi <= 1 + 1e-6:
+            lo, hi = 0.0, 1.0
+        vmin = lo if vmin is None else vmin
+        vmax = hi if vmax is None else vmax
+    span = (vmax - vmin) or 1.0
+    scaled = np.where(finite, (a - vmin) / span, 0.0)
+    idx = np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
+    rgb = _lut(cmap)[idx[::-1]]  # flip rows: origin lower-left
+    img = Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
+    if size is not None and int(size) != img.width:
+        size = int(size)
+        resample = Image.Resampling.BOX if size < img.width else Image.Resampling.BILINEAR
+        img = img.resize((size, size), resample=resample)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
+class PngCache:
+    """A thread-safe LRU of encoded PNGs bounded by total bytes."""
+
+    def __init__(self, max_bytes: int = CACHE_MAX_BYTES):
+        self.max_bytes = int(max_bytes)
+        self._items: collections.OrderedDict[tuple, bytes] = collections.OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key):
+        with self._lock:
+            value = self._items.get(key)
+            if value is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return value
+
+    def put(self, key, value: bytes) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= len(old)
+            self._items[key] = value
+            self._bytes += len(value)
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= len(dropped)
+
+    @property
+    def nbytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class ImageService:
+    """Signs image ids, resolves them back and renders/caches PNGs for one server."""
+
+    def __init__(self, secret_key: str, catalog, max_bytes: int = CACHE_MAX_BYTES):
+        self._key = hashlib.sha256(("ainerd-map-image:" + secret_key).encode()).digest()
+        self.catalog = catalog
+        self.cache = PngCache(max_bytes)
+        self._lookup: dict[tuple[str, str, str], dict[str, int]] = {}
+        self._lock = threading.Lock()
+
+    def token(self, dataset_id: str, version: str, index: int, variant: str = "full") -> str:
+        msg = f"{dataset_id}\x00{version}\x00{int(index)}\x00{variant}".encode()
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:32]
+
+    def url(self, dataset_id: str, index: int, variant: str = "full") -> str | None:
+        entry = self.catalog.get(dataset_id)
+        if entry is None:
+            return None
+        from urllib.parse import quote
+
+        tok = self.token(entry.id, entry.version, index, variant)
+        return f"{ROUTE_PREFIX}/{quote(entry.id, safe='')}/{tok}.png"
+
+    def resolve(self, dataset_id: str, token: str):
+        """(entry, index, variant) of a token, or None."""
+        entry = self.catalog.get(dataset_id)
+        if entry is None:
+            return None
+        for variant in VARIANTS:
+            key = (entry.id, entry.version, variant)
+            table = self._lookup.get(key)
+            if table is None:
+                with self._lock:
+                    table = self._lookup.get(key)
+                    if table is None:
+                        # drop tables of replaced versions of this dataset
+                        for old in [k for k in self._lookup if k[0] == entry.id and k[1] != entry.version]:
+                            del self._lookup[old]
+                        table = {self.token(entry.id, entry.version, i, variant): i for i in range(entry.n_maps)}
+                        self._lookup[key] = table
+            index = table.get(token)
+            if index is not None:
+                return entry, index, variant
+        return None
+
+    def png(self, entry, index: int, variant: str) -> bytes | None:
+        """The PNG of a map (cached); None if it cannot be made (no maps, no model)."""
+        key = (entry.id, entry.version, int(index), variant)
+        data = self.cache.get(key)
+        if data is not None:
+            return data
+        if variant == "recon":
+            arr, _ = entry.reconstruction(index)
+            if arr is None:
+                return None
+            data = render_c2_png(arr)
+        else:
+            if not entry.has_maps:
+                return None
+            c2 = entry.read_map(index)
+            data = render_c2_png(c2, size=THUMB_SIZE if variant == "thumb" else None)
+        self.cache.put(key, data)
+        return data
+
+
+def _service() -> ImageService | None:
+    if flask.has_app_context():
+        svc = flask.current_app.extensions.get(_EXT_KEY)
+        if svc is not None:
+            return svc
+    return _STATE
+
+
+def map_image_url(dataset_id: str, index: int, thumb: bool = False, *, variant: str | None = None) -> str | None:
+    """URL of map ``index`` of dataset ``dataset_id`` as a PNG (None if no such dataset).
+
+    ``thumb=True`` gives the small grid version; ``variant="recon"`` the autoencoder's
+    reconstruction (the route answers 404 when the dataset has no model or latents).
+    Call it inside a request (layouts, callbacks) or after :func:`init_images`.
+    """
+    svc = _service()
+    if svc is None:
+        raise RuntimeError("dashboard.images.init_images was not called")
+    variant = variant or ("thumb" if thumb else "full")
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}")
+    return svc.url(dataset_id, index, variant)
+
+
+def init_images(server: flask.Flask, config, catalog) -> ImageService:
+    """Register ``/_maps/<dataset_id>/<token>.png`` on ``server``; returns the service."""
+    global _STATE
+    svc = ImageService(config.secret_key, catalog)
+    server.extensions[_EXT_KEY] = svc
+    _STATE = svc
+
+    def serve_map_image(dataset_id: str, token: str):
+        found = svc.resolve(dataset_id, token)
+        if found is None:
+            return flask.Response("no such image\n", status=404, mimetype="text/plain")
+        entry, index, variant = found
+        etag = f"{token}"
+        if etag in flask.request.if_none_match:
+            resp = flask.Response(status=304)
+        else:
+            data = svc.png(entry, index, variant)
+            if data is None:
+                why = "no model or latents for a reconstruction" if variant == "recon" else "this dataset holds latents only, no C2 maps"
+                return flask.Response(why + "\n", status=404, mimetype="text/plain")
+            resp = flask.Response(data, mimetype="image/png")
+        resp.set_etag(etag)
+        resp.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+        return resp
+
+    server.add_url_rule(f"{ROUTE_PREFIX}/<dataset_id>/<token>.png", "ainerd_map_image", serve_map_image)
+    return svc

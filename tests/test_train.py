@@ -1,0 +1,152 @@
+"""Training: augmentation, split, a real optimisation step, checkpoints, resume, the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ainerd_core import model as M
+from ainerd_core import train as T
+from ainerd_core.dataset import write_dataset
+from ainerd_core.errors import InputError
+from conftest import small_meta
+from test_model import band_maps
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    return write_dataset(tmp_path / "tiny.h5", maps=band_maps(12, seed=5), meta=small_meta(12),
+                         source_kind="simulation")
+
+
+def test_diagonal_roll_keeps_the_diagonal_structure(rng):
+    a = rng.random((256, 256)).astype(np.float32)
+    a = (a + a.T) / 2                                   # symmetric, like a C2 map
+    x = torch.from_numpy(a)
+    for k in (0, 1, 37, 255):
+        b = T.diagonal_roll(x[None], [k])[0].numpy()
+        i, j = np.meshgrid(np.arange(256), np.arange(256), indexing="ij")
+        # the rolled map is the original shifted along the diagonal ...
+        np.testing.assert_array_equal(b, a[(i - k) % 256, (j - k) % 256])
+        np.testing.assert_array_equal(b, np.roll(a, (k, k), axis=(0, 1)))
+        # ... its diagonal is the original diagonal (shifted), and it is still symmetric
+        np.testing.assert_array_equal(np.diag(b), np.roll(np.diag(a), k))
+        np.testing.assert_array_equal(b, b.T)
+    # a map that depends only on (t2 - t1) mod 256 is invariant
+    toe = np.abs(((i - j + 128) % 256) - 128).astype(np.float32)
+    np.testing.assert_array_equal(T.diagonal_roll(torch.from_numpy(toe)[None], [91])[0].numpy(), toe)
+
+
+def test_random_shift_is_per_map_and_seeded():
+    x = torch.from_numpy(band_maps(4) + np.arange(256, dtype=np.float32)[None, :, None] / 1e3).unsqueeze(1)
+    a = T.random_diagonal_shift(x, np.random.default_rng(1))
+    b = T.random_diagonal_shift(x, np.random.default_rng(1))
+    torch.testing.assert_close(a, b)
+    ks = np.random.default_rng(1).integers(0, 256, size=4)
+    assert ks.min() >= 0 and ks.max() < 256
+    for n, k in enumerate(ks):
+        np.testing.assert_array_equal(a[n, 0].numpy(), np.roll(x[n, 0].numpy(), (k, k), axis=(0, 1)))
+
+
+def test_split_is_disjoint_complete_and_seeded():
+    s = T.make_split(100, seed=4)
+    assert [len(s[k]) for k in ("train", "val", "test")] == [80, 10, 10]
+    allidx = np.concatenate([s["train"], s["val"], s["test"]])
+    assert sorted(allidx.tolist()) == list(range(100))
+    t = T.make_split(100, seed=4)
+    assert all((s[k] == t[k]).all() for k in s)
+    assert not (T.make_split(100, seed=5)["test"] == s["test"]).all()
+    assert [len(v) for v in T.make_split(3, 0).values()] == [1, 1, 1]
+    with pytest.raises(InputError):
+        T.make_split(2, 0)
+
+
+def test_explained_variance_definition():
+    maps = band_maps(6).astype(np.float64)
+    assert T.explained_variance(maps, maps)["explained_variance"] == pytest.approx(1.0)
+    mean = np.broadcast_to(maps.mean(axis=0), maps.shape)
+    ev = T.explained_variance(maps, mean)
+    assert ev["explained_variance"] == pytest.approx(0.0, abs=1e-12)
+    assert ev["pixel_variance"] == pytest.approx(maps.var(axis=0).mean())
+
+
+def test_one_real_training_step_lowers_the_loss():
+    torch.manual_seed(0)
+    net = M.Autoencoder(64).train()
+    x = torch.from_numpy(band_maps(4, seed=3)).unsqueeze(1)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+
+    def eval_loss():
+        net.eval()
+        with torch.no_grad():
+            loss = float(F.mse_loss(net(x), x))
+        net.train()
+        return loss
+
+    before = eval_loss()
+    xa = T.random_diagonal_shift(x, np.random.default_rng(0))   # exactly the training step
+    loss = F.mse_loss(net(xa), xa)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert np.isfinite(float(loss))
+    assert eval_loss() < before
+
+
+def test_train_cli_one_epoch_writes_checkpoint_and_curve(tmp_path, tiny_dataset, capsys):
+    from ainerd_core.cli import main
+
+    out = tmp_path / "model.pt"
+    rc = main(["train", str(tiny_dataset), "--out", str(out), "--epochs", "1", "--batch-size", "4",
+               "--latent", "8", "--seed", "3"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "epoch   1/1" in printed and "explained variance" in printed
+    assert out.exists() and not T.state_path(out).exists()
+    curve = json.loads(T.curve_path(out).read_text())
+    assert curve["epoch"] == [1] and len(curve["train_loss"]) == len(curve["val_loss"]) == 1
+    model = M.load_model(out, device="cpu")
+    info = model.checkpoint_info
+    assert model.latent_size == 8
+    assert info["config"]["seed"] == 3 and info["config"]["latent"] == 8 and info["config"]["augment"] is True
+    assert info["learning_curve"]["epoch"] == [1]
+    split = info["split"]
+    assert sorted(split["train"] + split["val"] + split["test"]) == list(range(12))
+    assert 0 <= info["test"]["mse"] < 1
+    assert info["normalisation"]["map_size"] == 256
+
+
+def test_resume_continues_an_interrupted_run(tmp_path, tiny_dataset):
+    out = tmp_path / "m.pt"
+    lines = []
+
+    def stop_after_first_epoch(msg):
+        lines.append(msg)
+        if msg.startswith("epoch   1/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        T.train(tiny_dataset, out, epochs=2, batch_size=4, latent=8, seed=1, log=stop_after_first_epoch)
+    assert out.exists() and T.state_path(out).exists()
+    state = M.read_checkpoint(T.state_path(out))
+    assert state["epoch"] == 1 and "optimizer" in state
+    res = T.train(tiny_dataset, out, epochs=2, batch_size=4, seed=1, resume=T.state_path(out), log=lines.append)
+    assert res["learning_curve"]["epoch"] == [1, 2]
+    assert any("resumed" in m for m in lines)
+    assert M.load_model(out, device="cpu").latent_size == 8      # the latent size comes from the state
+
+
+def test_train_rejects_bad_input(tmp_path, tiny_dataset):
+    from ainerd_core.cli import main
+
+    lat_only = write_dataset(tmp_path / "lat.h5", meta=small_meta(6), latents=np.ones((6, 4)))
+    with pytest.raises(InputError, match="latents only"):
+        T.train(lat_only, tmp_path / "m.pt", epochs=1)
+    assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "no" / "m.pt"), "--epochs", "1"]) == 2
+    junk = tmp_path / "junk.pt"
+    junk.write_text("junk")
+    assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "m.pt"), "--resume", str(junk)]) == 2
+    assert not (tmp_path / "m.pt").exists()
