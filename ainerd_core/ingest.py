@@ -139,17 +139,26 @@ def _rheology_note(rheo) -> str:
     return f"; rheology {path.name} (XPCS time = rheometer time {offset:+g} s)"
 
 
-def _expand(files) -> list[Path]:
-    out = []
+def _expand(files, exclude: Path) -> list[Path]:
+    """Files as given, folders replaced by their .h5/.hdf/.hdf5/.nxs files (sorted by name);
+    the output file itself is never an input; a file given twice is an error."""
+    out, seen = [], set()
+    skip = exclude.resolve()
     for f in files:
         f = Path(f)
         if f.is_dir():
-            found = sorted(p for p in f.iterdir() if p.suffix.lower() in APS_SUFFIXES and p.is_file())
+            found = sorted(p for p in f.iterdir()
+                           if p.suffix.lower() in APS_SUFFIXES and p.is_file() and p.resolve() != skip)
             if not found:
                 raise InputError(f, "folder holds no .h5/.hdf result files")
-            out.extend(found)
         else:
-            out.append(f)
+            found = [f]
+        for p in found:
+            key = p.resolve()
+            if key in seen:
+                raise InputError(p, "is given twice")
+            seen.add(key)
+            out.append(p)
     return out
 
 
@@ -168,7 +177,7 @@ def _q_selection(text: str):
 # --------------------------------------------------------------------------- aps
 def ingest_aps(args) -> tuple[Path, int]:
     width, n_sectors = _geometry(args)
-    files = _expand(args.files)
+    files = _expand(args.files, args.out)
     _check_out(args.out, files)
     q_sel = _q_selection(args.q_index)
     rheo = _rheology(args)

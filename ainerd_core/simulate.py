@@ -64,8 +64,8 @@ TRUTH_DOC = {
     "anisotropy": "sector factor on D (1 + a cos^2(phi - phi0), times a sector jitter)",
     "contrast": "speckle contrast beta",
     "baseline": "c2 baseline (offset)",
-    "strain": "residual shear strain accumulated over the window",
-    "shear_rate": "1/s, window mean of the residual shear rate",
+    "strain": "shear strain accumulated over the window (imposed shear before cessation, residual flow after)",
+    "shear_rate": "1/s, window mean of the shear rate (imposed before cessation, residual after)",
     "velocity": "nm/s, window mean of the flowing component's velocity",
     "heterodyne_fraction": "share of the scattering from the flowing component (xf^2)",
     "q": "1/Angstrom",
@@ -210,7 +210,7 @@ class Experiment:
         phi = e.phi
         e.sector_aniso = (1 + e.aniso * np.cos(np.radians(phi - cfg.flow_axis_deg)) ** 2) * srng.uniform(0.92, 1.08, cfg.sectors)
         e.sector_contrast = e.contrast0 * srng.uniform(0.85, 1.1, cfg.sectors)
-        pix = srng.uniform(2500, 5000, cfg.sectors) * (20.0 * cfg.sectors / 360.0)  # ring share
+        pix = srng.uniform(2500, 5000, cfg.sectors) * (360.0 / cfg.sectors / 20.0)  # per 20 degrees
         near = np.abs((phi - e.beamstop_deg + 180.0) % 360.0 - 180.0) < 360.0 / cfg.sectors
         e.sector_pixels = np.maximum(np.round(pix * np.where(near, 0.45, 1.0)), 50).astype(np.int64)
         return e
@@ -409,7 +409,7 @@ class Experiment:
             "anisotropy": aniso,
             "contrast": beta,
             "baseline": base,
-            "strain": float(G[-1] - G[0] + (g[0] + g[-1]) * dt / 4),
+            "strain": float(g.sum() * (dt / OVERSAMPLE)),
             "shear_rate": float(g.mean()),
             "velocity": v_mean * 1e9,
             "heterodyne_fraction": b,
@@ -532,6 +532,6 @@ def run(args) -> int:
         raise InputError(out, "is a folder, not a file")
     summary = simulate(out, cfg, batch_size=args.batch)
     if not args.quiet:
-        print(f"wrote {out}: {summary['n_maps']} maps ({cfg.times} times x {cfg.sectors} sectors, "
+        print(f"wrote {out}: {summary['n_maps']} map{'s' if summary['n_maps'] != 1 else ''} ({cfg.times} times x {cfg.sectors} sectors, "
               f"{cfg.size} px) in {summary['seconds']:.1f} s ({summary['n_maps'] / summary['seconds']:.0f} maps/s)")
     return 0

@@ -24,7 +24,8 @@ REDACTED = "[redacted]"
 # /evaluate/<token>...: keep Dash's own routes (/evaluate/_dash-..., /evaluate/assets/...)
 _EVALUATE = re.compile(r"(/evaluate/)(?!_dash-|_reload-hash|_favicon|assets/)([^/?#\s\"']+)")
 # token=..., key=..., next=/evaluate/... in query strings and form bodies
-_QUERY = re.compile(r"(?i)([?&;](?:token|t|key|code|access_token|session|password|csrf_token)=)[^&#\s\"']*")
+_QUERY = re.compile(r"(?i)((?<![\w-])(?:token|key|access_token|expert_token|password|csrf_token)=|[?&;](?:t|k|code)=)"
+                    r"[^&#\s\"']*")
 # Cookie / Set-Cookie / Authorization header values
 _HEADER = re.compile(r"(?i)\b(cookie|set-cookie|authorization)(\s*[:=]\s*)[^\r\n\"]+")
 # name=value cookies of the apps (Flask session, expert sessions)

@@ -1,0 +1,79 @@
+"""Figure 3A+B: shear stress vs time above the time-resolved cluster histogram.
+
+One figure with two rows on a shared time axis (``make_subplots(shared_xaxes=True)``), so
+zooming one zooms both; vertical dashed lines at the stress minima on both rows. Without
+rheology the histogram is drawn alone.
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .common import TEMPLATE, cluster_color
+
+MINIMA_COLOR = "#555555"
+
+
+def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *, k_label: str | None = None,
+                    selected_time_index: int | None = None, height: int | None = None) -> go.Figure:
+    """Stress curve (top) and stacked cluster counts per time (bottom).
+
+    Parameters
+    ----------
+    times : (T,) float
+        Distinct acquisition times, s (``tables/times``).
+    counts : (T, k) int
+        Maps per cluster at each time (``tables/counts*``); trace ``c`` is cluster ``c``,
+        ``customdata`` of each bar is its time index (row of ``times``) for click handling.
+    stress_time, stress : (M,) float, optional
+        Rheology: time (s, XPCS clock) and shear stress (Pa). None: histogram only.
+    minima : (P,) float, optional
+        Times of the stress minima; a vertical line on every row at each.
+    k_label : str, optional
+        Legend title, e.g. ``"k = 5"``.
+    selected_time_index : int, optional
+        Outline that time's bar stack (the time whose maps are shown).
+    """
+    times = np.asarray(times, dtype=float)
+    counts = np.asarray(counts)
+    if counts.ndim != 2 or counts.shape[0] != times.size:
+        raise ValueError(f"counts must be (T, k) with T = {times.size}, got {counts.shape}")
+    has_stress = stress_time is not None and stress is not None and np.size(stress) > 0
+    rows = 2 if has_stress else 1
+    if has_stress:
+        fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[0.42, 0.58])
+    else:
+        fig = make_subplots(rows=1, cols=1)
+    bar_row = rows
+    if has_stress:
+        fig.add_trace(go.Scatter(x=np.asarray(stress_time, dtype=float), y=np.asarray(stress, dtype=float),
+                                 mode="lines", name="shear stress", line=dict(color="#222", width=1.5),
+                                 hovertemplate="t = %{x:.0f} s<br>stress = %{y:.3g} Pa<extra></extra>",
+                                 legendgroup="stress", showlegend=False), row=1, col=1)
+    index = np.arange(times.size)
+    width = float(np.min(np.diff(times))) * 0.85 if times.size > 1 else None
+    for c in range(counts.shape[1]):
+        fig.add_trace(go.Bar(x=times, y=counts[:, c].astype(np.int32), name=f"cluster {c}", customdata=index,
+                             marker=dict(color=cluster_color(c), line=dict(width=0)), width=width,
+                             hovertemplate=f"t = %{{x:.0f}} s<br>cluster {c}: %{{y}} maps<extra></extra>"),
+                      row=bar_row, col=1)
+    minima = np.asarray([] if minima is None else minima, dtype=float)
+    for t in minima:
+        for r in range(1, rows + 1):
+            fig.add_vline(x=float(t), line=dict(color=MINIMA_COLOR, width=1, dash="dash"), row=r, col=1)
+    if selected_time_index is not None and 0 <= int(selected_time_index) < times.size:
+        t = float(times[int(selected_time_index)])
+        half = (width or 1.0) / 2
+        fig.add_shape(type="rect", x0=t - half, x1=t + half, y0=0, y1=float(counts[int(selected_time_index)].sum()),
+                      line=dict(color="#000", width=2), fillcolor="rgba(0,0,0,0)", row=bar_row, col=1,
+                      name="selected-time")
+    fig.update_layout(template=TEMPLATE, barmode="stack", bargap=0.1, hovermode="closest",
+                      height=height or (620 if has_stress else 380), uirevision="timeline",
+                      legend=dict(title=dict(text=k_label or "cluster"), orientation="v", x=1.01, y=0),
+                      margin=dict(l=70, r=120, t=30, b=50), clickmode="event")
+    fig.update_xaxes(title_text="time since shear cessation (s)", row=bar_row, col=1)
+    fig.update_yaxes(title_text="maps per cluster", row=bar_row, col=1)
+    if has_stress:
+        fig.update_yaxes(title_text="shear stress (Pa)", row=1, col=1)
+    return fig

@@ -1,0 +1,435 @@
+"""``/clusters``: how robust is the clustering?
+
+k-means sweep (elbow, silhouette, Davies-Bouldin, Calinski-Harabasz) with the chosen and the
+suggested k marked; k = 3 / 5 / 8 side by side (UMAPs and counts over time); other algorithms'
+cluster sizes; stability (ARI over seeds and bootstrap resamples); random example maps per
+cluster (seeded, 'draw again'); latent vs raw-pixel UMAP; the retrieval benchmark table; and a
+re-clustering background job (ids ``recluster-k``, ``recluster-algorithm``, ``recluster-run``,
+``recluster-progress``, ``recluster-result``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import dash
+import dash_bootstrap_components as dbc
+import numpy as np
+from dash import ALL, Input, Output, State, dash_table, dcc, html
+
+from dashboard.figures import clusters as F
+from dashboard.pages import DATASET_STORE
+
+from .similarity import csv_text, figure_csv, graph_card_safe, message_box, register_csv, thumb_url
+
+log = logging.getLogger(__name__)
+
+PATH = "/clusters"
+TITLE = "Clusters"
+ORDER = 60
+REQUIRES = ("results",)
+
+N_EXAMPLES = 6
+ALGORITHMS = (("kmeans", "k-means"), ("spectral", "spectral"), ("agglomerative", "agglomerative (Ward)"),
+              ("birch", "BIRCH"), ("gmm", "Gaussian mixture"), ("hdbscan", "HDBSCAN"), ("optics", "OPTICS"))
+ALGO_NAMES = dict(ALGORITHMS)
+
+
+# --------------------------------------------------------------------------- data helpers
+def _sweep(entry) -> dict | None:
+    k = entry.result("kmeans/k")
+    if k is None:
+        return None
+    out = {"k": np.asarray(k)}
+    for key, *_ in F.METRICS:
+        v = entry.result(f"kmeans/{key}")
+        if v is not None:
+            out[key] = np.asarray(v)
+    return out
+
+
+def _k_labels(entry) -> dict[int, np.ndarray]:
+    out = {}
+    for k in (3, 5, 8):
+        lab = entry.result(f"labels_k{k}")
+        if lab is not None:
+            out[k] = lab
+    return out
+
+
+def _k_counts(entry) -> dict[int, np.ndarray]:
+    out = {}
+    for k in (3, 5, 8):
+        c = entry.result(f"tables/counts_k{k}")
+        if c is not None:
+            out[k] = c
+    return out
+
+
+def _algorithms(entry) -> dict[str, np.ndarray]:
+    out = {}
+    labels = entry.result("labels")
+    if labels is not None:
+        out[f"k-means (k={entry.k})"] = labels
+    for name in sorted(n.split("/", 1)[1] for n in entry.result_names() if n.startswith("algorithms/")):
+        out[name] = entry.result(f"algorithms/{name}")
+    return out
+
+
+def _examples_fig(entry, dataset_id, seed):
+    labels = entry.result("labels")
+    examples = F.draw_examples(labels, N_EXAMPLES, seed)
+    urls = {lab: [thumb_url(entry, dataset_id, i) for i in idx] for lab, idx in examples.items()}
+    sizes = {lab: int((labels == lab).sum()) for lab in examples}
+    return F.examples_figure(examples, urls, N_EXAMPLES, sizes=sizes, seed=seed)
+
+
+def _retrieval_table(entry):
+    text = entry.result_attrs.get("retrieval_json")
+    if not text:
+        return None
+    try:
+        table = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    ks = [str(k) for k in table.get("ks", [])]
+    rows = []
+    for space, row in table.get("spaces", {}).items():
+        r = {"space": space}
+        for k in ks:
+            cell = row.get(k, {})
+            if cell:
+                r[f"P@{k}"] = f"{cell['mean']:.3f} [{cell['ci_low']:.3f}, {cell['ci_high']:.3f}]"
+        rows.append(r)
+    for name, row in table.get("tests", {}).items():
+        r = {"space": name.replace("_", " ")}
+        for k in ks:
+            cell = row.get(k, {})
+            if cell:
+                r[f"P@{k}"] = f"{cell['mean_difference']:+.3f} (p = {cell['p_value']:.4g})"
+        rows.append(r)
+    columns = [{"name": "space / test", "id": "space"}] + [{"name": f"precision@{k}", "id": f"P@{k}"} for k in ks]
+    note = (f"{table.get('n_targets')} random targets of {table.get('n_maps')} maps (seed {table.get('seed')}); "
+            f"{table.get('rule', '')}; chance level {table.get('chance', float('nan')):.3f}. "
+            "Cells: mean [95 % bootstrap CI]; tests: mean difference, paired permutation p-value.")
+    return html.Div([
+        html.P(note, className="small text-muted"),
+        dash_table.DataTable(id="clusters-retrieval-table", data=rows, columns=columns, export_format="csv",
+                             style_cell={"fontSize": "0.85rem", "padding": "4px"},
+                             style_header={"fontWeight": "bold"}),
+    ])
+
+
+# --------------------------------------------------------------------------- layout
+def layout(ctx):
+    entry, dsid = ctx.dataset, ctx.dataset_id
+    cards = [html.H3("Clusters"),
+             html.P("Clustering is done in the latent space; UMAP is for display only. Cluster 0 = slowest "
+                    "dynamics (broad band), the last = fastest.", className="text-muted")]
+    labels = entry.result("labels")
+    if labels is None:
+        return html.Div(cards + [message_box("This dataset has no cluster labels (run precompute).", "warning")])
+    sweep = _sweep(entry)
+    chosen = entry.k
+    suggested = entry.result_attrs.get("suggested_k")
+    if sweep is not None:
+        rule = entry.result_attrs.get("k_rule", "")
+        cards.append(graph_card_safe("clusters-sweep", F.k_sweep_figure(sweep, chosen, suggested, rule),
+                                     title="How many clusters? k-means sweep",
+                                     note=html.P(f"Chosen k = {chosen}; suggested k = {suggested}. Rule: {rule}",
+                                                 className="small text-muted mb-1", id="clusters-k-note")))
+    else:
+        cards.append(message_box("No k-means sweep in the results.", "secondary"))
+
+    umap = entry.result("umap")
+    klab = _k_labels(entry)
+    if umap is not None and klab:
+        cards.append(graph_card_safe("clusters-kcompare", F.k_compare_umap_figure(umap, klab),
+                                     title="k = 3 / 5 / 8 side by side (UMAP)"))
+    counts = _k_counts(entry)
+    times = entry.result("tables/times")
+    if counts and times is not None:
+        cards.append(graph_card_safe("clusters-kcounts", F.counts_over_time_figure(times, counts),
+                                     title="k = 3 / 5 / 8: maps per cluster over time"))
+
+    algos = _algorithms(entry)
+    if len(algos) > 1:
+        rows = F.algorithm_summary(algos)
+        table = dash_table.DataTable(
+            id="clusters-algorithms-table", data=rows,
+            columns=[{"name": n, "id": n} for n in ("algorithm", "n_clusters", "noise", "largest_share", "sizes")],
+            style_cell={"fontSize": "0.85rem", "padding": "4px", "textAlign": "left"},
+            style_header={"fontWeight": "bold"})
+        cards.append(graph_card_safe("clusters-algorithms", F.algorithm_sizes_figure(algos),
+                                     title="Other algorithms on the same latents", extra=table))
+    ari = {"seeds": entry.result("stability/ari_seeds"), "bootstrap": entry.result("stability/ari_bootstrap")}
+    if any(v is not None for v in ari.values()):
+        cards.append(graph_card_safe("clusters-stability", F.stability_figure(ari),
+                                     title="Stability: adjusted Rand index vs the chosen clustering"))
+
+    # example maps
+    if entry.has_maps or _recon_ok(entry):
+        draw = html.Div([
+            html.Span("seed", className="me-2 small"),
+            dcc.Input(id="clusters-examples-seed", type="number", value=0, min=0, step=1, debounce=True,
+                      style={"width": "6rem"}, className="me-2"),
+            dbc.Button("draw again", id="clusters-examples-draw", size="sm", color="primary"),
+            html.Span(" (random maps of each cluster, drawn with this seed; not hand-picked)",
+                      className="small text-muted ms-2"),
+            *([] if entry.has_maps else [html.Span(" no C2 maps stored: tiles are decoded from the latents",
+                                                   className="small text-warning ms-2")]),
+        ], className="d-flex align-items-center mb-2")
+        cards.append(graph_card_safe("clusters-examples", _examples_fig(entry, dsid, 0),
+                                     title="Example maps per cluster", note=draw))
+    else:
+        cards.append(message_box("Example maps per cluster need C2 maps; this dataset holds latents only.",
+                                 "secondary", id="clusters-examples-missing"))
+
+    umap_raw = entry.result("umap_raw")
+    if umap is not None and umap_raw is not None:
+        cards.append(graph_card_safe("clusters-rawumap", F.latent_vs_raw_umap_figure(umap, umap_raw, labels),
+                                     title="Latent vs raw-pixel UMAP (same labels)"))
+    elif umap is not None:
+        cards.append(message_box("The raw-pixel UMAP needs C2 maps; this dataset holds latents only.", "secondary",
+                                 id="clusters-rawumap-missing"))
+
+    retrieval = _retrieval_table(entry)
+    if retrieval is not None:
+        cards.append(dbc.Card([dbc.CardHeader("Retrieval benchmark (ground truth)"), dbc.CardBody(retrieval)],
+                              className="mb-3"))
+
+    cards.append(_recluster_card(entry))
+    return html.Div(cards, id="clusters-page")
+
+
+def _recon_ok(entry) -> bool:
+    return False  # thumbnails of latents-only datasets are not drawn (decoding 100s of maps is slow)
+
+
+def _recluster_card(entry):
+    k0 = entry.k or 5
+    controls = dbc.Row([
+        dbc.Col([dbc.Label("k", html_for="recluster-k", className="small mb-0"),
+                 dcc.Input(id="recluster-k", type="number", min=2, max=20, step=1, value=k0,
+                           className="form-control form-control-sm")], width="auto"),
+        dbc.Col([dbc.Label("algorithm", html_for="recluster-algorithm", className="small mb-0"),
+                 dcc.Dropdown(id="recluster-algorithm", options=[{"label": v, "value": k} for k, v in ALGORITHMS],
+                              value="kmeans", clearable=False, style={"minWidth": "14rem"})], width="auto"),
+        dbc.Col(dbc.Button("re-cluster", id="recluster-run", color="primary", size="sm", className="mt-3"),
+                width="auto"),
+    ], className="g-2 align-items-end mb-2")
+    progress = dbc.Progress(id="recluster-progress", value=0, max=100, label="", striped=True, animated=True,
+                            className="mb-2", style={"height": "1.2rem"})
+    return dbc.Card([
+        dbc.CardHeader("Re-cluster the latents (background job)"),
+        dbc.CardBody([
+            html.P("Runs on the server in the background; labels are renumbered so that 0 = slowest, as in "
+                   "the precomputed results. Density methods (HDBSCAN, OPTICS) ignore k.",
+                   className="small text-muted"),
+            controls, progress,
+            html.Div(id="recluster-result", className="fw-semibold mb-2"),
+            dcc.Graph(id="recluster-figure", figure=F.labels_scatter_figure(np.zeros((0, 2)), np.zeros(0), "result"),
+                      style={"display": "none"}, config={"displaylogo": False,
+                                                         "toImageButtonOptions": {"format": "png", "filename": "recluster"}}),
+            dcc.Store(id="recluster-labels"),
+            dbc.Button("CSV of the new labels", id="recluster-csv", size="sm", color="secondary", outline=True,
+                       disabled=True),
+            dcc.Download(id="recluster-csv-download"),
+        ]),
+    ], className="mb-3")
+
+
+# --------------------------------------------------------------------------- re-clustering
+def recluster_labels(x, k: int, algorithm: str, order_feature, seed: int = 0, progress=None) -> np.ndarray:
+    """Labels of ``algorithm`` at ``k`` on latents ``x``, renumbered 0 = highest ordering feature
+    (slowest). ``progress(done, total)`` is called between steps."""
+    from ainerd_core import analysis as A
+
+    x = np.asarray(x, dtype=np.float32)
+    k = int(max(2, min(int(k), len(x) - 1)))
+    report = progress or (lambda done, total: None)
+    if algorithm == "kmeans":
+        from sklearn.cluster import KMeans
+
+        n_init = 10
+        best, best_inertia = None, np.inf
+        for i in range(n_init):
+            km = KMeans(n_clusters=k, n_init=1, random_state=seed + i).fit(x)
+            if km.inertia_ < best_inertia:
+                best, best_inertia = km.labels_.astype(np.int32), km.inertia_
+            report(i + 1, n_init + 1)
+        lab = best
+    else:
+        report(1, 3)
+        labs, _ = A.other_algorithms(x, k, seed=seed, names=(algorithm,))
+        lab = labs[algorithm]
+        report(2, 3)
+    if order_feature is not None:
+        lab = A.order_labels(lab, np.asarray(order_feature, dtype=np.float64))
+    return np.asarray(lab, dtype=np.int32)
+
+
+def register_callbacks(app, services):
+    catalog = services.catalog
+
+    # ---- examples: draw again
+    @app.callback(Output("clusters-examples", "figure"), Output("clusters-examples-seed", "value"),
+                  Input("clusters-examples-draw", "n_clicks"), Input("clusters-examples-seed", "value"),
+                  State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def draw_examples(n_clicks, seed, dataset_id):
+        entry = catalog.get(dataset_id)
+        if entry is None or entry.result("labels") is None:
+            return dash.no_update, dash.no_update
+        seed = int(seed or 0)
+        if dash.callback_context.triggered_id == "clusters-examples-draw":
+            seed += 1
+        return _examples_fig(entry, dataset_id, seed), seed
+
+    # ---- CSV downloads
+    def _entry(dataset_id):
+        return catalog.get(dataset_id)
+
+    def sweep_csv(fig, dataset_id):
+        e = _entry(dataset_id)
+        s = _sweep(e) if e else None
+        if not s:
+            return figure_csv(fig)
+        cols = ["k"] + [m for m, *_ in F.METRICS if m in s]
+        rows = [[int(s["k"][i])] + [float(s[m][i]) for m in cols[1:]] for i in range(len(s["k"]))]
+        return csv_text(cols + ["chosen", "suggested"],
+                        [r + [int(r[0] == e.k), int(r[0] == e.result_attrs.get("suggested_k"))] for r in rows])
+
+    def labels_csv(fig, dataset_id):
+        e = _entry(dataset_id)
+        if e is None:
+            return figure_csv(fig)
+        cols, data = ["index", "time_s", "sector"], [np.arange(e.n_maps), e.meta["time"], e.meta["sector"]]
+        umap, umap_raw = e.result("umap"), e.result("umap_raw")
+        if umap is not None:
+            cols += ["umap_x", "umap_y"]
+            data += [umap[:, 0], umap[:, 1]]
+        if umap_raw is not None:
+            cols += ["umap_raw_x", "umap_raw_y"]
+            data += [umap_raw[:, 0], umap_raw[:, 1]]
+        cols.append(f"label_k{e.k}")
+        data.append(e.result("labels"))
+        for k, lab in _k_labels(e).items():
+            cols.append(f"label_k{k}")
+            data.append(lab)
+        for name, lab in _algorithms(e).items():
+            if not name.startswith("k-means"):
+                cols.append(f"label_{name}")
+                data.append(lab)
+        return csv_text(cols, list(zip(*[np.asarray(d).tolist() for d in data])))
+
+    def counts_csv(fig, dataset_id):
+        e = _entry(dataset_id)
+        if e is None:
+            return figure_csv(fig)
+        times = e.result("tables/times")
+        rows = []
+        for k, c in _k_counts(e).items():
+            for t in range(c.shape[0]):
+                for lab in range(c.shape[1]):
+                    rows.append([k, float(times[t]), lab, int(c[t, lab])])
+        return csv_text(["k", "time_s", "cluster", "maps"], rows)
+
+    def stability_csv(fig, dataset_id):
+        e = _entry(dataset_id)
+        if e is None:
+            return figure_csv(fig)
+        rows = [[kind, i, float(v)] for kind in ("seeds", "bootstrap")
+                for i, v in enumerate(e.result(f"stability/ari_{kind}", []))]
+        return csv_text(["kind", "run", "adjusted_rand_index"], rows)
+
+    def examples_csv(fig, dataset_id):
+        e = _entry(dataset_id)
+        custom = (fig.get("data") or [{}])[0].get("customdata") or []
+        rows = []
+        for c in custom:
+            if c[0] >= 0:
+                i = int(c[0])
+                rows.append([int(c[1]), i] + ([float(e.meta["time"][i]), int(e.meta["sector"][i])] if e else []))
+        title = ((fig.get("layout") or {}).get("title") or {}).get("text", "")
+        return f"# {title}\n" + csv_text(["cluster", "index", "time_s", "sector"], rows)
+
+    state = (State(DATASET_STORE, "data"),)
+    register_csv(app, "clusters-sweep", "kmeans_sweep.csv", sweep_csv, state)
+    register_csv(app, "clusters-kcompare", "labels_k3_k5_k8.csv", labels_csv, state)
+    register_csv(app, "clusters-kcounts", "counts_k3_k5_k8.csv", counts_csv, state)
+    register_csv(app, "clusters-algorithms", "algorithm_labels.csv", labels_csv, state)
+    register_csv(app, "clusters-stability", "stability_ari.csv", stability_csv, state)
+    register_csv(app, "clusters-examples", "cluster_examples.csv", examples_csv, state)
+    register_csv(app, "clusters-rawumap", "umap_latent_vs_raw.csv", labels_csv, state)
+
+    # ---- the re-clustering job
+    config = services.config
+
+    @services.register_background(
+        Output("recluster-result", "children"), Output("recluster-figure", "figure"),
+        Output("recluster-figure", "style"), Output("recluster-labels", "data"),
+        Input("recluster-run", "n_clicks"),
+        State("recluster-k", "value"), State("recluster-algorithm", "value"), State(DATASET_STORE, "data"),
+        progress=[Output("recluster-progress", "value"), Output("recluster-progress", "label")],
+        running=[(Output("recluster-run", "disabled"), True, False)],
+        prevent_initial_call=True)
+    def recluster(set_progress, n_clicks, k, algorithm, dataset_id):
+        from ainerd_core.dataset import open_dataset
+
+        hidden = {"display": "none"}
+        if not n_clicks:
+            return dash.no_update, dash.no_update, dash.no_update, dash.no_update
+        set_progress((2, "loading latents"))
+        from dashboard.catalog import Catalog
+
+        entry = Catalog(config.data_dir).get(dataset_id)
+        if entry is None:
+            return "no such dataset", dash.no_update, hidden, None
+        if algorithm not in ALGO_NAMES:
+            return f"unknown algorithm {algorithm!r}", dash.no_update, hidden, None
+        try:
+            k = int(k)
+        except (TypeError, ValueError):
+            return "k must be a whole number between 2 and 20", dash.no_update, hidden, None
+        if not 2 <= k <= 20:
+            return "k must be between 2 and 20", dash.no_update, hidden, None
+        with open_dataset(entry.path) as ds:
+            x = ds.read_result("latent")
+            if x is None:
+                x = ds.latents
+            order = ds.read_result("order_feature")
+            umap = ds.read_result("umap")
+            ref = ds.read_result("labels")
+        if x is None:
+            return "this dataset has no latents", dash.no_update, hidden, None
+
+        def progress(done, total):
+            pct = int(5 + 90 * done / total)
+            set_progress((pct, f"{pct} %"))
+
+        lab = recluster_labels(x, k, algorithm, order, seed=0, progress=progress)
+        sizes = F.algorithm_summary({"new": lab})[0]
+        text = f"{ALGO_NAMES[algorithm]} k={k}: sizes {sizes['sizes']}"
+        if sizes["noise"]:
+            text += f", noise {sizes['noise']}"
+        if ref is not None:
+            from sklearn.metrics import adjusted_rand_score
+
+            text += f" (ARI vs the precomputed clustering: {adjusted_rand_score(ref, lab):.3f})"
+        fig = F.labels_scatter_figure(umap, lab, f"{ALGO_NAMES[algorithm]}, k = {k}") if umap is not None else dash.no_update
+        set_progress((100, "done"))
+        return text, fig, ({} if umap is not None else hidden), {"labels": lab.tolist(), "title": text,
+                                                                  "dataset": dataset_id}
+
+    @app.callback(Output("recluster-csv", "disabled"), Input("recluster-labels", "data"))
+    def enable_csv(data):
+        return not (data and data.get("labels"))
+
+    @app.callback(Output("recluster-csv-download", "data"), Input("recluster-csv", "n_clicks"),
+                  State("recluster-labels", "data"), prevent_initial_call=True)
+    def recluster_csv(n, data):
+        if not n or not data:
+            return dash.no_update
+        rows = [[i, lab] for i, lab in enumerate(data["labels"])]
+        return dict(content=f"# {data['title']}\n" + csv_text(["index", "label"], rows),
+                    filename="recluster_labels.csv", type="text/csv")

@@ -1,0 +1,264 @@
+"""``/model``: the autoencoder: learning curve, reconstructions next to inputs, latent-size sweep,
+and maps decoded from latent + Gaussian noise.
+
+Reconstructions and noise maps are result stacks (``model/recon_*``, ``model/noise_maps``), not
+stored C2 maps, so the image route of :mod:`dashboard.images` cannot serve them; this page adds a
+small signed PNG route for them (``/_results/<dataset_id>/<token>.png``, HMAC of the dataset id,
+file version, result name and index with the app's secret key, rendered by
+:func:`dashboard.images.render_c2_png`). A 'draw other maps' button shows further random maps
+through the image route's ``recon`` variant.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import hmac
+import threading
+
+import dash
+import dash_bootstrap_components as dbc
+import flask
+import numpy as np
+from dash import Input, Output, State, dcc, html
+
+from dashboard.figures import model as F
+from dashboard.pages import DATASET_STORE
+
+from .similarity import csv_text, figure_csv, graph_card_safe, message_box, register_csv, thumb_url
+
+PATH = "/model"
+TITLE = "Model"
+ORDER = 70
+REQUIRES = ("results",)
+
+STACKS = ("model/recon_input", "model/recon_output", "model/noise_maps")
+ROUTE = "/_results"
+TILE_PX = 128
+N_DRAW = 8
+
+
+# --------------------------------------------------------------------------- result-stack images
+class ResultImages:
+    """Signed URLs and a small PNG cache for maps of result stacks."""
+
+    def __init__(self, secret_key: str, catalog, max_items: int = 256):
+        self._key = hashlib.sha256(("ainerd-result-image:" + secret_key).encode()).digest()
+        self.catalog = catalog
+        self._cache: collections.OrderedDict = collections.OrderedDict()
+        self._max = max_items
+        self._lock = threading.Lock()
+
+    def token(self, entry, name: str, index: int) -> str:
+        msg = f"{entry.id}\x00{entry.version}\x00{name}\x00{int(index)}".encode()
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:32]
+
+    def url(self, entry, name: str, index: int) -> str:
+        from urllib.parse import quote
+
+        return f"{ROUTE}/{quote(entry.id, safe='')}/{self.token(entry, name, index)}.png"
+
+    def resolve(self, dataset_id: str, token: str):
+        entry = self.catalog.get(dataset_id)
+        if entry is None:
+            return None
+        for name in STACKS:
+            stack = entry.result(name)
+            if stack is None:
+                continue
+            for i in range(len(stack)):
+                if hmac.compare_digest(self.token(entry, name, i), token):
+                    return entry, name, i
+        return None
+
+    def png(self, entry, name: str, index: int) -> bytes:
+        key = (entry.id, entry.version, name, index)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        from dashboard.images import render_c2_png
+
+        data = render_c2_png(np.asarray(entry.result(name)[index]), size=TILE_PX)
+        with self._lock:
+            self._cache[key] = data
+            while len(self._cache) > self._max:
+                self._cache.popitem(last=False)
+        return data
+
+
+_SERVICE_KEY = "ainerd_result_images"
+
+
+def _images() -> ResultImages | None:
+    return flask.current_app.extensions.get(_SERVICE_KEY) if flask.has_app_context() else None
+
+
+def _stack_urls(entry, name: str) -> list[str]:
+    svc = _images()
+    stack = entry.result(name)
+    if svc is None or stack is None:
+        return []
+    return [svc.url(entry, name, i) for i in range(len(stack))]
+
+
+# --------------------------------------------------------------------------- figures from results
+def _recon_mse(entry):
+    x, y = entry.result("model/recon_input"), entry.result("model/recon_output")
+    if x is None or y is None:
+        return None
+    return ((np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2).mean(axis=(1, 2))
+
+
+def _draw_fig(entry, dataset_id, seed):
+    from dashboard.images import map_image_url
+
+    rng = np.random.default_rng(int(seed))
+    idx = np.sort(rng.choice(entry.n_maps, size=min(N_DRAW, entry.n_maps), replace=False))
+    ins = [thumb_url(entry, dataset_id, i) for i in idx]
+    outs = [map_image_url(dataset_id, int(i), variant="recon") for i in idx]
+    fig = F.reconstruction_figure(idx.tolist(), ins, outs, n_cols=N_DRAW)
+    fig.update_layout(title=f"random maps (seed {int(seed)}) and their reconstructions from the stored latents")
+    return fig
+
+
+def _has_model_file(entry) -> bool:
+    from pathlib import Path
+
+    try:
+        from ainerd_core import model as M
+    except Exception:  # noqa: BLE001
+        return False
+    for key in ("model_path", "model", "checkpoint"):
+        value = entry.result_attrs.get(key)
+        if isinstance(value, str) and value.strip():
+            p = Path(value)
+            if (p if p.is_absolute() else entry.path.parent / p).is_file():
+                return True
+    return Path(M.DEMO_WEIGHTS).is_file()
+
+
+def layout(ctx):
+    entry, dsid = ctx.dataset, ctx.dataset_id
+    attrs = entry.result_attrs
+    parts = [html.H3("The autoencoder"),
+             html.P(f"Model: {attrs.get('model', attrs.get('model_path', 'unknown'))}; latent size "
+                    f"{entry.result('latent').shape[1] if entry.result('latent') is not None else '?'}.",
+                    className="text-muted", id="model-info")]
+    ep, tr, va = (entry.result(f"model/learning_curve/{k}") for k in ("epoch", "train_loss", "val_loss"))
+    if ep is not None and tr is not None:
+        parts.append(graph_card_safe("model-curve", F.learning_curve_figure(ep, tr, va), title="Learning curve"))
+    else:
+        parts.append(message_box("No learning curve in the results (the checkpoint carries none, e.g. the "
+                                 "published weights).", "secondary", id="model-curve-missing"))
+
+    idx = entry.result("model/recon_index")
+    if idx is not None and entry.has_result("model/recon_input"):
+        mse = _recon_mse(entry)
+        fig = F.reconstruction_figure(np.asarray(idx).tolist(), _stack_urls(entry, "model/recon_input"),
+                                      _stack_urls(entry, "model/recon_output"), mse=mse, n_cols=8)
+        pool = attrs.get("recon_pool", "")
+        note = html.P(f"{len(idx)} maps drawn at random by precompute (seed {attrs.get('seed', '?')})"
+                      + (f" from the {pool}" if pool else "") + "; not hand-picked.", className="small text-muted mb-1")
+        parts.append(graph_card_safe("model-recon", fig, title="Reconstructions next to inputs", note=note))
+        if _has_model_file(entry):
+            ctrl = html.Div([
+                dbc.Button("draw other maps", id="model-draw", size="sm", color="primary", className="me-2"),
+                html.Span("seed", className="small me-1"),
+                dcc.Input(id="model-draw-seed", type="number", value=1, min=0, step=1, debounce=True,
+                          style={"width": "6rem"}),
+                html.Span(" any map of the dataset, drawn at random", className="small text-muted ms-2"),
+            ], className="d-flex align-items-center mb-2")
+            parts.append(graph_card_safe("model-draw-grid", _draw_fig(entry, dsid, 1),
+                                         title="More random reconstructions", note=ctrl))
+    elif not entry.has_maps:
+        parts.append(message_box("Reconstructions need C2 maps; this dataset holds latents only.", "warning",
+                                 id="model-recon-missing"))
+    else:
+        parts.append(message_box("No reconstructions in the results (precompute ran without a model).", "secondary",
+                                 id="model-recon-missing"))
+
+    ls, mse = entry.result("model/latent_sweep/latent_size"), entry.result("model/latent_sweep/test_mse")
+    if ls is not None and mse is not None:
+        latent = entry.result("latent")
+        parts.append(graph_card_safe("model-sweep", F.latent_sweep_figure(ls, mse, latent.shape[1] if latent is not None else None),
+                                     title="Latent-size sweep"))
+    else:
+        parts.append(message_box("No latent-size sweep in the results (run `python -m ainerd_core latent-sweep`).",
+                                 "secondary", id="model-sweep-missing"))
+
+    if entry.has_result("model/noise_maps"):
+        sigma = attrs.get("noise_sigma")
+        parts.append(graph_card_safe("model-noise", F.noise_grid_figure(_stack_urls(entry, "model/noise_maps"),
+                                                                         float(sigma) if sigma is not None else None),
+                                     title="Artificial maps: decoded latent + Gaussian noise",
+                                     note=html.P("Random latents of the dataset plus Gaussian noise, decoded: similar "
+                                                 "latents give similar maps.", className="small text-muted mb-1")))
+    else:
+        parts.append(message_box("No noise-generated maps in the results.", "secondary", id="model-noise-missing"))
+    return html.Div(parts, id="model-page")
+
+
+def register_callbacks(app, services):
+    catalog = services.catalog
+    server = app.server
+    if _SERVICE_KEY not in server.extensions:
+        svc = ResultImages(services.config.secret_key, catalog)
+        server.extensions[_SERVICE_KEY] = svc
+
+        def serve_result_image(dataset_id: str, token: str):
+            found = svc.resolve(dataset_id, token)
+            if found is None:
+                return flask.Response("no such image\n", status=404, mimetype="text/plain")
+            entry, name, index = found
+            if token in flask.request.if_none_match:
+                resp = flask.Response(status=304)
+            else:
+                resp = flask.Response(svc.png(entry, name, index), mimetype="image/png")
+            resp.set_etag(token)
+            resp.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+            return resp
+
+        server.add_url_rule(f"{ROUTE}/<dataset_id>/<token>.png", "ainerd_result_image", serve_result_image)
+
+    @app.callback(Output("model-draw-grid", "figure"), Output("model-draw-seed", "value"),
+                  Input("model-draw", "n_clicks"), Input("model-draw-seed", "value"),
+                  State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def draw(n, seed, dataset_id):
+        entry = catalog.get(dataset_id)
+        if entry is None:
+            return dash.no_update, dash.no_update
+        seed = int(seed or 0)
+        if dash.callback_context.triggered_id == "model-draw":
+            seed += 1
+        return _draw_fig(entry, dataset_id, seed), seed
+
+    def recon_csv(fig, dataset_id):
+        entry = catalog.get(dataset_id)
+        if entry is None or entry.result("model/recon_index") is None:
+            return figure_csv(fig)
+        idx, mse = entry.result("model/recon_index"), _recon_mse(entry)
+        return csv_text(["index", "time_s", "sector", "mse"],
+                        [[int(i), float(entry.meta["time"][i]), int(entry.meta["sector"][i]), float(m)]
+                         for i, m in zip(idx, mse)])
+
+    def draw_csv(fig, dataset_id):
+        custom = (fig.get("data") or [{}])[0].get("customdata") or []
+        return csv_text(["index", "tile"], [[c[0], "input" if c[1] == 0 else "reconstruction"] for c in custom if c[0] >= 0])
+
+    def noise_csv(fig, dataset_id):
+        entry = catalog.get(dataset_id)
+        stack = entry.result("model/noise_maps") if entry else None
+        if stack is None:
+            return figure_csv(fig)
+        s = np.asarray(stack, np.float64)
+        sigma = entry.result_attrs.get("noise_sigma")
+        return f"# decoded latent + Gaussian noise, sigma {sigma}\n" + csv_text(
+            ["map", "mean", "min", "max", "diagonal_mean"],
+            [[i, float(m.mean()), float(m.min()), float(m.max()), float(np.diagonal(m).mean())] for i, m in enumerate(s)])
+
+    state = (State(DATASET_STORE, "data"),)
+    register_csv(app, "model-curve", "learning_curve.csv", lambda fig, _d: figure_csv(fig), state)
+    register_csv(app, "model-recon", "reconstructions.csv", recon_csv, state)
+    register_csv(app, "model-draw-grid", "reconstructions_random.csv", draw_csv, state)
+    register_csv(app, "model-sweep", "latent_sweep.csv", lambda fig, _d: figure_csv(fig), state)
+    register_csv(app, "model-noise", "noise_maps.csv", noise_csv, state)

@@ -1,0 +1,513 @@
+"""``/similarity``: nearest neighbours of a target map in latent space vs raw-pixel space.
+
+Pick a target by clicking the small UMAP, typing a map index, or uploading a ``.npy`` map of any
+square size (resampled to 256 x 256 by area averaging, min-max normalised). Dataset targets use
+the precomputed ``similarity/*_index`` tables; an uploaded map is encoded with the dataset's
+model and compared pixel-wise with every stored map in a background job with a progress bar.
+Neighbours are shown nearest first with rank and distance, failures included: a table lists each
+neighbour's metadata and, with simulator ground truth, whether it is relevant
+(:func:`ainerd_core.retrieval.relevance`). Below: the 1st / 10th / 100th neighbour distance
+distributions of all maps, latent vs raw.
+
+The bottom of this module holds small helpers the clusters and model pages share (CSV download
+registration, cards, thumbnail URLs).
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import logging
+import time
+
+import dash
+import dash_bootstrap_components as dbc
+import numpy as np
+from dash import Input, Output, State, dash_table, dcc, html
+
+from dashboard.figures import similarity as F
+from dashboard.pages import DATASET_STORE
+
+log = logging.getLogger(__name__)
+
+PATH = "/similarity"
+TITLE = "Similarity"
+ORDER = 50
+REQUIRES = ("results",)
+
+K_CHOICES = (12, 24, 48)
+N_COLS = 6
+MAX_UPLOAD_SIDE = 4096
+RANKS = (1, 10, 100)
+
+
+# =========================================================================== shared helpers
+def csv_text(columns, rows) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()
+
+
+def figure_csv(fig: dict) -> str:
+    """Every trace's x / y (/ customdata) in long format; the explorer's exporter when present."""
+    try:
+        from dashboard.exports import figure_to_csv
+    except ImportError:
+        figure_to_csv = None
+    if figure_to_csv is not None:
+        return figure_to_csv(fig)
+    rows = []
+    for t in (fig or {}).get("data", []):
+        xs, ys = t.get("x") or [], t.get("y") or []
+        for i in range(max(len(xs), len(ys))):
+            rows.append([t.get("name", ""), xs[i] if i < len(xs) else "", ys[i] if i < len(ys) else ""])
+    return csv_text(["trace", "x", "y"], rows)
+
+
+def register_csv(app, graph_id: str, filename: str, to_csv, states=()) -> None:
+    """The CSV button of a graph card (``<graph_id>-csv`` -> ``<graph_id>-csv-download``)."""
+
+    @app.callback(Output(f"{graph_id}-csv-download", "data"), Input(f"{graph_id}-csv", "n_clicks"),
+                  State(graph_id, "figure"), *states, prevent_initial_call=True)
+    def _download(n_clicks, figure, *values):
+        if not n_clicks or not figure:
+            return dash.no_update
+        return dict(content=to_csv(figure, *values), filename=filename, type="text/csv")
+
+
+GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+def graph_card_safe(graph_id, figure, **kwargs):
+    """The explorer's :func:`graph_card` (PNG via the modebar, a CSV button)."""
+    from dashboard.explorer import graph_card
+
+    return graph_card(graph_id, figure, **kwargs)
+
+
+def message_box(text, color="info", **kwargs):
+    return dbc.Alert(text, color=color, **kwargs)
+
+
+def thumb_url(entry, dataset_id, index, thumb=True):
+    """PNG URL of a dataset map (None for a latents-only dataset: no image)."""
+    if entry is None or not entry.has_maps:
+        return None
+    from dashboard.images import map_image_url
+
+    return map_image_url(dataset_id, int(index), thumb=thumb)
+
+
+def png_data_uri(arr, size=None) -> str:
+    """A server-rendered PNG of an array that is not a stored map (an uploaded target)."""
+    from dashboard.images import render_c2_png
+
+    return "data:image/png;base64," + base64.b64encode(render_c2_png(arr, size=size)).decode()
+
+
+# =========================================================================== upload parsing
+def resample_area(a: np.ndarray, size: int = 256) -> np.ndarray:
+    """Resample a square map to ``size`` x ``size`` by area averaging (exact block means when the
+    side is a multiple of ``size``; otherwise each output pixel averages the input pixels it
+    covers, weighted by overlap)."""
+    a = np.asarray(a, dtype=np.float64)
+    n = a.shape[0]
+    if n == size:
+        return a.astype(np.float32)
+    if n % size == 0:
+        f = n // size
+        return a.reshape(size, f, size, f).mean(axis=(1, 3)).astype(np.float32)
+    # overlap matrix W (size, n): W[i, j] = length of [j, j+1] inside [i n/size, (i+1) n/size]
+    edges = np.linspace(0, n, size + 1)
+    j = np.arange(n)
+    lo = np.maximum(edges[:-1, None], j[None, :])
+    hi = np.minimum(edges[1:, None], j[None, :] + 1)
+    w = np.clip(hi - lo, 0, None)
+    w /= w.sum(axis=1, keepdims=True)
+    return (w @ a @ w.T).astype(np.float32)
+
+
+def parse_upload(contents: str, filename: str | None) -> np.ndarray:
+    """A dcc.Upload ``contents`` string of a .npy file -> normalised (256, 256) float32 map.
+
+    Raises ValueError with a message for the user."""
+    from ainerd_core.dataset import normalise_map
+
+    if not contents or "," not in contents:
+        raise ValueError("empty upload")
+    if filename and not filename.lower().endswith(".npy"):
+        raise ValueError(f"{filename}: upload a NumPy .npy file holding one square 2-d map")
+    raw = base64.b64decode(contents.split(",", 1)[1])
+    try:
+        arr = np.load(io.BytesIO(raw), allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
+        raise ValueError(f"{filename or 'upload'}: not a readable .npy file ({exc})") from None
+    arr = np.squeeze(np.asarray(arr))
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"{filename or 'upload'}: a C2 map must be square and 2-d, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ValueError(f"{filename or 'upload'}: the map must hold real numbers, got {arr.dtype}")
+    if arr.shape[0] < 8 or arr.shape[0] > MAX_UPLOAD_SIDE:
+        raise ValueError(f"{filename or 'upload'}: side {arr.shape[0]} outside 8..{MAX_UPLOAD_SIDE}")
+    arr = arr.astype(np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{filename or 'upload'}: the map contains NaN or infinite values")
+    return normalise_map(resample_area(arr, 256))
+
+
+# =========================================================================== neighbour data
+def precomputed_neighbours(entry, index: int, space: str, k: int):
+    """(index, distance) of map ``index``'s first k neighbours from ``similarity/<space>_*``."""
+    idx = entry.result(f"similarity/{space}_index")
+    dist = entry.result(f"similarity/{space}_distance")
+    if idx is None or dist is None:
+        return None
+    return np.asarray(idx[index, :k]), np.asarray(dist[index, :k])
+
+
+def relevance_of(entry, target: int | None, neighbours) -> list:
+    """Ground-truth relevance of each neighbour to a dataset target (None where unknown)."""
+    truth = entry.truth
+    if target is None or not truth or "relaxation_rate" not in truth:
+        return [None] * len(neighbours)
+    from ainerd_core.retrieval import relevance
+
+    rel = relevance(truth, np.asarray([target]))[0]
+    return [bool(rel[int(i)]) for i in neighbours]
+
+
+def neighbour_rows(entry, space, idx, dist, relevant):
+    classes = entry.sector_class()
+    meta = entry.meta
+    rows = []
+    for r, (i, d, v) in enumerate(zip(idx, dist, relevant), start=1):
+        i = int(i)
+        rows.append({"space": space, "rank": r, "index": i, "distance": round(float(d), 5),
+                     "time_s": round(float(meta["time"][i]), 1), "sector": int(meta["sector"][i]),
+                     "class": str(classes[i]), "source": str(meta["source"][i]) if "source" in meta else "",
+                     "relevant": "" if v is None else ("yes" if v else "NO")})
+    return rows
+
+
+def _hover(entry, idx):
+    meta, classes = entry.meta, entry.sector_class()
+    return [f"map {int(i)}: t = {meta['time'][int(i)]:.0f} s, sector {int(meta['sector'][int(i)])} ({classes[int(i)]})"
+            for i in idx]
+
+
+# =========================================================================== layout
+def layout(ctx):
+    entry, dsid = ctx.dataset, ctx.dataset_id
+    umap = entry.result("umap")
+    try:
+        start = int(ctx.query.get("target", 0))
+    except ValueError:
+        start = 0
+    start = min(max(start, 0), entry.n_maps - 1)
+    has_raw = entry.has_result("similarity/raw_index")
+    notes = []
+    if not entry.has_maps:
+        notes.append(message_box("This dataset holds latents only: no C2 maps, so no thumbnails and no raw-pixel "
+                                 "neighbours; latent-space neighbours are listed in the table.", "warning",
+                                 id="similarity-latents-only"))
+    elif not has_raw:
+        notes.append(message_box("No precomputed raw-pixel neighbours (precompute ran with --no-raw-neighbours).",
+                                 "secondary"))
+    picker = dbc.Card([dbc.CardHeader("Target"), dbc.CardBody([
+        dcc.Graph(id="similarity-umap", figure=F.target_umap_figure(umap, labels=entry.result("labels"), target=start)
+                  if umap is not None else {}, config={"displaylogo": False, "displayModeBar": False},
+                  style={"height": "330px"}),
+        html.Div([html.Span("map index", className="small me-2"),
+                  dcc.Input(id="similarity-index", type="number", min=0, max=entry.n_maps - 1, step=1, value=start,
+                            debounce=True, style={"width": "7rem"}),
+                  html.Span(f" of 0..{entry.n_maps - 1}", className="small text-muted ms-1")],
+                 className="d-flex align-items-center mb-2"),
+        dcc.Upload(id="similarity-upload", children=html.Div(["drop or ", html.A("choose a .npy map"),
+                                                              " (any square size)"]),
+                   accept=".npy", multiple=False, max_size=ctx.services.config.max_upload_bytes,
+                   className="border border-secondary rounded p-2 text-center small mb-2",
+                   style={"borderStyle": "dashed", "cursor": "pointer"}),
+        dbc.Progress(id="similarity-upload-progress", value=0, label="", className="mb-2", style={"height": "1rem"}),
+        html.Div(id="similarity-upload-status", className="small mb-2"),
+        html.Div(id="similarity-target-view"),
+        dbc.Label("neighbours shown", className="small mb-0 mt-2"),
+        dcc.Dropdown(id="similarity-k", options=[{"label": str(k), "value": k} for k in K_CHOICES], value=K_CHOICES[0],
+                     clearable=False),
+    ])], className="mb-3")
+    grids = html.Div([
+        graph_card_safe("similarity-latent-grid", _empty_grid("latent"), title="latent space (64-d) neighbours"),
+        graph_card_safe("similarity-raw-grid", _empty_grid("raw"), title="raw-pixel (65,536-d) neighbours"),
+    ])
+    table = dbc.Card([dbc.CardHeader("Every neighbour, failures included"), dbc.CardBody(dash_table.DataTable(
+        id="similarity-table", data=[], page_size=24, sort_action="native", filter_action="native",
+        export_format="csv", export_headers="display",
+        columns=[{"name": c, "id": c} for c in ("space", "rank", "index", "distance", "time_s", "sector", "class",
+                                                "relevant", "source")],
+        style_cell={"fontSize": "0.8rem", "padding": "3px"}, style_header={"fontWeight": "bold"},
+        style_data_conditional=[{"if": {"filter_query": "{relevant} = 'NO'"}, "backgroundColor": "#fde2e2"},
+                                {"if": {"filter_query": "{relevant} = 'yes'"}, "backgroundColor": "#e2f5e2"}]))],
+        className="mb-3")
+    dist_fig = F.distance_distribution_figure(_all_distances(entry), RANKS)
+    return html.Div([
+        html.H3("Similarity: latent space vs raw pixels"),
+        html.P(["Euclidean nearest neighbours of a target map. With ground truth, frames are green for relevant and "
+                "red for not relevant neighbours (",
+                html.Span("rule: similar relaxation rate, same fringe and burst state", className="fst-italic"), ")."],
+               className="text-muted"),
+        *notes,
+        dcc.Store(id="similarity-target", data={"kind": "index", "index": start, "t": 0}),
+        dcc.Store(id="similarity-upload-result"),
+        dbc.Row([dbc.Col(picker, md=3), dbc.Col(grids, md=9)]),
+        table,
+        graph_card_safe("similarity-dist", dist_fig, title="Neighbour-distance distributions (all maps)"),
+    ], id="similarity-page")
+
+
+def _empty_grid(space):
+    fig = F.image_grid_figure([], 1, title=None)
+    fig.update_layout(height=60, meta={"space": space, "index": [], "distance": []})
+    return fig
+
+
+def _all_distances(entry) -> dict:
+    out = {}
+    for space in ("latent", "raw", "pca"):
+        d = entry.result(f"similarity/{space}_distance")
+        if d is not None:
+            out[space] = d
+    return out
+
+
+# =========================================================================== callbacks
+def register_callbacks(app, services):
+    catalog, config = services.catalog, services.config
+
+    @app.callback(Output("similarity-target", "data"), Output("similarity-index", "value"),
+                  Input("similarity-umap", "clickData"), Input("similarity-index", "value"),
+                  Input("similarity-latent-grid", "clickData"), Input("similarity-raw-grid", "clickData"),
+                  State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def pick_target(umap_click, typed, latent_click, raw_click, dataset_id):
+        entry = catalog.get(dataset_id)
+        if entry is None:
+            return dash.no_update, dash.no_update
+        trig = dash.callback_context.triggered_id
+        index = None
+        if trig == "similarity-index":
+            index = typed
+        else:
+            click = {"similarity-umap": umap_click, "similarity-latent-grid": latent_click,
+                     "similarity-raw-grid": raw_click}.get(trig)
+            if click and click.get("points"):
+                cd = click["points"][0].get("customdata")
+                index = cd[0] if isinstance(cd, list) else cd
+        try:
+            index = int(index)
+        except (TypeError, ValueError):
+            return dash.no_update, dash.no_update
+        if not 0 <= index < entry.n_maps:
+            return dash.no_update, dash.no_update
+        return ({"kind": "index", "index": index, "t": time.time()},
+                index if trig != "similarity-index" else dash.no_update)
+
+    @services.register_background(
+        Output("similarity-upload-result", "data"), Output("similarity-upload-status", "children"),
+        Input("similarity-upload", "contents"), State("similarity-upload", "filename"),
+        State("similarity-k", "value"), State(DATASET_STORE, "data"),
+        progress=[Output("similarity-upload-progress", "value"), Output("similarity-upload-progress", "label")],
+        running=[(Output("similarity-upload", "disabled"), True, False)],
+        prevent_initial_call=True, interval=300)
+    def search_upload(set_progress, contents, filename, k, dataset_id):
+        if not contents:
+            return dash.no_update, dash.no_update
+        set_progress((2, "reading"))
+        try:
+            target = parse_upload(contents, filename)
+        except ValueError as exc:
+            set_progress((0, ""))
+            return dash.no_update, dbc.Alert(str(exc), color="danger", className="p-2 mb-0")
+        from dashboard.catalog import Catalog
+
+        entry = Catalog(config.data_dir).get(dataset_id)
+        if entry is None:
+            return dash.no_update, dbc.Alert("no such dataset", color="danger", className="p-2 mb-0")
+        k_max = max(K_CHOICES)
+        result = {"kind": "upload", "name": filename or "upload.npy", "t": time.time(),
+                  "thumb": png_data_uri(target, size=96), "spaces": {}, "notes": []}
+        t0 = time.perf_counter()
+        set_progress((5, "encoding"))
+        try:
+            result["spaces"]["latent"] = _upload_latent(entry, target, k_max)
+        except Exception as exc:  # noqa: BLE001 - report, still try raw pixels
+            log.warning("latent search of an upload failed: %s", exc)
+            result["notes"].append(f"latent space: {exc}")
+        if entry.has_maps:
+            try:
+                result["spaces"]["raw"] = _upload_raw(entry, target, k_max, set_progress)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("raw search of an upload failed: %s", exc)
+                result["notes"].append(f"raw pixels: {exc}")
+        else:
+            result["notes"].append("raw pixels: this dataset holds latents only")
+        set_progress((100, "done"))
+        secs = time.perf_counter() - t0
+        status = f"{result['name']}: searched {entry.n_maps} maps in {secs:.1f} s"
+        return result, html.Span([status] + [html.Br()] + [html.Span(n, className="text-warning d-block")
+                                                           for n in result["notes"]])
+
+    @app.callback(Output("similarity-latent-grid", "figure"), Output("similarity-raw-grid", "figure"),
+                  Output("similarity-table", "data"), Output("similarity-dist", "figure"),
+                  Output("similarity-umap", "figure"), Output("similarity-target-view", "children"),
+                  Input("similarity-target", "data"), Input("similarity-upload-result", "data"),
+                  Input("similarity-k", "value"), State(DATASET_STORE, "data"))
+    def render(target, upload, k, dataset_id):
+        entry = catalog.get(dataset_id)
+        if entry is None:
+            raise dash.exceptions.PreventUpdate
+        k = int(k or K_CHOICES[0])
+        use_upload = bool(upload) and (upload.get("t", 0) > (target or {}).get("t", 0))
+        figs, rows, tdist, nn = {}, [], {}, {}
+        if use_upload:
+            tindex = None
+            for space in ("latent", "raw"):
+                s = upload["spaces"].get(space)
+                if s is not None:
+                    nn[space] = (np.asarray(s["index"][:k]), np.asarray(s["distance"][:k]))
+                    tdist[space] = np.asarray(s["distance"])
+            view = html.Div([html.Img(src=upload["thumb"], style={"width": "96px"}, id="similarity-target-img"),
+                             html.Div(f"uploaded: {upload['name']}", className="small")])
+        else:
+            tindex = int((target or {}).get("index", 0))
+            tindex = min(max(tindex, 0), entry.n_maps - 1)
+            kk = k
+            for space in ("latent", "raw"):
+                got = precomputed_neighbours(entry, tindex, space, max(kk, max(RANKS)))
+                if got is None and space == "latent":
+                    got = _latent_fallback(entry, tindex, max(kk, max(RANKS)))
+                if got is not None:
+                    nn[space] = (got[0][:k], got[1][:k])
+                    tdist[space] = got[1]
+            meta = entry.meta
+            url = thumb_url(entry, dataset_id, tindex, thumb=True)
+            view = html.Div([html.Img(src=url, style={"width": "96px"}, id="similarity-target-img") if url else None,
+                             html.Div(f"map {tindex}: t = {meta['time'][tindex]:.0f} s, sector {int(meta['sector'][tindex])}"
+                                      f" ({entry.sector_class()[tindex]})", className="small")])
+        for space in ("latent", "raw"):
+            if space not in nn:
+                fig = _empty_grid(space)
+                why = ("latents only: no raw maps" if not entry.has_maps else "no neighbours available") \
+                    if space == "raw" else "no latent neighbours available"
+                fig.update_layout(title=why, height=80)
+                figs[space] = fig
+                continue
+            idx, dist = nn[space]
+            rel = relevance_of(entry, tindex, idx)
+            urls = [thumb_url(entry, dataset_id, i) for i in idx]
+            figs[space] = F.neighbour_grid_figure(space, idx, dist, urls, n_cols=N_COLS, relevant=rel,
+                                                  hover=_hover(entry, idx),
+                                                  title=f"{F.SPACE_NAMES[space]}: {len(idx)} nearest"
+                                                  + ("" if tindex is None else f" of map {tindex}"))
+            rows += neighbour_rows(entry, space, idx, dist, rel)
+        dist_fig = F.distance_distribution_figure(_all_distances(entry), RANKS, target=tdist)
+        umap = entry.result("umap")
+        umap_fig = F.target_umap_figure(umap, labels=entry.result("labels"), target=tindex,
+                                        latent_nn=nn.get("latent", (None,))[0], raw_nn=nn.get("raw", (None,))[0]) \
+            if umap is not None else dash.no_update
+        return figs["latent"], figs["raw"], rows, dist_fig, umap_fig, view
+
+    def grid_csv(fig, dataset_id):
+        meta = (fig or {}).get("layout", {}).get("meta") or {}
+        entry = catalog.get(dataset_id)
+        rows = []
+        for r, (i, d) in enumerate(zip(meta.get("index", []), meta.get("distance", [])), start=1):
+            extra = [float(entry.meta["time"][i]), int(entry.meta["sector"][i])] if entry else []
+            rows.append([meta.get("space", ""), r, i, d] + extra)
+        return csv_text(["space", "rank", "index", "distance", "time_s", "sector"], rows)
+
+    def dist_csv(fig, dataset_id):
+        entry = catalog.get(dataset_id)
+        if entry is None:
+            return figure_csv(fig)
+        d = _all_distances(entry)
+        cols, data = ["index"], [np.arange(entry.n_maps)]
+        for space, arr in d.items():
+            for r in RANKS:
+                if r <= arr.shape[1]:
+                    cols.append(f"{space}_distance_rank{r}")
+                    data.append(arr[:, r - 1])
+        return csv_text(cols, list(zip(*[np.asarray(x).tolist() for x in data])))
+
+    state = (State(DATASET_STORE, "data"),)
+    register_csv(app, "similarity-latent-grid", "neighbours_latent.csv", grid_csv, state)
+    register_csv(app, "similarity-raw-grid", "neighbours_raw.csv", grid_csv, state)
+    register_csv(app, "similarity-dist", "neighbour_distances.csv", dist_csv, state)
+
+
+# =========================================================================== uploads
+def _latent_fallback(entry, index, k):
+    latent = entry.result("latent")
+    if latent is None:
+        return None
+    from ainerd_core.similarity import nearest_neighbours
+
+    return nearest_neighbours({"latent": latent}, int(index), "latent", k)
+
+
+def _model_for(entry):
+    """The dataset's model (``/results`` attrs model_path / model / checkpoint, else the shipped
+    demo weights), on CPU."""
+    from pathlib import Path
+
+    from ainerd_core import model as M
+
+    candidates = []
+    for key in ("model_path", "model", "checkpoint"):
+        value = entry.result_attrs.get(key)
+        if isinstance(value, str) and value.strip():
+            p = Path(value)
+            candidates += [p] if p.is_absolute() else [entry.path.parent / p, Path(__file__).resolve().parents[2] / p]
+    candidates.append(M.DEMO_WEIGHTS)
+    for p in candidates:
+        if p.is_file():
+            return M.load_model(p, device="cpu")
+    raise RuntimeError("no model checkpoint is available for this dataset, so an uploaded map cannot be encoded")
+
+
+def _upload_latent(entry, target, k):
+    import torch
+
+    from ainerd_core.similarity import nearest_neighbours
+
+    latent = entry.result("latent")
+    if latent is None:
+        raise RuntimeError("no latents were precomputed")
+    torch.set_num_threads(1)  # a forked job: keep OpenMP single-threaded
+    model = _model_for(entry)
+    if int(model.latent_size) != latent.shape[1]:
+        raise RuntimeError(f"the model's latent size ({model.latent_size}) differs from the dataset's ({latent.shape[1]})")
+    idx, dist = nearest_neighbours({"latent": latent}, target, "latent", k, model=model)
+    return {"index": idx.tolist(), "distance": dist.tolist()}
+
+
+def _upload_raw(entry, target, k, set_progress, batch=128):
+    """Stream every stored map once; exact top-k by merging per-batch results of
+    :func:`ainerd_core.similarity.nearest_neighbours`."""
+    from ainerd_core.dataset import open_dataset
+    from ainerd_core.similarity import nearest_neighbours
+
+    best_i = np.empty(0, np.int64)
+    best_d = np.empty(0, np.float64)
+    with open_dataset(entry.path) as ds:
+        n = ds.n_maps
+        for start, maps in ds.iter_maps(batch):
+            idx, dist = nearest_neighbours({"maps": maps}, target, "raw", min(k, len(maps)))
+            best_i = np.concatenate([best_i, idx + start])
+            best_d = np.concatenate([best_d, dist.astype(np.float64)])
+            order = np.lexsort((best_i, best_d))[:k]
+            best_i, best_d = best_i[order], best_d[order]
+            done = min(n, start + len(maps))
+            pct = int(10 + 88 * done / n)
+            set_progress((pct, f"raw pixels {done}/{n}"))
+    return {"index": best_i.tolist(), "distance": best_d.tolist()}
