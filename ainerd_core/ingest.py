@@ -51,7 +51,7 @@ def _common(p: argparse.ArgumentParser, geometry: bool = True) -> None:
     g.add_argument("--rheology", type=Path, default=None, help="rheometer log (CSV or RheoCompass export)")
     g.add_argument("--rheology-offset", type=float, default=None, metavar="SECONDS",
                    help="added to the rheometer clock to reach the XPCS clock (0 = shear cessation);"
-                        " default 0, or -200 for the published layout")
+                        " default 0 (-200 for the published folder's own rheology.csv)")
     g.add_argument("--rheology-format", choices=FORMATS, default="auto", help="layout of the log (default auto)")
 
 
@@ -112,12 +112,20 @@ def sector_of_phi(phi, width: float, n_sectors: int) -> np.ndarray:
 
 
 def _rheology(args, default_path=None, default_offset=0.0):
-    path = args.rheology or default_path
-    if path is None:
+    """The rheometer log of --rheology (offset default 0), else ``default_path`` (the published
+    folder's own log, offset default ``default_offset``); None without either."""
+    if args.rheology is not None:
+        path, offset = args.rheology, 0.0
+    elif default_path is not None:
+        path, offset = default_path, default_offset
+    else:
         if args.rheology_offset is not None:
             raise InputError("--rheology-offset", "given without --rheology")
         return None
-    offset = default_offset if args.rheology_offset is None else args.rheology_offset
+    if args.rheology_offset is not None:
+        offset = args.rheology_offset
+    if not np.isfinite(offset):
+        raise InputError("--rheology-offset", f"must be a finite number of seconds, got {offset}")
     return read_rheology(path, args.rheology_format, offset), Path(path), offset
 
 
@@ -255,15 +263,16 @@ def ingest_aps(args) -> tuple[Path, int]:
             with aps_reader.open_h5(path) as f:
                 for r in rs:
                     key = rows[r][1].dataset
-                    raw = check_map(path, aps_reader.read_map(path, f, key), key)
+                    raw = check_map(path, aps_reader.read_map(path, f, key), key, upper_triangle=True)
                     m, c2_min[r], c2_max[r] = prepare_map(raw, size=MAP_SIZE, diagonal_fix=args.diagonal_fix,
                                                           upper_triangle=True)
                     w.write_maps(int(position[r]), m[None])
         src = np.array([f"{infos[fi].path.name}:{e.dataset.rsplit('/', 1)[-1]} (label {e.label})"
                         for fi, e in rows], dtype=object)
+        extra = {} if np.isnan(pixel_time).any() else {"c2_time_step_s": pixel_time[order]}
         w.set_meta(time=time[order], sector=sector[order], phi=phi[order], q=q[order], source=src[order],
                    q_index=q_index[order], roi_label=label[order], c2_min=c2_min[order], c2_max=c2_max[order],
-                   c2_time_step_s=pixel_time[order])
+                   **extra)
         if rheo is not None:
             w.set_rheology(**rheo[0])
     return args.out, n
@@ -297,7 +306,8 @@ def ingest_stack(args) -> tuple[Path, int]:
         position[order] = np.arange(n)
         attrs = dict(source_kind="stack", title=args.title or args.out.stem, flow_axis_deg=float(args.flow_axis_deg),
                      sector_width_deg=width, n_sectors=n_sectors,
-                     provenance=(f"ingest stack: {args.maps.name} ({n} maps of {stack.size} x {stack.size} -> {MAP_SIZE},"
+                     provenance=(f"ingest stack: {args.maps.name} ({n} maps of {stack.size} x {stack.size}"
+                                 f" -> {MAP_SIZE},"
                                  f" {'upper triangle mirrored, ' if args.upper_triangle else ''}"
                                  f"{'diagonal fixed, ' if args.diagonal_fix else ''}area-averaged, min-max normalised)"
                                  f" + {args.meta.name}{_rheology_note(rheo)}"))
@@ -309,7 +319,7 @@ def ingest_stack(args) -> tuple[Path, int]:
         c2_max = np.empty(n)
         with DatasetWriter(args.out, n, **attrs) as w:
             for i in range(n):
-                raw = check_map(args.maps, stack.read(i), f"map {i}")
+                raw = check_map(args.maps, stack.read(i), f"map {i}", upper_triangle=args.upper_triangle)
                 m, c2_min[i], c2_max[i] = prepare_map(raw, size=MAP_SIZE, diagonal_fix=args.diagonal_fix,
                                                       upper_triangle=args.upper_triangle)
                 w.write_maps(int(position[i]), m[None])

@@ -61,6 +61,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="skip all-pairs raw-pixel neighbours (PCA is still computed)")
     parser.add_argument("--block-rows", type=int, default=2048,
                         help="maps held in memory per block of the raw-neighbour product (default 2048 = 512 MB)")
+    parser.add_argument("--latent-sweep", default=None,
+                        help="JSON written by 'latent-sweep --out' to copy into model/latent_sweep (default: "
+                             "<model stem>.latent_sweep.json or latent_sweep.json beside the model, if present)")
     parser.add_argument("--quiet", action="store_true", help="print nothing")
 
 
@@ -69,7 +72,7 @@ def run(args) -> int:
                n_init=args.n_init, n_boot=args.bootstrap, max_fit=args.max_fit, tolerance=args.tolerance,
                grid=args.grid, share_radius=args.share_radius, stress_sigma=args.stress_sigma,
                prominence=args.prominence, targets=args.targets, raw_neighbours=not args.no_raw_neighbours,
-               block_rows=args.block_rows, verbose=not args.quiet)
+               block_rows=args.block_rows, latent_sweep=args.latent_sweep, verbose=not args.quiet)
     return 0
 
 
@@ -116,7 +119,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
                neighbours: int = DEFAULT_NEIGHBOURS, n_init: int = 10, n_boot: int = 20,
                max_fit: int = A.MAX_FIT, tolerance: float = 10.0, grid: int = 64, share_radius=None,
                stress_sigma: float = 30.0, prominence=None, targets: int = 100, raw_neighbours: bool = True,
-               block_rows: int = 2048, verbose: bool = True) -> dict:
+               block_rows: int = 2048, latent_sweep=None, verbose: bool = True) -> dict:
     """Run every stage on the dataset at ``path`` and replace its ``/results``.
 
     ``model`` (an already loaded autoencoder) takes precedence over ``model_path``. Returns the
@@ -152,7 +155,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
         latent = None if shipped is None else np.asarray(shipped, np.float32)
         attrs["latent_source"] = "dataset /latents" if shipped is not None else "model"
         slowness = half_lag = None
-        ipca = norms = None
+        pca = norms = None
         if ds.has_maps:
             with clock.stage("1. maps pass (latents, features, PCA fit)"):
                 need_encode = latent is None
@@ -176,13 +179,20 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
                     sub["features"] += time.perf_counter() - t1
 
                 src = S.MapSource(ds)
-                ipca, norms = S.fit_pca_stream(src, 64, batch_size=256, on_batch=on_batch)
+                pca = S.StreamingPCA(n, src.p, 64, seed=seed)
+                norms = np.empty(n, np.float32)
+                for s, b in src.batches(256):
+                    on_batch(s, b)
+                    t0 = time.perf_counter()
+                    norms[s:s + len(b)] = np.einsum("ij,ij->i", b, b)
+                    pca.add_sketch(s, b)
+                    sub["pca_sketch"] = sub.get("pca_sketch", 0.0) + time.perf_counter() - t0
                 if need_encode:
                     latent = lat_parts
                 slowness, half_lag = feats["slowness"], feats["half_lag"]
                 for key, v in sub.items():
                     clock.add(f"1a. {key}", v)
-                clock.say(f"    encode {sub['encode']:.2f} s, features {sub['features']:.2f} s")
+                clock.say("    " + ", ".join(f"{key} {v:.2f} s" for key, v in sub.items()))
         if latent.shape[0] != n:
             raise InputError(path, f"latents have {latent.shape[0]} rows for {n} maps")
         res["latent"] = latent.astype(np.float32)
@@ -245,28 +255,27 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
             li, ld = S.knn_array(latent, neighbours)
             res["similarity/latent_index"], res["similarity/latent_distance"] = li, ld
         if ds.has_maps:
-            comps = ipca.components_.astype(np.float32)
-            mean = ipca.mean_.astype(np.float32)
-            pca_scores = np.empty((n, comps.shape[0]), np.float32)
-
-            def project(s, block):
-                pca_scores[s:s + len(block)] = S.pca_transform(comps, mean, block)
-
             src = S.MapSource(ds)
+            with clock.stage("5b. PCA power iteration"):
+                pca.power_iterations(src)
             if raw_neighbours:
-                with clock.stage("5b. raw neighbours (all pairs) + PCA projection"):
-                    ri, rd = S.raw_knn(src, neighbours, sqnorms=norms, block_rows=block_rows, on_block=project)
+                with clock.stage("5c. raw neighbours (all pairs) + PCA projection"):
+                    ri, rd = S.raw_knn(src, neighbours, sqnorms=norms, block_rows=block_rows, on_block=pca.add_projection)
                     res["similarity/raw_index"], res["similarity/raw_distance"] = ri, rd
             else:
-                with clock.stage("5b. PCA projection"):
+                with clock.stage("5c. PCA projection"):
                     for s, b in src.batches(256):
-                        project(s, b)
-            with clock.stage("5c. PCA neighbours"):
+                        pca.add_projection(s, b)
+            with clock.stage("5d. PCA neighbours"):
+                pca.finish()
+                pca_scores = pca.scores_
                 pi, pd = S.knn_array(pca_scores, neighbours)
                 res["similarity/pca_index"], res["similarity/pca_distance"] = pi, pd
-                res["similarity/pca_components"], res["similarity/pca_mean"] = comps, mean
+                res["similarity/pca_components"], res["similarity/pca_mean"] = pca.components_, pca.mean_
                 res["similarity/pca_scores"] = pca_scores
-                attrs["pca_explained_variance"] = float(ipca.explained_variance_ratio_.sum())
+                attrs["pca_explained_variance"] = float(np.sum(pca.explained_variance_ratio_))
+                attrs["pca_rule"] = ("randomized PCA (64 components, oversampling 16, 1 power iteration, seeded), "
+                                     "streamed; explained variance in attr pca_explained_variance")
 
         # ---------------------------------------------------------------- 6. UMAP
         with clock.stage("6a. umap (latent)"):
@@ -340,7 +349,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
         # ---------------------------------------------------------------- 10. model diagnostics
         if model is not None:
             with clock.stage("10. model diagnostics"):
-                _model_diagnostics(model, ds, latent, seed, res, attrs, clock)
+                _model_diagnostics(model, ds, latent, seed, res, attrs, clock, latent_sweep)
     finally:
         ds.close()
 
@@ -356,87 +365,67 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
     return res
 
 
-def _model_diagnostics(model, ds, latent, seed, res, attrs, clock) -> None:
-    """Reconstructions of held-out maps, latent-noise maps, learning curve, latent sweep."""
-    from . import model as M
+def _model_diagnostics(model, ds, latent, seed, res, attrs, clock, latent_sweep_path=None) -> None:
+    """Reconstructions of held-out maps, latent-noise maps, learning curve, latent sweep
+    (through :mod:`ainerd_core.diagnostics`)."""
+    from . import diagnostics as D
 
     info = getattr(model, "checkpoint_info", {}) or {}
-    try:
-        from . import diagnostics as D
-    except ImportError:
-        D = None
     sigma = 0.3
-    rng = np.random.default_rng(seed)
     if ds.has_maps:
-        done = False
-        if D is not None and hasattr(D, "reconstructions"):
-            try:
-                out = D.reconstructions(model, ds, n=16, seed=seed)
-                if isinstance(out, dict):
-                    res["model/recon_index"] = np.asarray(out.get("index"), np.int32)
-                    res["model/recon_input"] = np.asarray(out.get("input"), np.float32)
-                    res["model/recon_output"] = np.asarray(out.get("output"), np.float32)
-                    done = all(res[f"model/recon_{k}"].ndim >= 1 for k in ("index", "input", "output"))
-                elif isinstance(out, (tuple, list)) and len(out) == 3:
-                    res["model/recon_index"] = np.asarray(out[0], np.int32)
-                    res["model/recon_input"] = np.asarray(out[1], np.float32)
-                    res["model/recon_output"] = np.asarray(out[2], np.float32)
-                    done = True
-            except Exception as exc:  # fall back to the direct path below
-                clock.say(f"    note: diagnostics.reconstructions failed ({exc}); using encode/decode")
-        if not done:
-            held = np.asarray((info.get("split") or {}).get("test", []), np.int64)
-            held = held[(held >= 0) & (held < ds.n_maps)]
-            pool = held if held.size >= 1 else np.arange(ds.n_maps)
-            attrs["recon_pool"] = "held-out test split of the checkpoint" if held.size else "all maps (no split in checkpoint)"
-            idx = np.sort(rng.choice(pool, size=min(16, pool.size), replace=False))
-            x = ds.read_maps(idx)
-            res["model/recon_index"] = idx.astype(np.int32)
-            res["model/recon_input"] = x
-            res["model/recon_output"] = M.decode(model, M.encode(model, x))
-    noise = None
-    if D is not None and hasattr(D, "latent_noise"):
-        try:
-            noise = np.asarray(D.latent_noise(model, latent, sigma=sigma, n=16, seed=seed), np.float32)
-            if isinstance(noise, dict):  # pragma: no cover
-                noise = np.asarray(noise.get("maps"), np.float32)
-        except Exception as exc:
-            clock.say(f"    note: diagnostics.latent_noise failed ({exc}); using decode")
-            noise = None
-    if noise is None or noise.ndim != 3:
-        base = latent[rng.choice(len(latent), size=16, replace=len(latent) < 16)]
-        noise = M.decode(model, base + rng.normal(0, sigma, base.shape).astype(np.float32))
-    res["model/noise_maps"] = noise.astype(np.float32)
-    attrs["noise_sigma"] = sigma
+        rec = D.reconstructions(model, ds, n=16, seed=seed)
+        res["model/recon_index"] = np.asarray(rec["index"], np.int32)
+        res["model/recon_input"] = np.asarray(rec["input"], np.float32)
+        res["model/recon_output"] = np.asarray(rec["output"], np.float32)
+    if latent.shape[1] == model.latent_size:
+        noise = D.latent_noise(model, latent, sigma=sigma, n=16, seed=seed)
+        res["model/noise_maps"] = np.asarray(noise["maps"], np.float32)
+        attrs["noise_sigma"] = sigma
+        attrs["noise_center_index"] = int(noise["index"])
+    else:
+        clock.say(f"    note: latents have {latent.shape[1]} dimensions, the model {model.latent_size}: no noise maps")
     curve = info.get("learning_curve") or {}
+    if not curve:
+        cpath = getattr(model, "checkpoint_path", None)
+        side = Path(cpath).with_name(Path(cpath).stem + ".curve.json") if cpath else None
+        if side is not None and side.exists():
+            try:
+                curve = json.loads(side.read_text())
+                curve = curve.get("learning_curve", curve) if isinstance(curve, dict) else {}
+            except (OSError, ValueError):
+                curve = {}
     for key in ("epoch", "train_loss", "val_loss"):
         if key in curve and len(curve[key]):
             res[f"model/learning_curve/{key}"] = np.asarray(curve[key], np.float64)
-    sweep = _latent_sweep(model, info)
-    if sweep:
-        for key in ("latent_size", "test_mse"):
-            if key in sweep:
-                res[f"model/latent_sweep/{key}"] = np.asarray(sweep[key], np.float64)
+    sweep = _latent_sweep(model, info, latent_sweep_path)
+    for key in ("latent_size", "test_mse"):
+        if key in sweep:
+            res[f"model/latent_sweep/{key}"] = np.asarray(sweep[key], np.float64)
 
 
-def _latent_sweep(model, info) -> dict:
-    """The latent-size sweep from the checkpoint or its JSON sidecar(s), if any."""
-    if isinstance(info.get("latent_sweep"), dict):
+def _latent_sweep(model, info, explicit=None) -> dict:
+    """The latent-size sweep (``latent-sweep --out`` JSON): ``explicit`` path, else inside the
+    checkpoint, else a JSON beside it (``<stem>.latent_sweep.json`` or ``latent_sweep.json``)."""
+    cands = []
+    if explicit is not None:
+        if not Path(explicit).exists():
+            raise InputError(explicit, "no such latent-sweep JSON file")
+        cands.append(Path(explicit))
+    elif isinstance(info.get("latent_sweep"), dict):
         return info["latent_sweep"]
     path = getattr(model, "checkpoint_path", None)
-    if not path:
-        return {}
-    p = Path(path)
-    for cand in (p.with_suffix(".json"), p.with_name(p.stem + ".latent_sweep.json"), p.with_name(p.stem + "_sweep.json"),
-                 p.parent / "latent_sweep.json"):
+    if path and explicit is None:
+        p = Path(path)
+        cands += [p.with_name(p.stem + ".latent_sweep.json"), p.parent / "latent_sweep.json"]
+    for cand in cands:
         if cand.exists():
             try:
                 obj = json.loads(cand.read_text())
             except (OSError, ValueError):
+                if explicit is not None:
+                    raise InputError(cand, "not a readable JSON file") from None
                 continue
-            if isinstance(obj, dict):
-                sweep = obj.get("latent_sweep", obj)
-                if isinstance(sweep, dict) and "latent_size" in sweep:
-                    return sweep
+            sweep = obj.get("latent_sweep", obj) if isinstance(obj, dict) else {}
+            if isinstance(sweep, dict) and "latent_size" in sweep:
+                return sweep
     return {}
-

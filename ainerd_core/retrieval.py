@@ -154,7 +154,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from .dataset import open_dataset
-    from .similarity import MapSource, fit_pca_stream, pca_transform
+    from .similarity import fit_pca_stream
 
     if args.targets < 1:
         raise InputError("--targets", f"must be >= 1, got {args.targets}")
@@ -171,9 +171,7 @@ def run(args) -> int:
             latent = encode(load_model(args.model), ds)
         pca = ds.read_result("similarity/pca_scores")
         if pca is None and ds.has_maps:
-            ipca, _ = fit_pca_stream(ds, 64)
-            comps, mean = ipca.components_.astype(np.float32), ipca.mean_.astype(np.float32)
-            pca = np.concatenate([pca_transform(comps, mean, b) for _, b in MapSource(ds).batches(256)])
+            pca = fit_pca_stream(ds, 64, seed=args.seed)[0].scores_
         parts = {"latent": latent, "maps": ds if ds.has_maps else None, "pca": pca}
         table = benchmark(parts, truth, n_targets=args.targets, seed=args.seed, rate_tol=args.rate_tol,
                           fringe_min=args.fringe_min)

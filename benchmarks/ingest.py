@@ -9,7 +9,8 @@ Generates ``--files`` result files in the current APS layout (``--bins`` ROI lab
 to 256 + normalise + write), and ``ingest published`` on the E031 folder if it is there.
 The files were just written, so they are read from the page cache: this measures the CPU
 cost of ingestion, not the disk. Wall time on a shared machine includes time other
-processes took from us, so the process CPU time is printed too. Also reports peak resident memory, to show maps are streamed.
+processes took from us, so the process CPU time is printed too. Also reports peak resident
+memory, to show maps are streamed.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 from ainerd_core.cli import main  # noqa: E402
-from beamline_fixtures import c2_full, upper, write_aps_nexus  # noqa: E402
+from beamline_fixtures import c2_full, write_aps_nexus  # noqa: E402
 
 
 def make_files(folder: Path, n_files: int, size: int, bins: int) -> float:

@@ -82,7 +82,9 @@ class DatasetEntry:
         return f"DatasetEntry({self.id!r}, n_maps={self.n_maps}, has_maps={self.has_maps})"
 
     # ------------------------------------------------------------------ small arrays
-    def _cached(self, key: str, load):
+    def cached(self, key: str, load):
+        """Compute ``load()`` once per entry (thread-safe) and cache it under ``key``
+        (pages use it for derived arrays: they are dropped with the entry when the file changes)."""
         value = self._cache.get(key, _MISSING)
         if value is _MISSING:
             with self._lock:
@@ -95,12 +97,12 @@ class DatasetEntry:
     @property
     def meta(self) -> dict[str, np.ndarray]:
         """Per-map metadata (time, sector, phi, q, source...), each (N,)."""
-        return self._cached("meta", lambda: self._ds.meta) or {}
+        return self.cached("meta", lambda: self._ds.meta) or {}
 
     @property
     def rheology(self) -> dict[str, np.ndarray] | None:
         """Rheology columns (time, shear_stress, ...) or None."""
-        return self._cached("rheology", lambda: self._ds.rheology)
+        return self.cached("rheology", lambda: self._ds.rheology)
 
     @property
     def has_rheology(self) -> bool:
@@ -109,7 +111,7 @@ class DatasetEntry:
 
     @property
     def truth(self) -> dict[str, np.ndarray] | None:
-        return self._cached("truth", lambda: self._ds.truth)
+        return self.cached("truth", lambda: self._ds.truth)
 
     def has_result(self, name: str) -> bool:
         return name in self._result_names
@@ -125,7 +127,7 @@ class DatasetEntry:
         """
         if name not in self._result_names:
             return default
-        return self._cached("results/" + name, lambda: self._ds.read_result(name))
+        return self.cached("results/" + name, lambda: self._ds.read_result(name))
 
     @property
     def timings(self) -> dict[str, float]:
@@ -169,7 +171,7 @@ class DatasetEntry:
 
                 sc = sector_class(self.meta["phi"], float(self.attrs.get("flow_axis_deg", 90.0)))
             return np.asarray(sc).astype(str)
-        return self._cached("sector_class", load)
+        return self.cached("sector_class", load)
 
     def sector_classes_by_number(self, sectors) -> dict[int, str]:
         """Class of each sector number, from the file's ``flow_axis_deg`` and sector width."""
@@ -213,6 +215,20 @@ class DatasetEntry:
         with self._lock:  # torch uses its own threads; one decode at a time per dataset
             out = decode(model, latent[int(index):int(index) + 1])
         return np.asarray(out).reshape(out.shape[-2:]), self._model_note
+
+    def reconstruction_status(self) -> tuple[bool, str]:
+        """(whether :meth:`reconstruction` can work, a note saying which model or why not);
+        loads the model once, decodes nothing."""
+        latent = self.result("latent")
+        if latent is None:
+            return False, "no latents were precomputed"
+        model = self._load_model()
+        if model is None:
+            return False, self._model_note
+        if int(model.latent_size) != latent.shape[1]:
+            return False, (f"the model's latent size ({model.latent_size}) differs from the "
+                           f"dataset's ({latent.shape[1]})")
+        return True, self._model_note
 
     def _load_model(self):
         if self._model is _MISSING:

@@ -104,26 +104,114 @@ def graph_card(graph_id: str, figure, *, title: str | None = None, csv: bool = T
 def register_csv_download(app: dash.Dash, graph_id: str, filename: str, to_csv=None, states=()) -> None:
     """Register the CSV button of :func:`graph_card`.
 
-    ``to_csv(figure_dict, *state_values) -> str`` builds the text; default
-    :func:`dashboard.exports.figure_to_csv` (every trace's data, long format). ``states`` are
-    extra ``State`` objects passed after the figure (e.g. ``State(DATASET_STORE, "data")``).
+    Without ``to_csv`` the browser's figure is sent back and every trace's data is written in
+    long format (:func:`dashboard.exports.figure_to_csv`). With ``to_csv(*state_values) -> str``
+    the figure is not uploaded: the function rebuilds the table on the server from the values
+    of ``states`` (e.g. ``State(DATASET_STORE, "data")``, the page's controls), which is what
+    big figures should do.
     """
     from .exports import figure_to_csv
 
-    to_csv = to_csv or (lambda fig, *_: figure_to_csv(fig))
+    if to_csv is None:
+        @app.callback(Output(f"{graph_id}-csv-download", "data"), Input(f"{graph_id}-csv", "n_clicks"),
+                      State(graph_id, "figure"), prevent_initial_call=True)
+        def _download_figure(n_clicks, figure):
+            if not n_clicks or not figure:
+                return dash.no_update
+            return dict(content=figure_to_csv(figure), filename=filename, type="text/csv")
+        return
 
-    @app.callback(Output(f"{graph_id}-csv-download", "data"), Input(f"{graph_id}-csv", "n_clicks"),
-                  State(graph_id, "figure"), *states, prevent_initial_call=True)
-    def _download(n_clicks, figure, *values):
-        if not n_clicks or not figure:
+    @app.callback(Output(f"{graph_id}-csv-download", "data"), Input(f"{graph_id}-csv", "n_clicks"), *states,
+                  prevent_initial_call=True)
+    def _download(n_clicks, *values):
+        if not n_clicks:
             return dash.no_update
-        text = to_csv(figure, *values)
-        return dict(content=text, filename=filename, type="text/csv")
+        return dict(content=to_csv(*values), filename=filename, type="text/csv")
 
 
 def message(text, color: str = "info", **kwargs) -> dbc.Alert:
     """A clear, non-failing message (e.g. 'this dataset holds latents only')."""
     return dbc.Alert(text, color=color, **kwargs)
+
+
+NO_MAPS_TEXT = ("This dataset holds latents only (no C2 maps), so maps cannot be shown; "
+                "the metadata of the maps are listed instead.")
+
+
+def map_caption(entry, index: int, labels=None) -> str:
+    """'map 17 · t = 120 s · sector 5 (flow) · cluster 2'."""
+    meta = entry.meta
+    parts = [f"map {int(index)}", f"t = {float(meta['time'][index]):.0f} s"]
+    if "sector" in meta:
+        cls = entry.sector_class()[index]
+        parts.append(f"sector {int(meta['sector'][index])}" + (f" ({cls})" if cls != "other" else ""))
+    if labels is not None:
+        parts.append(f"cluster {int(labels[index])}")
+    return " · ".join(parts)
+
+
+def thumbnail_grid(entry, indices, labels=None, *, id_prefix: str = "thumb", max_items: int = 48):
+    """A grid of map thumbnails (PNG route) with captions; a clear message and a metadata list
+    for a latents-only dataset. Never more than ``max_items`` images."""
+    from .images import map_image_url
+
+    indices = [int(i) for i in indices][:max_items]
+    if not entry.has_maps:
+        return html.Div([message(NO_MAPS_TEXT, color="secondary", className="no-maps-message"),
+                         html.Ul([html.Li(map_caption(entry, i, labels)) for i in indices], className="small")])
+    cells = []
+    for i in indices:
+        caption = map_caption(entry, i, labels)
+        cells.append(html.Figure([
+            html.A(html.Img(src=map_image_url(entry.id, i, thumb=True), alt=caption, title=caption,
+                            width=96, height=96, className="map-thumb", loading="lazy"),
+                   href=map_image_url(entry.id, i), target="_blank"),
+            html.Figcaption(caption.split(" · ", 1)[-1], className="small text-muted")],
+            className="thumb-cell m-1"))
+    return html.Div(cells, className="thumb-grid d-flex flex-wrap", id=f"{id_prefix}-grid")
+
+
+def map_detail(entry, index: int, labels=None, *, reconstruction: bool = False, extra_rows=()):
+    """One map large (PNG route), optionally its reconstruction, and its metadata table."""
+    from .images import map_image_url
+
+    index = int(index)
+    meta = entry.meta
+    rows = [("map index", index), ("time (s)", f"{float(meta['time'][index]):.1f}")]
+    for key, label in (("sector", "sector"), ("phi", "phi (deg)"), ("q", "q (1/Å)")):
+        if key in meta:
+            v = meta[key][index]
+            rows.append((label, v if key == "sector" else f"{float(v):.4g}"))
+    rows.append(("class", entry.sector_class()[index]))
+    if labels is not None:
+        rows.append(("cluster", int(labels[index])))
+    score = entry.result("dynamics_score")
+    if score is not None:
+        rows.append(("dynamics score", f"{float(score[index]):.3g}"))
+    if "source" in meta:
+        rows.append(("source", str(meta["source"][index])))
+    rows += list(extra_rows)
+    table = dbc.Table([html.Tbody([html.Tr([html.Th(k, className="fw-normal text-muted"), html.Td(str(v))])
+                                   for k, v in rows])], size="sm", className="map-meta mb-0")
+    if not entry.has_maps:
+        images = [message(NO_MAPS_TEXT.split(", so")[0] + ": no image to show.", color="secondary",
+                          className="no-maps-message")]
+    else:
+        caption = map_caption(entry, index, labels)
+        images = [html.Figure([html.Img(src=map_image_url(entry.id, index), alt=caption, title=caption,
+                                        className="map-full", width=256, height=256),
+                               html.Figcaption("C2 (t1 →, t2 ↑)", className="small text-muted")],
+                              className="me-2")]
+    if reconstruction:
+        ok, note = entry.reconstruction_status()
+        if ok:
+            images.append(html.Figure([html.Img(src=map_image_url(entry.id, index, variant="recon"),
+                                                alt="reconstruction", className="map-recon", width=256, height=256),
+                                       html.Figcaption(f"reconstruction ({note})", className="small text-muted")]))
+        else:
+            images.append(html.Div(f"No reconstruction: {note}.", className="small text-muted recon-note"))
+    return html.Div([html.Div(images, className="d-flex flex-wrap align-items-start"), table],
+                    className="map-detail")
 
 
 # --------------------------------------------------------------------------- the app

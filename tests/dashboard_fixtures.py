@@ -142,10 +142,11 @@ def synthetic_results(path, k: int = 5, seed: int = 0, model_path: str | None = 
     if rheo is not None:
         from scipy.ndimage import uniform_filter1d
 
-        smooth = uniform_filter1d(rheo["shear_stress"], 9)
-        prominence = 0.02 * float(np.ptp(smooth) or 1.0)
+        after = rheo["time"] >= 60.0  # skip the stress drop right after cessation
+        smooth = uniform_filter1d(rheo["shear_stress"][after], 9)
+        prominence = 0.03 * float(np.ptp(smooth) or 1.0)
         peaks, _ = find_peaks(-smooth, prominence=prominence)
-        res["stress_minima/time"] = rheo["time"][peaks].astype(np.float64)
+        res["stress_minima/time"] = rheo["time"][after][peaks].astype(np.float64)
     else:
         prominence = 0.0
         res["stress_minima/time"] = np.zeros(0, np.float64)

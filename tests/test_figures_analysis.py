@@ -19,11 +19,12 @@ def test_image_grid_places_tiles_row_major():
                                customdata=[[i] for i in range(7)], border_colors=["red"] + [None] * 6)
     imgs = fig.layout.images
     assert [im.source for im in imgs] == _urls(7)
-    # tile 4 is row 1, column 1
-    assert imgs[4].x == pytest.approx(1.04) and imgs[4].y == pytest.approx(-1.04)
+    # tile 4 is row 1, column 1; rows are 1 + CAPTION_H apart (captions below each tile)
+    pitch = 1 + fs.CAPTION_H
+    assert imgs[4].x == pytest.approx(1.04) and imgs[4].y == pytest.approx(-pitch - 0.04)
     tr = fig.data[0]
     assert list(tr.x) == [0.5, 1.5, 2.5, 0.5, 1.5, 2.5, 0.5]
-    assert list(tr.y) == [-0.5] * 3 + [-1.5] * 3 + [-2.5]
+    np.testing.assert_allclose(tr.y, [-0.5] * 3 + [-pitch - 0.5] * 3 + [-2 * pitch - 0.5])
     assert [c[0] for c in tr.customdata] == list(range(7))
     assert len(fig.layout.shapes) == 1 and fig.layout.shapes[0].line.color == "red"
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from ainerd_core.dataset import open_dataset
-from ainerd_core.readers.resample import fix_diagonal, prepare_map, resample, symmetrise_upper
+from ainerd_core.geometry import sector_class
+from ainerd_core.errors import InputError
+from ainerd_core.readers.resample import check_map, fix_diagonal, prepare_map, resample, symmetrise_upper
 from beamline_fixtures import c2_full, upper, write_aps_legacy, write_aps_nexus, write_rheocompass
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +43,17 @@ def test_symmetrise_mirrors_upper_without_doubling_diagonal():
     np.testing.assert_allclose(s, full, rtol=1e-6)
     # a file that stores the full symmetric map gives the same, not a doubled one
     np.testing.assert_allclose(symmetrise_upper(full), s, rtol=1e-6)
+
+
+def test_values_below_the_diagonal_are_ignored():
+    full = c2_full(30, 4.0)
+    h = upper(full)
+    h[np.tril_indices(30, -1)] = np.nan        # not part of the stored data
+    check_map("f.h5", h, upper_triangle=True)  # accepted
+    np.testing.assert_allclose(prepare_map(h, upper_triangle=True)[0], prepare_map(upper(full), upper_triangle=True)[0])
+    with pytest.raises(InputError, match="1 NaN"):
+        h[3, 5] = np.nan                         # in the stored triangle: refused
+        check_map("f.h5", h, upper_triangle=True)
 
 
 def test_diagonal_fix_uses_the_two_off_diagonal_neighbours():
@@ -169,7 +182,9 @@ def test_aps_legacy_layout(tmp_path):
 
 
 def test_aps_with_rheocompass_log(tmp_path):
-    write_aps_nexus(tmp_path / "r.h5", size=64, phi_values=[90.0], q_values=[0.01])
+    # no frame time in this file: no c2_time_step_s, but nothing else missing
+    write_aps_nexus(tmp_path / "r.h5", size=64, phi_values=[90.0], q_values=[0.01],
+                    drop=("/entry/instrument/detector_1/frame_time",))
     log = tmp_path / "rheo.txt"
     write_rheocompass(log, [dict(time=np.arange(5.0) * 10, shear_rate=np.zeros(5),
                                  shear_stress=np.array([5.5, 4.5, 4.0, 3.5, 3.0]), viscosity=np.zeros(5))])
@@ -180,6 +195,17 @@ def test_aps_with_rheocompass_log(tmp_path):
         np.testing.assert_allclose(ds.rheology["time"], np.arange(5.0) * 10 - 15)
         np.testing.assert_allclose(ds.rheology["shear_stress"], [5.5, 4.5, 4.0, 3.5, 3.0])
         assert ds.meta["sector"][0] == 5
+        assert "c2_time_step_s" not in ds.attrs and "c2_time_step_s" not in ds.meta
+
+
+def test_aps_folder_input_never_reads_its_own_output(tmp_path):
+    write_aps_nexus(tmp_path / "a.h5", size=64, phi_values=[10.0], q_values=[0.01])
+    write_aps_nexus(tmp_path / "b.h5", size=64, phi_values=[10.0], q_values=[0.01],
+                    start_time="2024-03-01T10:01:00")
+    for _ in range(2):  # the second run sees out.h5 in the folder and must skip it
+        ok("aps", tmp_path, "--out", tmp_path / "out.h5", "--cessation-time", "first")
+    with open_dataset(tmp_path / "out.h5") as ds:
+        np.testing.assert_array_equal(ds.meta["time"], [0.0, 60.0])
 
 
 # --------------------------------------------------------------------------- stack
@@ -221,9 +247,18 @@ def test_published_e031(e031_dir, tmp_path):
         np.testing.assert_allclose(ds.meta["phi"][ds.meta["sector"] == 5], 90.0)
         np.testing.assert_allclose(ds.rheology["time"], raw["time"] - 200.0)
         np.testing.assert_allclose(ds.rheology["shear_stress"], raw["shear_stress"])
+        classes = sector_class(ds.meta["phi"], ds.attrs["flow_axis_deg"])
+        assert set(ds.meta["sector"][classes == "flow"]) == {5, 14}
+        assert set(ds.meta["sector"][classes == "vorticity"]) == {1, 9, 10, 18}
     ok("published", e031_dir, "--out", out, "--rheology-offset", "-190")
     with open_dataset(out) as ds:
         np.testing.assert_allclose(ds.rheology["time"], raw["time"] - 190.0)
+    # another log given by the user: its own clock, offset 0 unless given
+    log = tmp_path / "other.csv"
+    log.write_text("time,shear_stress\n0,10\n10,9\n")
+    ok("published", e031_dir, "--out", out, "--rheology", log)
+    with open_dataset(out) as ds:
+        np.testing.assert_allclose(ds.rheology["time"], [0, 10])
 
 
 # --------------------------------------------------------------------------- bad input

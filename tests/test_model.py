@@ -70,7 +70,8 @@ def test_encode_decode_shapes_nonnegative_deterministic(random_model):
     out = M.decode(random_model, z1, batch_size=3)
     assert out.shape == (5, 256, 256) and out.dtype == np.float32
     assert out.min() >= 0 and out.max() <= 1
-    np.testing.assert_array_equal(out, M.decode(random_model, z1))
+    np.testing.assert_array_equal(out, M.decode(random_model, z1, batch_size=3))
+    np.testing.assert_allclose(out, M.decode(random_model, z1), atol=1e-6)
     assert M.encode(random_model, maps[0]).shape == (1, 64)   # a single map
     with pytest.raises(InputError):
         M.encode(random_model, np.zeros((2, 128, 128), np.float32))
@@ -89,7 +90,7 @@ def test_module_encode_decode_methods(random_model):
 
 @pytest.mark.parametrize("jit", [True, False])
 def test_fast_path_matches_plain_eager(published, jit):
-    maps = band_maps(10, seed=1)
+    maps = band_maps(6, seed=1)
     x = torch.from_numpy(maps).unsqueeze(1)
     published.fast = False
     with torch.no_grad():
@@ -223,4 +224,4 @@ def test_diagnostics_reconstructions_and_latent_noise(tmp_path, random_model):
 def test_flop_counts():
     # conv FLOPs dominate; the published encoder is ~0.46 GFLOP per map
     assert 4.5e8 < M.encoder_flops(64) < 4.8e8
-    assert 5.5e8 < M.decoder_flops(64) < 6.5e8
+    assert 2.9e8 < M.decoder_flops(64) < 3.2e8

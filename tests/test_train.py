@@ -18,7 +18,7 @@ from test_model import band_maps
 
 @pytest.fixture
 def tiny_dataset(tmp_path):
-    return write_dataset(tmp_path / "tiny.h5", maps=band_maps(12, seed=5), meta=small_meta(12),
+    return write_dataset(tmp_path / "tiny.h5", maps=band_maps(8, seed=5), meta=small_meta(8, n_sectors=4),
                          source_kind="simulation")
 
 
@@ -114,7 +114,7 @@ def test_train_cli_one_epoch_writes_checkpoint_and_curve(tmp_path, tiny_dataset,
     assert info["config"]["seed"] == 3 and info["config"]["latent"] == 8 and info["config"]["augment"] is True
     assert info["learning_curve"]["epoch"] == [1]
     split = info["split"]
-    assert sorted(split["train"] + split["val"] + split["test"]) == list(range(12))
+    assert sorted(split["train"] + split["val"] + split["test"]) == list(range(8))
     assert 0 <= info["test"]["mse"] < 1
     assert info["normalisation"]["map_size"] == 256
 

@@ -210,7 +210,8 @@ def _scan_nexus(path: Path, f: h5py.File) -> FileInfo:
                                    f" of {NEXUS_QMAP}/dynamic_index_mapping")
         flat = int(mapping[label - 1])
         if not 0 <= flat < n_q * n_phi:
-            raise InputError(path, f"ROI label {label} maps to grid cell {flat}, outside the {n_q} x {n_phi} q-phi grid")
+            raise InputError(path, f"ROI label {label} maps to grid cell {flat}, outside the"
+                                   f" {n_q} x {n_phi} q-phi grid")
         iq, ip = divmod(flat, n_phi)
         info.entries.append(MapEntry(key, label, float(qv[iq]), float(pv[ip]), iq))
     if len(sizes) > 1:
@@ -301,7 +302,8 @@ def read_time_table(path) -> dict[str, float]:
         try:
             t = float(row[ti])
         except (ValueError, IndexError):
-            raise InputError(path, f"line {lineno}: time {row[ti] if ti < len(row) else ''!r} is not a number") from None
+            cell = row[ti] if ti < len(row) else ""
+            raise InputError(path, f"line {lineno}: time {cell!r} is not a number") from None
         if not np.isfinite(t):
             raise InputError(path, f"line {lineno}: time is NaN or infinite")
         name = Path(row[fi].strip()).name

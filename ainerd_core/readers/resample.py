@@ -6,8 +6,8 @@ Resampling to ``size`` x ``size`` (256 for the network):
   input area it covers, input pixels that straddle an output boundary contributing with the
   fraction of their area inside. For sizes that are multiples of ``size`` this is the plain
   block mean; for other sizes (1000, 300, ...) it is the same integral with fractional edge
-  weights (one pass of sums over whole rows plus two fractional edge rows, O(n^2) per map). The mean of the map is
-  preserved exactly. Decimation (keeping every k-th pixel) is never used: it aliases the
+  weights (one pass of sums over whole rows plus two fractional edge rows, O(n^2) per map).
+  The mean of the map is preserved exactly. Decimation (keeping every k-th pixel) is never used: it aliases the
   speckle noise and throws away counts.
 - **smaller maps** are enlarged by *bilinear interpolation between pixel centres* (input pixel
   i is centred on i + 1/2 in units of input pixels; output positions outside the outermost
@@ -99,8 +99,11 @@ def resample(c2: np.ndarray, size: int = 256) -> np.ndarray:
     return _interp_axis(_interp_axis(c2, 0, size), 1, size)
 
 
-def check_map(path, c2: np.ndarray, what: str = "C2 map") -> np.ndarray:
-    """Raise :class:`InputError` unless ``c2`` is a finite, square, 2-D map."""
+def check_map(path, c2: np.ndarray, what: str = "C2 map", upper_triangle: bool = False) -> np.ndarray:
+    """Raise :class:`InputError` unless ``c2`` is a finite, square, 2-D map.
+
+    With ``upper_triangle`` only the stored upper triangle (diagonal included) must be finite:
+    the part below the diagonal is ignored by :func:`symmetrise_upper`."""
     c2 = np.asarray(c2)
     if c2.ndim != 2:
         raise InputError(path, f"{what} must be two-dimensional, got shape {c2.shape}")
@@ -110,9 +113,13 @@ def check_map(path, c2: np.ndarray, what: str = "C2 map") -> np.ndarray:
         raise InputError(path, f"{what} is too small: {c2.shape[0]} x {c2.shape[1]}")
     if c2.dtype.kind not in "fiu":
         raise InputError(path, f"{what} is not numeric (dtype {c2.dtype})")
-    if not np.all(np.isfinite(c2)):
-        bad = int(np.size(c2) - np.count_nonzero(np.isfinite(c2)))
-        raise InputError(path, f"{what} contains {bad} NaN or infinite values")
+    finite = np.isfinite(c2)
+    if not finite.all():
+        if upper_triangle:
+            finite |= np.tri(c2.shape[0], k=-1, dtype=bool)
+        bad = int(finite.size - np.count_nonzero(finite))
+        if bad:
+            raise InputError(path, f"{what} contains {bad} NaN or infinite values")
     return c2
 
 

@@ -147,7 +147,8 @@ def _columns_from_rows(path, rows: list[tuple[int, list[str]]], cols: dict[str, 
             try:
                 vals[field] = _number(cell) * factor
             except ValueError:
-                raise InputError(path, f"line {lineno}: {field.replace('_', ' ')} {cell.strip()!r} is not a number") from None
+                what = field.replace("_", " ")
+                raise InputError(path, f"line {lineno}: {what} {cell.strip()!r} is not a number") from None
         if np.isnan(vals["time"]) and np.isnan(vals["shear_stress"]):
             continue  # a blank row
         for field in ("time", "shear_stress"):

@@ -77,7 +77,7 @@ def reconstruction_figure(indices: Sequence[int], input_urls: Sequence[str], out
                     hover.append("")
                     captions.append("")
     return image_grid_figure(urls, n_cols, customdata=custom, hover=hover, captions=captions, row_titles=rows,
-                             title="held-out maps (random draw by precompute) and their reconstructions", tile_px=100)
+                             title="maps drawn at random by precompute and their reconstructions", tile_px=100)
 
 
 def noise_grid_figure(urls: Sequence[str], sigma: float | None = None, n_cols: int = 4) -> go.Figure:

@@ -18,6 +18,7 @@ SPACE_NAMES = {"latent": "latent space", "raw": "raw pixels", "pca": "PCA-64 of 
 RANK_DASH = {1: "solid", 10: "dash", 100: "dot"}
 RELEVANT_COLORS = {True: "#2ca02c", False: "#d62728", None: "rgba(0,0,0,0)"}
 TARGET_COLOR = "#ff7f0e"
+CAPTION_H = 0.2  # caption band under each tile, in tile heights
 
 
 def _ordinal(r: int) -> str:
@@ -48,8 +49,9 @@ def image_grid_figure(urls: Sequence[str], n_cols: int, *, captions: Sequence[st
     n_cols = max(1, int(n_cols))
     n_rows = max(1, -(-n // n_cols))
     pad = 0.04
+    pitch = 1.0 + (CAPTION_H if captions is not None else 0.0)  # row height in tile units
     cx = [i % n_cols + 0.5 for i in range(n)]
-    cy = [-(i // n_cols) - 0.5 for i in range(n)]
+    cy = [-(i // n_cols) * pitch - 0.5 for i in range(n)]
     fig = go.Figure()
     fig.add_trace(go.Scatter(
         x=cx, y=cy, mode="markers", name="maps", showlegend=False,
@@ -62,30 +64,30 @@ def image_grid_figure(urls: Sequence[str], n_cols: int, *, captions: Sequence[st
     images, shapes, annotations = [], [], []
     for i, url in enumerate(urls):
         col, row = i % n_cols, i // n_cols
+        top = -row * pitch
         if url:
-            images.append(dict(source=url, xref="x", yref="y", x=col + pad, y=-row - pad,
+            images.append(dict(source=url, xref="x", yref="y", x=col + pad, y=top - pad,
                                sizex=1 - 2 * pad, sizey=1 - 2 * pad, xanchor="left", yanchor="top",
                                sizing="stretch", layer="below"))
         color = border_colors[i] if border_colors is not None else None
         if color:
             shapes.append(dict(type="rect", xref="x", yref="y", x0=col + pad / 2, x1=col + 1 - pad / 2,
-                               y0=-row - 1 + pad / 2, y1=-row - pad / 2, line=dict(color=color, width=3)))
+                               y0=top - 1 + pad / 2, y1=top - pad / 2, line=dict(color=color, width=3)))
         if captions is not None and captions[i]:
-            annotations.append(dict(x=col + 0.5, y=-row - 1 + pad, xref="x", yref="y", text=captions[i],
+            annotations.append(dict(x=col + 0.5, y=top - 1, xref="x", yref="y", text=captions[i],
                                     showarrow=False, yanchor="top", font=dict(size=10)))
     for r, label in enumerate(row_titles or []):
-        annotations.append(dict(x=-0.05, y=-r - 0.5, xref="x", yref="y", text=label, showarrow=False,
+        annotations.append(dict(x=-0.05, y=-r * pitch - 0.5, xref="x", yref="y", text=label, showarrow=False,
                                 xanchor="right", font=dict(size=11)))
     left = 90 if row_titles else 10
-    caption_h = 16 if captions is not None else 0
+    top_m = 40 if title else 10
     fig.update_layout(
         images=images, shapes=shapes, annotations=annotations, title=title,
-        width=None, height=int(n_rows * (tile_px + caption_h) + (40 if title else 10) + 10),
-        margin=dict(l=left, r=10, t=40 if title else 10, b=10), plot_bgcolor="white",
+        height=int(n_rows * pitch * tile_px + top_m + 10),
+        margin=dict(l=left, r=10, t=top_m, b=10), plot_bgcolor="white",
         hovermode="closest", dragmode=False, uirevision=uirevision)
     fig.update_xaxes(range=[0, n_cols], visible=False, fixedrange=True)
-    fig.update_yaxes(range=[-n_rows - caption_h / max(tile_px, 1), 0], visible=False, fixedrange=True,
-                     scaleanchor="x", scaleratio=1)
+    fig.update_yaxes(range=[-n_rows * pitch, 0], visible=False, fixedrange=True, scaleanchor="x", scaleratio=1)
     return fig
 
 

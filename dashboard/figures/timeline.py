@@ -76,4 +76,16 @@ def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *
     fig.update_yaxes(title_text="maps per cluster", row=bar_row, col=1)
     if has_stress:
         fig.update_yaxes(title_text="shear stress (Pa)", row=1, col=1)
+        st, sv = np.asarray(stress_time, dtype=float), np.asarray(stress, dtype=float)
+        if times.size:
+            # focus on the XPCS acquisitions after cessation: the pre-shear stress is orders of
+            # magnitude larger and would flatten the relaxation (double-click autoscales)
+            half = (width or 0.0) / 0.85 / 2 if width else 0.0
+            lo, hi = float(times.min()) - half, float(times.max()) + half
+            fig.update_xaxes(range=[lo, hi], row=bar_row, col=1)
+            inside = (st > max(lo, 0.0)) & (st <= hi)
+            if inside.sum() >= 2:
+                y0, y1 = float(sv[inside].min()), float(sv[inside].max())
+                pad = 0.06 * ((y1 - y0) or abs(y1) or 1.0)
+                fig.update_yaxes(range=[y0 - pad, y1 + pad], row=1, col=1)
     return fig

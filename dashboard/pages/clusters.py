@@ -15,7 +15,7 @@ import logging
 import dash
 import dash_bootstrap_components as dbc
 import numpy as np
-from dash import ALL, Input, Output, State, dash_table, dcc, html
+from dash import Input, Output, State, dash_table, dcc, html
 
 from dashboard.figures import clusters as F
 from dashboard.pages import DATASET_STORE
@@ -91,6 +91,8 @@ def _retrieval_table(entry):
     try:
         table = json.loads(text)
     except (TypeError, ValueError):
+        return None
+    if not isinstance(table, dict) or not table.get("spaces"):
         return None
     ks = [str(k) for k in table.get("ks", [])]
     rows = []
@@ -168,7 +170,7 @@ def layout(ctx):
                                      title="Stability: adjusted Rand index vs the chosen clustering"))
 
     # example maps
-    if entry.has_maps or _recon_ok(entry):
+    if entry.has_maps:
         draw = html.Div([
             html.Span("seed", className="me-2 small"),
             dcc.Input(id="clusters-examples-seed", type="number", value=0, min=0, step=1, debounce=True,
@@ -176,8 +178,6 @@ def layout(ctx):
             dbc.Button("draw again", id="clusters-examples-draw", size="sm", color="primary"),
             html.Span(" (random maps of each cluster, drawn with this seed; not hand-picked)",
                       className="small text-muted ms-2"),
-            *([] if entry.has_maps else [html.Span(" no C2 maps stored: tiles are decoded from the latents",
-                                                   className="small text-warning ms-2")]),
         ], className="d-flex align-items-center mb-2")
         cards.append(graph_card_safe("clusters-examples", _examples_fig(entry, dsid, 0),
                                      title="Example maps per cluster", note=draw))
@@ -200,10 +200,6 @@ def layout(ctx):
 
     cards.append(_recluster_card(entry))
     return html.Div(cards, id="clusters-page")
-
-
-def _recon_ok(entry) -> bool:
-    return False  # thumbnails of latents-only datasets are not drawn (decoding 100s of maps is slow)
 
 
 def _recluster_card(entry):

@@ -140,8 +140,9 @@ def _has_model_file(entry) -> bool:
 def layout(ctx):
     entry, dsid = ctx.dataset, ctx.dataset_id
     attrs = entry.result_attrs
+    model_name = str(attrs.get("model_path") or attrs.get("model") or "unknown").replace("\\", "/").rsplit("/", 1)[-1]
     parts = [html.H3("The autoencoder"),
-             html.P(f"Model: {attrs.get('model', attrs.get('model_path', 'unknown'))}; latent size "
+             html.P(f"Model: {model_name}; latent size "
                     f"{entry.result('latent').shape[1] if entry.result('latent') is not None else '?'}.",
                     className="text-muted", id="model-info")]
     ep, tr, va = (entry.result(f"model/learning_curve/{k}") for k in ("epoch", "train_loss", "val_loss"))

@@ -1,0 +1,849 @@
+"""Blind expert-evaluation studies (METHOD.md section 5): database, operations and the CLI.
+
+A study freezes everything the experts will see at creation time: the target image and one PNG
+per distinct candidate (rendered identically: same size, same colormap, one code path). Which
+method found a candidate, and at which rank, lives only in ``candidate_sources``, which no
+expert-facing query reads. Each expert gets
+
+- a link ``<base>/evaluate/<token>``; the token (``secrets.token_urlsafe(32)``) is shown once and
+  stored only as its SHA-256 hash; it can be revoked and may expire;
+- a private order of the candidates (a permutation seeded per expert, stored as
+  ``assignments``: expert, position, candidate) and, per position, an opaque random image key
+  (the only name under which the candidate's image is served to that expert).
+
+Ratings are upserts keyed (expert, candidate) plus an append-only ``rating_events`` log (every
+click, with the rating's version), written in one transaction that is committed before the
+click is acknowledged. SQLite runs in WAL mode with ``synchronous=FULL`` and a busy timeout;
+PostgreSQL works through its URL (``postgresql+psycopg://...``).
+
+Tables: ``studies``, ``candidates``, ``candidate_sources``, ``experts``, ``assignments``,
+``ratings``, ``rating_events``.
+
+Command line (``python -m ainerd_core study ...``)::
+
+    study create DATASET --target INDEX|FILE.npy --n 300 --experts "Alice,Bob" [--methods latent,raw]
+                 [--expires-days N] [--base-url http://host:8050] [--db URL] [--title T] [--model PATH]
+    study list | close ID | revoke TOKEN_OR_EXPERT_ID | add-expert ID NAME | results ID --out DIR
+
+The database URL defaults to ``$AINERD_DATABASE_URL``, else ``sqlite:///<$AINERD_INSTANCE_DIR or
+instance>/ainerd.db`` (the dashboard's default).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import secrets
+import threading
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text,
+                        UniqueConstraint, create_engine, event, func, select, text)
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, deferred, mapped_column
+
+from .errors import InputError
+
+METHODS = ("latent", "raw")
+MAP_SIZE = 256
+IMAGE_CMAP = "viridis"
+DEFAULT_N = 300
+
+
+# ====================================================================== models
+class Base(DeclarativeBase):
+    pass
+
+
+def utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(300))
+    dataset_path: Mapped[str] = mapped_column(Text)
+    target_desc: Mapped[str] = mapped_column(Text)
+    target_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    n_per_method: Mapped[int] = mapped_column(Integer)
+    methods: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_utc: Mapped[_dt.datetime] = mapped_column(DateTime)
+    closed_utc: Mapped[_dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    target_png: Mapped[bytes] = deferred(mapped_column(LargeBinary))
+
+
+class Candidate(Base):
+    """One distinct image shown to experts (rows inserted in random order: ids carry no rank)."""
+    __tablename__ = "candidates"
+    __table_args__ = (UniqueConstraint("study_id", "dataset_index"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    dataset_index: Mapped[int] = mapped_column(Integer)
+    png: Mapped[bytes] = deferred(mapped_column(LargeBinary))
+
+
+class CandidateSource(Base):
+    """Which method found a candidate at which rank (admin side only)."""
+    __tablename__ = "candidate_sources"
+    __table_args__ = (UniqueConstraint("study_id", "method", "rank"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
+    method: Mapped[str] = mapped_column(String(32))
+    rank: Mapped[int] = mapped_column(Integer)
+    distance: Mapped[float] = mapped_column(Float)
+
+
+class Expert(Base):
+    __tablename__ = "experts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_utc: Mapped[_dt.datetime] = mapped_column(DateTime)
+    expires_utc: Mapped[_dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    revoked_utc: Mapped[_dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    order_seed: Mapped[int] = mapped_column(BigInteger)
+    target_key: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+
+
+class Assignment(Base):
+    """Expert ``expert_id`` sees ``candidate_id`` at ``position`` (0-based) under ``image_key``."""
+    __tablename__ = "assignments"
+    __table_args__ = (UniqueConstraint("expert_id", "position"), UniqueConstraint("expert_id", "candidate_id"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    expert_id: Mapped[int] = mapped_column(ForeignKey("experts.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"))
+    image_key: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+
+
+class Rating(Base):
+    """The current answer of an expert to a candidate (upserted; ``version`` counts writes)."""
+    __tablename__ = "ratings"
+    expert_id: Mapped[int] = mapped_column(ForeignKey("experts.id"), primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    similar: Mapped[bool] = mapped_column(Boolean)
+    version: Mapped[int] = mapped_column(Integer)
+    first_utc: Mapped[_dt.datetime] = mapped_column(DateTime)
+    updated_utc: Mapped[_dt.datetime] = mapped_column(DateTime)
+
+
+class RatingEvent(Base):
+    """Append-only log of every rating click (who, what, when, every change)."""
+    __tablename__ = "rating_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    expert_id: Mapped[int] = mapped_column(ForeignKey("experts.id"), index=True)
+    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    similar: Mapped[bool] = mapped_column(Boolean)
+    version: Mapped[int] = mapped_column(Integer)
+    created_utc: Mapped[_dt.datetime] = mapped_column(DateTime)
+
+
+# ====================================================================== engine
+def default_database_url(env=None) -> str:
+    env = os.environ if env is None else env
+    url = env.get("AINERD_DATABASE_URL")
+    if url:
+        return url
+    instance = Path(env.get("AINERD_INSTANCE_DIR", "instance"))
+    return f"sqlite:///{(instance / 'ainerd.db').resolve()}"
+
+
+_ENGINES: dict[tuple[str, int], object] = {}
+_ENGINE_LOCK = threading.Lock()
+
+
+def get_engine(url: str | None = None):
+    """One engine per (URL, process): safe after gunicorn forks. Creates the tables on first use."""
+    url = url or default_database_url()
+    key = (url, os.getpid())
+    with _ENGINE_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is not None:
+            return engine
+        kwargs = {}
+        if url.startswith("sqlite"):
+            path = url.split(":///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        else:
+            kwargs["pool_pre_ping"] = True
+        engine = create_engine(url, **kwargs)
+        if engine.dialect.name == "sqlite":
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn, _record):
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=FULL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+        for attempt in range(5):
+            try:
+                Base.metadata.create_all(engine)
+                break
+            except OperationalError:  # another process created the tables at the same moment
+                if attempt == 4:
+                    raise
+                import time
+
+                time.sleep(0.2 * (attempt + 1))
+        _ENGINES[key] = engine
+        return engine
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _opaque() -> str:
+    return secrets.token_urlsafe(24)
+
+
+# ====================================================================== images and targets
+_LUT: dict[str, np.ndarray] = {}
+
+
+def render_png(c2, cmap: str = IMAGE_CMAP) -> bytes:
+    """Every image experts see goes through here: 256 x 256, viridis, [0, 1], origin lower-left."""
+    from PIL import Image
+
+    lut = _LUT.get(cmap)
+    if lut is None:
+        import matplotlib
+
+        lut = np.ascontiguousarray(np.asarray(matplotlib.colormaps[cmap](np.linspace(0, 1, 256), bytes=True))[:, :3],
+                                   dtype=np.uint8)
+        _LUT[cmap] = lut
+    a = np.asarray(c2, dtype=np.float32)
+    a = np.where(np.isfinite(a), a, 0.0)
+    idx = np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
+    img = Image.fromarray(np.ascontiguousarray(lut[idx[::-1]]), mode="RGB")
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def prepare_target(arr, where="target") -> np.ndarray:
+    """An uploaded map as (256, 256) float32 in [0, 1]: resampled (bilinear) and min-max normalised."""
+    from .dataset import normalise_map
+
+    a = np.asarray(arr)
+    if a.ndim == 3 and 1 in a.shape:
+        a = a.reshape([s for s in a.shape if s != 1])
+    if a.ndim != 2 or min(a.shape) < 2:
+        raise InputError(where, f"a target map must be a 2-d array, got shape {a.shape}")
+    if a.dtype.kind not in "fiu":
+        raise InputError(where, f"a target map must be numeric, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        finite = np.isfinite(a)
+        if not finite.any():
+            raise InputError(where, "the target map has no finite values")
+        a = np.where(finite, a, np.nanmean(np.where(finite, a, np.nan)))
+    if a.shape != (MAP_SIZE, MAP_SIZE):
+        from scipy.ndimage import zoom
+
+        a = zoom(a, (MAP_SIZE / a.shape[0], MAP_SIZE / a.shape[1]), order=1)
+        a = a[:MAP_SIZE, :MAP_SIZE]
+    return normalise_map(a.astype(np.float32))
+
+
+def load_target_file(path) -> np.ndarray:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError(path, f"not a readable .npy array: {exc}") from None
+    return prepare_target(arr, path)
+
+
+def _own_nn(vectors_or_source, target_vec: np.ndarray, k: int, exclude: int | None) -> np.ndarray:
+    """Exact Euclidean k-NN by streaming (fallback when ainerd_core.similarity is unavailable)."""
+    from .dataset import Dataset
+
+    if isinstance(vectors_or_source, Dataset):
+        d2 = np.empty(vectors_or_source.n_maps)
+        v = target_vec.reshape(-1).astype(np.float32)
+        for s, b in vectors_or_source.iter_maps(128):
+            diff = b.reshape(len(b), -1) - v
+            d2[s:s + len(b)] = np.einsum("ij,ij->i", diff, diff)
+    else:
+        x = np.asarray(vectors_or_source, np.float64)
+        d2 = ((x - target_vec.astype(np.float64)) ** 2).sum(1)
+    if exclude is not None:
+        d2[exclude] = np.inf
+    order = np.lexsort((np.arange(d2.size), d2))[:k]
+    return order, np.sqrt(d2[order])
+
+
+def _latent_matrix(ds):
+    lat = ds.read_result("latent")
+    if lat is None:
+        lat = ds.latents
+    return lat
+
+
+def find_candidates(ds, target, methods, n: int, model_path=None) -> tuple[dict, np.ndarray, int | None]:
+    """Nearest neighbours of the target for each method.
+
+    Returns ({method: (index (n,), distance (n,))}, target map (256, 256), target index or None).
+    An uploaded target identical to a dataset map (pixel distance < 1e-3 per pixel) is treated as
+    that map (excluded from its own neighbours and placed in latent space by its latent).
+    """
+    if not ds.has_maps:
+        raise InputError(ds.path, "this dataset holds latents only: experts need C2 maps to look at")
+    try:
+        from . import similarity as S
+    except ImportError:  # pragma: no cover
+        S = None
+    if isinstance(target, (int, np.integer)):
+        t_index = int(target)
+        if not 0 <= t_index < ds.n_maps:
+            raise InputError("--target", f"index {t_index} outside 0..{ds.n_maps - 1}")
+        t_map = ds.read_map(t_index)
+    else:
+        t_map = prepare_target(target)
+        t_index = None
+    n_avail = ds.n_maps - 1 if t_index is not None else ds.n_maps
+    if n < 1:
+        raise InputError("--n", f"must be >= 1, got {n}")
+    n = min(n, n_avail)
+    out = {}
+    raw = None
+    if "raw" in methods or t_index is None:
+        if S is not None:
+            idx, dist = S.nearest_neighbours(ds, t_index if t_index is not None else t_map, "raw", n + 1)
+        else:
+            idx, dist = _own_nn(ds, t_map, n + 1, t_index)
+        idx, dist = np.asarray(idx), np.asarray(dist, np.float64)
+        if t_index is None and dist.size and dist[0] < 1e-3 * MAP_SIZE:
+            t_index = int(idx[0])  # the uploaded map is this dataset map
+            idx, dist = idx[1:], dist[1:]
+            n = min(n, ds.n_maps - 1)
+        raw = (idx[:n], dist[:n])
+        if "raw" in methods:
+            out["raw"] = raw
+    if "latent" in methods:
+        lat = _latent_matrix(ds)
+        if t_index is not None:
+            if lat is None:
+                raise InputError(ds.path, "no latents: run `python -m ainerd_core precompute` first")
+            if S is not None:
+                idx, dist = S.nearest_neighbours({"latent": lat}, t_index, "latent", n)
+            else:
+                idx, dist = _own_nn(lat, np.asarray(lat[t_index]), n, t_index)
+        else:
+            mp = model_path or ds.result_attrs.get("model")
+            if not mp or mp in ("none", "given") or not Path(mp).exists():
+                raise InputError("--target", "an uploaded map that is not in the dataset needs --model PATH "
+                                             "to be placed in latent space (or use --methods raw)")
+            if lat is None:
+                raise InputError(ds.path, "no latents: run `python -m ainerd_core precompute` first")
+            from .model import encode, load_model
+
+            vec = encode(load_model(mp), t_map[None])[0]
+            idx, dist = _own_nn(lat, np.asarray(vec), n, None)
+        out["latent"] = (np.asarray(idx)[:n], np.asarray(dist, np.float64)[:n])
+    return out, t_map, t_index
+
+
+# ====================================================================== the store
+class StudyError(InputError):
+    pass
+
+
+def _fmt(t: _dt.datetime | None) -> str | None:
+    return None if t is None else t.replace(microsecond=t.microsecond).isoformat(timespec="microseconds") + "Z"
+
+
+class StudyStore:
+    """All study operations on one database (per-process engine, so safe in gunicorn workers)."""
+
+    def __init__(self, url: str | None = None):
+        self.url = url or default_database_url()
+
+    @property
+    def engine(self):
+        return get_engine(self.url)
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    # ---------------------------------------------------------------- organiser
+    def create_study(self, dataset_path, target, n: int = DEFAULT_N, experts=(), methods=METHODS,
+                     expires_days: float | None = None, title: str | None = None, model_path=None,
+                     target_desc: str | None = None) -> tuple[Study, list[tuple[Expert, str]]]:
+        """Create a study; returns it and ``[(expert, token), ...]`` (tokens are not stored)."""
+        from .dataset import open_dataset
+
+        methods = tuple(dict.fromkeys(m.strip().lower() for m in methods if m.strip()))
+        bad = [m for m in methods if m not in METHODS]
+        if bad or not methods:
+            raise InputError("--methods", f"choose from {', '.join(METHODS)}, got {', '.join(methods) or 'nothing'}")
+        names = [e.strip() for e in experts if e and e.strip()]
+        if len(set(names)) != len(names):
+            raise InputError("--experts", "expert names must be distinct")
+        dataset_path = Path(dataset_path)
+        with open_dataset(dataset_path) as ds:
+            found, t_map, t_index = find_candidates(ds, target, methods, int(n), model_path)
+            all_idx = sorted({int(i) for idx, _ in found.values() for i in idx})
+            maps = ds.read_maps(all_idx) if all_idx else np.empty((0, MAP_SIZE, MAP_SIZE), np.float32)
+            ds_title = str(ds.attrs.get("title", ""))
+        if target_desc is None:
+            target_desc = f"index {t_index}" if isinstance(target, (int, np.integer)) else "uploaded map"
+            if not isinstance(target, (int, np.integer)) and t_index is not None:
+                target_desc += f" (identical to dataset index {t_index})"
+        rng = np.random.default_rng(secrets.randbits(64))
+        pngs = {i: render_png(m) for i, m in zip(all_idx, maps)}
+        now = utcnow()
+        n_used = max((len(idx) for idx, _ in found.values()), default=0)
+        with self.session() as s, s.begin():
+            study = Study(title=title or f"{dataset_path.stem}: {target_desc}", dataset_path=str(dataset_path.resolve()),
+                          target_desc=target_desc + (f" [{ds_title}]" if ds_title else ""), target_index=t_index,
+                          n_per_method=n_used, methods=",".join(methods), status="open", created_utc=now,
+                          target_png=render_png(t_map))
+            s.add(study)
+            s.flush()
+            cand_ids = {}
+            for i in rng.permutation(all_idx).tolist() if all_idx else []:  # random insertion order
+                c = Candidate(study_id=study.id, dataset_index=int(i), png=pngs[int(i)])
+                s.add(c)
+                s.flush()
+                cand_ids[int(i)] = c.id
+            for method, (idx, dist) in found.items():
+                for r, (i, d) in enumerate(zip(idx, dist), start=1):
+                    s.add(CandidateSource(study_id=study.id, candidate_id=cand_ids[int(i)], method=method, rank=r,
+                                          distance=float(d)))
+            tokens = [self._add_expert(s, study, name, expires_days) for name in names]
+        return study, tokens
+
+    def _add_expert(self, s: Session, study: Study, name: str, expires_days) -> tuple[Expert, str]:
+        token = new_token()
+        now = utcnow()
+        expert = Expert(study_id=study.id, name=name, token_hash=hash_token(token), created_utc=now,
+                        expires_utc=None if expires_days is None else now + _dt.timedelta(days=float(expires_days)),
+                        order_seed=secrets.randbits(62), target_key=_opaque())
+        s.add(expert)
+        s.flush()
+        cands = s.scalars(select(Candidate.id).where(Candidate.study_id == study.id).order_by(Candidate.id)).all()
+        order = np.random.default_rng(expert.order_seed).permutation(len(cands))
+        for pos, j in enumerate(order.tolist()):
+            s.add(Assignment(expert_id=expert.id, position=pos, candidate_id=cands[j], image_key=_opaque()))
+        return expert, token
+
+    def add_expert(self, study_id: int, name: str, expires_days: float | None = None) -> tuple[Expert, str]:
+        with self.session() as s, s.begin():
+            study = s.get(Study, int(study_id))
+            if study is None:
+                raise StudyError("study", f"no study {study_id}")
+            if study.status != "open":
+                raise StudyError("study", f"study {study_id} is closed")
+            name = name.strip()
+            if not name:
+                raise StudyError("--name", "an expert needs a name")
+            if s.scalar(select(Expert.id).where(Expert.study_id == study.id, Expert.name == name)):
+                raise StudyError("--name", f"study {study_id} already has an expert called {name!r}")
+            return self._add_expert(s, study, name, expires_days)
+
+    def close_study(self, study_id: int) -> Study:
+        with self.session() as s, s.begin():
+            study = s.get(Study, int(study_id))
+            if study is None:
+                raise StudyError("study", f"no study {study_id}")
+            if study.status != "closed":
+                study.status, study.closed_utc = "closed", utcnow()
+            return study
+
+    def revoke(self, token_or_id) -> Expert:
+        """Revoke an expert link, given the token itself or the expert id."""
+        key = str(token_or_id).strip()
+        with self.session() as s, s.begin():
+            if key.isdigit():
+                expert = s.get(Expert, int(key))
+            else:
+                expert = s.scalar(select(Expert).where(Expert.token_hash == hash_token(key)))
+            if expert is None:
+                raise StudyError("revoke", "no expert with that id or token")
+            if expert.revoked_utc is None:
+                expert.revoked_utc = utcnow()
+            return expert
+
+    def list_studies(self) -> list[dict]:
+        with self.session() as s:
+            studies = s.scalars(select(Study).order_by(Study.id)).all()
+            return [self._study_summary(s, st) for st in studies]
+
+    def study_summary(self, study_id: int) -> dict | None:
+        with self.session() as s:
+            st = s.get(Study, int(study_id))
+            return None if st is None else self._study_summary(s, st)
+
+    def _study_summary(self, s: Session, st: Study) -> dict:
+        n_cand = s.scalar(select(func.count()).select_from(Candidate).where(Candidate.study_id == st.id))
+        experts = []
+        now = utcnow()
+        for e in s.scalars(select(Expert).where(Expert.study_id == st.id).order_by(Expert.id)):
+            rated = s.scalar(select(func.count()).select_from(Rating).where(Rating.expert_id == e.id))
+            last = s.scalar(select(func.max(RatingEvent.created_utc)).where(RatingEvent.expert_id == e.id))
+            state = ("revoked" if e.revoked_utc else "expired" if e.expires_utc and e.expires_utc < now else "active")
+            experts.append({"id": e.id, "name": e.name, "rated": rated, "total": n_cand, "state": state,
+                            "expires_utc": _fmt(e.expires_utc), "revoked_utc": _fmt(e.revoked_utc),
+                            "last_rating_utc": _fmt(last)})
+        return {"id": st.id, "title": st.title, "dataset": st.dataset_path, "target": st.target_desc,
+                "target_index": st.target_index, "methods": st.methods.split(","), "n_per_method": st.n_per_method,
+                "n_candidates": n_cand, "status": st.status, "created_utc": _fmt(st.created_utc),
+                "closed_utc": _fmt(st.closed_utc), "experts": experts}
+
+    # ---------------------------------------------------------------- expert side
+    # Everything below reads only studies.status, experts, assignments, candidates.png and ratings:
+    # never candidate_sources nor candidates.dataset_index.
+    def expert_for_token(self, token: str) -> tuple[int | None, str]:
+        """(expert id, '') for a usable token, else (None, reason shown to the visitor)."""
+        if not isinstance(token, str) or not 20 <= len(token) <= 100:
+            return None, "This link is not valid."
+        with self.engine.connect() as c:
+            row = c.execute(select(Expert.id).where(Expert.token_hash == hash_token(token))).first()
+        if row is None:
+            return None, "This link is not valid."
+        return self.check_expert(row[0])
+
+    def check_expert(self, expert_id) -> tuple[int | None, str]:
+        """(expert id, '') if the expert may rate now, else (None, reason)."""
+        try:
+            expert_id = int(expert_id)
+        except (TypeError, ValueError):
+            return None, "No evaluation session: open the link you were sent."
+        with self.engine.connect() as c:
+            row = c.execute(select(Expert.revoked_utc, Expert.expires_utc, Study.status)
+                            .join(Study, Study.id == Expert.study_id).where(Expert.id == expert_id)).first()
+        if row is None:
+            return None, "This link is not valid."
+        if row.revoked_utc is not None:
+            return None, "This link has been withdrawn by the organiser."
+        if row.expires_utc is not None and row.expires_utc < utcnow():
+            return None, "This link has expired."
+        if row.status != "open":
+            return None, "This evaluation is closed. Thank you for your help."
+        return expert_id, ""
+
+    def expert_view(self, expert_id: int, position: int | None = None) -> dict:
+        """What the expert sees: target key, the image key at ``position`` (default: resume
+        position = first unrated), the current answer there, rated count and total."""
+        with self.engine.connect() as c:
+            total = c.execute(select(func.count()).select_from(Assignment).where(Assignment.expert_id == expert_id)).scalar()
+            rated = c.execute(select(func.count()).select_from(Rating).where(Rating.expert_id == expert_id)).scalar()
+            target_key = c.execute(select(Expert.target_key).where(Expert.id == expert_id)).scalar()
+            if position is None:
+                position = self._next_unrated(c, expert_id, -1)
+                if position is None:
+                    position = total  # all rated: the 'done' view
+            position = max(0, min(int(position), total))
+            key = answer = None
+            if position < total:
+                row = c.execute(select(Assignment.image_key, Rating.similar)
+                                .outerjoin(Rating, (Rating.expert_id == Assignment.expert_id)
+                                           & (Rating.candidate_id == Assignment.candidate_id))
+                                .where(Assignment.expert_id == expert_id, Assignment.position == position)).first()
+                key, answer = row.image_key, row.similar
+        return {"target_key": target_key, "position": position, "total": total, "rated": rated,
+                "image_key": key, "answer": answer}
+
+    @staticmethod
+    def _next_unrated(c, expert_id: int, after: int) -> int | None:
+        q = (select(func.min(Assignment.position))
+             .outerjoin(Rating, (Rating.expert_id == Assignment.expert_id)
+                        & (Rating.candidate_id == Assignment.candidate_id))
+             .where(Assignment.expert_id == expert_id, Rating.candidate_id.is_(None)))
+        nxt = c.execute(q.where(Assignment.position > after)).scalar()
+        if nxt is None:
+            nxt = c.execute(q).scalar()  # wrap around to an earlier skipped one
+        return nxt
+
+    def next_position(self, expert_id: int, after: int) -> int | None:
+        with self.engine.connect() as c:
+            return self._next_unrated(c, expert_id, after)
+
+    def record_rating(self, expert_id: int, position: int, similar: bool) -> dict:
+        """Upsert the answer at the expert's ``position`` and log the event; returns after COMMIT.
+
+        Raises StudyError if the position does not exist or the expert may no longer rate.
+        """
+        expert_id, position, similar = int(expert_id), int(position), bool(similar)
+        with self.engine.connect() as c:
+            row = c.execute(select(Assignment.candidate_id, Expert.study_id)
+                            .join(Expert, Expert.id == Assignment.expert_id)
+                            .where(Assignment.expert_id == expert_id, Assignment.position == position)).first()
+        if row is None:
+            raise StudyError("rating", "no such image")
+        cand, study_id = row.candidate_id, row.study_id
+        now = utcnow()
+        table = Rating.__table__
+        values = dict(expert_id=expert_id, candidate_id=cand, study_id=study_id, similar=similar, version=1,
+                      first_utc=now, updated_utc=now)
+        with self.engine.connect() as c:
+            dialect = c.dialect.name
+            if dialect in ("sqlite", "postgresql"):
+                if dialect == "sqlite":
+                    from sqlalchemy.dialects.sqlite import insert as _insert
+                else:
+                    from sqlalchemy.dialects.postgresql import insert as _insert
+                stmt = _insert(table).values(**values)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=[table.c.expert_id, table.c.candidate_id],
+                    set_={"similar": similar, "version": table.c.version + 1, "updated_utc": now},
+                ).returning(table.c.version)
+                version = c.execute(stmt).scalar_one()  # first statement is a write: takes the write lock
+            else:  # pragma: no cover - generic fallback
+                try:
+                    with c.begin_nested():
+                        c.execute(table.insert().values(**values))
+                    version = 1
+                except IntegrityError:
+                    c.execute(table.update().where(table.c.expert_id == expert_id, table.c.candidate_id == cand)
+                              .values(similar=similar, version=table.c.version + 1, updated_utc=now))
+                    version = c.execute(select(table.c.version).where(table.c.expert_id == expert_id,
+                                                                      table.c.candidate_id == cand)).scalar_one()
+            # re-check under the write lock: a link revoked or study closed meanwhile refuses the write
+            ok = c.execute(select(Expert.revoked_utc, Expert.expires_utc, Study.status)
+                           .join(Study, Study.id == Expert.study_id).where(Expert.id == expert_id)).first()
+            if ok.revoked_utc is not None or ok.status != "open" or (ok.expires_utc and ok.expires_utc < now):
+                c.rollback()
+                raise StudyError("rating", "this evaluation no longer accepts answers")
+            c.execute(RatingEvent.__table__.insert().values(study_id=study_id, expert_id=expert_id, candidate_id=cand,
+                                                            position=position, similar=similar, version=version,
+                                                            created_utc=now))
+            c.commit()
+        return {"version": version}
+
+    def image_for_key(self, expert_id: int, key: str) -> bytes | None:
+        """PNG of the expert's target or of one of the expert's candidates, else None."""
+        if not isinstance(key, str) or not 10 <= len(key) <= 64:
+            return None
+        with self.engine.connect() as c:
+            png = c.execute(select(Candidate.png).join(Assignment, Assignment.candidate_id == Candidate.id)
+                            .where(Assignment.image_key == key, Assignment.expert_id == expert_id)).scalar()
+            if png is None:
+                png = c.execute(select(Study.target_png).join(Expert, Expert.study_id == Study.id)
+                                .where(Expert.target_key == key, Expert.id == expert_id)).scalar()
+        return png
+
+    # ---------------------------------------------------------------- results
+    def ratings_arrays(self, study_id: int) -> dict:
+        """Answers arranged for :mod:`ainerd_core.evaluation`.
+
+        Returns experts (list of dicts), methods, ``per_method`` {method: (E, N) 0/1/NaN by rank},
+        ``items`` (E, C) answers per distinct candidate, ``candidate_ids`` (C,).
+        """
+        with self.session() as s:
+            st = s.get(Study, int(study_id))
+            if st is None:
+                raise StudyError("study", f"no study {study_id}")
+            experts = s.scalars(select(Expert).where(Expert.study_id == st.id).order_by(Expert.id)).all()
+            cands = s.scalars(select(Candidate.id).where(Candidate.study_id == st.id).order_by(Candidate.id)).all()
+            sources = s.execute(select(CandidateSource.method, CandidateSource.rank, CandidateSource.candidate_id)
+                                .where(CandidateSource.study_id == st.id)).all()
+            ratings = s.execute(select(Rating.expert_id, Rating.candidate_id, Rating.similar)
+                                .where(Rating.study_id == st.id)).all()
+        e_row = {e.id: i for i, e in enumerate(experts)}
+        c_col = {c: j for j, c in enumerate(cands)}
+        items = np.full((len(experts), len(cands)), np.nan)
+        for r in ratings:
+            items[e_row[r.expert_id], c_col[r.candidate_id]] = 1.0 if r.similar else 0.0
+        methods = st.methods.split(",")
+        per_method = {}
+        for m in methods:
+            ranks = sorted((rk, cid) for mm, rk, cid in sources if mm == m)
+            y = np.full((len(experts), len(ranks)), np.nan)
+            for k, (_, cid) in enumerate(ranks):
+                y[:, k] = items[:, c_col[cid]]
+            per_method[m] = y
+        return {"study": st, "experts": [{"id": e.id, "name": e.name} for e in experts], "methods": methods,
+                "per_method": per_method, "items": items, "candidate_ids": cands}
+
+    def analyse(self, study_id: int, **kwargs) -> dict:
+        from . import evaluation
+
+        arr = self.ratings_arrays(study_id)
+        res = evaluation.analyse(arr["per_method"], arr["items"], [e["name"] for e in arr["experts"]], **kwargs)
+        res["study"] = self.study_summary(study_id)
+        return res
+
+    def export_tables(self, study_id: int, analysis: dict | None = None, **kwargs) -> dict[str, str]:
+        """Every export as text: file name -> CSV/JSON content."""
+        analysis = analysis or self.analyse(study_id, **kwargs)
+        with self.session() as s:
+            names = {e.id: e.name for e in s.scalars(select(Expert).where(Expert.study_id == int(study_id)))}
+            cands = s.execute(select(Candidate.id, Candidate.dataset_index).where(Candidate.study_id == int(study_id))
+                              .order_by(Candidate.id)).all()
+            src = s.execute(select(CandidateSource.candidate_id, CandidateSource.method, CandidateSource.rank,
+                                   CandidateSource.distance).where(CandidateSource.study_id == int(study_id))
+                            .order_by(CandidateSource.method, CandidateSource.rank)).all()
+            ratings = s.execute(select(Rating).where(Rating.study_id == int(study_id))
+                                .order_by(Rating.expert_id, Rating.candidate_id)).scalars().all()
+            events = s.execute(select(RatingEvent).where(RatingEvent.study_id == int(study_id))
+                               .order_by(RatingEvent.id)).scalars().all()
+        idx = {c.id: c.dataset_index for c in cands}
+        out = {}
+
+        def table(header, rows):
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(header)
+            w.writerows(rows)
+            return buf.getvalue()
+
+        out["candidates.csv"] = table(["candidate_id", "dataset_index", "method", "rank", "distance"],
+                                      [(r.candidate_id, idx[r.candidate_id], r.method, r.rank, f"{r.distance:.6g}")
+                                       for r in src])
+        out["ratings.csv"] = table(["expert_id", "expert", "candidate_id", "dataset_index", "similar", "version",
+                                    "first_utc", "updated_utc"],
+                                   [(r.expert_id, names.get(r.expert_id), r.candidate_id, idx[r.candidate_id],
+                                     int(r.similar), r.version, _fmt(r.first_utc), _fmt(r.updated_utc)) for r in ratings])
+        out["rating_events.csv"] = table(["event_id", "expert_id", "expert", "candidate_id", "dataset_index", "position",
+                                          "similar", "version", "created_utc"],
+                                         [(e.id, e.expert_id, names.get(e.expert_id), e.candidate_id,
+                                           idx[e.candidate_id], e.position, int(e.similar), e.version,
+                                           _fmt(e.created_utc)) for e in events])
+        rows = []
+        for m, res in analysis["methods"].items():
+            for r in range(res["n_ranks"]):
+                rows.append((m, r + 1, "average", res["average"][r], res["smoothed"][r], res["band_lo"][r],
+                             res["band_hi"][r]))
+                for name, ex in zip(analysis["experts"], res["experts"]):
+                    rows.append((m, r + 1, name, ex["accuracy"][r], ex["smoothed"][r], "", ""))
+        out["accuracy.csv"] = table(["method", "rank", "expert", "accuracy", "smoothed", "band_lo", "band_hi"],
+                                    [tuple("" if v is None else v for v in row) for row in rows])
+        out["analysis.json"] = json.dumps(analysis, indent=1)
+        out["log.json"] = json.dumps({"study": analysis["study"], "events": [
+            {"event_id": e.id, "expert_id": e.expert_id, "expert": names.get(e.expert_id), "candidate_id": e.candidate_id,
+             "dataset_index": idx[e.candidate_id], "position": e.position, "similar": bool(e.similar),
+             "version": e.version, "created_utc": _fmt(e.created_utc)} for e in events]}, indent=1)
+        return out
+
+    def export(self, study_id: int, out_dir, **kwargs) -> list[Path]:
+        out_dir = Path(out_dir)
+        tables = self.export_tables(study_id, **kwargs)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, content in tables.items():
+            tmp = out_dir / f".{name}.tmp"
+            tmp.write_text(content)
+            os.replace(tmp, out_dir / name)
+            written.append(out_dir / name)
+        return written
+
+
+# ====================================================================== CLI
+def expert_link(base_url: str, token: str) -> str:
+    return f"{base_url.rstrip('/')}/evaluate/{token}"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="database URL (default $AINERD_DATABASE_URL or sqlite:///instance/ainerd.db)")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = sub.add_parser("create", help="create a study and print one expert link per line")
+    p.add_argument("dataset", help="dataset file (.h5) with C2 maps and /results/latent")
+    p.add_argument("--target", required=True, help="map index in the dataset, or a .npy file (resampled to 256x256)")
+    p.add_argument("--n", type=int, default=DEFAULT_N, help="neighbours per method (default 300)")
+    p.add_argument("--experts", required=True, help='comma-separated names, e.g. "Alice,Bob"')
+    p.add_argument("--methods", default="latent,raw", help="latent,raw (default both)")
+    p.add_argument("--expires-days", type=float, default=None, help="links expire after N days")
+    p.add_argument("--base-url", default="http://127.0.0.1:8050", help="address experts open")
+    p.add_argument("--title", default=None)
+    p.add_argument("--model", default=None, help="checkpoint to encode an uploaded target (latent method)")
+    p.add_argument("--db", dest="db_sub", default=None, help=argparse.SUPPRESS)
+    sub.add_parser("list", help="studies with progress per expert").add_argument("--db", dest="db_sub", default=None,
+                                                                               help=argparse.SUPPRESS)
+    p = sub.add_parser("close", help="close a study (links stop working)")
+    p.add_argument("study_id", type=int)
+    p.add_argument("--db", dest="db_sub", default=None, help=argparse.SUPPRESS)
+    p = sub.add_parser("revoke", help="revoke one expert link (by token or expert id)")
+    p.add_argument("token_or_expert_id")
+    p.add_argument("--db", dest="db_sub", default=None, help=argparse.SUPPRESS)
+    p = sub.add_parser("add-expert", help="add an expert to an open study; prints the link")
+    p.add_argument("study_id", type=int)
+    p.add_argument("name")
+    p.add_argument("--expires-days", type=float, default=None)
+    p.add_argument("--base-url", default="http://127.0.0.1:8050")
+    p.add_argument("--db", dest="db_sub", default=None, help=argparse.SUPPRESS)
+    p = sub.add_parser("results", help="write accuracy, statistics and the full rating log (CSV/JSON)")
+    p.add_argument("study_id", type=int)
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--window", type=int, default=21, help="smoothing window in ranks (odd, default 21)")
+    p.add_argument("--bootstrap", type=int, default=2000)
+    p.add_argument("--permutations", type=int, default=10000)
+    p.add_argument("--db", dest="db_sub", default=None, help=argparse.SUPPRESS)
+
+
+def _target_arg(value: str):
+    v = value.strip()
+    if v.lstrip("-").isdigit():
+        return int(v)
+    if not v.lower().endswith(".npy"):
+        raise InputError("--target", f"expected a map index or a .npy file, got {value!r}")
+    return load_target_file(v)
+
+
+def run(args) -> int:
+    store = StudyStore(getattr(args, "db_sub", None) or args.db)
+    if args.action == "create":
+        target = _target_arg(args.target)
+        desc = None if isinstance(target, int) else f"file {Path(args.target).name}"
+        study, tokens = store.create_study(args.dataset, target, n=args.n, experts=args.experts.split(","),
+                                           methods=args.methods.split(","), expires_days=args.expires_days,
+                                           title=args.title, model_path=args.model, target_desc=desc)
+        if not tokens:
+            raise InputError("--experts", "give at least one expert name")
+        import sys
+
+        print(f"study {study.id}: {study.title} ({study.n_per_method} per method, {study.methods})", file=sys.stderr)
+        for expert, token in tokens:
+            print(expert_link(args.base_url, token))
+        return 0
+    if args.action == "list":
+        for st in store.list_studies():
+            print(f"{st['id']}\t{st['status']}\t{st['n_candidates']} images\t{st['title']}")
+            for e in st["experts"]:
+                print(f"\texpert {e['id']}\t{e['name']}\t{e['rated']} / {e['total']}\t{e['state']}")
+        return 0
+    if args.action == "close":
+        st = store.close_study(args.study_id)
+        print(f"study {st.id} closed")
+        return 0
+    if args.action == "revoke":
+        e = store.revoke(args.token_or_expert_id)
+        print(f"expert {e.id} ({e.name}) revoked")
+        return 0
+    if args.action == "add-expert":
+        expert, token = store.add_expert(args.study_id, args.name, args.expires_days)
+        print(expert_link(args.base_url, token))
+        return 0
+    if args.action == "results":
+        if store.study_summary(args.study_id) is None:
+            raise InputError("study", f"no study {args.study_id}")
+        if args.window < 1 or args.window % 2 == 0:
+            raise InputError("--window", f"must be an odd positive number, got {args.window}")
+        for p in store.export(args.study_id, args.out, window=args.window, n_boot=args.bootstrap,
+                              n_perm=args.permutations):
+            print(p)
+        return 0
+    raise InputError(None, f"unknown action {args.action}")

@@ -1,0 +1,232 @@
+"""The expert's blind evaluation app at ``/evaluate/`` (the link is the only credential).
+
+``/evaluate/<token>`` checks the token (SHA-256 lookup; revoked, expired or closed studies get a
+refusal page), stores the expert id in the signed Flask session and redirects to ``/evaluate/``
+so the token leaves the address bar. The page shows the target and one candidate at a time in
+the expert's own stored order, with buttons ``rate-similar``, ``rate-not-similar``,
+``rate-back``, ``rate-next`` and keys S / D / Left / Right (``/evaluate/keys.js``).
+
+Blinding, enforced here
+-----------------------
+- :func:`_gate` (``before_request``) answers every path under ``/evaluate/`` itself: Dash's
+  ``_dash-layout``, ``_dash-dependencies``, ``_dash-update-component`` and ``_reload-hash``
+  and the page need a valid expert session (403 otherwise); images need a session and a key
+  of that expert (404 otherwise); only Dash's generic library bundles
+  (``_dash-component-suites``) and ``keys.js`` are served without one; anything else is 404.
+- Images are served only as ``/evaluate/img/<key>``, ``key`` a random string drawn per
+  (expert, position) and stored in ``assignments``; the PNG bytes were rendered once at study
+  creation by one function (:func:`ainerd_core.studies.render_png`), so every candidate takes
+  the same code path and query; responses carry no ETag, Last-Modified, file name or
+  Content-Disposition, and ``Cache-Control: private, no-store``.
+- The layout and callback payloads carry only: image URLs (opaque keys), the expert's own
+  position in their shuffled order, counts, and the expert's own answer. The expert-side store
+  functions never read ``candidate_sources`` or ``candidates.dataset_index``.
+- Component ids, texts and callback names avoid method words.
+- Ratings are written (committed) before the callback returns; the next image is then shown.
+"""
+from __future__ import annotations
+
+import html as _html
+from pathlib import Path
+
+import dash
+import flask
+from dash import Input, Output, State, ctx, dcc, html
+from dash.exceptions import PreventUpdate
+
+from ainerd_core.studies import StudyError, StudyStore
+
+PREFIX = "/evaluate/"
+SESSION_KEY = "ainerd_expert"
+_INTERNAL = frozenset({"_dash-layout", "_dash-dependencies", "_dash-update-component", "_reload-hash"})
+
+KEYS_JS = """// keyboard shortcuts of the evaluation page: S similar, D not similar, Left back, Right forward
+document.addEventListener('keydown', function (e) {
+  if (e.repeat || e.ctrlKey || e.metaKey || e.altKey) { return; }
+  var t = e.target && e.target.tagName;
+  if (t === 'INPUT' || t === 'TEXTAREA' || t === 'SELECT') { return; }
+  var map = {'s': 'rate-similar', 'S': 'rate-similar', 'd': 'rate-not-similar', 'D': 'rate-not-similar',
+             'ArrowLeft': 'rate-back', 'ArrowRight': 'rate-next'};
+  var id = map[e.key];
+  if (!id) { return; }
+  // one answer at a time: ignore keys while the previous click is still being saved
+  if (document.querySelector('[data-dash-is-loading="true"]')) { e.preventDefault(); return; }
+  var b = document.getElementById(id);
+  if (b && !b.disabled) { e.preventDefault(); b.click(); }
+});
+"""
+
+_IMG_STYLE = {"width": "320px", "height": "320px", "border": "1px solid #999", "background": "#eee"}
+_BTN = {"fontSize": "18px", "padding": "10px 22px", "margin": "6px", "cursor": "pointer"}
+
+
+def _refusal_page(message: str, status: int = 403):
+    doc = ("<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Evaluation - AI-NERD</title>"
+           "<meta name='viewport' content='width=device-width,initial-scale=1'></head>"
+           "<body style='font-family:sans-serif;max-width:40em;margin:3em auto'>"
+           f"<h1>Blind evaluation</h1><p id='eval-refused'>{_html.escape(message)}</p>"
+           "<p>If you think this is a mistake, ask the organiser of the study for a new link.</p></body></html>")
+    resp = flask.make_response(doc, status)
+    resp.headers["Content-Type"] = "text/html; charset=utf-8"
+    resp.headers["Cache-Control"] = "private, no-store"
+    return resp
+
+
+def _view_outputs(v: dict, error: str = ""):
+    """The values of the callback outputs (and the layout) for one expert view."""
+    done = v["position"] >= v["total"]
+    src = "" if done else f"{PREFIX}img/{v['image_key']}"
+    cand_style = dict(_IMG_STYLE, visibility="hidden" if done else "visible")
+    answer = "" if v["answer"] is None else ("Your answer: similar" if v["answer"] else "Your answer: not similar")
+    where = (f"All {v['total']} images answered. Thank you! You can go back to change an answer, "
+             "or close this window.") if done and v["rated"] >= v["total"] else (
+        f"Image {v['position'] + 1} of {v['total']}" if not done else "")
+    return (src, cand_style, f"{v['rated']} / {v['total']}", where, answer, bool(done), bool(done),
+            v["position"], error)
+
+
+def init_evaluation(server: flask.Flask, config) -> dash.Dash:
+    store = StudyStore(config.database_url)
+    server.extensions["ainerd_study_store"] = store
+
+    def session_expert() -> tuple[int | None, str]:
+        eid = flask.session.get(SESSION_KEY)
+        if eid is None:
+            return None, "No evaluation session: open the link you were sent."
+        return store.check_expert(eid)
+
+    def _gate():
+        path = flask.request.path
+        if path == "/evaluate":
+            return flask.redirect(PREFIX, code=302)
+        if not path.startswith(PREFIX):
+            return None
+        rest = path[len(PREFIX):]
+        if rest.startswith("_dash-component-suites/"):
+            return None  # Dash's generic library bundles: identical for every visitor
+        if rest == "keys.js":
+            resp = flask.make_response(KEYS_JS)
+            resp.headers["Content-Type"] = "application/javascript; charset=utf-8"
+            resp.headers["Cache-Control"] = "private, max-age=3600"
+            return resp
+        eid, reason = session_expert()
+        if rest.startswith("img/"):
+            if eid is None:
+                return flask.make_response(("forbidden", 403, {"Content-Type": "text/plain", "Cache-Control": "no-store"}))
+            png = store.image_for_key(eid, rest[4:])
+            if png is None:
+                return flask.make_response(("not found", 404, {"Content-Type": "text/plain", "Cache-Control": "no-store"}))
+            resp = flask.Response(png, status=200, mimetype="image/png")
+            resp.headers["Cache-Control"] = "private, no-store"
+            resp.headers["X-Content-Type-Options"] = "nosniff"
+            return resp
+        if rest in _INTERNAL:
+            if eid is None:
+                resp = flask.jsonify(error=reason)
+                resp.status_code = 403
+                resp.headers["Cache-Control"] = "no-store"
+                return resp
+            return None
+        if rest == "":
+            return None if eid is not None else _refusal_page(reason)
+        if rest.startswith("_") or "/" in rest or flask.request.method not in ("GET", "HEAD"):
+            return flask.make_response(("not found", 404, {"Content-Type": "text/plain", "Cache-Control": "no-store"}))
+        # /evaluate/<token>
+        new_eid, reason = store.expert_for_token(rest)
+        if new_eid is None:
+            return _refusal_page(reason)
+        flask.session[SESSION_KEY] = new_eid
+        flask.session.permanent = True
+        resp = flask.redirect(PREFIX, code=303)
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    server.before_request(_gate)
+
+    app = dash.Dash(__name__, server=server, url_base_pathname=PREFIX, title="Blind evaluation",
+                    assets_folder=str(Path(__file__).parent / "_evaluation_assets_none"),
+                    include_assets_files=False, serve_locally=True, suppress_callback_exceptions=True,
+                    external_scripts=[f"{PREFIX}keys.js"], update_title=None)
+
+    def layout():
+        if not flask.has_request_context():
+            return html.Div(id="eval-root")
+        eid, reason = session_expert()
+        if eid is None:
+            return html.Div([html.H1("Blind evaluation"), html.P(reason, id="eval-refused")], id="eval-root")
+        v = store.expert_view(eid)
+        src, cand_style, progress, where, answer, dis1, dis2, pos, err = _view_outputs(v)
+        return html.Div(style={"fontFamily": "sans-serif", "maxWidth": "760px", "margin": "1em auto"}, id="eval-root",
+                        children=[
+            html.H1("Blind evaluation", style={"fontSize": "24px"}),
+            html.P("Is the image on the right similar to the reference image on the left? "
+                   "Keys: S = similar, D = not similar, Left = back, Right = forward. "
+                   "Every answer is saved at once; you can close this window and come back with your link."),
+            html.Div([
+                html.Figure([html.Img(id="eval-target", src=f"{PREFIX}img/{v['target_key']}", style=_IMG_STYLE,
+                                      alt="reference"), html.Figcaption("Reference")], style={"margin": "8px"}),
+                html.Figure([html.Img(id="eval-candidate", src=src, style=cand_style, alt="image to judge"),
+                             html.Figcaption(where, id="eval-position")], style={"margin": "8px"}),
+            ], style={"display": "flex", "flexWrap": "wrap"}),
+            html.Div([
+                html.Button("Similar (S)", id="rate-similar", n_clicks=0, disabled=dis1,
+                            style=dict(_BTN, background="#d8f0d8")),
+                html.Button("Not similar (D)", id="rate-not-similar", n_clicks=0, disabled=dis2,
+                            style=dict(_BTN, background="#f4d6d6")),
+            ]),
+            html.Div([
+                html.Button("< Back", id="rate-back", n_clicks=0, style=_BTN),
+                html.Button("Forward >", id="rate-next", n_clicks=0, style=_BTN),
+                html.Span(progress, id="eval-progress", style={"fontSize": "18px", "marginLeft": "1em"}),
+                html.Span(" answered", style={"fontSize": "18px"}),
+            ]),
+            html.P(answer, id="eval-answer", style={"fontWeight": "bold", "minHeight": "1.4em"}),
+            html.P(err, id="eval-error", style={"color": "#a00"}),
+            dcc.Store(id="eval-pos", data=pos),
+        ])
+
+    app.layout = layout
+
+    @app.callback(Output("eval-candidate", "src"), Output("eval-candidate", "style"),
+                  Output("eval-progress", "children"), Output("eval-position", "children"),
+                  Output("eval-answer", "children"), Output("rate-similar", "disabled"),
+                  Output("rate-not-similar", "disabled"), Output("eval-pos", "data"), Output("eval-error", "children"),
+                  Input("rate-similar", "n_clicks"), Input("rate-not-similar", "n_clicks"),
+                  Input("rate-back", "n_clicks"), Input("rate-next", "n_clicks"), State("eval-pos", "data"),
+                  prevent_initial_call=True)
+    def step(_s, _d, _b, _n, pos):
+        eid, reason = session_expert()
+        if eid is None:
+            raise PreventUpdate
+        trig = ctx.triggered_id
+        try:
+            pos = int(pos)
+        except (TypeError, ValueError):
+            pos = 0
+        error = ""
+        current = store.expert_view(eid, pos)
+        pos, total = current["position"], current["total"]
+        if trig in ("rate-similar", "rate-not-similar"):
+            if pos >= total:
+                raise PreventUpdate
+            try:
+                store.record_rating(eid, pos, trig == "rate-similar")  # returns after COMMIT
+            except StudyError:
+                return _view_outputs(current, "This evaluation no longer accepts answers: your last click was "
+                                              "not saved.")
+            nxt = store.next_position(eid, pos)
+            pos = total if nxt is None else nxt
+        elif trig == "rate-back":
+            pos = max(0, pos - 1)
+        elif trig == "rate-next":
+            if pos + 1 < total:
+                pos += 1
+            else:
+                nxt = store.next_position(eid, pos)
+                pos = total if nxt is None else nxt
+        else:
+            raise PreventUpdate
+        return _view_outputs(store.expert_view(eid, pos), error)
+
+    return app

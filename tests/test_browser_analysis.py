@@ -1,0 +1,255 @@
+"""Headless Chromium on /similarity, /clusters and /model of a small precomputed demo.
+
+The figures must hold the dataset's data, an uploaded target map (the published E031 target, or
+a 512 x 512 stand-in when ../shared is absent) must give latent and raw-pixel neighbours, the
+re-clustering job must show progress and a result, and the browser console must stay clean.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from ainerd_core.dataset import open_dataset
+from browser_support import console_errors, make_driver, quit_driver, require_browser, start_server
+from conftest import E031
+from dashboard_fixtures import explorer_data  # noqa: F401
+
+pytestmark = pytest.mark.browser
+
+GRID_JS = """
+const g = document.getElementById(arguments[0]);
+const p = g && g.querySelector('.js-plotly-plot');
+if (!p || !p.layout) return null;
+return {images: (p.layout.images || []).map(i => i.source), meta: p.layout.meta || null,
+        custom: (p.data[0] && p.data[0].customdata) || [], title: (p.layout.title || {}).text || '',
+        svgImages: p.querySelectorAll('image').length};
+"""
+TRACES_JS = """
+const g = document.getElementById(arguments[0]);
+const p = g && g.querySelector('.js-plotly-plot');
+if (!p || !p.data) return null;
+const conv = v => (v == null ? null : (ArrayBuffer.isView(v) ? Array.from(v) : v));
+return p.data.map(t => ({name: t.name, x: conv(t.x), y: conv(t.y), meta: t.meta || null,
+                         customdata: conv(t.customdata)}));
+"""
+
+
+def wait_for(fn, timeout=30.0, interval=0.2, what="condition"):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = fn()
+        except Exception as exc:  # noqa: BLE001 - the page is still rendering
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def server(explorer_data, tmp_path_factory):  # noqa: F811
+    require_browser()
+    srv = start_server(explorer_data, tmp_path_factory.mktemp("instance-analysis"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def driver(server):
+    d = make_driver(1400, 1100)
+    yield d
+    quit_driver(d)
+
+
+def _open(driver, server, path):
+    driver.get(server.url + path)
+    wait_for(lambda: driver.execute_script("return document.querySelector('#page-content > *') !== null"),
+             what=f"{path} to render")
+
+
+def _grid(driver, graph_id):
+    return driver.execute_script(GRID_JS, graph_id)
+
+
+def _decode(v):
+    """A plotly typed-array spec ({dtype, bdata}) or a list -> list."""
+    if isinstance(v, dict) and "bdata" in v:
+        import base64
+
+        arr = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        shape = v.get("shape")
+        if isinstance(shape, str):
+            shape = tuple(int(x) for x in shape.split(","))
+        return arr.reshape(shape).tolist() if shape else arr.tolist()
+    return v
+
+
+def _traces(driver, graph_id):
+    traces = driver.execute_script(TRACES_JS, graph_id)
+    for t in traces or []:
+        for key in ("x", "y", "customdata"):
+            t[key] = _decode(t[key])
+    return traces
+
+
+def _no_console_errors(driver):
+    errs = console_errors(driver)
+    assert not errs, errs
+
+
+# --------------------------------------------------------------------------- similarity
+def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp_path):  # noqa: F811
+    path = explorer_data / "demo.h5"
+    with open_dataset(path) as ds:
+        lat_idx = ds.read_result("similarity/latent_index")
+        raw_idx = ds.read_result("similarity/raw_index")
+        lat_dist = ds.read_result("similarity/latent_distance")
+    _open(driver, server, "/similarity?dataset=demo")
+    g = wait_for(lambda: (lambda x: x if x and len(x["images"]) == 12 else None)(_grid(driver, "similarity-latent-grid")),
+                 what="latent neighbour grid")
+    assert g["meta"]["index"] == lat_idx[0, :12].tolist()                # map 0 is the first target
+    assert np.all(np.diff(g["meta"]["distance"]) >= 0)                   # nearest first
+    assert [c[2] for c in g["custom"]] == list(range(1, 13))             # ranks
+    r = _grid(driver, "similarity-raw-grid")
+    assert r["meta"]["index"] == raw_idx[0, :12].tolist() and len(r["images"]) == 12
+    wait_for(lambda: _grid(driver, "similarity-latent-grid")["svgImages"] == 12, what="thumbnails drawn")
+    # the distance distributions hold the precomputed 1st-neighbour distances
+    traces = {t["name"]: t for t in _traces(driver, "similarity-dist")}
+    np.testing.assert_allclose(traces["latent: 1st neighbour"]["x"], lat_dist[:, 0], rtol=1e-6)
+    assert any(name.startswith("raw:") for name in traces)
+    # failures are listed with metadata and ground-truth relevance
+    cells = driver.execute_script("return Array.from(document.querySelectorAll('#similarity-table td')).map(t => t.innerText)")
+    assert "yes" in cells or "NO" in cells
+
+    # type another target
+    box = driver.find_element("css selector", "#similarity-index")
+    box.clear()
+    box.send_keys("5\n")
+    wait_for(lambda: _grid(driver, "similarity-latent-grid")["meta"]["index"] == lat_idx[5, :12].tolist(),
+             what="neighbours of map 5")
+
+    # upload the published target map (any square size is resampled to 256 x 256)
+    target = E031 / "target_c2.npy"
+    if not target.exists():
+        big = np.random.default_rng(0).random((512, 512)).astype(np.float32)
+        target = tmp_path / "target_c2.npy"
+        np.save(target, big)
+    arr = np.load(target).astype(np.float64)
+    from dashboard.pages.similarity import resample_area
+
+    from ainerd_core.dataset import normalise_map
+    from ainerd_core.similarity import nearest_neighbours
+
+    with open_dataset(path) as ds:
+        expected_raw, _ = nearest_neighbours(ds, normalise_map(resample_area(arr, 256)), "raw", 12)
+    upload = driver.find_element("css selector", "#similarity-upload input[type=file]")
+    upload.send_keys(str(target))
+    status = wait_for(lambda: (lambda t: t if "searched" in t else None)(
+        driver.find_element("css selector", "#similarity-upload-status").text), timeout=60, what="upload search")
+    assert "target_c2.npy" in status or "searched" in status
+    wait_for(lambda: _grid(driver, "similarity-raw-grid")["meta"]["index"] == expected_raw.tolist(),
+             what="raw neighbours of the upload")
+    lat = _grid(driver, "similarity-latent-grid")
+    raw = _grid(driver, "similarity-raw-grid")
+    assert len(lat["images"]) == 12 and len(raw["images"]) == 12           # 2 x N thumbnails
+    assert lat["meta"]["index"] != lat_idx[5, :12].tolist()
+    assert driver.find_element("css selector", "#similarity-target-img").get_attribute("src").startswith("data:image/png")
+    _no_console_errors(driver)
+
+
+# --------------------------------------------------------------------------- clusters
+def test_clusters_figures_examples_and_recluster(driver, server, explorer_data):  # noqa: F811
+    with open_dataset(explorer_data / "demo.h5") as ds:
+        inertia = ds.read_result("kmeans/inertia")
+        ks = ds.read_result("kmeans/k")
+        chosen = int(ds.result_attrs["k"])
+        ari = ds.read_result("stability/ari_seeds")
+        labels_k3 = ds.read_result("labels_k3")
+    _open(driver, server, "/clusters?dataset=demo")
+    sweep = wait_for(lambda: _traces(driver, "clusters-sweep"), what="k sweep")
+    by = {t["name"]: t for t in sweep if t["name"] in ("inertia", "silhouette")}
+    np.testing.assert_allclose(by["inertia"]["y"], inertia)
+    assert by["inertia"]["x"] == ks.tolist()
+    assert {t["x"][0] for t in sweep if t["name"] == "chosen k"} == {chosen}
+    stab = _traces(driver, "clusters-stability")
+    np.testing.assert_allclose(stab[0]["y"], ari)
+    comp = _traces(driver, "clusters-kcompare")
+    k3 = [t for t in comp if t["meta"]["panel"] == "k = 3"]
+    assert sorted(i for t in k3 for i in t["customdata"]) == list(range(len(labels_k3)))
+    for t in k3:
+        assert set(labels_k3[t["customdata"]].tolist()) == {t["meta"]["label"]}
+
+    # random example maps, drawn again with the next seed
+    first = wait_for(lambda: _grid(driver, "clusters-examples"), what="examples")
+    assert len(first["images"]) > 0 and "seed 0" in first["title"]
+    driver.find_element("css selector", "#clusters-examples-draw").click()
+    again = wait_for(lambda: (lambda g: g if "seed 1" in g["title"] else None)(_grid(driver, "clusters-examples")),
+                     what="examples drawn again")
+    assert again["custom"] != first["custom"]
+
+    # the re-clustering background job
+    k_box = driver.find_element("css selector", "#recluster-k")
+    k_box.clear()
+    k_box.send_keys("3")
+    driver.find_element("css selector", "#recluster-run").click()
+    seen = set()
+
+    def done():
+        val = driver.execute_script(
+            "const b = document.querySelector('#recluster-progress .progress-bar');"
+            "return b ? b.getAttribute('aria-valuenow') : null;")
+        seen.add(val)
+        text = driver.find_element("css selector", "#recluster-result").text
+        return text if text.startswith("k-means k=3: sizes") else None
+
+    text = wait_for(done, timeout=60, interval=0.05, what="re-clustering result")
+    assert any(v not in (None, "0") for v in seen), seen                  # progress was shown
+    sizes = [int(s) for s in text.split("sizes ")[1].split(" (")[0].split()]
+    assert sum(sizes) == len(labels_k3) and len(sizes) == 3
+    fig = wait_for(lambda: _traces(driver, "recluster-figure"), what="re-clustering figure")
+    assert sorted(len(t["customdata"]) for t in fig) == sorted(sizes)
+    _no_console_errors(driver)
+
+
+# --------------------------------------------------------------------------- model
+def test_model_page(driver, server, explorer_data):  # noqa: F811
+    with open_dataset(explorer_data / "demo.h5") as ds:
+        recon_index = ds.read_result("model/recon_index")
+        curve = ds.read_result("model/learning_curve/train_loss")
+        n_noise = len(ds.read_result("model/noise_maps"))
+    _open(driver, server, "/model?dataset=demo")
+    rec = wait_for(lambda: _grid(driver, "model-recon"), what="reconstructions")
+    assert len(rec["images"]) == 2 * len(recon_index)
+    inputs = [c[0] for c in rec["custom"] if c[1] == 0 and c[0] >= 0]
+    assert sorted(inputs) == sorted(recon_index.tolist())
+    noise = _grid(driver, "model-noise")
+    assert len(noise["images"]) == n_noise
+    if curve is not None:
+        tr = {t["name"]: t for t in _traces(driver, "model-curve")}
+        np.testing.assert_allclose(tr["train loss"]["y"], curve)
+    else:
+        assert driver.find_elements("css selector", "#model-curve-missing")
+    # every thumbnail is served (a broken image would log a console error)
+    wait_for(lambda: driver.execute_script(
+        "return Array.from(document.querySelectorAll('#model-recon image')).length") == 2 * len(recon_index),
+        what="reconstruction images")
+    time.sleep(1.0)
+    _no_console_errors(driver)
+
+
+# --------------------------------------------------------------------------- latents only
+def test_latents_only_dataset_says_so(driver, server):
+    _open(driver, server, "/similarity?dataset=e031")
+    wait_for(lambda: driver.find_elements("css selector", "#similarity-latents-only"), what="latents-only note")
+    g = wait_for(lambda: (lambda x: x if x and x["meta"] and x["meta"]["index"] else None)(
+        _grid(driver, "similarity-latent-grid")), what="latent neighbours without maps")
+    assert g["images"] == []
+    _open(driver, server, "/clusters?dataset=e031")
+    wait_for(lambda: driver.find_elements("css selector", "#clusters-examples-missing"), what="examples note")
+    _open(driver, server, "/model?dataset=e031")
+    wait_for(lambda: driver.find_elements("css selector", "#model-recon-missing"), what="recon note")
+    _no_console_errors(driver)
