@@ -58,3 +58,21 @@ loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 logger_class = "dashboard.security.RedactingGunicornLogger"
 # no cookies, no Authorization, no referrer (it may hold an expert link); paths are redacted
 access_log_format = '%(h)s %(t)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+
+
+def post_worker_init(worker):
+    """Finish Dash's one-time set-up before this worker takes requests.
+
+    Each Dash app completes its set-up (``_setup_server``: registering the component-suite paths
+    it may serve) on the first request of the process, and marks itself done *before* it is
+    done: with several threads, the concurrent first requests of a browser could be answered
+    with 500 "the path requested is not valid". One request here, on one thread, runs it for
+    every mounted Dash app (their set-up hooks run on any request, /healthz included).
+    """
+    app = getattr(worker, "wsgi", None)
+    if app is None or not hasattr(app, "test_client"):
+        return
+    try:
+        app.test_client().get("/healthz")
+    except Exception:  # report, and let the worker answer (and show) the error itself
+        worker.log.exception("warm-up request failed")

@@ -59,7 +59,8 @@ def profile_features(profile: np.ndarray) -> dict[str, np.ndarray]:
     ``half_lag``: first lag (pixels, linearly interpolated) where the profile, measured from its
     baseline (minimum over lags >= 1), falls to half its value at lag 1; L if it never does
     (decay slower than the map), 0.5 if the profile is already flat at lag 1 (decay faster than
-    one pixel: lag-1 excess < 5 % of the lag-0 excess).
+    one pixel: lag-1 excess < 5 % of the lag-0 excess; a profile flat from lag 0 on counts as
+    never decaying).
     """
     p = np.asarray(profile, dtype=np.float64)
     B, L = p.shape
@@ -68,8 +69,9 @@ def profile_features(profile: np.ndarray) -> dict[str, np.ndarray]:
     top = p[:, 1] - base
     half = np.full(B, float(L))
     for b in range(B):
-        if top[b] <= 0.05 * max(p[b, 0] - base[b], 1e-12):
-            half[b] = 0.5
+        lag0 = p[b, 0] - base[b]
+        if top[b] <= 1e-12 or top[b] <= 0.05 * lag0:
+            half[b] = 0.5 if lag0 > 1e-6 else float(L)  # thinner than a pixel / no decay at all
             continue
         q = (p[b, 1:] - base[b]) / top[b]  # q[0] = 1 at lag 1
         below = np.nonzero(q <= 0.5)[0]

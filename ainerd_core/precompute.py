@@ -125,6 +125,8 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
     ``model`` (an already loaded autoencoder) takes precedence over ``model_path``. Returns the
     results dict that was written (plus ``'_attrs'``).
     """
+    from threadpoolctl import threadpool_limits
+
     from . import similarity as S
     from .dataset import open_dataset, write_results
     from .geometry import sector_class
@@ -138,10 +140,11 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
         raise InputError("--neighbours", f"must be >= 1, got {neighbours}")
     res: dict[str, object] = {}
     attrs: dict[str, object] = {"seed": int(seed), "n_init": int(n_init)}
+    omp_limit = None
     with clock.stage("0. open + model"):
         ds = open_dataset(path)
-        if model is None:
-            model = _load_model(model_path, clock)
+        if model is None and (ds.has_maps or model_path is not None):
+            model = _load_model(model_path, clock)  # latents-only data needs no model
         attrs["model"] = str(getattr(model, "checkpoint_path", "given")) if model is not None else "none"
     try:
         n = ds.n_maps
@@ -207,6 +210,9 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
         res["order_feature"] = order_feature.astype(np.float32)
 
         # ---------------------------------------------------------------- 2. k-means
+        # scikit-learn's OpenMP threads spin-wait badly on 2 shared cores (a 13,000-point k-means
+        # took 5.5 s with 2 threads vs 0.25 s with 1 on the loaded dev machine): one thread here.
+        omp_limit = threadpool_limits(1, user_api="openmp")
         with clock.stage("2. kmeans sweep"):
             sweep = A.kmeans_sweep(latent, A.K_RANGE, seed=seed, n_init=n_init)
             suggested = A.suggest_k(sweep)
@@ -248,6 +254,8 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
             res["stability/ari_bootstrap"] = st["ari_bootstrap"]
             clock.say(f"    ARI seeds min {st['ari_seeds'].min():.3f}, bootstrap median "
                       f"{np.median(st['ari_bootstrap']) if len(st['ari_bootstrap']) else float('nan'):.3f}")
+
+        omp_limit.restore_original_limits()
 
         # ---------------------------------------------------------------- 5. similarity
         pca_scores = None
@@ -351,6 +359,8 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
             with clock.stage("10. model diagnostics"):
                 _model_diagnostics(model, ds, latent, seed, res, attrs, clock, latent_sweep)
     finally:
+        if omp_limit is not None:
+            omp_limit.restore_original_limits()
         ds.close()
 
     attrs["timings_json"] = json.dumps({k: round(v, 3) for k, v in clock.timings.items()} |
@@ -377,7 +387,9 @@ def _model_diagnostics(model, ds, latent, seed, res, attrs, clock, latent_sweep_
         res["model/recon_index"] = np.asarray(rec["index"], np.int32)
         res["model/recon_input"] = np.asarray(rec["input"], np.float32)
         res["model/recon_output"] = np.asarray(rec["output"], np.float32)
-    if latent.shape[1] == model.latent_size:
+    if attrs.get("latent_source") != "model":
+        clock.say("    note: the latents did not come from this model: no latent-noise maps")
+    elif latent.shape[1] == model.latent_size:
         noise = D.latent_noise(model, latent, sigma=sigma, n=16, seed=seed)
         res["model/noise_maps"] = np.asarray(noise["maps"], np.float32)
         attrs["noise_sigma"] = sigma

@@ -169,6 +169,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augment: bool = True,
           device: str | None = None, batch_size: int = DEFAULT_BATCH, seed: int = 0, resume=None,
           max_maps: int | None = None, time_budget_s: float | None = None, dropout: float = DROPOUT,
+          lr_step_epochs: float = 6.0, threads: int | None = None,
           log=print, progress: bool = False, write_curve: bool = True) -> dict:
     """Train the autoencoder on a dataset file; returns a summary dict.
 
@@ -186,12 +187,22 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
     if batch_size < 1:
         raise InputError(None, f"--batch-size must be >= 1, got {batch_size}")
     dev = pick_device(device)
+    if threads is not None:
+        if threads < 1:
+            raise InputError(None, f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(int(threads))
+    if not 0 <= dropout < 1:
+        raise InputError(None, f"--dropout must be in [0, 1), got {dropout}")
+    if lr_step_epochs <= 0:
+        raise InputError(None, f"--lr-step-epochs must be > 0, got {lr_step_epochs}")
     t_start = time.perf_counter()
 
     state = None
     if resume is not None:
         state = read_checkpoint(resume)
         latent = int(state["latent_size"])
+        dropout = float(state.get("dropout", dropout))
+        lr_step_epochs = float(state.get("config", {}).get("scheduler", {}).get("step_size_up_epochs", lr_step_epochs))
 
     with open_dataset(dataset) as ds:
         if not ds.has_maps:
@@ -217,7 +228,7 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
                   "augment": bool(augment), "batch_size": int(batch_size), "seed": int(seed),
                   "max_maps": max_maps, "loss": "mse", "optimizer": "adam",
                   "scheduler": {"name": "CyclicLR", "mode": "triangular2", "base_lr": LR_BASE, "max_lr": LR_MAX,
-                                "step_size_up_epochs": 6, "cycle_momentum": False},
+                                "step_size_up_epochs": lr_step_epochs, "cycle_momentum": False},
                   "dropout": float(dropout), "augmentation": "random circular shift along the diagonal, "
                                                             "k ~ U{0..255}, per map and batch",
                   "split_fractions": list(SPLIT_FRACTIONS), "device": dev.type,
@@ -228,7 +239,8 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
         batches_per_epoch = max(1, math.ceil(len(split["train"]) / batch_size))
         opt = torch.optim.Adam(model.parameters(), lr=LR_BASE)
         sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=LR_BASE, max_lr=LR_MAX,
-                                                  step_size_up=6 * batches_per_epoch, mode="triangular2",
+                                                  step_size_up=max(1, int(round(lr_step_epochs * batches_per_epoch))),
+                                                  mode="triangular2",
                                                   cycle_momentum=False)
         curve = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "seconds": []}
         best_val, best_epoch, start_epoch = float("inf"), -1, 0
@@ -347,11 +359,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="split, initialisation and augmentation seed")
     parser.add_argument("--resume", default=None, help="continue from <out>.state.pt (or start from a checkpoint's weights)")
     parser.add_argument("--max-maps", type=int, default=None, help="use a seeded random subset of this many maps")
+    parser.add_argument("--dropout", type=float, default=DROPOUT, help=f"dropout probability (default {DROPOUT})")
+    parser.add_argument("--lr-step-epochs", type=float, default=6.0,
+                        help="CyclicLR step_size_up in epochs (default 6, the published recipe)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--progress", action="store_true", help="progress bar per epoch")
 
 
 def run(args) -> int:
     train(args.dataset, args.out, epochs=args.epochs, latent=args.latent, augment=args.augment, device=args.device,
           batch_size=args.batch_size, seed=args.seed, resume=args.resume, max_maps=args.max_maps,
-          progress=args.progress)
+          dropout=args.dropout, lr_step_epochs=args.lr_step_epochs, threads=args.threads, progress=args.progress)
     return 0

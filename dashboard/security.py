@@ -21,10 +21,12 @@ import re
 
 REDACTED = "[redacted]"
 
-# /evaluate/<token>...: keep Dash's own routes (/evaluate/_dash-..., /evaluate/assets/...)
-_EVALUATE = re.compile(r"(/evaluate/)(?!_dash-|_reload-hash|_favicon|assets/)([^/?#\s\"']+)")
-# token=..., key=..., next=/evaluate/... in query strings and form bodies
-_QUERY = re.compile(r"(?i)((?<![\w-])(?:token|key|access_token|expert_token|password|csrf_token)=|[?&;](?:t|k|code)=)"
+# /evaluate/<token>[/...] and /evaluate/img/<key>: the rest of the path goes; Dash's own routes
+# (/evaluate/_dash-..., /evaluate/assets/...) and the static keys.js stay readable
+_EVALUATE = re.compile(r"(/evaluate/)(?!_dash-|_reload-hash|_favicon|assets/|keys\.js)(img/)?([^?#\s\"']+)")
+# token=..., key=... in query strings and form bodies; Dash's signed background-job handles
+_QUERY = re.compile(r"(?i)((?<![\w-])(?:token|key|access_token|expert_token|password|csrf_token|cacheKey|job|oldJob)="
+                    r"|[?&;]code=)"
                     r"[^&#\s\"']*")
 # Cookie / Set-Cookie / Authorization header values
 _HEADER = re.compile(r"(?i)\b(cookie|set-cookie|authorization)(\s*[:=]\s*)[^\r\n\"]+")
@@ -38,7 +40,7 @@ def redact(text: str) -> str:
     """``text`` without expert tokens, cookies, Authorization values or signed session data."""
     if not text or not isinstance(text, str):
         return text
-    text = _EVALUATE.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _EVALUATE.sub(lambda m: m.group(1) + (m.group(2) or "") + REDACTED, text)
     # the same inside URL-encoded values (next=%2Fevaluate%2F<token>)
     text = re.sub(r"(?i)(%2Fevaluate%2F)(?!_dash-)([^%&\s\"']+)", lambda m: m.group(1) + REDACTED, text)
     text = _QUERY.sub(lambda m: m.group(1) + REDACTED, text)
@@ -142,7 +144,7 @@ def content_security_policy(script_hashes=()) -> str:
     - images: plotly's image export and dcc.Download use data: and blob: URLs;
     - 'unsafe-eval': plotly.js WebGL traces (scattergl) compile shaders with ``new Function``.
     """
-    script = " ".join(["'self'", "'unsafe-eval'", *script_hashes])
+    script = " ".join(["'self'", *script_hashes])
     return "; ".join([
         "default-src 'self'",
         f"script-src {script}",

@@ -12,9 +12,11 @@ results, ``=real`` forbids the fallback.
 :func:`build_latents_only` makes an E031-like latents-only dataset (900 maps, 50 times x 18
 sectors, sector-major, ``source_kind='ainerd-published'``, no ``/c2``).
 
-``explorer_data`` (session fixture) is a folder with ``demo.h5`` (precomputed, with maps),
-``e031.h5`` (latents only) and ``model.pt`` (a checkpoint for reconstructions); import it into
-a test module with ``from dashboard_fixtures import explorer_data  # noqa: F401``.
+``explorer_data`` (session fixture) is a folder with ``demo.h5`` (precomputed, with maps) and
+``e031.h5`` (latents only) (plus ``model.pt``, a checkpoint for reconstructions, when the
+results are synthetic); it is cached across sessions, keyed by a hash of the pipeline's code
+(:func:`build_explorer_data`). Import it into a test module with
+``from dashboard_fixtures import explorer_data  # noqa: F401``.
 """
 from __future__ import annotations
 
@@ -245,7 +247,8 @@ def build_precomputed(folder, name: str = "demo", times: int = 8, sectors: int =
 
 
 def build_latents_only(folder, name: str = "e031", seed: int = 0) -> Path:
-    """An E031-like latents-only dataset (900 maps, 50 times x 18 sectors) with results."""
+    """An E031-like latents-only dataset (900 maps, 50 times x 18 sectors) with results
+    (real ``precompute`` when available, else :func:`synthetic_results`)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.h5"
@@ -267,14 +270,66 @@ def build_latents_only(folder, name: str = "e031", seed: int = 0) -> Path:
                   source_kind="ainerd-published", title="E031 published latents (fixture)",
                   provenance="tests/dashboard_fixtures.py, E031 layout", flow_axis_deg=90.0,
                   sector_width_deg=20.0, n_sectors=n_s)
+    mode = os.environ.get("AINERD_FIXTURE_PIPELINE", "auto")
+    if mode != "synthetic" and _real_precompute(path):
+        return path
+    if mode == "real":
+        raise RuntimeError("AINERD_FIXTURE_PIPELINE=real but the precompute pipeline is not usable")
     synthetic_results(path, seed=seed)
     return path
 
 
+_SOURCES = ("tests/dashboard_fixtures.py", "ainerd_core/simulate.py", "ainerd_core/precompute.py",
+            "ainerd_core/analysis.py", "ainerd_core/dataset.py", "ainerd_core/model.py",
+            "ainerd_core/similarity.py", "ainerd_core/retrieval.py", "data/demo_weights.pt")
+
+
+def fixture_key() -> str:
+    """Hash of everything the fixture data depend on (code of the pipeline, demo weights)."""
+    import hashlib
+
+    h = hashlib.sha256(os.environ.get("AINERD_FIXTURE_PIPELINE", "auto").encode())
+    for rel in _SOURCES:
+        p = REPO / rel
+        h.update(rel.encode())
+        if p.exists():
+            st = p.stat()
+            h.update(p.read_bytes() if st.st_size < 4_000_000 else f"{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def build_explorer_data(root=None) -> Path:
+    """The test data folder (``demo.h5`` with maps, ``e031.h5`` latents only), built once per
+    version of the pipeline and reused across test sessions from a cache folder under the
+    system temp dir (``AINERD_FIXTURE_CACHE`` overrides it). Treat it as read-only: copy a file
+    before changing it."""
+    import shutil
+    import tempfile
+
+    root = Path(root or os.environ.get("AINERD_FIXTURE_CACHE") or Path(tempfile.gettempdir()) / "ainerd-dashboard-fixtures")
+    final = root / fixture_key()
+    if (final / "COMPLETE").exists():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="build-", dir=root))
+    try:
+        build_precomputed(work)
+        build_latents_only(work)
+        (work / "COMPLETE").write_text("ok\n")
+        try:
+            work.rename(final)
+        except OSError:  # another session finished first
+            if not (final / "COMPLETE").exists():
+                raise
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    return final
+
+
 @pytest.fixture(scope="session")
-def explorer_data(tmp_path_factory) -> Path:
-    """Folder with ``demo.h5`` (144 simulated maps, precomputed) and ``e031.h5`` (latents only)."""
-    folder = tmp_path_factory.mktemp("explorer-data")
-    build_precomputed(folder)
-    build_latents_only(folder)
-    return folder
+def explorer_data() -> Path:
+    """Folder with ``demo.h5`` (144 simulated maps, precomputed) and ``e031.h5`` (latents only).
+
+    Read-only (cached across sessions): copy a file before modifying it."""
+    return build_explorer_data()

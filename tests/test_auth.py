@@ -107,12 +107,19 @@ def test_evaluate_prefix_is_left_to_the_expert_app(client):
 
 
 def test_expert_app_enforces_its_own_tokens(client):
+    """/evaluate/ is exempt from the login gate only because the expert app checks its own token
+    sessions on every route under it, Dash internals included."""
     pytest.importorskip("dashboard.evaluation_app", reason="the expert app has not landed yet")
-    for path in ("/evaluate/_dash-layout", "/evaluate/_dash-dependencies"):
+    for path in ("/evaluate/", "/evaluate/_dash-layout", "/evaluate/_dash-dependencies", "/evaluate/_reload-hash",
+                 "/evaluate/img/" + "a" * 32, "/evaluate/not-a-valid-token-1234"):
         r = client.get(path, headers={"Accept": "application/json"})
         assert r.status_code in (401, 403, 404), (path, r.status_code)
+        assert r.headers["Cache-Control"] == "no-store"
     r = client.post("/evaluate/_dash-update-component", json={"output": "x.children", "inputs": []})
     assert r.status_code in (400, 401, 403), r.status_code
+    # an explorer login is no expert session
+    login(client, "admin", ADMIN_PW)
+    assert client.get("/evaluate/_dash-layout").status_code in (401, 403)
 
 
 # ------------------------------------------------------------------ logins and roles
@@ -345,6 +352,8 @@ def test_oversized_request_413(tmp_path):
 @pytest.mark.parametrize("line, secret", [
     ('"GET /evaluate/Zq3xK9s0-secret-token/ HTTP/1.1" 200', "Zq3xK9s0-secret-token"),
     ('"GET /evaluate/?token=abcDEF123456 HTTP/1.1" 200', "abcDEF123456"),
+    ('"GET /evaluate/img/Kx7Qm2Lp9Rt4Vw8Yz1Ab3Cd5Ef6Gh0Ij HTTP/1.1" 200', "Kx7Qm2Lp9Rt4Vw8Yz1Ab3Cd5Ef6Gh0Ij"),
+    ('"GET /evaluate/tok123456789/extra/path HTTP/1.1" 200', "tok123456789"),
     ("next=%2Fevaluate%2Fhidden-token-42", "hidden-token-42"),
     ("Cookie: session=.eJwrSS0uUbJSSs7PS8tMBwAe3QRs.ZyAbCd.k1l2m3n4o5p6q7r8", "eJwrSS0uUbJSSs7PS8tMBwAe3QRs"),
     ("set session=eyJyb2xlIjoiYWRtaW4ifQ.ZyAbCd.k1l2m3n4o5p6q7r8s9", "eyJyb2xlIjoiYWRtaW4ifQ"),
@@ -355,8 +364,10 @@ def test_redact(line, secret):
     assert secret not in clean and security.REDACTED in clean
 
 
-def test_redact_keeps_dash_routes():
-    line = '"POST /evaluate/_dash-update-component HTTP/1.1" 200'
+@pytest.mark.parametrize("line", ['"POST /evaluate/_dash-update-component HTTP/1.1" 200',
+                                  '"GET /evaluate/keys.js HTTP/1.1" 200', '"GET /clusters?dataset=demo&k=5 HTTP/1.1"',
+                                  '"GET /_dash-component-suites/dash/dcc/x.js HTTP/1.1" 200'])
+def test_redact_keeps_ordinary_lines(line):
     assert security.redact(line) == line
 
 

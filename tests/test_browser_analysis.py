@@ -96,6 +96,29 @@ def _traces(driver, graph_id):
     return traces
 
 
+def _find(driver, css):
+    el = driver.find_element("css selector", css)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", el)
+    time.sleep(0.2)
+    return el
+
+
+def _click(driver, css):
+    driver.execute_script("arguments[0].click();", _find(driver, css))
+
+
+def _download(driver, css, folder, name, timeout=20.0):
+    """Click a CSV button and return the downloaded file's text."""
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(folder)})
+    target = folder / name
+    if target.exists():
+        target.unlink()
+    _click(driver, css)
+    wait_for(lambda: target.exists() and target.stat().st_size > 0, timeout=timeout, what=f"download of {name}")
+    time.sleep(0.3)
+    return target.read_text()
+
+
 def _no_console_errors(driver):
     errs = console_errors(driver)
     assert not errs, errs
@@ -126,11 +149,15 @@ def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp
     assert "yes" in cells or "NO" in cells
 
     # type another target
-    box = driver.find_element("css selector", "#similarity-index")
+    box = _find(driver, "#similarity-index")
     box.clear()
     box.send_keys("5\n")
     wait_for(lambda: _grid(driver, "similarity-latent-grid")["meta"]["index"] == lat_idx[5, :12].tolist(),
              what="neighbours of map 5")
+    text = _download(driver, "#similarity-latent-grid-csv", tmp_path, "neighbours_latent.csv")
+    rows = [line.split(",") for line in text.strip().splitlines()]
+    assert rows[0][:4] == ["space", "rank", "index", "distance"]
+    assert [int(r[2]) for r in rows[1:]] == lat_idx[5, :12].tolist()
 
     # upload the published target map (any square size is resampled to 256 x 256)
     target = E031 / "target_c2.npy"
@@ -162,7 +189,7 @@ def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp
 
 
 # --------------------------------------------------------------------------- clusters
-def test_clusters_figures_examples_and_recluster(driver, server, explorer_data):  # noqa: F811
+def test_clusters_figures_examples_and_recluster(driver, server, explorer_data, tmp_path):  # noqa: F811
     with open_dataset(explorer_data / "demo.h5") as ds:
         inertia = ds.read_result("kmeans/inertia")
         ks = ds.read_result("kmeans/k")
@@ -175,6 +202,11 @@ def test_clusters_figures_examples_and_recluster(driver, server, explorer_data):
     np.testing.assert_allclose(by["inertia"]["y"], inertia)
     assert by["inertia"]["x"] == ks.tolist()
     assert {t["x"][0] for t in sweep if t["name"] == "chosen k"} == {chosen}
+    text = _download(driver, "#clusters-sweep-csv", tmp_path, "kmeans_sweep.csv")
+    rows = [line.split(",") for line in text.strip().splitlines()]
+    assert rows[0][:2] == ["k", "inertia"]
+    np.testing.assert_allclose([float(r[1]) for r in rows[1:]], inertia)
+    assert [int(r[0]) for r in rows[1:] if r[-2] == "1"] == [chosen]
     stab = _traces(driver, "clusters-stability")
     np.testing.assert_allclose(stab[0]["y"], ari)
     comp = _traces(driver, "clusters-kcompare")
@@ -186,16 +218,16 @@ def test_clusters_figures_examples_and_recluster(driver, server, explorer_data):
     # random example maps, drawn again with the next seed
     first = wait_for(lambda: _grid(driver, "clusters-examples"), what="examples")
     assert len(first["images"]) > 0 and "seed 0" in first["title"]
-    driver.find_element("css selector", "#clusters-examples-draw").click()
+    _click(driver, "#clusters-examples-draw")
     again = wait_for(lambda: (lambda g: g if "seed 1" in g["title"] else None)(_grid(driver, "clusters-examples")),
                      what="examples drawn again")
     assert again["custom"] != first["custom"]
 
     # the re-clustering background job
-    k_box = driver.find_element("css selector", "#recluster-k")
+    k_box = _find(driver, "#recluster-k")
     k_box.clear()
     k_box.send_keys("3")
-    driver.find_element("css selector", "#recluster-run").click()
+    _click(driver, "#recluster-run")
     seen = set()
 
     def done():

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from browser_support import REPO, Server, console_errors, free_port, server_env
-from dashboard_fixtures import explorer_data  # noqa: F401  (session fixture)
+from dashboard_fixtures import build_precomputed
 
 pytestmark = pytest.mark.slow
 
@@ -53,11 +53,15 @@ def dockerfile_env() -> dict:
 
 def client() -> requests.Session:
     """A requests session that sends the hosted (Secure) session cookie over this test's plain
-    HTTP; in production TLS ends at the reverse proxy."""
-    from http.cookiejar import DefaultCookiePolicy
-
+    HTTP (in production TLS ends at the reverse proxy): every cookie a response sets is also
+    kept as a non-Secure copy."""
     s = requests.Session()
-    s.cookies.set_policy(DefaultCookiePolicy(secure_protocols=("https", "wss", "http")))
+
+    def keep(response, *args, **kwargs):
+        for cookie in response.cookies:
+            s.cookies.set(cookie.name, cookie.value)
+
+    s.hooks["response"].append(keep)
     return s
 
 
@@ -69,8 +73,19 @@ def login(session: requests.Session, base: str, role: str, password: str, next_u
     return r
 
 
+def hosting_data_dir(tmp_path_factory) -> Path:
+    """A small precomputed dataset ``demo`` (synthetic results: fast), shared by the hosting and
+    Celery tests of one session."""
+    folder = tmp_path_factory.getbasetemp() / "hosting-data"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AINERD_FIXTURE_PIPELINE", "synthetic")
+        build_precomputed(folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
-def hosted(explorer_data, tmp_path_factory):  # noqa: F811
+def hosted(tmp_path_factory):
+    explorer_data = hosting_data_dir(tmp_path_factory)
     env_image = dockerfile_env()
     assert env_image.get("AINERD_HOSTED") == "1", "the image must default to hosted mode"
     port = free_port()
@@ -197,7 +212,10 @@ def run_recluster_in_browser(base: str, viewer_password: str, dataset: str = "de
         k_input = driver.find_element(By.ID, "recluster-k")
         k_input.clear()
         k_input.send_keys("4")
-        driver.find_element(By.ID, "recluster-run").click()
+        run = driver.find_element(By.ID, "recluster-run")
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", run)
+        time.sleep(0.3)
+        driver.execute_script("arguments[0].click();", run)
         seen = set()
 
         def finished(d):
@@ -213,3 +231,32 @@ def run_recluster_in_browser(base: str, viewer_password: str, dataset: str = "de
         assert any(v not in (None, "0") for v, _ in seen), seen
         errors = console_errors(driver)
         assert not errors, errors
+
+
+@pytest.mark.browser
+def test_every_page_runs_under_the_csp(hosted):
+    """No console errors (CSP violations are console errors) on any explorer page or /admin/."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from browser_support import browser
+
+    with browser() as driver:
+        wait = WebDriverWait(driver, 90)
+        driver.get(f"{hosted.url}/login?next=/")
+        driver.find_element(By.ID, "password-admin").send_keys(ADMIN_PW)
+        driver.find_element(By.ID, "submit-admin").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "a[id^=nav-]"))
+        pages = sorted({a.get_attribute("href").split("?")[0]
+                        for a in driver.find_elements(By.CSS_SELECTOR, "a[id^=nav-]")})
+        assert len(pages) >= 2, pages
+        failures = {}
+        for url in [*pages, f"{hosted.url}/admin/"]:
+            driver.get(f"{url}?dataset=demo")
+            wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#react-entry-point *"))
+            time.sleep(2.5)  # let the page's callbacks and figures render
+            errors = console_errors(driver)
+            if errors:
+                failures[url] = errors
+        assert not failures, failures

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as _dt
 
 import dash_bootstrap_components as dbc
+import numpy as np
 from dash import dcc, html
 
 PATH = "/"
@@ -77,7 +78,7 @@ def _detail(ctx, entry):
             ("maps", f"{entry.n_maps:,}" + ("" if entry.has_maps else " (latents only, no C2 maps)")),
             ("flow axis", f"{a.get('flow_axis_deg', '?')} deg"),
             ("sectors", f"{a.get('n_sectors', '?')} of {a.get('sector_width_deg', '?')} deg"),
-            ("time points", str(len(set(entry.meta.get("time", []).tolist()))) if entry.meta else "?"),
+            ("time points", str(np.unique(entry.meta["time"]).size) if entry.meta else "?"),
             ("rheology", f"{len(entry.rheology['time'])} rows" if entry.has_rheology else "none"),
             ("ground truth", ", ".join(sorted(entry.truth)) if entry.truth else "none")]
     ra = entry.result_attrs

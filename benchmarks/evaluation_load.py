@@ -1,0 +1,187 @@
+"""Load test of the blind evaluation: N experts rating at once against a real gunicorn server.
+
+    python benchmarks/evaluation_load.py [--experts 30] [--workers 4] [--n 15] [--json out.json]
+
+Builds a small dataset, creates one study with N experts (same SQLite database as the server),
+starts gunicorn with ``gunicorn.conf.py`` and W workers, and runs one thread per expert, each
+with its own HTTP session cookie: open the link, read the layout and the callback definitions,
+then rate every image through ``POST /evaluate/_dash-update-component`` exactly like the browser
+(and fetch the next image, like the browser does). Every 7th click is sent twice (a retry).
+
+Checks afterwards, in the database: every expert has exactly one rating per image (no lost or
+duplicated rating), every acknowledged click is in the event log (and nothing else is), and each
+stored answer is the last one acknowledged for that image. Prints p50/p95/p99/max latency of the
+rating POSTs and of the image GETs. Target: p95 < 200 ms.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from ainerd_core.studies import Assignment, Rating, RatingEvent, StudyStore  # noqa: E402
+
+
+def build_dataset(path: Path, n: int = 60) -> Path:
+    from test_studies import build_tiny
+
+    return build_tiny(path, n=n)
+
+
+def click_payload(dep: dict, button: str, pos: int) -> dict:
+    outputs = [dict(zip(("id", "property"), o.rsplit(".", 1))) for o in dep["output"].strip(".").split("...")]
+    inputs = [{"id": i["id"], "property": i["property"], "value": 1 if i["id"] == button else 0} for i in dep["inputs"]]
+    state = [{"id": s["id"], "property": s["property"], "value": pos} for s in dep["state"]]
+    return {"output": dep["output"], "outputs": outputs, "inputs": inputs, "state": state,
+            "changedPropIds": [f"{button}.n_clicks"]}
+
+
+def find_props(node, cid):
+    if isinstance(node, dict):
+        if node.get("props", {}).get("id") == cid:
+            return node["props"]
+        for v in node.values():
+            got = find_props(v, cid)
+            if got is not None:
+                return got
+    elif isinstance(node, list):
+        for v in node:
+            got = find_props(v, cid)
+            if got is not None:
+                return got
+    return None
+
+
+def expert_worker(base: str, token: str, seed: int, out: dict, barrier: threading.Barrier):
+    rng = np.random.default_rng(seed)
+    s = requests.Session()
+    lat, img_lat, acked, errors = [], [], [], []
+    try:
+        r = s.get(f"{base}/evaluate/{token}", allow_redirects=False, timeout=30)
+        assert r.status_code == 303, r.status_code
+        s.get(f"{base}/evaluate/", timeout=30).raise_for_status()
+        dep = s.get(f"{base}/evaluate/_dash-dependencies", timeout=30).json()[0]
+        layout = s.get(f"{base}/evaluate/_dash-layout", timeout=30).json()
+        pos = find_props(layout, "eval-pos")["data"]
+        total = int(find_props(layout, "eval-progress")["children"].split("/")[1])
+        barrier.wait()
+        k = 0
+        while pos < total:
+            similar = bool(rng.random() < 0.5)
+            button = "rate-similar" if similar else "rate-not-similar"
+            sends = 2 if k % 7 == 3 else 1  # a retry of the same click
+            for _ in range(sends):
+                t0 = time.perf_counter()
+                r = s.post(f"{base}/evaluate/_dash-update-component", json=click_payload(dep, button, pos), timeout=60)
+                dt = time.perf_counter() - t0
+                if r.status_code != 200:
+                    errors.append(r.status_code)
+                    continue
+                lat.append(dt)
+                acked.append((pos, similar))
+                resp = r.json()["response"]
+            k += 1
+            pos = resp["eval-pos"]["data"]
+            src = resp["eval-candidate"]["src"]
+            if src:
+                t0 = time.perf_counter()
+                ri = s.get(base + src, timeout=30)
+                img_lat.append(time.perf_counter() - t0)
+                if ri.status_code != 200:
+                    errors.append(ri.status_code)
+    except Exception as exc:  # noqa: BLE001 - reported
+        errors.append(repr(exc))
+    out.update(lat=lat, img=img_lat, acked=acked, errors=errors)
+
+
+def pct(values, q):
+    return float(np.percentile(np.asarray(values) * 1000.0, q)) if values else float("nan")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--experts", type=int, default=30)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--n", type=int, default=15, help="neighbours per method (images per expert <= 2n)")
+    p.add_argument("--json", help="write the figures here")
+    args = p.parse_args(argv)
+
+    from browser_support import start_server
+
+    tmp = Path(tempfile.mkdtemp(prefix="ainerd-load-"))
+    data, instance = tmp / "data", tmp / "instance"
+    data.mkdir()
+    ds = build_dataset(data / "load.h5")
+    db = f"sqlite:///{(instance / 'ainerd.db').resolve()}"
+    store = StudyStore(db)
+    study, tokens = store.create_study(ds, 30, n=args.n, experts=[f"E{i:02d}" for i in range(args.experts)])
+    server = start_server(data, instance, gunicorn_workers=args.workers, AINERD_SECRET_KEY="L" * 48,
+                          AINERD_ADMIN_PASSWORD="load-admin", GUNICORN_LOGLEVEL="warning")
+    try:
+        results = [dict() for _ in tokens]
+        barrier = threading.Barrier(len(tokens))
+        threads = [threading.Thread(target=expert_worker, args=(server.url, tok, i, results[i], barrier))
+                   for i, (_, tok) in enumerate(tokens)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+    finally:
+        server.stop()
+    lat = [x for r in results for x in r.get("lat", [])]
+    img = [x for r in results for x in r.get("img", [])]
+    errors = [e for r in results for e in r.get("errors", [])]
+    # the database after the storm
+    problems = []
+    with store.session() as s:
+        for (expert, _), res in zip(tokens, results):
+            pos_cand = {a.position: a.candidate_id for a in s.query(Assignment).filter_by(expert_id=expert.id)}
+            ratings = {r.candidate_id: r for r in s.query(Rating).filter_by(expert_id=expert.id)}
+            events = s.query(RatingEvent).filter_by(expert_id=expert.id).count()
+            if len(ratings) != len(pos_cand):
+                problems.append(f"{expert.name}: {len(ratings)} ratings for {len(pos_cand)} images")
+            if events != len(res.get("acked", [])):
+                problems.append(f"{expert.name}: {events} events for {len(res.get('acked', []))} acknowledged clicks")
+            last = {}
+            for pos, similar in res.get("acked", []):
+                last[pos] = similar
+            for pos, similar in last.items():
+                r = ratings.get(pos_cand[pos])
+                if r is None or r.similar is not similar:
+                    problems.append(f"{expert.name}: answer at position {pos} lost or wrong")
+    figures = {
+        "experts": len(tokens), "gunicorn_workers": args.workers, "threads_per_worker": 4,
+        "images_per_expert": store.expert_view(tokens[0][0].id)["total"], "rating_posts": len(lat),
+        "wall_s": round(wall, 2), "posts_per_s": round(len(lat) / wall, 1),
+        "rating_ms": {"p50": round(pct(lat, 50), 1), "p95": round(pct(lat, 95), 1), "p99": round(pct(lat, 99), 1),
+                      "max": round(max(lat) * 1000, 1) if lat else None,
+                      "mean": round(statistics.fmean(lat) * 1000, 1) if lat else None},
+        "image_ms": {"p50": round(pct(img, 50), 1), "p95": round(pct(img, 95), 1)},
+        "errors": errors[:10], "n_errors": len(errors), "problems": problems[:10], "n_problems": len(problems),
+        "database": "sqlite WAL synchronous=FULL",
+    }
+    print(json.dumps(figures, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1))
+    ok = not problems and not errors
+    print("OK: no lost or duplicated rating" if ok else "FAILED", file=sys.stderr)
+    print(f"p95 {figures['rating_ms']['p95']} ms (target < 200 ms)", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""The explorer's dataset catalog (cached per file version) and the page interface."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from dashboard.catalog import Catalog
+from dashboard.pages import PAGE_MODULES, load_pages, missing_requirements, parse_query
+from dashboard_fixtures import explorer_data  # noqa: F401
+
+
+@pytest.fixture
+def folder(explorer_data, tmp_path):  # noqa: F811
+    out = tmp_path / "data"
+    out.mkdir()
+    for name in ("demo.h5", "e031.h5"):
+        shutil.copy(explorer_data / name, out / name)
+    return out
+
+
+def test_scan_and_lookup(folder):
+    (folder / "broken.h5").write_bytes(b"not hdf5")
+    (folder / ".demo.h5.x.tmp").write_bytes(b"half written")
+    cat = Catalog(folder)
+    ids = cat.ids()
+    assert ids == ["broken", "demo", "e031"]
+    broken = [e for e in cat.entries() if e.id == "broken"][0]
+    assert broken.error and cat.get("broken") is None
+    assert cat.get("../demo") is None and cat.get("nope") is None and cat.get(None) is None
+    demo, e031 = cat.get("demo"), cat.get("e031")
+    assert demo.has_maps and not e031.has_maps and demo.has_results and e031.has_rheology
+    assert cat.default_id() == "demo" and cat.resolve("nope").id == "demo"
+    assert demo.available_k()[:1] == [3] and demo.k in demo.available_k()
+    assert demo.result("labels") is demo.result("labels")  # cached
+    assert demo.result("no/such") is None
+    np.testing.assert_array_equal(demo.labels(3), demo.result("labels_k3"))
+    assert demo.counts(8).shape[1] == 8
+    assert demo.read_map(3).shape == (256, 256)
+
+
+def test_classes_follow_the_files_flow_axis(folder):
+    demo = Catalog(folder).get("demo")
+    classes = demo.sector_classes_by_number(range(1, 19))
+    assert [s for s, c in classes.items() if c == "flow"] == [5, 14]
+    assert [s for s, c in classes.items() if c == "vorticity"] == [1, 9, 10, 18]
+    per_map = demo.sector_class()
+    sectors = demo.meta["sector"]
+    assert set(per_map[np.isin(sectors, [5, 14])]) == {"flow"}
+
+
+def test_a_recomputed_file_is_reread(folder):
+    from ainerd_core.dataset import open_dataset, write_results
+
+    cat = Catalog(folder, rescan_s=0)
+    old = cat.get("demo")
+    labels = old.result("labels")
+    with open_dataset(folder / "demo.h5") as ds:
+        results = {n: ds.read_result(n) for n in ds.result_names()}
+        attrs = ds.result_attrs
+    results["labels"] = (labels + 1) % labels.max()
+    write_results(folder / "demo.h5", results, attrs)
+    st = os.stat(folder / "demo.h5")
+    os.utime(folder / "demo.h5", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # coarse clocks
+    new = cat.get("demo")
+    assert new is not old and new.version != old.version
+    np.testing.assert_array_equal(new.result("labels"), results["labels"])
+
+
+def test_reconstruction_of_one_map(folder):
+    demo = Catalog(folder).get("demo")
+    ok, note = demo.reconstruction_status()
+    assert ok, note
+    arr, _ = demo.reconstruction(4)
+    assert arr.shape == (256, 256) and 0 <= arr.min() and arr.max() <= 1
+
+
+def test_page_interface():
+    pages = load_pages()
+    paths = [p.PATH for p in pages]
+    assert paths[:4] == ["/", "/timeline", "/sectors", "/latent-map"]
+    for p in pages:
+        assert isinstance(p.TITLE, str) and callable(p.layout)
+    assert {"similarity", "clusters", "model"} <= set(PAGE_MODULES)
+    assert load_pages(("overview", "does_not_exist")) == [pages[0]]  # a missing page is skipped
+    assert parse_query("?dataset=demo&k=5") == {"dataset": "demo", "k": "5"} and parse_query(None) == {}
+
+
+def test_requirements(folder):
+    from dashboard.pages import latent_map, overview
+
+    cat = Catalog(folder)
+    assert missing_requirements(overview, cat.get("e031")) == []
+    assert missing_requirements(latent_map, cat.get("e031")) == []
+
+    class NeedsMaps:
+        REQUIRES = ("maps", "results")
+
+    assert missing_requirements(NeedsMaps, cat.get("e031")) == ["maps"]
+    assert missing_requirements(NeedsMaps, cat.get("demo")) == []

@@ -1,0 +1,262 @@
+"""ainerd_core.precompute end to end: the /results contract of README.md, ordering by dynamics,
+determinism, table contents, the latents-only (E031) path, the model path, errors."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from ainerd_core.cli import main
+from ainerd_core.dataset import open_dataset, write_dataset
+from ainerd_core.precompute import precompute
+from conftest import small_meta
+
+FAST = dict(targets=20, n_boot=5, neighbours=20, verbose=False)
+
+
+def pooled_latents(maps: np.ndarray) -> np.ndarray:
+    """A stand-in encoder: 32 x 32 average pooling of each map -> 64 numbers."""
+    n = len(maps)
+    return maps.reshape(n, 8, 32, 8, 32).mean(axis=(2, 4)).reshape(n, 64).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def sim_pair(tmp_path_factory):
+    """A simulated 180-map experiment (10 times x 18 sectors) with stand-in latents, precomputed
+    twice (two files) with the same seed."""
+    from ainerd_core.simulate import SimConfig, simulate
+
+    d = tmp_path_factory.mktemp("pre")
+    raw = d / "raw.h5"
+    simulate(raw, SimConfig(times=10, sectors=18, seed=0))
+    with open_dataset(raw) as ds:
+        maps = ds.read_maps(np.arange(ds.n_maps))
+        meta = {k: ds.meta[k] for k in ("time", "sector", "phi", "q", "source")}
+        truth, rheo = ds.truth, ds.rheology
+        attrs = {k: v for k, v in ds.attrs.items()
+                 if k in ("source_kind", "flow_axis_deg", "sector_width_deg", "n_sectors", "c2_time_step_s")}
+    a = write_dataset(d / "a.h5", meta=meta, maps=maps, truth=truth, rheology=rheo,
+                      latents=pooled_latents(maps), **attrs)
+    b = d / "b.h5"
+    shutil.copy(a, b)
+    ra = precompute(a, **FAST)
+    precompute(b, **FAST)
+    return a, b, ra, truth
+
+
+CONTRACT = {  # name: (shape as a function of N, T, S, k), dtype kind
+    "latent": "f", "labels": "i", "umap": "f", "labels_k3": "i", "labels_k5": "i", "labels_k8": "i",
+    "order_feature": "f", "kmeans/k": "i", "kmeans/inertia": "f", "kmeans/silhouette": "f",
+    "kmeans/davies_bouldin": "f", "kmeans/calinski_harabasz": "f", "stability/ari_seeds": "f",
+    "stability/ari_bootstrap": "f", "umap_raw": "f", "sector_class": "O", "tables/times": "f",
+    "tables/time_index": "i", "tables/counts": "i", "tables/counts_k3": "i", "tables/counts_k5": "i",
+    "tables/counts_k8": "i", "tables/sectors": "i", "tables/sector_time_labels": "i",
+    "stress_minima/time": "f", "flow_share/x": "f", "flow_share/y": "f", "flow_share/share": "f",
+    "similarity/latent_index": "i", "similarity/latent_distance": "f", "similarity/raw_index": "i",
+    "similarity/raw_distance": "f", "similarity/pca_index": "i", "similarity/pca_distance": "f",
+    "similarity/pca_components": "f", "similarity/pca_mean": "f", "similarity/pca_scores": "f",
+    "dynamics_score": "f", "decay_rate": "f",
+}
+ALGOS = ("spectral", "agglomerative", "birch", "gmm", "hdbscan", "optics")
+
+
+def test_results_contract(sim_pair):
+    a, _, _, _ = sim_pair
+    with open_dataset(a) as ds:
+        names = set(ds.result_names())
+        n = ds.n_maps
+        for name, kind in CONTRACT.items():
+            assert name in names, name
+            arr = ds.read_result(name)
+            assert np.asarray(arr).dtype.kind == kind, (name, np.asarray(arr).dtype)
+        for algo in ALGOS:
+            lab = ds.read_result(f"algorithms/{algo}")
+            assert lab.shape == (n,) and lab.min() >= -1
+        r = ds.read_result
+        assert r("latent").shape == (n, 64) and r("latent").dtype == np.float32
+        assert r("umap").shape == (n, 2) and r("umap_raw").shape == (n, 2)
+        np.testing.assert_array_equal(r("kmeans/k"), np.arange(2, 13))
+        assert r("kmeans/inertia").shape == (11,)
+        assert r("stability/ari_seeds").shape == (10,) and r("stability/ari_bootstrap").shape == (5,)
+        assert r("similarity/latent_index").shape == (n, 20)
+        assert r("similarity/pca_components").shape == (64, 256 * 256)
+        assert r("similarity/pca_mean").shape == (256 * 256,)
+        g = r("flow_share/share")
+        assert g.shape == (64, 64) and np.nanmin(g) >= -1 and np.nanmax(g) <= 1
+        at = ds.result_attrs
+        assert at["k"] == 5 and 4 <= at["suggested_k"] <= 8 and "silhouette" in at["k_rule"]
+        assert "c2_band_area" in at["order_feature_name"]
+        timings = json.loads(at["timings_json"])
+        assert "2. kmeans sweep" in timings and timings["total"] > 0
+        table = json.loads(at["retrieval_json"])
+        assert set(table["spaces"]) == {"latent", "raw", "pca"}
+        algos = json.loads(at["algorithms_json"])
+        assert set(algos) == set(ALGOS) | {"kmeans"}
+        assert at["latent_source"] == "dataset /latents"
+        assert np.isfinite(at["dynamics_score_r"]) and "dynamics_score_spearman_truth" in at
+        assert at["stress_minima_prominence"] > 0
+        # labels of every k: 0 = slowest -> mean order feature decreases with the label
+        for name in ("labels", "labels_k3", "labels_k5", "labels_k8"):
+            lab = r(name)
+            means = [r("order_feature")[lab == c].mean() for c in range(lab.max() + 1)]
+            assert np.all(np.diff(means) < 0), name
+
+
+def test_labels_ordered_by_dynamics(sim_pair):
+    a, _, _, truth = sim_pair
+    with open_dataset(a) as ds:
+        labels = ds.read_result("labels")
+        rho = spearmanr(labels, truth["relaxation_rate"]).statistic
+        assert rho >= 0.7, rho  # cluster 0 = slowest = lowest relaxation rate
+        score = ds.read_result("dynamics_score")
+        assert spearmanr(score, truth["relaxation_rate"]).statistic >= 0.7
+        assert ds.result_attrs["dynamics_score_spearman_truth"] >= 0.7
+
+
+def test_deterministic(sim_pair):
+    a, b, _, _ = sim_pair
+    with open_dataset(a) as da, open_dataset(b) as db:
+        for name in ("labels", "labels_k3", "labels_k8", "umap", "umap_raw", "flow_share/share",
+                     "similarity/raw_index", "similarity/pca_index", "stability/ari_bootstrap",
+                     *(f"algorithms/{x}" for x in ALGOS)):
+            np.testing.assert_array_equal(da.read_result(name), db.read_result(name), err_msg=name)
+        assert da.result_attrs["retrieval_json"] == db.result_attrs["retrieval_json"]
+
+
+def test_tables_agree_with_labels(sim_pair):
+    a, _, _, _ = sim_pair
+    with open_dataset(a) as ds:
+        r = ds.read_result
+        t, tidx, labels = ds.meta["time"], r("tables/time_index"), r("labels")
+        times = r("tables/times")
+        np.testing.assert_allclose(times[tidx], t)
+        per_time = np.bincount(tidx, minlength=times.size)
+        for name, k in (("counts", 5), ("counts_k3", 3), ("counts_k5", 5), ("counts_k8", 8)):
+            c = r(f"tables/{name}")
+            assert c.shape == (times.size, k)
+            np.testing.assert_array_equal(c.sum(1), per_time)
+        lab = r("labels")
+        np.testing.assert_array_equal(r("tables/counts")[tidx[0]],
+                                      np.bincount(lab[tidx == tidx[0]], minlength=5))
+        sectors, mat = r("tables/sectors"), r("tables/sector_time_labels")
+        assert mat.shape == (sectors.size, times.size)
+        srow = np.searchsorted(sectors, ds.meta["sector"])
+        np.testing.assert_array_equal(mat[srow, tidx], labels)  # one map per (sector, time)
+        cls = r("sector_class")
+        sec = ds.meta["sector"]
+        assert set(cls[np.isin(sec, [5, 14])]) == {"flow"}
+        assert set(cls[np.isin(sec, [1, 9, 10, 18])]) == {"vorticity"}
+        # stress minima lie inside the maps' time window, after cessation
+        m = r("stress_minima/time")
+        assert np.all((m >= 0) & (m <= t.max()))
+
+
+def test_rerun_replaces_results(sim_pair, tmp_path):
+    a, _, _, _ = sim_pair
+    c = tmp_path / "c.h5"
+    shutil.copy(a, c)
+    with open_dataset(c) as ds:
+        before = ds.result_names()
+    precompute(c, k=3, **FAST, max_fit=50)
+    with open_dataset(c) as ds:
+        assert ds.result_names() == before
+        assert ds.result_attrs["k"] == 3 and ds.read_result("labels").max() == 2
+        assert ds.read_result("tables/counts").shape[1] == 3
+
+
+def e031_dataset(e031_dir, path):
+    lat = np.load(e031_dir / "latents_64.npy")
+    sector = np.load(e031_dir / "sector.npy")
+    time = np.load(e031_dir / "start_time_s.npy")
+    import csv
+
+    with open(e031_dir / "rheology.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    rt = np.array([float(r["time"]) for r in rows]) - 200.0  # rheometer clock -> XPCS clock (README)
+    stress = np.array([float(r["shear_stress"]) for r in rows])
+    return write_dataset(path, meta={"time": time, "sector": sector, "source": [f"e031:{i}" for i in range(len(lat))]},
+                         latents=lat, rheology={"time": rt, "shear_stress": stress},
+                         source_kind="ainerd-published", flow_axis_deg=90.0)
+
+
+def test_latents_only_e031(e031_dir, tmp_path):
+    p = e031_dataset(e031_dir, tmp_path / "e031.h5")
+    res = precompute(p, **FAST)
+    with open_dataset(p) as ds:
+        names = set(ds.result_names())
+        for name in ("latent", "labels", "umap", "labels_k3", "labels_k5", "labels_k8", "tables/counts",
+                     "tables/sector_time_labels", "flow_share/share", "similarity/latent_index",
+                     "stress_minima/time", "dynamics_score", "order_feature"):
+            assert name in names, name
+        for name in ("umap_raw", "similarity/raw_index", "similarity/pca_index", "model/recon_input"):
+            assert name not in names, name
+        at = ds.result_attrs
+        assert "latent_pc1_time_oriented" in at["order_feature_name"]
+        assert "retrieval_json" not in at
+        lab = ds.read_result("labels")
+        assert lab.shape == (900,) and set(np.unique(lab)) == set(range(5))
+        np.testing.assert_allclose(ds.read_result("latent"), np.load(e031_dir / "latents_64.npy"), rtol=1e-6)
+        # 50 times x 18 sectors: every time has 18 maps
+        np.testing.assert_array_equal(ds.read_result("tables/counts").sum(1), np.full(50, 18))
+        assert ds.read_result("tables/sector_time_labels").shape == (18, 50)
+        cls = ds.read_result("sector_class")
+        assert (cls == "flow").sum() == 100 and (cls == "vorticity").sum() == 200
+        assert ds.read_result("stress_minima/time").size >= 1
+    assert res["_attrs"]["model"] == "none"
+
+
+def test_model_path_and_diagnostics(tmp_path, rng):
+    torch = pytest.importorskip("torch")
+    from ainerd_core.model import Autoencoder
+
+    n = 24
+    lag = np.abs(np.subtract.outer(np.arange(256), np.arange(256)))
+    taus = np.geomspace(2, 100, n)
+    maps = np.stack([np.exp(-lag / t) for t in taus]).astype(np.float32)
+    p = write_dataset(tmp_path / "m.h5", meta=small_meta(n), maps=maps)
+    torch.manual_seed(0)
+    model = Autoencoder(64).eval()
+    model.checkpoint_info = {"learning_curve": {"epoch": [1, 2], "train_loss": [0.2, 0.1], "val_loss": [0.3, 0.2]}}
+    model.checkpoint_path = str(tmp_path / "w.pt")
+    (tmp_path / "latent_sweep.json").write_text(json.dumps({"latent_size": [2, 4], "test_mse": [0.1, 0.05]}))
+    precompute(p, model=model, k=3, **FAST)
+    with open_dataset(p) as ds:
+        r = ds.read_result
+        assert ds.result_attrs["latent_source"] == "model"
+        assert r("latent").shape == (n, 64)
+        assert r("model/recon_index").shape == (16,)
+        assert r("model/recon_input").shape == (16, 256, 256) and r("model/recon_output").shape == (16, 256, 256)
+        np.testing.assert_array_equal(r("model/recon_input"), maps[r("model/recon_index")])
+        assert r("model/noise_maps").shape == (16, 256, 256) and ds.result_attrs["noise_sigma"] == 0.3
+        np.testing.assert_array_equal(r("model/learning_curve/val_loss"), [0.3, 0.2])
+        np.testing.assert_array_equal(r("model/latent_sweep/latent_size"), [2, 4])
+        # maps ordered by decay time: cluster 0 holds the slowest (largest tau)
+        lab = r("labels")
+        assert lab[-1] == 0 and lab[0] == 2
+        hl = 1 / r("decay_rate")
+        assert spearmanr(hl, taus).statistic > 0.99
+
+
+def test_cli_errors(tmp_path, rng, capsys):
+    n = 12
+    p = write_dataset(tmp_path / "x.h5", meta=small_meta(n), maps=rng.random((n, 256, 256)).astype(np.float32))
+    assert main(["precompute", str(p), "--model", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt" in capsys.readouterr().err
+    q = write_dataset(tmp_path / "y.h5", meta=small_meta(n), latents=rng.random((n, 4)))
+    assert main(["precompute", str(q), "--k", "1"]) == 2
+    assert "--k" in capsys.readouterr().err
+    with open_dataset(q) as ds:
+        assert not ds.has_results  # nothing written on failure
+
+
+def test_cli_runs(tmp_path, rng, capsys):
+    n = 60
+    q = write_dataset(tmp_path / "z.h5", meta=small_meta(n), latents=rng.random((n, 4)))
+    assert main(["precompute", str(q), "--k", "0", "--neighbours", "5", "--bootstrap", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "[2. kmeans sweep]" in out and "precompute: 60 maps" in out
+    with open_dataset(q) as ds:
+        assert ds.result_attrs["k"] == ds.result_attrs["suggested_k"]

@@ -1,0 +1,89 @@
+"""ainerd_core.retrieval: relevance rule, precision@k by hand, CIs, permutation test, CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ainerd_core import retrieval as R
+from ainerd_core.cli import main
+from ainerd_core.dataset import write_dataset
+from conftest import small_meta
+
+
+def tiny_truth():
+    # maps 0..5: rates, fringe visibility, burst
+    return {"relaxation_rate": np.array([1.0, 1.1, 1.2, 5.0, 1.05, 1.0]),
+            "fringe_visibility": np.array([0.0, 0.0, 0.0, 0.0, 0.5, 0.0]),
+            "burst": np.array([0, 0, 0, 0, 0, 1])}
+
+
+def test_relevance_rule_by_hand():
+    rel = R.relevance(tiny_truth(), np.array([0, 3]), rate_tol=0.1, fringe_min=0.1)
+    # target 0: 1 (rate ratio 1.1, log10 0.041) and 2 (0.079) are relevant; 3 (rate), 4 (fringes),
+    # 5 (burst) are not; itself never
+    np.testing.assert_array_equal(rel[0], [False, True, True, False, False, False])
+    np.testing.assert_array_equal(rel[1], [False] * 6)  # nothing within a factor 1.26 of 5.0
+
+
+def test_precision_at_k_by_hand():
+    rel = R.relevance(tiny_truth(), np.array([0]))
+    neigh = np.array([[1, 3, 2, 4, 5]])  # relevant, not, relevant, not, not
+    p = R.precision_at_k(neigh, rel, ks=(1, 2, 3, 5))
+    np.testing.assert_allclose(p[0], [1.0, 0.5, 2 / 3, 2 / 5])
+    p = R.precision_at_k(neigh, rel, ks=(10,))  # k capped at the neighbours there are
+    np.testing.assert_allclose(p[0], [2 / 5])
+
+
+def test_bootstrap_ci_and_permutation():
+    v = np.r_[np.zeros(50), np.ones(50)]
+    lo, hi = R.bootstrap_ci(v, n_boot=2000, seed=0)
+    assert lo < 0.5 < hi and hi - lo < 0.3
+    a = np.full(30, 0.8)
+    b = np.full(30, 0.8)
+    assert R.paired_permutation_p(a, b) == 1.0
+    rng = np.random.default_rng(0)
+    b = rng.uniform(0, 0.5, 30)
+    assert R.paired_permutation_p(b + 0.3, b, n_resamples=999) < 0.01
+    noise = rng.normal(0, 0.1, 30)
+    assert R.paired_permutation_p(b + noise, b, n_resamples=999) > 0.01
+
+
+def test_benchmark_latent_better_than_raw_when_built_so(rng):
+    n = 120
+    rate = 10 ** rng.uniform(-1, 1, n)
+    truth = {"relaxation_rate": rate, "burst": np.zeros(n, int), "fringe_visibility": np.zeros(n)}
+    latent = np.log10(rate)[:, None] + rng.normal(0, 0.01, (n, 1))  # perfect latent
+    maps = rng.random((n, 8, 8)).astype(np.float32)                 # useless pixels
+    table = R.benchmark({"latent": latent, "maps": maps, "pca": maps.reshape(n, -1)[:, :4]}, truth,
+                        n_targets=30, seed=0, ks=(5, 10), n_boot=200)
+    assert set(table["spaces"]) == {"latent", "raw", "pca"}
+    assert table["spaces"]["latent"]["5"]["mean"] > 0.9
+    assert table["spaces"]["raw"]["5"]["mean"] < 0.5
+    t = table["tests"]["latent_vs_raw"]["5"]
+    assert t["mean_difference"] > 0.4 and t["p_value"] < 0.01
+    assert 0 < table["chance"] < 0.5
+    json.dumps(table)
+    text = R.format_table(table)
+    assert "latent" in text and "P@5" in text
+
+
+def test_cli_on_a_dataset_with_truth(tmp_path, rng, capsys):
+    n = 30
+    maps = rng.random((n, 256, 256)).astype(np.float32)
+    truth = {"relaxation_rate": 10 ** rng.uniform(-1, 1, n), "burst": np.zeros(n, np.int32),
+             "fringe_visibility": np.zeros(n)}
+    p = write_dataset(tmp_path / "t.h5", meta=small_meta(n), maps=maps, truth=truth,
+                      latents=rng.random((n, 4)).astype(np.float32))
+    out = tmp_path / "table.json"
+    assert main(["benchmark-retrieval", str(p), "--targets", "10", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "retrieval benchmark: 10 targets of 30 maps" in text
+    table = json.loads(out.read_text())
+    assert set(table["spaces"]) == {"latent", "raw", "pca"}
+    assert table["ks_effective"] == [10, 29, 29]
+    # no ground truth: one clear error line, status 2
+    q = write_dataset(tmp_path / "u.h5", meta=small_meta(n), latents=rng.random((n, 4)))
+    assert main(["benchmark-retrieval", str(q)]) == 2
+    assert "ground truth" in capsys.readouterr().err
