@@ -64,6 +64,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latent-sweep", default=None,
                         help="JSON written by 'latent-sweep --out' to copy into model/latent_sweep (default: "
                              "<model stem>.latent_sweep.json or latent_sweep.json beside the model, if present)")
+    parser.add_argument("--no-model", action="store_true",
+                        help="do not load any model (the dataset must carry /latents; no model diagnostics)")
     parser.add_argument("--quiet", action="store_true", help="print nothing")
 
 
@@ -72,7 +74,8 @@ def run(args) -> int:
                n_init=args.n_init, n_boot=args.bootstrap, max_fit=args.max_fit, tolerance=args.tolerance,
                grid=args.grid, share_radius=args.share_radius, stress_sigma=args.stress_sigma,
                prominence=args.prominence, targets=args.targets, raw_neighbours=not args.no_raw_neighbours,
-               block_rows=args.block_rows, latent_sweep=args.latent_sweep, verbose=not args.quiet)
+               block_rows=args.block_rows, latent_sweep=args.latent_sweep,
+               use_model=not args.no_model, verbose=not args.quiet)
     return 0
 
 
@@ -115,14 +118,27 @@ def _load_model(model_path, clock: _Clock):
     return M.load_model(model_path)
 
 
+def _import_analysis_libraries() -> None:
+    import scipy.signal  # noqa: F401
+    import scipy.spatial  # noqa: F401
+    import sklearn.cluster  # noqa: F401
+    import sklearn.linear_model  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+    import sklearn.mixture  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+
+    A.enable_numba_cache()  # imports umap (numba, pynndescent)
+
+
 def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
                neighbours: int = DEFAULT_NEIGHBOURS, n_init: int = 10, n_boot: int = 20,
                max_fit: int = A.MAX_FIT, tolerance: float = 10.0, grid: int = 64, share_radius=None,
                stress_sigma: float = 30.0, prominence=None, targets: int = 100, raw_neighbours: bool = True,
-               block_rows: int = 2048, latent_sweep=None, verbose: bool = True) -> dict:
+               block_rows: int = 2048, latent_sweep=None, use_model: bool = True, verbose: bool = True) -> dict:
     """Run every stage on the dataset at ``path`` and replace its ``/results``.
 
-    ``model`` (an already loaded autoencoder) takes precedence over ``model_path``. Returns the
+    ``model`` (an already loaded autoencoder) takes precedence over ``model_path``;
+    ``use_model=False`` ignores the shipped weights (the dataset must carry ``/latents``). Returns the
     results dict that was written (plus ``'_attrs'``).
     """
     from threadpoolctl import threadpool_limits
@@ -143,7 +159,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
     omp_limit = None
     with clock.stage("0. open + model"):
         ds = open_dataset(path)
-        if model is None and (ds.has_maps or model_path is not None):
+        if model is None and use_model and (ds.has_maps or model_path is not None):
             model = _load_model(model_path, clock)  # latents-only data needs no model
         attrs["model"] = str(getattr(model, "checkpoint_path", "given")) if model is not None else "none"
     try:
@@ -152,7 +168,8 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
         time_ = np.asarray(meta["time"], dtype=np.float64)
         shipped = ds.latents
         if shipped is None and (model is None or not ds.has_maps):
-            raise InputError(path, "no /latents in the dataset and no model to encode its maps: pass --model PATH")
+            raise InputError(path, "no /latents in the dataset and no model to encode its maps: pass --model PATH"
+                               + (" (or drop --no-model)" if not use_model else ""))
 
         # ---------------------------------------------------------------- 1. maps pass
         latent = None if shipped is None else np.asarray(shipped, np.float32)
@@ -210,9 +227,13 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
         res["order_feature"] = order_feature.astype(np.float32)
 
         # ---------------------------------------------------------------- 2. k-means
-        # scikit-learn's OpenMP threads spin-wait badly on 2 shared cores (a 13,000-point k-means
-        # took 5.5 s with 2 threads vs 0.25 s with 1 on the loaded dev machine): one thread here.
-        omp_limit = threadpool_limits(1, user_api="openmp")
+        # Small-matrix work runs on ONE BLAS/OpenMP thread: on 2 busy cores, 2 OpenBLAS/OpenMP
+        # threads spin-wait (measured on the shared dev machine: k-means sweep of 180 points
+        # 13.8 s with 2 threads vs 1.8 s with 1; a 13,000-point k-means 5.5 s vs 0.25 s). Only
+        # the all-pairs raw-pixel product (stage 5c) and torch (stages 1, 10) use every thread.
+        with clock.stage("1b. import sklearn, umap"):
+            _import_analysis_libraries()  # threadpoolctl only limits libraries already loaded
+        omp_limit = threadpool_limits(1)
         with clock.stage("2. kmeans sweep"):
             sweep = A.kmeans_sweep(latent, A.K_RANGE, seed=seed, n_init=n_init)
             suggested = A.suggest_k(sweep)
@@ -255,8 +276,6 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
             clock.say(f"    ARI seeds min {st['ari_seeds'].min():.3f}, bootstrap median "
                       f"{np.median(st['ari_bootstrap']) if len(st['ari_bootstrap']) else float('nan'):.3f}")
 
-        omp_limit.restore_original_limits()
-
         # ---------------------------------------------------------------- 5. similarity
         pca_scores = None
         with clock.stage("5a. latent neighbours"):
@@ -268,7 +287,9 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
                 pca.power_iterations(src)
             if raw_neighbours:
                 with clock.stage("5c. raw neighbours (all pairs) + PCA projection"):
+                    omp_limit.restore_original_limits()  # the one big BLAS job: every thread
                     ri, rd = S.raw_knn(src, neighbours, sqnorms=norms, block_rows=block_rows, on_block=pca.add_projection)
+                    omp_limit = threadpool_limits(1)
                     res["similarity/raw_index"], res["similarity/raw_distance"] = ri, rd
             else:
                 with clock.stage("5c. PCA projection"):
@@ -353,6 +374,8 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
                 rho = float(spearmanr(score, truth["relaxation_rate"]).statistic)
                 attrs["dynamics_score_spearman_truth"] = rho
                 clock.say(f"    CV r with measured decay {r:.3f}; Spearman with true relaxation rate {rho:.3f}")
+
+        omp_limit.restore_original_limits()  # torch keeps its own threads
 
         # ---------------------------------------------------------------- 10. model diagnostics
         if model is not None:

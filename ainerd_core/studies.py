@@ -209,7 +209,12 @@ def hash_token(token: str) -> str:
 
 
 def new_token() -> str:
-    return secrets.token_urlsafe(32)
+    """``secrets.token_urlsafe(32)`` (256 bits), redrawn if it starts with '_' so that no link can
+    ever look like one of Dash's internal routes under /evaluate/ (``_dash-...``, ``_reload-hash``)."""
+    while True:
+        token = secrets.token_urlsafe(32)
+        if not token.startswith("_"):
+            return token
 
 
 def _opaque() -> str:
@@ -549,9 +554,8 @@ class StudyStore:
         """What the expert sees: target key, the image key at ``position`` (default: resume
         position = first unrated), the current answer there, rated count and total."""
         with self.engine.connect() as c:
-            total = c.execute(select(func.count()).select_from(Assignment).where(Assignment.expert_id == expert_id)).scalar()
+            total, target_key = self._fixed(c, expert_id)
             rated = c.execute(select(func.count()).select_from(Rating).where(Rating.expert_id == expert_id)).scalar()
-            target_key = c.execute(select(Expert.target_key).where(Expert.id == expert_id)).scalar()
             if position is None:
                 position = self._next_unrated(c, expert_id, -1)
                 if position is None:
@@ -566,6 +570,25 @@ class StudyStore:
                 key, answer = row.image_key, row.similar
         return {"target_key": target_key, "position": position, "total": total, "rated": rated,
                 "image_key": key, "answer": answer}
+
+    _FIXED: dict = {}
+    _SLOTS: dict = {}
+
+    def _fixed(self, c, expert_id: int) -> tuple[int, str]:
+        """(number of images, target key) of an expert: fixed at creation, so cached per process."""
+        key = (self.url, expert_id)
+        got = self._FIXED.get(key)
+        if got is None:
+            total = c.execute(select(func.count()).select_from(Assignment).where(Assignment.expert_id == expert_id)).scalar()
+            target_key = c.execute(select(Expert.target_key).where(Expert.id == expert_id)).scalar()
+            got = (int(total), target_key)
+            if target_key is not None:
+                self._FIXED[key] = got
+        return got
+
+    def expert_total(self, expert_id: int) -> int:
+        with self.engine.connect() as c:
+            return self._fixed(c, expert_id)[0]
 
     @staticmethod
     def _next_unrated(c, expert_id: int, after: int) -> int | None:
@@ -588,13 +611,17 @@ class StudyStore:
         Raises StudyError if the position does not exist or the expert may no longer rate.
         """
         expert_id, position, similar = int(expert_id), int(position), bool(similar)
-        with self.engine.connect() as c:
-            row = c.execute(select(Assignment.candidate_id, Expert.study_id)
-                            .join(Expert, Expert.id == Assignment.expert_id)
-                            .where(Assignment.expert_id == expert_id, Assignment.position == position)).first()
+        ck = (self.url, expert_id, position)
+        row = self._SLOTS.get(ck)  # assignments never change: cached per process
         if row is None:
-            raise StudyError("rating", "no such image")
-        cand, study_id = row.candidate_id, row.study_id
+            with self.engine.connect() as c:
+                row = c.execute(select(Assignment.candidate_id, Expert.study_id)
+                                .join(Expert, Expert.id == Assignment.expert_id)
+                                .where(Assignment.expert_id == expert_id, Assignment.position == position)).first()
+            if row is None:
+                raise StudyError("rating", "no such image")
+            row = self._SLOTS[ck] = (row.candidate_id, row.study_id)
+        cand, study_id = row
         now = utcnow()
         table = Rating.__table__
         values = dict(expert_id=expert_id, candidate_id=cand, study_id=study_id, similar=similar, version=1,

@@ -168,7 +168,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 # --------------------------------------------------------------------------- training
 def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augment: bool = True,
           device: str | None = None, batch_size: int = DEFAULT_BATCH, seed: int = 0, resume=None,
-          max_maps: int | None = None, time_budget_s: float | None = None, dropout: float = DROPOUT,
+          max_maps: int | None = None, time_budget_s: float | None = None, dropout: float | None = None,
           lr_step_epochs: float = 6.0, threads: int | None = None,
           log=print, progress: bool = False, write_curve: bool = True) -> dict:
     """Train the autoencoder on a dataset file; returns a summary dict.
@@ -191,7 +191,7 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
         if threads < 1:
             raise InputError(None, f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(int(threads))
-    if not 0 <= dropout < 1:
+    if dropout is not None and not 0 <= dropout < 1:
         raise InputError(None, f"--dropout must be in [0, 1), got {dropout}")
     if lr_step_epochs <= 0:
         raise InputError(None, f"--lr-step-epochs must be > 0, got {lr_step_epochs}")
@@ -201,8 +201,13 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
     if resume is not None:
         state = read_checkpoint(resume)
         latent = int(state["latent_size"])
-        dropout = float(state.get("dropout", dropout))
+        if dropout is None:  # keep the run's dropout unless told otherwise
+            dropout = float(state.get("dropout", DROPOUT))
+        elif float(state.get("dropout", DROPOUT)) != dropout:
+            log(f"note: dropout changes from {state.get('dropout', DROPOUT)} to {dropout} on resume")
         lr_step_epochs = float(state.get("config", {}).get("scheduler", {}).get("step_size_up_epochs", lr_step_epochs))
+    if dropout is None:
+        dropout = DROPOUT
 
     with open_dataset(dataset) as ds:
         if not ds.has_maps:
@@ -260,6 +265,9 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
             best_epoch = int(state.get("best_epoch", -1))
             start_epoch = int(state.get("epoch", 0))
             config["resumed_from"] = str(resume)
+            config["history"] = list(state.get("config", {}).get("history", [])) + [
+                {"until_epoch": int(state.get("epoch", 0)),
+                 **{k: state.get("config", {}).get(k) for k in ("dropout", "batch_size", "augment", "torch_threads")}}]
             log(f"resumed from {resume} at epoch {start_epoch}")
         config["batches_per_epoch"] = batches_per_epoch
 
@@ -359,7 +367,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="split, initialisation and augmentation seed")
     parser.add_argument("--resume", default=None, help="continue from <out>.state.pt (or start from a checkpoint's weights)")
     parser.add_argument("--max-maps", type=int, default=None, help="use a seeded random subset of this many maps")
-    parser.add_argument("--dropout", type=float, default=DROPOUT, help=f"dropout probability (default {DROPOUT})")
+    parser.add_argument("--dropout", type=float, default=None,
+                        help=f"dropout probability (default {DROPOUT}; on --resume: the run's own)")
     parser.add_argument("--lr-step-epochs", type=float, default=6.0,
                         help="CyclicLR step_size_up in epochs (default 6, the published recipe)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

@@ -7,6 +7,9 @@ starts gunicorn with ``gunicorn.conf.py`` and W workers, and runs one thread per
 with its own HTTP session cookie: open the link, read the layout and the callback definitions,
 then rate every image through ``POST /evaluate/_dash-update-component`` exactly like the browser
 (and fetch the next image, like the browser does). Every 7th click is sent twice (a retry).
+By default each expert looks at an image for 0.5-1.5 s (``--think-ms 1000``) before clicking;
+``--think-ms 0`` is a burst with no pause at all (every expert clicking as fast as the server
+answers), which measures the ceiling: each rating is one fsync'ed SQLite commit, serialised.
 
 Checks afterwards, in the database: every expert has exactly one rating per image (no lost or
 duplicated rating), every acknowledged click is in the event log (and nothing else is), and each
@@ -64,7 +67,7 @@ def find_props(node, cid):
     return None
 
 
-def expert_worker(base: str, token: str, seed: int, out: dict, barrier: threading.Barrier):
+def expert_worker(base: str, token: str, seed: int, out: dict, barrier: threading.Barrier, think_s: float = 0.0):
     rng = np.random.default_rng(seed)
     s = requests.Session()
     lat, img_lat, acked, errors = [], [], [], []
@@ -76,9 +79,13 @@ def expert_worker(base: str, token: str, seed: int, out: dict, barrier: threadin
         layout = s.get(f"{base}/evaluate/_dash-layout", timeout=30).json()
         pos = find_props(layout, "eval-pos")["data"]
         total = int(find_props(layout, "eval-progress")["children"].split("/")[1])
-        barrier.wait()
+        barrier.wait(timeout=300)
         k = 0
+        if think_s:
+            time.sleep(rng.uniform(0, think_s))  # experts do not start in lockstep
         while pos < total:
+            if think_s:
+                time.sleep(rng.uniform(0.5, 1.5) * think_s)  # looking at the image
             similar = bool(rng.random() < 0.5)
             button = "rate-similar" if similar else "rate-not-similar"
             sends = 2 if k % 7 == 3 else 1  # a retry of the same click
@@ -103,6 +110,7 @@ def expert_worker(base: str, token: str, seed: int, out: dict, barrier: threadin
                     errors.append(ri.status_code)
     except Exception as exc:  # noqa: BLE001 - reported
         errors.append(repr(exc))
+        barrier.abort()
     out.update(lat=lat, img=img_lat, acked=acked, errors=errors)
 
 
@@ -115,6 +123,8 @@ def main(argv=None) -> int:
     p.add_argument("--experts", type=int, default=30)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--n", type=int, default=15, help="neighbours per method (images per expert <= 2n)")
+    p.add_argument("--think-ms", type=float, default=1000.0,
+                   help="mean time an expert looks at an image before clicking (uniform 0.5-1.5 x); 0 = burst")
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
 
@@ -132,7 +142,8 @@ def main(argv=None) -> int:
     try:
         results = [dict() for _ in tokens]
         barrier = threading.Barrier(len(tokens))
-        threads = [threading.Thread(target=expert_worker, args=(server.url, tok, i, results[i], barrier))
+        threads = [threading.Thread(target=expert_worker, args=(server.url, tok, i, results[i], barrier,
+                                                              args.think_ms / 1000.0))
                    for i, (_, tok) in enumerate(tokens)]
         t0 = time.perf_counter()
         for t in threads:
@@ -142,6 +153,7 @@ def main(argv=None) -> int:
         wall = time.perf_counter() - t0
     finally:
         server.stop()
+        print(f"server log: {server.log_path}", file=sys.stderr)
     lat = [x for r in results for x in r.get("lat", [])]
     img = [x for r in results for x in r.get("img", [])]
     errors = [e for r in results for e in r.get("errors", [])]
@@ -164,14 +176,14 @@ def main(argv=None) -> int:
                 if r is None or r.similar is not similar:
                     problems.append(f"{expert.name}: answer at position {pos} lost or wrong")
     figures = {
-        "experts": len(tokens), "gunicorn_workers": args.workers, "threads_per_worker": 4,
+        "experts": len(tokens), "think_ms": args.think_ms, "gunicorn_workers": args.workers, "threads_per_worker": 4,
         "images_per_expert": store.expert_view(tokens[0][0].id)["total"], "rating_posts": len(lat),
         "wall_s": round(wall, 2), "posts_per_s": round(len(lat) / wall, 1),
         "rating_ms": {"p50": round(pct(lat, 50), 1), "p95": round(pct(lat, 95), 1), "p99": round(pct(lat, 99), 1),
                       "max": round(max(lat) * 1000, 1) if lat else None,
                       "mean": round(statistics.fmean(lat) * 1000, 1) if lat else None},
         "image_ms": {"p50": round(pct(img, 50), 1), "p95": round(pct(img, 95), 1)},
-        "errors": errors[:10], "n_errors": len(errors), "problems": problems[:10], "n_problems": len(problems),
+        "errors": sorted({str(e) for e in errors})[:10], "n_errors": len(errors), "problems": problems[:10], "n_problems": len(problems),
         "database": "sqlite WAL synchronous=FULL",
     }
     print(json.dumps(figures, indent=1))

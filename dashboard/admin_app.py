@@ -47,8 +47,10 @@ def _is_admin(config) -> bool:
 
 
 def _table(header, rows, **kw):
-    return html.Table([html.Thead(html.Tr([html.Th(h) for h in header])),
-                       html.Tbody([html.Tr([html.Td(c) for c in r]) for r in rows])],
+    return html.Table([html.Thead(html.Tr([html.Th(h, style={"padding": "2px 10px", "textAlign": "left"})
+                                           for h in header])),
+                       html.Tbody([html.Tr([html.Td(c, style={"padding": "2px 10px", "borderTop": "1px solid #ddd"})
+                                            for c in r]) for r in rows])],
                       style={"borderCollapse": "collapse", "margin": "0.5em 0"}, className="admin-table", **kw)
 
 
@@ -134,23 +136,26 @@ def init_admin(server: flask.Flask, config) -> dash.Dash:
                                                      value=opts[0]["value"] if opts else None, clearable=False,
                                                      style={"width": "24em", "display": "inline-block"}),
             ]),
-            html.Div([html.Label("Target map index "), dcc.Input(id="admin-target-index", type="number", min=0, step=1),
+            html.Div([html.Label("Target map index "), dcc.Input(id="admin-target-index", type="number", min=0, step=1,
+                                                                           style={"width": "8em"}),
                       html.Span(" or upload a target .npy: "),
                       dcc.Upload(html.Button("Choose .npy"), id="admin-target-upload", multiple=False,
                                  style={"display": "inline-block"}),
                       html.Span(id="admin-upload-name")]),
-            html.Div([html.Label("Neighbours per method "), dcc.Input(id="admin-n", type="number", value=300, min=1)]),
+            html.Div([html.Label("Neighbours per method "), dcc.Input(id="admin-n", type="number", value=300, min=1,
+                                                                             style={"width": "8em"})]),
             html.Div([html.Label("Experts (comma-separated) "), dcc.Input(id="admin-experts", type="text",
                                                                           style={"width": "24em"})]),
             html.Div([html.Label("Methods "), dcc.Checklist(id="admin-methods", options=["latent", "raw"],
                                                             value=["latent", "raw"], inline=True)]),
             html.Div([html.Label("Links expire after days (empty = never) "),
-                      dcc.Input(id="admin-expires", type="number", min=0)]),
+                      dcc.Input(id="admin-expires", type="number", min=0, style={"width": "8em"})]),
             html.Button("Create study", id="admin-create", n_clicks=0),
             dcc.Loading(html.Pre(id="admin-create-result", style={"whiteSpace": "pre-wrap"})),
             html.H2("Studies"),
-            html.Div([html.Label("Add expert to study "), dcc.Input(id="admin-add-study", type="number", min=1),
-                      dcc.Input(id="admin-add-name", type="text", placeholder="name"),
+            html.Div([html.Label("Add expert to study "), dcc.Input(id="admin-add-study", type="number", min=1,
+                                                                             style={"width": "8em"}),
+                      dcc.Input(id="admin-add-name", type="text", placeholder="name", style={"width": "16em"}),
                       html.Button("Add", id="admin-add", n_clicks=0)]),
             html.Pre(id="admin-action-result"),
             html.Div(studies_table(), id="admin-studies-box"),

@@ -27,6 +27,7 @@ Blinding, enforced here
 from __future__ import annotations
 
 import html as _html
+import re
 from pathlib import Path
 
 import dash
@@ -38,6 +39,7 @@ from ainerd_core.studies import StudyError, StudyStore
 
 PREFIX = "/evaluate/"
 SESSION_KEY = "ainerd_expert"
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{20,100}")  # secrets.token_urlsafe(32) is 43 such characters
 _INTERNAL = frozenset({"_dash-layout", "_dash-dependencies", "_dash-update-component", "_reload-hash"})
 
 KEYS_JS = """// keyboard shortcuts of the evaluation page: S similar, D not similar, Left back, Right forward
@@ -90,10 +92,17 @@ def init_evaluation(server: flask.Flask, config) -> dash.Dash:
     server.extensions["ainerd_study_store"] = store
 
     def session_expert() -> tuple[int | None, str]:
+        """The expert of this request's session if they may rate now (checked once per request)."""
+        cached = getattr(flask.g, "ainerd_expert_check", None)
+        if cached is not None:
+            return cached
         eid = flask.session.get(SESSION_KEY)
         if eid is None:
-            return None, "No evaluation session: open the link you were sent."
-        return store.check_expert(eid)
+            result = (None, "No evaluation session: open the link you were sent.")
+        else:
+            result = store.check_expert(eid)
+        flask.g.ainerd_expert_check = result
+        return result
 
     def _gate():
         path = flask.request.path
@@ -129,7 +138,8 @@ def init_evaluation(server: flask.Flask, config) -> dash.Dash:
             return None
         if rest == "":
             return None if eid is not None else _refusal_page(reason)
-        if rest.startswith("_") or "/" in rest or flask.request.method not in ("GET", "HEAD"):
+        if not _TOKEN.fullmatch(rest) or rest.startswith(("_dash", "_reload", "_favicon", "_alive")) \
+                or flask.request.method not in ("GET", "HEAD"):
             return flask.make_response(("not found", 404, {"Content-Type": "text/plain", "Cache-Control": "no-store"}))
         # /evaluate/<token>
         new_eid, reason = store.expert_for_token(rest)
@@ -205,16 +215,16 @@ def init_evaluation(server: flask.Flask, config) -> dash.Dash:
         except (TypeError, ValueError):
             pos = 0
         error = ""
-        current = store.expert_view(eid, pos)
-        pos, total = current["position"], current["total"]
+        total = store.expert_total(eid)
+        pos = max(0, min(pos, total))
         if trig in ("rate-similar", "rate-not-similar"):
             if pos >= total:
                 raise PreventUpdate
             try:
                 store.record_rating(eid, pos, trig == "rate-similar")  # returns after COMMIT
             except StudyError:
-                return _view_outputs(current, "This evaluation no longer accepts answers: your last click was "
-                                              "not saved.")
+                return _view_outputs(store.expert_view(eid, pos), "This evaluation no longer accepts answers: "
+                                                                  "your last click was not saved.")
             nxt = store.next_position(eid, pos)
             pos = total if nxt is None else nxt
         elif trig == "rate-back":

@@ -164,7 +164,7 @@ def thumbnail_grid(entry, indices, labels=None, *, id_prefix: str = "thumb", max
         caption = map_caption(entry, i, labels)
         cells.append(html.Figure([
             html.A(html.Img(src=map_image_url(entry.id, i, thumb=True), alt=caption, title=caption,
-                            width=96, height=96, className="map-thumb", loading="lazy"),
+                            width=96, height=96, className="map-thumb"),
                    href=map_image_url(entry.id, i), target="_blank"),
             html.Figcaption(caption.split(" · ", 1)[-1], className="small text-muted")],
             className="thumb-cell m-1"))

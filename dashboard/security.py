@@ -142,7 +142,8 @@ def content_security_policy(script_hashes=()) -> str:
     - styles: Dash components and plotly.js set inline styles, hence 'unsafe-inline' for styles
       only;
     - images: plotly's image export and dcc.Download use data: and blob: URLs;
-    - 'unsafe-eval': plotly.js WebGL traces (scattergl) compile shaders with ``new Function``.
+    - no 'unsafe-eval': checked in Chromium on every page, scattergl (WebGL) included
+      (tests/test_hosting.py::test_every_page_runs_under_the_csp).
     """
     script = " ".join(["'self'", *script_hashes])
     return "; ".join([

@@ -67,12 +67,13 @@ def _flow_share(umap2, cls, grid: int = 48):
     radius = 0.08 * float(np.max(hi - lo) + 1e-9)
     gx, gy = np.meshgrid(x, y)  # row index = y
     pts = np.stack([gx.ravel(), gy.ravel()], 1)
-    d2 = ((pts[:, None, :] - umap2[None, :, :]) ** 2).sum(-1)
-    near = d2 <= radius ** 2
-    n = near.sum(1)
-    flow = (near & (cls == "flow")[None]).sum(1)
-    vort = (near & (cls == "vorticity")[None]).sum(1)
-    share = np.where(n > 0, (flow - vort) / np.maximum(n, 1), np.nan).astype(np.float32)
+    is_flow, is_vort = (cls == "flow").astype(np.int32), (cls == "vorticity").astype(np.int32)
+    share = np.empty(len(pts), np.float32)
+    for a in range(0, len(pts), 64):  # chunks keep memory small for 13,000 points
+        near = ((pts[a:a + 64, None, :] - umap2[None, :, :]) ** 2).sum(-1) <= radius ** 2
+        n = near.sum(1)
+        diff = near @ is_flow - near @ is_vort
+        share[a:a + 64] = np.where(n > 0, diff / np.maximum(n, 1), np.nan)
     return x, y, share.reshape(grid, grid)
 
 
@@ -84,8 +85,12 @@ def _neighbours(x, k):
     return idx[:, 1:].astype(np.int32), dist[:, 1:].astype(np.float32)
 
 
-def synthetic_results(path, k: int = 5, seed: int = 0, model_path: str | None = None) -> dict:
-    """Write a realistic ``/results`` following the README table; returns the arrays."""
+def synthetic_results(path, k: int = 5, seed: int = 0, model_path: str | None = None, full: bool | None = None) -> dict:
+    """Write a realistic ``/results`` following the README table; returns the arrays.
+
+    ``full=False`` (default for more than 2,000 maps, e.g. the 13,000-map benchmark set) streams
+    the maps once for the latents and skips what needs every map in memory (raw-pixel
+    neighbours and PCA, reconstructions) and the slow algorithm/stability extras."""
     from scipy.ndimage import gaussian_filter
     from scipy.signal import find_peaks
     from sklearn.decomposition import PCA
@@ -95,11 +100,20 @@ def synthetic_results(path, k: int = 5, seed: int = 0, model_path: str | None = 
     with open_dataset(path) as ds:
         meta, attrs, rheo = ds.meta, ds.attrs, ds.rheology
         n = ds.n_maps
-        maps = np.stack([m for _, batch in ds.iter_maps(256) for m in batch]) if ds.has_maps else None
+        full = n <= 2000 if full is None else full
+        maps, latent = None, None
+        if ds.has_maps and full:
+            maps = np.stack([m for _, batch in ds.iter_maps(256) for m in batch])
+        elif ds.has_maps:
+            latent = np.empty((n, 64), np.float32)
+            for start, batch in ds.iter_maps(256):
+                latent[start:start + len(batch)] = batch.reshape(len(batch), 8, 32, 8, 32).mean(axis=(2, 4)).reshape(len(batch), 64)
         shipped = ds.latents
     if maps is not None:
         latent = maps.reshape(n, 8, 32, 8, 32).mean(axis=(2, 4)).reshape(n, 64).astype(np.float32)
         feature = maps.mean(axis=(1, 2)).astype(np.float32)
+    elif latent is not None:
+        feature = latent.mean(1).astype(np.float32)
     else:
         latent = np.asarray(shipped, dtype=np.float32)
         feature = latent.mean(1).astype(np.float32)
@@ -109,10 +123,11 @@ def synthetic_results(path, k: int = 5, seed: int = 0, model_path: str | None = 
     res["labels"] = res[f"labels_k{k}"]
     ks = np.arange(2, 13)
     inertia, sil, dbi, chi = [], [], [], []
+    sample = rng.choice(n, size=min(n, 2000), replace=False)
     for kk in ks:
         km = _kmeans(latent, int(kk), seed)
         inertia.append(km.inertia_)
-        sil.append(silhouette_score(latent, km.labels_))
+        sil.append(silhouette_score(latent[sample], km.labels_[sample]))
         dbi.append(davies_bouldin_score(latent, km.labels_))
         chi.append(calinski_harabasz_score(latent, km.labels_))
     res.update({"kmeans/k": ks, "kmeans/inertia": np.array(inertia), "kmeans/silhouette": np.array(sil),
@@ -120,12 +135,26 @@ def synthetic_results(path, k: int = 5, seed: int = 0, model_path: str | None = 
     from sklearn.cluster import AgglomerativeClustering, Birch
     from sklearn.mixture import GaussianMixture
 
+    if not full:
+        res["algorithms/gmm"] = GaussianMixture(k, random_state=seed).fit(latent).predict(latent).astype(np.int32)
+        res["stability/ari_seeds"] = np.ones(10)
+        res["stability/ari_bootstrap"] = np.ones(5)
+        return _finish(path, res, latent, feature, meta, attrs, rheo, k, seed, model_path, rng, maps)
     res["algorithms/agglomerative"] = AgglomerativeClustering(n_clusters=k).fit_predict(latent).astype(np.int32)
     res["algorithms/birch"] = Birch(n_clusters=3).fit_predict(latent).astype(np.int32)
     res["algorithms/gmm"] = GaussianMixture(k, random_state=seed).fit(latent).predict(latent).astype(np.int32)
     res["stability/ari_seeds"] = np.array([adjusted_rand_score(res["labels"], _kmeans(latent, k, s).labels_)
                                            for s in range(10)])
     res["stability/ari_bootstrap"] = np.clip(rng.normal(0.9, 0.04, 5), 0, 1)
+    return _finish(path, res, latent, feature, meta, attrs, rheo, k, seed, model_path, rng, maps)
+
+
+def _finish(path, res, latent, feature, meta, attrs, rheo, k, seed, model_path, rng, maps):
+    from scipy.ndimage import gaussian_filter
+    from scipy.signal import find_peaks
+    from sklearn.decomposition import PCA
+
+    n = latent.shape[0]
     umap2 = PCA(2, random_state=seed).fit_transform(latent).astype(np.float32)
     res["umap"] = umap2
     cls = sector_class(meta["phi"], float(attrs.get("flow_axis_deg", 90.0)))
@@ -210,7 +239,9 @@ def _write_model(path: Path) -> Path | None:
 def _real_precompute(path: Path) -> bool:
     if importlib.util.find_spec("ainerd_core.precompute") is None:
         return False
-    proc = subprocess.run([sys.executable, "-m", "ainerd_core", "precompute", str(path), "--seed", "0"],
+    # small settings: the fixture needs every result, not the best statistics
+    proc = subprocess.run([sys.executable, "-m", "ainerd_core", "precompute", str(path), "--seed", "0", "--quiet",
+                           "--neighbours", "30", "--n-init", "3", "--bootstrap", "5", "--targets", "20"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         warnings.warn(f"precompute failed, using synthetic results: {proc.stderr[-500:]}")
@@ -279,22 +310,22 @@ def build_latents_only(folder, name: str = "e031", seed: int = 0) -> Path:
     return path
 
 
-_SOURCES = ("tests/dashboard_fixtures.py", "ainerd_core/simulate.py", "ainerd_core/precompute.py",
-            "ainerd_core/analysis.py", "ainerd_core/dataset.py", "ainerd_core/model.py",
-            "ainerd_core/similarity.py", "ainerd_core/retrieval.py", "data/demo_weights.pt")
+# the fixture is rebuilt when these change (the format and this file), not on every edit of the
+# pipeline's code: set AINERD_FIXTURE_REBUILD=1 to force a rebuild with the current pipeline
+_SOURCES = ("tests/dashboard_fixtures.py", "ainerd_core/dataset.py")
 
 
 def fixture_key() -> str:
-    """Hash of everything the fixture data depend on (code of the pipeline, demo weights)."""
+    """Hash of what the fixture data depend on (format, this file, which pipeline)."""
     import hashlib
 
     h = hashlib.sha256(os.environ.get("AINERD_FIXTURE_PIPELINE", "auto").encode())
+    h.update(str(importlib.util.find_spec("ainerd_core.precompute") is not None).encode())
     for rel in _SOURCES:
         p = REPO / rel
         h.update(rel.encode())
         if p.exists():
-            st = p.stat()
-            h.update(p.read_bytes() if st.st_size < 4_000_000 else f"{st.st_size}:{st.st_mtime_ns}".encode())
+            h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -308,6 +339,8 @@ def build_explorer_data(root=None) -> Path:
 
     root = Path(root or os.environ.get("AINERD_FIXTURE_CACHE") or Path(tempfile.gettempdir()) / "ainerd-dashboard-fixtures")
     final = root / fixture_key()
+    if os.environ.get("AINERD_FIXTURE_REBUILD") == "1" and (final / "COMPLETE").exists():
+        shutil.rmtree(final, ignore_errors=True)
     if (final / "COMPLETE").exists():
         return final
     root.mkdir(parents=True, exist_ok=True)

@@ -323,7 +323,9 @@ def test_security_headers_everywhere(client):
         assert r.headers["X-Content-Type-Options"] == "nosniff", path
         assert r.headers["X-Frame-Options"] == "DENY", path
         csp = r.headers["Content-Security-Policy"]
-        assert "frame-ancestors 'none'" in csp and "'unsafe-inline'" not in csp.split("script-src")[1].split(";")[0]
+        script_src = csp.split("script-src")[1].split(";")[0]
+        assert "frame-ancestors 'none'" in csp and "'unsafe-inline'" not in script_src
+        assert "'unsafe-eval'" not in script_src and "object-src 'none'" in csp
     for path in ("/login", "/logout", "/evaluate/x", "/admin/"):
         assert client.get(path).headers["Cache-Control"] == "no-store", path
 

@@ -36,7 +36,7 @@ return p.data.map(t => ({name: t.name, x: conv(t.x), y: conv(t.y), meta: t.meta 
 """
 
 
-def wait_for(fn, timeout=30.0, interval=0.2, what="condition"):
+def wait_for(fn, timeout=45.0, interval=0.2, what="condition"):
     deadline = time.time() + timeout
     last = None
     while time.time() < deadline:
@@ -280,6 +280,17 @@ def test_latents_only_dataset_says_so(driver, server):
     g = wait_for(lambda: (lambda x: x if x and x["meta"] and x["meta"]["index"] else None)(
         _grid(driver, "similarity-latent-grid")), what="latent neighbours without maps")
     assert g["images"] == []
+    # an upload is searched in latent space only, and says so
+    target = E031 / "target_c2.npy"
+    if target.exists():
+        _find(driver, "#similarity-upload")
+        driver.find_element("css selector", "#similarity-upload input[type=file]").send_keys(str(target))
+        status = wait_for(lambda: (lambda t: t if "searched" in t else None)(
+            driver.find_element("css selector", "#similarity-upload-status").text), timeout=60, what="upload search")
+        assert "latents only" in status
+        if "latent space:" not in status:  # a model was available to encode the upload
+            wait_for(lambda: _grid(driver, "similarity-latent-grid")["title"].startswith("latent space: 12 nearest")
+                     and "of map" not in _grid(driver, "similarity-latent-grid")["title"], what="upload neighbours")
     _open(driver, server, "/clusters?dataset=e031")
     wait_for(lambda: driver.find_elements("css selector", "#clusters-examples-missing"), what="examples note")
     _open(driver, server, "/model?dataset=e031")

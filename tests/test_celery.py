@@ -196,3 +196,29 @@ def test_recluster_job_through_celery_in_chromium(celery_env, worker):
         assert after > before, "the re-cluster job did not run in the Celery worker"
     finally:
         server.stop()
+
+
+def test_login_failures_counted_in_redis(redis_url, tmp_path):
+    """With AINERD_BACKGROUND=celery the login rate limit is shared through Redis (all hosts)."""
+    import re
+
+    from dashboard.app import create_app
+    from dashboard.config import Config
+
+    config = Config(data_dir=tmp_path, instance_dir=tmp_path / "instance", secret_key=SECRET,
+                    admin_password=ADMIN_PW, background="celery", redis_url=redis_url,
+                    login_max_failures=2, login_window_s=30).validated()
+    clients = [create_app(config).test_client() for _ in range(2)]  # two replicas
+
+    def attempt(c, password):
+        token = re.search(r"name='csrf_token' value='([^']+)'", c.get("/login").text).group(1)
+        return c.post("/login", data=dict(role="admin", password=password, csrf_token=token),
+                      environ_base={"REMOTE_ADDR": "198.51.100.9"}).status_code
+
+    assert attempt(clients[0], "wrong") == 401
+    assert attempt(clients[1], "wrong") == 401
+    assert attempt(clients[0], ADMIN_PW) == 429
+    import redis
+
+    keys = redis.Redis.from_url(redis_url).keys("ainerd-login-fail:*")
+    assert keys and 0 < redis.Redis.from_url(redis_url).ttl(keys[0]) <= 30

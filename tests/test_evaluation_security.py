@@ -283,3 +283,69 @@ def test_no_response_to_the_expert_leaks_method_rank_or_index(world):
         if "_dash-component-suites" in path:
             assert anon.get(path).data == c.get(path).data
     assert ranks  # the ranks exist server-side only
+
+
+def test_tokens_starting_with_dash_or_underscore_work(world):
+    from ainerd_core.studies import hash_token
+
+    store = world["store"]
+    from ainerd_core.studies import new_token
+
+    assert not any(new_token().startswith("_") for _ in range(2000))  # never mistaken for a Dash route
+    for tok in ("_" + "a" * 42, "-" + "b" * 42):
+        e, _ = store.add_expert(world["s2"].id, f"T{tok[:3]}")
+        with store.session() as s, s.begin():
+            s.get(Expert, e.id).token_hash = hash_token(tok)
+        c = world["app"].test_client()
+        r = c.get(f"/evaluate/{tok}")
+        assert r.status_code == 303, (tok, r.status_code)
+
+
+def _admin_call(c, deps, output_contains, inputs: dict, states: dict, changed: str):
+    dep = next(d for d in deps if output_contains in d["output"])
+    outs = [dict(zip(("id", "property"), o.rsplit(".", 1))) for o in dep["output"].strip(".").split("...")]
+    payload = {"output": dep["output"], "outputs": outs if len(outs) > 1 else outs[0],
+               "inputs": [{"id": i["id"], "property": i["property"], "value": inputs.get(i["id"])} for i in dep["inputs"]],
+               "state": [{"id": s["id"], "property": s["property"], "value": states.get((s["id"], s["property"]))}
+                         for s in dep.get("state", [])],
+               "changedPropIds": [changed]}
+    r = c.post("/admin/_dash-update-component", json=payload)
+    assert r.status_code == 200, r.data[:500]
+    return json.loads(r.data)["response"]
+
+
+def test_admin_creates_study_from_index_and_upload(world, tmp_path):
+    import base64
+
+    c = admin_client(world)
+    deps = json.loads(c.get("/admin/_dash-dependencies").data)
+    base = {("admin-dataset", "value"): "tiny.h5", ("admin-n", "value"): 4, ("admin-experts", "value"): "X, Y",
+            ("admin-methods", "value"): ["latent", "raw"]}
+    out = _admin_call(c, deps, "admin-create-result", {"admin-create": 1},
+                      {**base, ("admin-target-index", "value"): 2}, "admin-create.n_clicks")
+    text = out["admin-create-result"]["children"]
+    links = re.findall(r"http://localhost/evaluate/[A-Za-z0-9_-]{43}", text)
+    assert text.startswith("Study ") and len(links) == 2, text
+    # an uploaded target (the published one when it is beside the checkout, else a 128 x 128 map)
+    published = Path(__file__).resolve().parents[2] / "shared" / "data" / "ainerd_e031" / "target_c2.npy"
+    if published.exists():
+        raw_bytes = published.read_bytes()
+    else:
+        buf = tmp_path / "t.npy"
+        np.save(buf, np.random.default_rng(0).random((128, 128)))
+        raw_bytes = buf.read_bytes()
+    upload = "data:application/octet-stream;base64," + base64.b64encode(raw_bytes).decode()
+    st = {**base, ("admin-target-upload", "contents"): upload, ("admin-target-upload", "filename"): "target_c2.npy"}
+    out = _admin_call(c, deps, "admin-create-result", {"admin-create": 2}, st, "admin-create.n_clicks")
+    assert "needs --model" in out["admin-create-result"]["children"]  # latent needs a model for a foreign map
+    st[("admin-methods", "value")] = ["raw"]
+    out = _admin_call(c, deps, "admin-create-result", {"admin-create": 3}, st, "admin-create.n_clicks")
+    text = out["admin-create-result"]["children"]
+    assert text.startswith("Study ") and "4 per method" in text, text
+    sid = int(text.split()[1])
+    summary = world["store"].study_summary(sid)
+    assert summary["methods"] == ["raw"] and summary["n_candidates"] == 4 and "target_c2.npy" in summary["target"]
+    # bad upload: a clear message, no study
+    st[("admin-target-upload", "contents")] = "data:application/octet-stream;base64," + base64.b64encode(b"nope").decode()
+    out = _admin_call(c, deps, "admin-create-result", {"admin-create": 4}, st, "admin-create.n_clicks")
+    assert out["admin-create-result"]["children"].startswith("error: target_c2.npy")

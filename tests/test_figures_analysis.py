@@ -216,3 +216,80 @@ def test_noise_grid_is_four_by_four():
     assert len(fig.layout.images) == 16
     assert max(im.x for im in fig.layout.images) < 4 and min(im.y for im in fig.layout.images) < -3
     assert "0.3" in fig.layout.title.text
+
+
+# --------------------------------------------------------------------------- uploads (similarity page)
+def _npy_contents(arr) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return "data:application/octet-stream;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_resample_area_block_means_and_fractional_overlap(rng):
+    from dashboard.pages.similarity import resample_area
+
+    a = rng.random((512, 512))
+    np.testing.assert_allclose(resample_area(a, 256), a.reshape(256, 2, 256, 2).mean(axis=(1, 3)), rtol=1e-5)
+    b = rng.random((300, 300))
+    out = resample_area(b, 256)
+    assert out.shape == (256, 256)
+    assert out.mean() == pytest.approx(b.mean(), rel=1e-5)          # area averaging keeps the mean
+    np.testing.assert_allclose(resample_area(np.full((100, 100), 3.0), 256), 3.0, rtol=1e-6)
+    np.testing.assert_array_equal(resample_area(a[:256, :256], 256), a[:256, :256].astype(np.float32))
+
+
+def test_parse_upload_normalises_any_square_map(rng):
+    from dashboard.pages.similarity import parse_upload
+
+    a = rng.random((384, 384)) * 7 + 2
+    out = parse_upload(_npy_contents(a), "t.npy")
+    assert out.shape == (256, 256) and out.dtype == np.float32
+    assert out.min() == pytest.approx(0) and out.max() == pytest.approx(1)
+    published = pytest.importorskip("conftest").E031 / "target_c2.npy"
+    if published.exists():
+        t = np.load(published)
+        np.testing.assert_allclose(parse_upload(_npy_contents(t), "target_c2.npy"), t, atol=1e-6)
+
+
+@pytest.mark.parametrize("arr, name, match", [
+    (np.zeros((10, 12)), "x.npy", "square"),
+    (np.full((64, 64), np.nan), "x.npy", "NaN"),
+    (np.zeros((64, 64)), "x.png", ".npy"),
+    (np.array([{"a": 1}], dtype=object), "x.npy", "readable"),
+])
+def test_parse_upload_rejects_bad_files(arr, name, match):
+    from dashboard.pages.similarity import parse_upload
+
+    import base64
+    import io
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=True)
+    contents = "data:;base64," + base64.b64encode(buf.getvalue()).decode()
+    with pytest.raises(ValueError, match=match):
+        parse_upload(contents, name)
+
+
+def test_recluster_labels_renumbered_slowest_first(rng):
+    from dashboard.pages.clusters import recluster_labels
+
+    centers = np.array([[0.0] * 4, [5.0] * 4, [10.0] * 4])
+    x = np.concatenate([c + rng.normal(0, 0.3, (20, 4)) for c in centers])
+    slowness = np.repeat([1.0, 3.0, 2.0], 20)          # the middle blob is the slowest
+    steps = []
+    lab = recluster_labels(x, 3, "kmeans", slowness, progress=lambda d, t: steps.append((d, t)))
+    assert (lab[20:40] == 0).all() and (lab[40:] == 1).all() and (lab[:20] == 2).all()
+    assert steps[-1][0] < steps[-1][1] and len(steps) == 10
+    birch = recluster_labels(x, 3, "birch", slowness)
+    assert sorted(np.unique(birch).tolist()) == [0, 1, 2] and (birch[20:40] == 0).all()
+
+
+def test_point_clouds_use_webgl_only_when_large(rng):
+    small = fs.target_umap_figure(rng.random((50, 2)), labels=np.zeros(50, int), target=1)
+    big = fs.target_umap_figure(rng.random((fs.WEBGL_MIN_POINTS, 2)), labels=np.zeros(fs.WEBGL_MIN_POINTS, int))
+    assert {t.type for t in small.data} == {"scatter"}
+    assert big.data[0].type == "scattergl"
+    panels = fc.k_compare_umap_figure(rng.random((30, 2)), {3: rng.integers(0, 3, 30)})
+    assert {t.type for t in panels.data} == {"scatter"}

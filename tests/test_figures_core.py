@@ -125,8 +125,8 @@ def test_latent_map_by_cluster_is_webgl_with_map_indices(cloud):
     for t in fig.data:
         c = int(t.name.split()[-1])
         assert t.marker.color == cluster_color(c)
-        assert np.all(labels[t.customdata] == c)
-        np.testing.assert_allclose(t.x, xy[t.customdata, 0])
+        assert np.all(labels[np.asarray(t.customdata)] == c)
+        np.testing.assert_allclose(t.x, xy[np.asarray(t.customdata), 0])
     assert fig.layout.dragmode == "lasso"
 
 
@@ -137,7 +137,7 @@ def test_latent_map_colours_by_class(cloud):
     assert set(by_name) == {"flow", "vorticity", "other"}
     for name, t in by_name.items():
         assert t.marker.color == CLASS_COLORS[name]
-        assert np.all(cls[t.customdata] == name)
+        assert np.all(cls[np.asarray(t.customdata)] == name)
 
 
 def test_latent_map_continuous_colour_and_flow_share_layer(cloud):
@@ -157,6 +157,18 @@ def test_latent_map_continuous_colour_and_flow_share_layer(cloud):
     assert pts.marker.colorbar.title.text == "time (s)"
     assert h1.name == "t = 0 s" and list(h1.customdata) == [0, 1, 2]
     assert list(h2.customdata) == [3, 4] and h2.marker.symbol != h1.marker.symbol
+
+
+def test_event_customdata_is_sent_as_plain_lists(table, cloud):
+    """dcc.Graph reads click/lasso customdata from gd.data, which it cannot do on base64 arrays."""
+    times, counts, *_ = table
+    xy, labels, _ = cloud
+    figs = [timeline_figure(times, counts), latent_figure(xy, "cluster", labels, highlights=[("a", [1, 2])]),
+            sector_heatmap(times[:2], np.array([1]), np.array([[0, 1]]), 2, None, np.array([[4, 5]]))]
+    for fig in figs:
+        for trace in fig.to_plotly_json()["data"]:
+            if "customdata" in trace:
+                assert isinstance(trace["customdata"], (list, tuple)), trace["type"]
 
 
 def test_latent_map_checks_its_input(cloud):

@@ -106,7 +106,9 @@ def hosted(tmp_path_factory):
 def test_healthz_and_workers(hosted):
     r = requests.get(hosted.url + "/healthz", timeout=10)
     assert r.status_code == 200 and r.json()["status"] == "ok"
-    workers = subprocess.run(["pgrep", "-P", str(hosted.proc.pid)], capture_output=True, text=True).stdout.split()
+    import psutil
+
+    workers = psutil.Process(hosted.proc.pid).children()
     assert len(workers) == 3, hosted.log()
 
 
@@ -126,9 +128,10 @@ def test_viewer_login_in_every_worker(hosted):
     s = client()
     r = login(s, hosted.url, "viewer", VIEWER_PW, "/clusters")
     assert r.status_code == 303 and r.headers["Location"] == "/clusters"
-    # 3 workers x 4 threads: many requests land on every worker, each accepts the session
+    # a new connection per request: the 3 workers take turns accepting them, each must accept
+    # the session (signed with the shared AINERD_SECRET_KEY)
     for _ in range(15):
-        r = s.get(hosted.url + "/_dash-layout", timeout=30)
+        r = s.get(hosted.url + "/_dash-layout", headers={"Connection": "close"}, timeout=30)
         assert r.status_code == 200
     assert s.get(hosted.url + "/admin/_dash-layout", timeout=30).status_code == 403
 
@@ -185,6 +188,18 @@ def test_hosted_refuses_to_start_without_secrets(tmp_path, missing):
     assert proc.returncode != 0
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and missing in lines[0], lines
+
+
+def test_local_mode_master_hands_one_key_to_its_workers(tmp_path):
+    """Without AINERD_SECRET_KEY (local mode) gunicorn.conf.py, run once in the master, puts one
+    random key into the environment every worker inherits (sessions work in every worker)."""
+    env = server_env(tmp_path, tmp_path / "instance")
+    code = ("import os, runpy; ns = runpy.run_path('gunicorn.conf.py'); "
+            "print(len(os.environ['AINERD_SECRET_KEY']), ns['workers'], ns['preload_app'], ns['bind'])")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[:3] == ["64", "3", "False"]
+    assert "127.0.0.1:8050" in proc.stdout
 
 
 @pytest.mark.browser

@@ -15,6 +15,7 @@ from ainerd_core.precompute import precompute
 from conftest import small_meta
 
 FAST = dict(targets=20, n_boot=5, neighbours=20, verbose=False)
+NOMODEL = dict(FAST, use_model=False)
 
 
 def pooled_latents(maps: np.ndarray) -> np.ndarray:
@@ -42,8 +43,8 @@ def sim_pair(tmp_path_factory):
                       latents=pooled_latents(maps), **attrs)
     b = d / "b.h5"
     shutil.copy(a, b)
-    ra = precompute(a, **FAST)
-    precompute(b, **FAST)
+    ra = precompute(a, **NOMODEL)
+    precompute(b, **NOMODEL)
     return a, b, ra, truth
 
 
@@ -154,13 +155,14 @@ def test_tables_agree_with_labels(sim_pair):
         assert np.all((m >= 0) & (m <= t.max()))
 
 
-def test_rerun_replaces_results(sim_pair, tmp_path):
-    a, _, _, _ = sim_pair
-    c = tmp_path / "c.h5"
-    shutil.copy(a, c)
+def test_rerun_replaces_results(tmp_path, rng):
+    n = 60
+    c = write_dataset(tmp_path / "c.h5", meta=small_meta(n), latents=rng.random((n, 4)))
+    precompute(c, k=5, **NOMODEL)
     with open_dataset(c) as ds:
         before = ds.result_names()
-    precompute(c, k=3, **FAST, max_fit=50)
+        assert ds.result_attrs["k"] == 5
+    precompute(c, k=3, **NOMODEL)
     with open_dataset(c) as ds:
         assert ds.result_names() == before
         assert ds.result_attrs["k"] == 3 and ds.read_result("labels").max() == 2

@@ -285,3 +285,11 @@ def test_kill_minus_9_loses_no_acknowledged_rating(tiny, store, tmp_path):
         ratings = s.query(Rating).filter_by(expert_id=eid).count()
     assert events >= acked + 1  # every acknowledged write is there (one more may have committed unacknowledged)
     assert ratings == total
+
+
+def test_concurrent_experts_on_gunicorn_lose_nothing():
+    """A small run of benchmarks/evaluation_load.py: 8 experts in a burst, 3 gunicorn workers."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import evaluation_load
+
+    assert evaluation_load.main(["--experts", "8", "--workers", "3", "--n", "4", "--think-ms", "0"]) == 0

@@ -11,20 +11,13 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .similarity import image_grid_figure
+from .common import CLUSTER_COLORS, NOISE_COLOR, cluster_color  # noqa: F401 - the explorer's palette
+from .similarity import _styled, image_grid_figure, scatter_trace
 
-# qualitative, colour-blind friendly first (Okabe-Ito), then plotly's D3 set
-CLUSTER_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
-                  "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
-NOISE_COLOR = "#bbbbbb"
 METRICS = (("inertia", "inertia (elbow)", "lower is tighter"),
            ("silhouette", "silhouette", "higher is better"),
            ("davies_bouldin", "Davies-Bouldin", "lower is better"),
            ("calinski_harabasz", "Calinski-Harabasz", "higher is better"))
-
-
-def cluster_color(label: int) -> str:
-    return NOISE_COLOR if label < 0 else CLUSTER_COLORS[int(label) % len(CLUSTER_COLORS)]
 
 
 def cluster_name(label: int) -> str:
@@ -32,6 +25,7 @@ def cluster_name(label: int) -> str:
 
 
 # --------------------------------------------------------------------------- k sweep
+@_styled
 def k_sweep_figure(sweep: Mapping[str, np.ndarray], chosen_k: int | None = None,
                    suggested_k: int | None = None, k_rule: str | None = None) -> go.Figure:
     """Inertia (elbow), silhouette, Davies-Bouldin and Calinski-Harabasz vs k (2 x 2 panels).
@@ -81,6 +75,7 @@ def k_sweep_figure(sweep: Mapping[str, np.ndarray], chosen_k: int | None = None,
 
 
 # --------------------------------------------------------------------------- scatter panels
+@_styled
 def umap_panels_figure(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], *, height: int = 380,
                        title: str | None = None) -> go.Figure:
     """Side-by-side scatter panels ``{title: (xy (N, 2), labels (N,))}``, one trace per cluster
@@ -105,9 +100,10 @@ def umap_panels_figure(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], *, h
 def _label_traces_subset(fig, xy, labels, col, legend_labels, panel):
     xy = np.asarray(xy, dtype=np.float64)
     labels = np.asarray(labels).astype(int)
+    Sc = scatter_trace(len(labels))
     for lab in np.unique(labels):
         sel = np.flatnonzero(labels == lab)
-        fig.add_trace(go.Scattergl(x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=cluster_name(lab),
+        fig.add_trace(Sc(x=xy[sel, 0], y=xy[sel, 1], mode="markers", name=cluster_name(lab),
                                    legendgroup=cluster_name(lab), showlegend=int(lab) in legend_labels, customdata=sel,
                                    marker=dict(size=4, color=cluster_color(lab), opacity=0.75),
                                    meta={"label": int(lab), "panel": panel},
@@ -115,12 +111,14 @@ def _label_traces_subset(fig, xy, labels, col, legend_labels, panel):
                       row=1, col=col)
 
 
+@_styled
 def k_compare_umap_figure(xy, labels_by_k: Mapping[int, np.ndarray]) -> go.Figure:
     """k = 3 / 5 / 8 side by side on the same UMAP (panel titles ``k = 3`` ...)."""
     return umap_panels_figure({f"k = {int(k)}": (xy, lab) for k, lab in labels_by_k.items()},
                               title="the same maps clustered with k = " + " / ".join(str(int(k)) for k in labels_by_k))
 
 
+@_styled
 def latent_vs_raw_umap_figure(umap_latent, umap_raw, labels) -> go.Figure:
     """UMAP of the latents next to the UMAP of the raw-pixel baseline, coloured by the same labels."""
     return umap_panels_figure({"UMAP of the latents": (umap_latent, labels),
@@ -128,6 +126,7 @@ def latent_vs_raw_umap_figure(umap_latent, umap_raw, labels) -> go.Figure:
                               title="latent vs raw-pixel UMAP, coloured by the chosen clustering")
 
 
+@_styled
 def counts_over_time_figure(times, counts_by_k: Mapping[int, np.ndarray]) -> go.Figure:
     """Stacked bars of maps per cluster at each time, one panel per k (shared y axis).
 
@@ -169,6 +168,7 @@ def algorithm_summary(labels_by_name: Mapping[str, np.ndarray]) -> list[dict]:
     return rows
 
 
+@_styled
 def algorithm_sizes_figure(labels_by_name: Mapping[str, np.ndarray]) -> go.Figure:
     """Horizontal stacked bars: each algorithm's cluster sizes, largest first, noise last (grey).
 
@@ -199,6 +199,7 @@ def algorithm_sizes_figure(labels_by_name: Mapping[str, np.ndarray]) -> go.Figur
     return fig
 
 
+@_styled
 def stability_figure(ari: Mapping[str, np.ndarray]) -> go.Figure:
     """Box + points of the adjusted Rand index distributions, e.g. ``{"seeds": ..., "bootstrap": ...}``
     (trace ``name`` = key, ``y`` = the array)."""
@@ -226,6 +227,7 @@ def draw_examples(labels, n_per_cluster: int, seed: int) -> dict[int, np.ndarray
     return out
 
 
+@_styled
 def examples_figure(examples: Mapping[int, Sequence[int]], urls: Mapping[int, Sequence[str]],
                     n_per_cluster: int, sizes: Mapping[int, int] | None = None, seed: int | None = None) -> go.Figure:
     """A row of thumbnails per cluster (row titles ``cluster c (n maps)``); tile customdata =
@@ -251,6 +253,7 @@ def examples_figure(examples: Mapping[int, Sequence[int]], urls: Mapping[int, Se
     return fig
 
 
+@_styled
 def labels_scatter_figure(xy, labels, title: str) -> go.Figure:
     """One UMAP coloured by labels (re-clustering result)."""
     return umap_panels_figure({title: (xy, labels)}, height=380)

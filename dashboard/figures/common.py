@@ -58,6 +58,13 @@ def discrete_colorscale(colors: list[str]) -> list[list]:
     return scale
 
 
+def event_list(values) -> list:
+    """Values for ``customdata`` as a plain list. Numpy arrays would reach the browser as base64
+    typed arrays, and dcc.Graph's click/hover/selection events then lose their customdata
+    (it indexes ``gd.data[curve].customdata[point]`` on the undecoded object)."""
+    return np.asarray(values).tolist()
+
+
 def empty_figure(text: str, height: int = 300) -> go.Figure:
     """A blank figure carrying a message (used when data are missing)."""
     fig = go.Figure(layout=dict(template=TEMPLATE, height=height,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from .common import CLASS_COLORS, NOISE_COLOR, TEMPLATE, cluster_colors, discrete_colorscale
+from .common import CLASS_COLORS, NOISE_COLOR, TEMPLATE, cluster_colors, discrete_colorscale, event_list
 
 
 def sector_heatmap(times, sectors, labels, k: int, sector_classes: dict | None = None, map_index=None, *,
@@ -35,7 +35,7 @@ def sector_heatmap(times, sectors, labels, k: int, sector_classes: dict | None =
         raise ValueError(f"labels must be (S, T) = ({sectors.size}, {times.size}), got {z.shape}")
     k = max(int(k), int(z.max()) + 1 if z.size else 1, 1)
     colors = [NOISE_COLOR] + cluster_colors(k)
-    custom = None if map_index is None else np.asarray(map_index, dtype=np.int32)
+    custom = None if map_index is None else event_list(np.asarray(map_index, dtype=np.int32))
     fig = go.Figure(go.Heatmap(
         x=times, y=sectors, z=z, zmin=-1.5, zmax=k - 0.5, colorscale=discrete_colorscale(colors),
         customdata=custom, xgap=1, ygap=1, name="cluster",

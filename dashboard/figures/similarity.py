@@ -13,12 +13,33 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .common import TEMPLATE
+
 SPACE_COLORS = {"latent": "#1f77b4", "raw": "#d62728", "pca": "#2ca02c"}
 SPACE_NAMES = {"latent": "latent space", "raw": "raw pixels", "pca": "PCA-64 of raw pixels"}
 RANK_DASH = {1: "solid", 10: "dash", 100: "dot"}
 RELEVANT_COLORS = {True: "#2ca02c", False: "#d62728", None: "rgba(0,0,0,0)"}
 TARGET_COLOR = "#ff7f0e"
 CAPTION_H = 0.2  # caption band under each tile, in tile heights
+WEBGL_MIN_POINTS = 5000  # SVG scatter below (no WebGL needed), WebGL above
+
+
+def scatter_trace(n_points: int):
+    """``go.Scatter`` for small point clouds (works without WebGL), ``go.Scattergl`` for large."""
+    return go.Scattergl if n_points >= WEBGL_MIN_POINTS else go.Scatter
+
+
+def _styled(builder):
+    """Give a figure builder's result the dashboard's lean template (theme only, data untouched)."""
+    import functools
+
+    @functools.wraps(builder)
+    def wrapper(*args, **kwargs):
+        fig = builder(*args, **kwargs)
+        if isinstance(fig, go.Figure):
+            fig.update_layout(template=TEMPLATE)
+        return fig
+    return wrapper
 
 
 def _ordinal(r: int) -> str:
@@ -26,6 +47,7 @@ def _ordinal(r: int) -> str:
 
 
 # --------------------------------------------------------------------------- image grids
+@_styled
 def image_grid_figure(urls: Sequence[str], n_cols: int, *, captions: Sequence[str] | None = None,
                       hover: Sequence[str] | None = None, customdata: Sequence | None = None,
                       border_colors: Sequence[str | None] | None = None, row_titles: Sequence[str] | None = None,
@@ -99,6 +121,7 @@ def neighbour_order(index, distance) -> tuple[np.ndarray, np.ndarray]:
     return index[order], distance[order]
 
 
+@_styled
 def neighbour_grid_figure(space: str, index, distance, urls: Sequence[str], *, n_cols: int = 6,
                           relevant: Sequence[bool | None] | None = None, hover: Sequence[str] | None = None,
                           title: str | None = None) -> go.Figure:
@@ -128,6 +151,7 @@ def neighbour_grid_figure(space: str, index, distance, urls: Sequence[str], *, n
 
 
 # --------------------------------------------------------------------------- distributions
+@_styled
 def distance_distribution_figure(distances: dict[str, np.ndarray], ranks: Sequence[int] = (1, 10, 100), *,
                                  target: dict[str, np.ndarray] | None = None, nbins: int = 40) -> go.Figure:
     """Histograms of the r-th neighbour distance over all maps, one panel per space.
@@ -174,6 +198,7 @@ def distance_distribution_figure(distances: dict[str, np.ndarray], ranks: Sequen
 
 
 # --------------------------------------------------------------------------- target picker
+@_styled
 def target_umap_figure(xy, *, labels=None, target: int | None = None, latent_nn=None, raw_nn=None,
                        height: int = 330) -> go.Figure:
     """Small UMAP to pick a target by clicking; the target and its neighbours highlighted.
@@ -182,22 +207,24 @@ def target_umap_figure(xy, *, labels=None, target: int | None = None, latent_nn=
     """
     xy = np.asarray(xy, dtype=np.float64)
     n = len(xy)
+    Sc = scatter_trace(n)
     fig = go.Figure()
-    color = np.asarray(labels) if labels is not None else np.zeros(n)
-    fig.add_trace(go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", name="maps",
-                               customdata=np.arange(n), marker=dict(size=4, color=color, colorscale="Viridis",
-                                                                     opacity=0.6),
+    from .common import cluster_color
+
+    color = [cluster_color(v) for v in np.asarray(labels).tolist()] if labels is not None else "#888"
+    fig.add_trace(Sc(x=xy[:, 0], y=xy[:, 1], mode="markers", name="maps",
+                               customdata=np.arange(n), marker=dict(size=4, color=color, opacity=0.6),
                                hovertemplate="map %{customdata}<extra></extra>", showlegend=False))
     for name, nn, sym, col in (("latent neighbours", latent_nn, "circle-open", SPACE_COLORS["latent"]),
                                ("raw-pixel neighbours", raw_nn, "x-thin-open", SPACE_COLORS["raw"])):
         if nn is not None and len(nn):
             nn = np.asarray(nn, dtype=np.int64)
-            fig.add_trace(go.Scattergl(x=xy[nn, 0], y=xy[nn, 1], mode="markers", name=name, customdata=nn,
+            fig.add_trace(Sc(x=xy[nn, 0], y=xy[nn, 1], mode="markers", name=name, customdata=nn,
                                        marker=dict(size=9, symbol=sym, color=col, line=dict(width=2, color=col)),
                                        hovertemplate="map %{customdata}<extra>" + name + "</extra>"))
     if target is not None and 0 <= int(target) < n:
         t = int(target)
-        fig.add_trace(go.Scattergl(x=[xy[t, 0]], y=[xy[t, 1]], mode="markers", name="target", customdata=[t],
+        fig.add_trace(Sc(x=[xy[t, 0]], y=[xy[t, 1]], mode="markers", name="target", customdata=[t],
                                    marker=dict(size=14, symbol="star", color=TARGET_COLOR, line=dict(width=1, color="black")),
                                    hovertemplate="target: map %{customdata}<extra></extra>"))
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=30, b=10), title="click a map to make it the target",

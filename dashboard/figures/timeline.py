@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import TEMPLATE, cluster_color
+from .common import TEMPLATE, cluster_color, event_list
 
 MINIMA_COLOR = "#555555"
 
@@ -54,7 +54,7 @@ def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *
     index = np.arange(times.size)
     width = float(np.min(np.diff(times))) * 0.85 if times.size > 1 else None
     for c in range(counts.shape[1]):
-        fig.add_trace(go.Bar(x=times, y=counts[:, c].astype(np.int32), name=f"cluster {c}", customdata=index,
+        fig.add_trace(go.Bar(x=times, y=counts[:, c].astype(np.int32), name=f"cluster {c}", customdata=event_list(index),
                              marker=dict(color=cluster_color(c), line=dict(width=0)), width=width,
                              hovertemplate=f"t = %{{x:.0f}} s<br>cluster {c}: %{{y}} maps<extra></extra>"),
                       row=bar_row, col=1)

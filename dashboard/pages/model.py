@@ -122,6 +122,7 @@ def _draw_fig(entry, dataset_id, seed):
 
 
 def _has_model_file(entry) -> bool:
+    """Whether the image route can decode reconstructions (the same lookup as the catalog's)."""
     from pathlib import Path
 
     try:
@@ -132,7 +133,8 @@ def _has_model_file(entry) -> bool:
         value = entry.result_attrs.get(key)
         if isinstance(value, str) and value.strip():
             p = Path(value)
-            if (p if p.is_absolute() else entry.path.parent / p).is_file():
+            cands = [p] if p.is_absolute() else [entry.path.parent / p, Path(__file__).resolve().parents[2] / p]
+            if any(c.is_file() for c in cands):
                 return True
     return Path(M.DEMO_WEIGHTS).is_file()
 

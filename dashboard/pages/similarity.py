@@ -288,14 +288,16 @@ def register_callbacks(app, services):
     @app.callback(Output("similarity-target", "data"), Output("similarity-index", "value"),
                   Input("similarity-umap", "clickData"), Input("similarity-index", "value"),
                   Input("similarity-latent-grid", "clickData"), Input("similarity-raw-grid", "clickData"),
-                  State(DATASET_STORE, "data"), prevent_initial_call=True)
-    def pick_target(umap_click, typed, latent_click, raw_click, dataset_id):
+                  State(DATASET_STORE, "data"), State("similarity-target", "data"), prevent_initial_call=True)
+    def pick_target(umap_click, typed, latent_click, raw_click, dataset_id, current):
         entry = catalog.get(dataset_id)
         if entry is None:
             return dash.no_update, dash.no_update
         trig = dash.callback_context.triggered_id
         index = None
         if trig == "similarity-index":
+            if typed is not None and (current or {}).get("index") == typed and (current or {}).get("t", 0) > 0:
+                return dash.no_update, dash.no_update  # echo of a click that already set this target
             index = typed
         else:
             click = {"similarity-umap": umap_click, "similarity-latent-grid": latent_click,
@@ -456,22 +458,34 @@ def _latent_fallback(entry, index, k):
 
 
 def _model_for(entry):
-    """The dataset's model (``/results`` attrs model_path / model / checkpoint, else the shipped
-    demo weights), on CPU."""
+    """The model that made the dataset's latents, on CPU.
+
+    ``/results`` attrs ``model_path`` / ``model`` / ``checkpoint`` name it (relative paths are
+    looked up beside the dataset and in the repository); the shipped demo weights are used only
+    when the results name no model at all. Latents that came with the data (``latent_source``
+    not ``model``) and no recorded checkpoint: refused, since another model's latents would not
+    be comparable.
+    """
     from pathlib import Path
 
     from ainerd_core import model as M
 
-    candidates = []
-    for key in ("model_path", "model", "checkpoint"):
-        value = entry.result_attrs.get(key)
-        if isinstance(value, str) and value.strip():
-            p = Path(value)
-            candidates += [p] if p.is_absolute() else [entry.path.parent / p, Path(__file__).resolve().parents[2] / p]
-    candidates.append(M.DEMO_WEIGHTS)
-    for p in candidates:
-        if p.is_file():
-            return M.load_model(p, device="cpu")
+    attrs = entry.result_attrs
+    named = [str(attrs[k]).strip() for k in ("model_path", "model", "checkpoint")
+             if isinstance(attrs.get(k), str) and str(attrs[k]).strip() not in ("", "none", "given")]
+    for value in named:
+        p = Path(value)
+        for cand in ([p] if p.is_absolute() else [entry.path.parent / p, Path(__file__).resolve().parents[2] / p]):
+            if cand.is_file():
+                return M.load_model(cand, device="cpu")
+    if named:
+        raise RuntimeError(f"the model that made these latents ({Path(named[0]).name}) is not available on this server")
+    source = str(attrs.get("latent_source", "model"))
+    if source != "model":
+        raise RuntimeError("the latents came with the data and no checkpoint is recorded for them, so an uploaded "
+                           "map cannot be encoded into the same space (precompute with --model CHECKPOINT)")
+    if Path(M.DEMO_WEIGHTS).is_file():
+        return M.load_model(M.DEMO_WEIGHTS, device="cpu")
     raise RuntimeError("no model checkpoint is available for this dataset, so an uploaded map cannot be encoded")
 
 
