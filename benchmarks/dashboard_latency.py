@@ -173,6 +173,18 @@ def main(argv=None) -> int:
                 results.setdefault(f"page {path}", []).append(dt)
                 sizes[f"page {path}"] = size
         rng = np.random.default_rng(0)
+        # the first click on a point loads the autoencoder (reconstruction), once per process
+        t0 = time.perf_counter()
+        _, r = c.callback("latent-detail.children",
+                          {"latent-graph.clickData": {"points": [{"curveNumber": 1, "pointNumber": 0, "customdata": 1}]}},
+                          {**state, "latent-k.value": 5})
+        cold["first point click"] = time.perf_counter() - t0
+        recon = [u for u in set(_find_urls(r.json())) if u.startswith("/_maps/")]
+        for u in recon:
+            t0 = time.perf_counter()
+            c.s.get(server.url + u, timeout=120)
+            cold.setdefault("first map images of a point (incl. model load + decode)", 0.0)
+            cold["first map images of a point (incl. model load + decode)"] += time.perf_counter() - t0
         ks = [3, 5, 8]
         colors = ["cluster", "time", "sector", "class", "dynamics"]
         three = [0, len(times) // 2, len(times) - 1]
@@ -192,6 +204,16 @@ def main(argv=None) -> int:
                                                                        "customdata": idx}]}},
                                {**state, "latent-k.value": 5})
             results.setdefault("latent map: click a point", []).append(dt)
+            if has_maps:
+                _, r = c.callback("latent-detail.children",
+                                  {"latent-graph.clickData": {"points": [{"customdata": idx}]}},
+                                  {**state, "latent-k.value": 5})
+                for u in set(_find_urls(r.json())):
+                    if u.startswith("/_maps/"):
+                        t0 = time.perf_counter()
+                        c.s.get(server.url + u, timeout=60).raise_for_status()
+                        results.setdefault("PNG of a clicked point (map or reconstruction), cold", []).append(
+                            time.perf_counter() - t0)
             sel = rng.choice(n, size=min(500, n), replace=False).tolist()
             dt, _ = c.callback("..latent-selection.children...latent-selection-store.data...latent-selection-csv.disabled..",
                                {"latent-graph.selectedData": {"points": [{"customdata": j} for j in sel]}},
@@ -217,9 +239,7 @@ def main(argv=None) -> int:
                 _, r = c.callback("timeline-maps.children",
                                   {"timeline-graph.clickData": {"points": [{"customdata": i % len(times)}]}},
                                   {**state, "timeline-k.value": 5})
-                text = r.text
-                urls = sorted(set(u for u in json.loads(text) and _find_urls(json.loads(text))))
-                thumbs = [u for u in urls if u.startswith("/_maps/")]
+                thumbs = sorted(u for u in set(_find_urls(r.json())) if u.startswith("/_maps/"))
                 for u in thumbs[:3]:
                     t0 = time.perf_counter()
                     rr = c.s.get(server.url + u, timeout=30)
