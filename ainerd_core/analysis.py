@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import warnings
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -219,8 +220,10 @@ def other_algorithms(x: np.ndarray, k: int, seed: int = 0, max_fit: int = MAX_FI
         ext = "none (fitted on all points)"
         if name == "spectral":
             nn = min(10, len(fit_idx) - 1)
-            fit = SpectralClustering(n_clusters=k, affinity="nearest_neighbors", n_neighbors=nn,
-                                     random_state=seed, assign_labels="kmeans").fit_predict(xs)
+            with warnings.catch_warnings():  # "graph is not fully connected" on well-separated data
+                warnings.simplefilter("ignore", UserWarning)
+                fit = SpectralClustering(n_clusters=k, affinity="nearest_neighbors", n_neighbors=nn,
+                                         random_state=seed, assign_labels="kmeans").fit_predict(xs)
             lab, ext = _nearest_centroid_extend(x, fit_idx, fit), "nearest centroid"
         elif name == "agglomerative":
             fit = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(xs)
@@ -230,7 +233,7 @@ def other_algorithms(x: np.ndarray, k: int, seed: int = 0, max_fit: int = MAX_FI
         elif name == "gmm":
             lab = GaussianMixture(n_components=k, covariance_type="diag", random_state=seed).fit(x).predict(x)
         elif name == "hdbscan":
-            fit = HDBSCAN(min_cluster_size=min_cluster).fit_predict(xs)
+            fit = HDBSCAN(min_cluster_size=min_cluster, copy=True).fit_predict(xs)
             lab, ext = _nearest_point_extend(x, fit_idx, fit), "label of the nearest fitted point"
         elif name == "optics":
             fit = OPTICS(min_samples=min_cluster).fit_predict(xs)
@@ -311,8 +314,6 @@ def enable_numba_cache() -> int:
 
 def umap_embed(x: np.ndarray, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1) -> np.ndarray:
     """Seeded 2-d UMAP (n_jobs=1, deterministic for a given seed), float32 (N, 2)."""
-    import warnings
-
     enable_numba_cache()
     import umap
 

@@ -15,8 +15,8 @@ smoothed curve
     truncated at both ends); every rated (expert, rank) cell inside the window counts once.
 rank where the average falls below 50 %
     the first rank at which the smoothed average is < 0.5 (``rank_below_50``);
-    ``last_rank_at_or_above_50`` is the rank before it (the paper's "above 50 % up to rank R").
-    None / N when the curve never falls below 0.5.
+    ``last_rank_at_or_above_50`` is the rank before it (the paper's "above 50 % up to rank R");
+    when the curve never falls below 0.5 it is the last rank with answers (N once all are answered).
 bootstrap band
     pointwise 95 % percentile interval of the smoothed average, resampling the rated cells of
     each window with replacement (for 0/1 answers this is exactly a binomial draw of the window's
@@ -96,10 +96,15 @@ def crossing_rank(curve, threshold: float = THRESHOLD) -> int | None:
     return int(below[0]) + 1 if below.size else None
 
 
-def last_rank_above(curve, threshold: float = THRESHOLD) -> int:
-    """The rank before the first fall below threshold (N if it never falls; 0 if rank 1 is below)."""
+def last_rank_above(curve, threshold: float = THRESHOLD) -> int | None:
+    """The rank before the first fall below threshold; if it never falls, the last rank with data
+    (N when every rank was answered); 0 if rank 1 is below; None when nothing was answered."""
+    curve = np.asarray(curve, dtype=np.float64)
     r = crossing_rank(curve, threshold)
-    return len(curve) if r is None else r - 1
+    if r is not None:
+        return r - 1
+    have = np.flatnonzero(~np.isnan(curve))
+    return int(have[-1]) + 1 if have.size else None
 
 
 def bootstrap_band(y, window: int = DEFAULT_WINDOW, n_boot: int = DEFAULT_BOOT, level: float = 0.95,
@@ -129,7 +134,11 @@ def crossing_interval(y, window: int = DEFAULT_WINDOW, n_boot: int = DEFAULT_BOO
     vals = np.empty(n_boot)
     for b in range(n_boot):
         pick = rng.integers(0, e, size=e)
-        vals[b] = last_rank_above(smoothed_accuracy(y[pick], window), threshold)
+        v = last_rank_above(smoothed_accuracy(y[pick], window), threshold)
+        vals[b] = np.nan if v is None else v
+    vals = vals[~np.isnan(vals)]
+    if vals.size == 0:
+        return None
     a = (1 - level) / 2
     lo, hi = np.quantile(vals, [a, 1 - a])
     return int(math.floor(lo)), int(math.ceil(hi))

@@ -31,6 +31,7 @@ instance>/ainerd.db`` (the dashboard's default).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as _dt
 import hashlib
@@ -43,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text,
-                        UniqueConstraint, create_engine, event, func, select, text)
+                        UniqueConstraint, create_engine, event, func, select)
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, deferred, mapped_column
 
@@ -209,11 +210,12 @@ def hash_token(token: str) -> str:
 
 
 def new_token() -> str:
-    """``secrets.token_urlsafe(32)`` (256 bits), redrawn if it starts with '_' so that no link can
-    ever look like one of Dash's internal routes under /evaluate/ (``_dash-...``, ``_reload-hash``)."""
+    """``secrets.token_urlsafe(32)`` (256 bits), redrawn if it starts with '_' or '-': no link can
+    look like one of Dash's internal routes under /evaluate/ (``_dash-...``, ``_reload-hash``), and
+    ``study revoke TOKEN`` never reads a token as an option."""
     while True:
         token = secrets.token_urlsafe(32)
-        if not token.startswith("_"):
+        if token[0] not in "_-":
             return token
 
 
@@ -373,11 +375,11 @@ def find_candidates(ds, target, methods, n: int, model_path=None) -> tuple[dict,
 
 # ====================================================================== the store
 class StudyError(InputError):
-    pass
+    """A study operation that cannot be done (no such study, closed, revoked...): one line."""
 
 
 def _fmt(t: _dt.datetime | None) -> str | None:
-    return None if t is None else t.replace(microsecond=t.microsecond).isoformat(timespec="microseconds") + "Z"
+    return None if t is None else t.isoformat(timespec="microseconds") + "Z"
 
 
 class StudyStore:
@@ -626,7 +628,7 @@ class StudyStore:
         table = Rating.__table__
         values = dict(expert_id=expert_id, candidate_id=cand, study_id=study_id, similar=similar, version=1,
                       first_utc=now, updated_utc=now)
-        with self.engine.connect() as c:
+        with self._write_lock(), self.engine.connect() as c:
             dialect = c.dialect.name
             if dialect in ("sqlite", "postgresql"):
                 if dialect == "sqlite":
@@ -660,6 +662,30 @@ class StudyStore:
                                                             created_utc=now))
             c.commit()
         return {"version": version}
+
+    @contextlib.contextmanager
+    def _write_lock(self):
+        """SQLite: queue writers of all processes on an flock (woken at once when the holder
+        commits, instead of SQLite's sleep-and-retry busy handler, which adds up to 100 ms per
+        retry); the kernel releases it if the holder is killed. Other databases: no-op."""
+        path = self._lock_path()
+        if path is None:
+            yield
+            return
+        import fcntl
+
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _lock_path(self) -> str | None:
+        if not self.url.startswith("sqlite") or os.name != "posix":
+            return None
+        db = self.url.split(":///", 1)[-1]
+        return None if not db or db == ":memory:" else db + ".writelock"
 
     def image_for_key(self, expert_id: int, key: str) -> bytes | None:
         """PNG of the expert's target or of one of the expert's candidates, else None."""

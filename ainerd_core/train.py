@@ -169,7 +169,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augment: bool = True,
           device: str | None = None, batch_size: int = DEFAULT_BATCH, seed: int = 0, resume=None,
           max_maps: int | None = None, time_budget_s: float | None = None, dropout: float | None = None,
-          lr_step_epochs: float = 6.0, threads: int | None = None,
+          lr_step_epochs: float | None = None, threads: int | None = None, keep_state: bool = False,
           log=print, progress: bool = False, write_curve: bool = True) -> dict:
     """Train the autoencoder on a dataset file; returns a summary dict.
 
@@ -193,7 +193,7 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
         torch.set_num_threads(int(threads))
     if dropout is not None and not 0 <= dropout < 1:
         raise InputError(None, f"--dropout must be in [0, 1), got {dropout}")
-    if lr_step_epochs <= 0:
+    if lr_step_epochs is not None and lr_step_epochs <= 0:
         raise InputError(None, f"--lr-step-epochs must be > 0, got {lr_step_epochs}")
     t_start = time.perf_counter()
 
@@ -205,7 +205,10 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
             dropout = float(state.get("dropout", DROPOUT))
         elif float(state.get("dropout", DROPOUT)) != dropout:
             log(f"note: dropout changes from {state.get('dropout', DROPOUT)} to {dropout} on resume")
-        lr_step_epochs = float(state.get("config", {}).get("scheduler", {}).get("step_size_up_epochs", lr_step_epochs))
+        if lr_step_epochs is None:
+            lr_step_epochs = float(state.get("config", {}).get("scheduler", {}).get("step_size_up_epochs", 6.0))
+    if lr_step_epochs is None:
+        lr_step_epochs = 6.0
     if dropout is None:
         dropout = DROPOUT
 
@@ -252,14 +255,17 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
         rng = np.random.default_rng(seed + 2)
         if state is not None:
             model.load_state_dict(state["state_dict"], strict=True)
-            if "optimizer" in state and int(state.get("batches_per_epoch", -1)) == batches_per_epoch:
+            same_schedule = float(state.get("config", {}).get("scheduler", {}).get("step_size_up_epochs", 6.0)) == lr_step_epochs
+            if "optimizer" in state and int(state.get("batches_per_epoch", -1)) == batches_per_epoch and same_schedule:
                 opt.load_state_dict(state["optimizer"])
                 sched.load_state_dict(state["scheduler"])
                 rng = np.random.default_rng()
                 rng.bit_generator.state = json.loads(state["rng_state"])
                 torch.set_rng_state(state["torch_rng_state"])
             elif "optimizer" in state:
-                log(f"note: batch size changed since {resume}; optimizer and schedule restart")
+                log(f"note: batch size or LR step changed since {resume}; optimizer and LR schedule restart")
+                rng = np.random.default_rng()
+                rng.bit_generator.state = json.loads(state["rng_state"])
             curve = {k: list(v) for k, v in state.get("learning_curve", curve).items()} or curve
             best_val = float(state.get("best_val_loss", float("inf")))
             best_epoch = int(state.get("best_epoch", -1))
@@ -344,7 +350,8 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
         elapsed = time.perf_counter() - t_start
         config["stopped_by_time_budget"] = stopped_early
         atomic_torch_save(checkpoint(False, epoch=best_epoch, test=test, train_seconds=elapsed), out)
-    state_path(out).unlink(missing_ok=True)
+    if not keep_state:
+        state_path(out).unlink(missing_ok=True)
     if write_curve:
         _atomic_write_text(curve_path(out), json.dumps({**curve, "best_epoch": best_epoch, "best_val_loss": best_val,
                                                         "test": test, "config": config}, indent=1))
@@ -369,8 +376,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-maps", type=int, default=None, help="use a seeded random subset of this many maps")
     parser.add_argument("--dropout", type=float, default=None,
                         help=f"dropout probability (default {DROPOUT}; on --resume: the run's own)")
-    parser.add_argument("--lr-step-epochs", type=float, default=6.0,
-                        help="CyclicLR step_size_up in epochs (default 6, the published recipe)")
+    parser.add_argument("--lr-step-epochs", type=float, default=None,
+                        help="CyclicLR step_size_up in epochs (default 6, the published recipe; on --resume: the run's own)")
+    parser.add_argument("--keep-state", action="store_true",
+                        help="keep <out>.state.pt after the last epoch (to continue later with --resume)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--progress", action="store_true", help="progress bar per epoch")
 
@@ -378,5 +387,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     train(args.dataset, args.out, epochs=args.epochs, latent=args.latent, augment=args.augment, device=args.device,
           batch_size=args.batch_size, seed=args.seed, resume=args.resume, max_maps=args.max_maps,
-          dropout=args.dropout, lr_step_epochs=args.lr_step_epochs, threads=args.threads, progress=args.progress)
+          dropout=args.dropout, lr_step_epochs=args.lr_step_epochs, threads=args.threads,
+          keep_state=args.keep_state, progress=args.progress)
     return 0

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -233,8 +232,6 @@ def main(argv=None) -> int:
             results.setdefault("sectors: click a cell", []).append(dt)
         # PNG route: cold and cached
         if has_maps:
-            from dashboard.images import ImageService  # noqa: F401 - the URLs come from the page
-
             for i in range(args.repeat):
                 _, r = c.callback("timeline-maps.children",
                                   {"timeline-graph.clickData": {"points": [{"customdata": i % len(times)}]}},

@@ -125,6 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=15, help="neighbours per method (images per expert <= 2n)")
     p.add_argument("--think-ms", type=float, default=1000.0,
                    help="mean time an expert looks at an image before clicking (uniform 0.5-1.5 x); 0 = burst")
+    p.add_argument("--db", help="database URL for the study and the server (default: SQLite in a temporary "
+                               "instance folder); e.g. postgresql+psycopg://user@host/db")
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
 
@@ -134,11 +136,11 @@ def main(argv=None) -> int:
     data, instance = tmp / "data", tmp / "instance"
     data.mkdir()
     ds = build_dataset(data / "load.h5")
-    db = f"sqlite:///{(instance / 'ainerd.db').resolve()}"
+    db = args.db or f"sqlite:///{(instance / 'ainerd.db').resolve()}"
     store = StudyStore(db)
     study, tokens = store.create_study(ds, 30, n=args.n, experts=[f"E{i:02d}" for i in range(args.experts)])
     server = start_server(data, instance, gunicorn_workers=args.workers, AINERD_SECRET_KEY="L" * 48,
-                          AINERD_ADMIN_PASSWORD="load-admin", GUNICORN_LOGLEVEL="warning")
+                          AINERD_ADMIN_PASSWORD="load-admin", GUNICORN_LOGLEVEL="warning", AINERD_DATABASE_URL=db)
     try:
         results = [dict() for _ in tokens]
         barrier = threading.Barrier(len(tokens))
@@ -184,7 +186,7 @@ def main(argv=None) -> int:
                       "mean": round(statistics.fmean(lat) * 1000, 1) if lat else None},
         "image_ms": {"p50": round(pct(img, 50), 1), "p95": round(pct(img, 95), 1)},
         "errors": sorted({str(e) for e in errors})[:10], "n_errors": len(errors), "problems": problems[:10], "n_problems": len(problems),
-        "database": "sqlite WAL synchronous=FULL",
+        "database": "sqlite WAL synchronous=FULL" if db.startswith("sqlite") else db.split(":", 1)[0],
     }
     print(json.dumps(figures, indent=1))
     if args.json:

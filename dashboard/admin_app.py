@@ -16,7 +16,6 @@ exports).
 from __future__ import annotations
 
 import base64
-import html as _html
 import io
 import re
 
@@ -189,13 +188,13 @@ def init_admin(server: flask.Flask, config) -> dash.Dash:
         for m, r in res["methods"].items():
             ci = r["crossing_interval"]
             method_rows.append((m, r["n_ranks"], _fmt(r["mean_accuracy"]), _fmt(r["rank_below_50"]),
-                                r["last_rank_at_or_above_50"], "-" if not ci else f"{ci[0]} .. {ci[1]}",
+                                _fmt(r["last_rank_at_or_above_50"]), "-" if not ci else f"{ci[0]} .. {ci[1]}",
                                 _fmt(r["agreement"]["fleiss_kappa"]), _fmt(r["agreement"]["krippendorff_alpha"])))
         expert_rows = []
         for m, r in res["methods"].items():
             for name, ex in zip(res["experts"], r["experts"]):
                 expert_rows.append((m, name, ex["n_rated"], _fmt(ex["mean_accuracy"]), _fmt(ex["rank_below_50"]),
-                                    ex["last_rank_at_or_above_50"]))
+                                    _fmt(ex["last_rank_at_or_above_50"])))
         tests = [(f"{t['a']} - {t['b']}", _fmt(t["statistic"]), _fmt(t["p_value"], 4), t["n_pairs"],
                   "exact" if t["exact"] else f"Monte Carlo, {t['n_permutations']}") for t in res["permutation_tests"]]
         agree = res.get("agreement", {})

@@ -230,6 +230,12 @@ class DatasetEntry:
                            f"dataset's ({latent.shape[1]})")
         return True, self._model_note
 
+    def warm_model(self) -> None:
+        """Load the reconstruction model in a background thread (pages call it when they are
+        shown, so the first click does not wait for torch to import)."""
+        if self._model is _MISSING and self.result("latent") is not None:
+            threading.Thread(target=self._load_model, name=f"warm-model-{self.id}", daemon=True).start()
+
     def _load_model(self):
         if self._model is _MISSING:
             with self._lock:

@@ -13,6 +13,9 @@ Blinding, enforced here
   and the page need a valid expert session (403 otherwise); images need a session and a key
   of that expert (404 otherwise); only Dash's generic library bundles
   (``_dash-component-suites``) and ``keys.js`` are served without one; anything else is 404.
+  (One exception: a signed session whose link was revoked, or whose study closed or expired,
+  while the page was open may still post a click; the callback then saves nothing and answers
+  only with the reason and disabled buttons.)
 - Images are served only as ``/evaluate/img/<key>``, ``key`` a random string drawn per
   (expert, position) and stored in ``assignments``; the PNG bytes were rendered once at study
   creation by one function (:func:`ainerd_core.studies.render_png`), so every candidate takes
@@ -130,6 +133,8 @@ def init_evaluation(server: flask.Flask, config) -> dash.Dash:
             resp.headers["X-Content-Type-Options"] = "nosniff"
             return resp
         if rest in _INTERNAL:
+            if eid is None and rest == "_dash-update-component" and flask.session.get(SESSION_KEY) is not None:
+                return None  # a signed expert session whose link was withdrawn: the callback only says why
             if eid is None:
                 resp = flask.jsonify(error=reason)
                 resp.status_code = 403
@@ -207,8 +212,9 @@ def init_evaluation(server: flask.Flask, config) -> dash.Dash:
                   prevent_initial_call=True)
     def step(_s, _d, _b, _n, pos):
         eid, reason = session_expert()
-        if eid is None:
-            raise PreventUpdate
+        if eid is None:  # revoked, expired or closed while the page was open: say so, save nothing
+            nu = dash.no_update
+            return nu, nu, nu, nu, nu, True, True, nu, reason + " Your last click was not saved."
         trig = ctx.triggered_id
         try:
             pos = int(pos)

@@ -166,7 +166,7 @@ def thumbnail_grid(entry, indices, labels=None, *, id_prefix: str = "thumb", max
             html.A(html.Img(src=map_image_url(entry.id, i, thumb=True), alt=caption, title=caption,
                             width=96, height=96, className="map-thumb"),
                    href=map_image_url(entry.id, i), target="_blank"),
-            html.Figcaption(caption.split(" · ", 1)[-1], className="small text-muted")],
+            html.Figcaption(" · ".join(caption.split(" · ")[2:]) or caption, className="small text-muted")],
             className="thumb-cell m-1"))
     return html.Div(cells, className="thumb-grid d-flex flex-wrap", id=f"{id_prefix}-grid")
 
@@ -215,10 +215,10 @@ def map_detail(entry, index: int, labels=None, *, reconstruction: bool = False, 
 
 
 # --------------------------------------------------------------------------- the app
-def _navbar(services: Services) -> dbc.Navbar:
+def _navbar(services: Services, options: list[dict]) -> dbc.Navbar:
     links = [dbc.NavItem(dbc.NavLink(p.TITLE, href=p.PATH, id=f"nav-{_page_key(p)}", className="px-2"))
              for p in services.pages]
-    selector = dcc.Dropdown(id="dataset-select", options=[], value=None, clearable=False, searchable=True,
+    selector = dcc.Dropdown(id="dataset-select", options=options, value=None, clearable=False, searchable=True,
                             placeholder="dataset", style={"minWidth": "14rem", "color": "#212529"})
     return dbc.Navbar(dbc.Container([
         dbc.NavbarBrand("AI-NERD", href="/", className="fw-bold"),
@@ -235,9 +235,8 @@ def _page_key(page) -> str:
 def _shell(services: Services):
     def layout():
         entries = [e for e in services.catalog.entries() if e.error is None]
-        nav = _navbar(services)
-        nav.children.children[2].children[1].options = [
-            {"label": e.id + ("" if e.has_results else " (not precomputed)"), "value": e.id} for e in entries]
+        nav = _navbar(services, [{"label": e.id + ("" if e.has_results else " (not precomputed)"), "value": e.id}
+                                 for e in entries])
         return html.Div([
             dcc.Location(id="url", refresh=False),
             dcc.Store(id=DATASET_STORE),

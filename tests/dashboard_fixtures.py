@@ -136,13 +136,13 @@ def synthetic_results(path, k: int = 5, seed: int = 0, model_path: str | None = 
     from sklearn.mixture import GaussianMixture
 
     if not full:
-        res["algorithms/gmm"] = GaussianMixture(k, random_state=seed).fit(latent).predict(latent).astype(np.int32)
+        res["algorithms/gmm"] = GaussianMixture(k, covariance_type="diag", random_state=seed).fit(latent).predict(latent).astype(np.int32)
         res["stability/ari_seeds"] = np.ones(10)
         res["stability/ari_bootstrap"] = np.ones(5)
         return _finish(path, res, latent, feature, meta, attrs, rheo, k, seed, model_path, rng, maps)
     res["algorithms/agglomerative"] = AgglomerativeClustering(n_clusters=k).fit_predict(latent).astype(np.int32)
     res["algorithms/birch"] = Birch(n_clusters=3).fit_predict(latent).astype(np.int32)
-    res["algorithms/gmm"] = GaussianMixture(k, random_state=seed).fit(latent).predict(latent).astype(np.int32)
+    res["algorithms/gmm"] = GaussianMixture(k, covariance_type="diag", random_state=seed).fit(latent).predict(latent).astype(np.int32)
     res["stability/ari_seeds"] = np.array([adjusted_rand_score(res["labels"], _kmeans(latent, k, s).labels_)
                                            for s in range(10)])
     res["stability/ari_bootstrap"] = np.clip(rng.normal(0.9, 0.04, 5), 0, 1)

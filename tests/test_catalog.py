@@ -100,3 +100,64 @@ def test_requirements(folder):
 
     assert missing_requirements(NeedsMaps, cat.get("e031")) == ["maps"]
     assert missing_requirements(NeedsMaps, cat.get("demo")) == []
+
+
+def test_background_helper_registers_on_the_instance_only(tmp_path):
+    import dash
+    import diskcache
+    from dash import DiskcacheManager, Input, Output, html
+
+    from dashboard.explorer import register_background_callback
+
+    before = dict(dash._callback.GLOBAL_CALLBACK_MAP)
+    app = dash.Dash(__name__)
+    app.layout = html.Div([html.Button(id="recluster-run"), html.Div(id="recluster-result"),
+                           html.Progress(id="recluster-progress")])
+    manager = DiskcacheManager(diskcache.Cache(str(tmp_path / "cache")))
+
+    @register_background_callback(app, manager, Output("recluster-result", "children"),
+                                  Input("recluster-run", "n_clicks"),
+                                  progress=[Output("recluster-progress", "value")])
+    def job(set_progress, n):
+        return "done"
+
+    assert "recluster-result.children" in app.callback_map
+    spec = app.callback_map["recluster-result.children"]
+    assert spec.get("background") or spec.get("long")
+    assert dict(dash._callback.GLOBAL_CALLBACK_MAP) == before  # nothing leaked to the global registry
+
+
+def _find(component, id_):
+    if getattr(component, "id", None) == id_:
+        return component
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, (list, tuple)) else [children]:
+        if child is not None and not isinstance(child, (str, int, float)):
+            found = _find(child, id_)
+            if found is not None:
+                return found
+    return None
+
+
+def test_timeline_without_rheology_shows_the_histogram_and_a_note(tmp_path):
+    from ainerd_core.dataset import write_dataset
+    from dashboard.pages import PageContext, Services
+    from dashboard.pages import timeline
+    from dashboard_fixtures import synthetic_results
+
+    rng = np.random.default_rng(0)
+    n_t, n_s = 6, 6
+    path = write_dataset(tmp_path / "norheo.h5", meta=dict(time=np.tile(np.arange(n_t) * 60.0, n_s),
+                                                          sector=np.repeat(np.arange(1, n_s + 1), n_t)),
+                         latents=rng.gamma(2.0, 1.0, (n_t * n_s, 64)).astype(np.float32), n_sectors=n_s,
+                         sector_width_deg=60.0)
+    synthetic_results(path)
+    cat = Catalog(tmp_path)
+    entry = cat.get("norheo")
+    assert not entry.has_rheology
+    services = Services(app=None, config=None, catalog=cat, background_manager=None, register_background=None)
+    page = timeline.layout(PageContext(entry, entry.id, [entry], {"k": "3"}, services))
+    assert "no rheology" in str(_find(page, "timeline-note").children)
+    graph = _find(page, "timeline-graph")
+    assert {t.type for t in graph.figure.data} == {"bar"} and len(graph.figure.data) == 3
+    np.testing.assert_array_equal(graph.figure.data[1].y, entry.counts(3)[:, 1])

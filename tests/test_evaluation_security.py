@@ -291,7 +291,7 @@ def test_tokens_starting_with_dash_or_underscore_work(world):
     store = world["store"]
     from ainerd_core.studies import new_token
 
-    assert not any(new_token().startswith("_") for _ in range(2000))  # never mistaken for a Dash route
+    assert not any(new_token()[0] in "_-" for _ in range(2000))  # never mistaken for a Dash route or an option
     for tok in ("_" + "a" * 42, "-" + "b" * 42):
         e, _ = store.add_expert(world["s2"].id, f"T{tok[:3]}")
         with store.session() as s, s.begin():
@@ -349,3 +349,22 @@ def test_admin_creates_study_from_index_and_upload(world, tmp_path):
     st[("admin-target-upload", "contents")] = "data:application/octet-stream;base64," + base64.b64encode(b"nope").decode()
     out = _admin_call(c, deps, "admin-create-result", {"admin-create": 4}, st, "admin-create.n_clicks")
     assert out["admin-create-result"]["children"].startswith("error: target_c2.npy")
+
+
+def test_open_page_after_closing_says_why_and_saves_nothing(world, tmp_path):
+    store = world["store"]
+    study, toks = store.create_study(world["tiny"], 3, n=3, experts=["Late"])
+    c = world["app"].test_client()
+    assert c.get(f"/evaluate/{toks[0][1]}").status_code == 303
+    deps = json.loads(c.get("/evaluate/_dash-dependencies").data)
+    store.close_study(study.id)
+    r = click(c, deps, "rate-similar", 0)
+    assert r.status_code == 200
+    payload = json.loads(r.data)["response"]
+    assert "closed" in payload["eval-error"]["children"] and payload["rate-similar"]["disabled"] is True
+    assert set(payload) == {"rate-similar", "rate-not-similar", "eval-error"}
+    assert store.expert_view(toks[0][0].id)["rated"] == 0
+    assert c.get("/evaluate/_dash-layout").status_code == 403
+    # a forged or absent session still gets nothing from the callback route
+    anon = world["app"].test_client()
+    assert click(anon, deps, "rate-similar", 0).status_code == 403

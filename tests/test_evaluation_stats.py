@@ -31,6 +31,8 @@ def test_crossing_rank():
     assert ev.last_rank_above([0.6, 0.7]) == 2
     assert ev.last_rank_above([0.1, 0.7]) == 0
     assert ev.crossing_rank([nan, 0.4]) == 2
+    assert ev.last_rank_above([0.9, 0.8, nan, nan]) == 2  # never below, answers up to rank 2
+    assert ev.last_rank_above([nan, nan]) is None
 
 
 def test_bootstrap_band_brackets_and_degenerate():

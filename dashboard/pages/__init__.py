@@ -31,6 +31,13 @@ A page module provides
     ``services.catalog.get(dataset_id)``. Component ids must be unique across pages: prefix
     them with the page name (``"timeline-k"``, ``"similarity-target"``...).
 
+Helpers in :mod:`dashboard.explorer` for page modules: ``graph_card`` (a figure with its PNG
+and CSV buttons) + ``register_csv_download``, ``thumbnail_grid`` (map thumbnails through the PNG
+route, or a "latents only" message), ``map_detail`` (one map, optionally its reconstruction, and
+its metadata), ``message``. Figures sent to the browser must carry event ``customdata`` as plain
+lists (:func:`dashboard.figures.common.event_list`): dcc.Graph drops customdata of base64 arrays
+from click/hover/selection events.
+
 Long work (a background callback with a progress bar) goes through
 :func:`dashboard.explorer.register_background_callback` (``services.register_background``),
 which uses the single background manager the app created (``services.background_manager``).

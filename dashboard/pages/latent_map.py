@@ -90,6 +90,7 @@ def layout(ctx):
                               placeholder="choose time points")], md=12, className="mt-2"),
     ], className="mb-2 align-items-center")
     figure = build_figure(entry, color_by, k, has_share, chosen_times)
+    entry.warm_model()  # reconstructions: load the autoencoder before the first click
     selection = dbc.Card([
         dbc.CardHeader(html.Div([html.Span("Lasso selection", className="fw-semibold me-auto"),
                                  dbc.Button("Export selection CSV", id="latent-selection-csv", size="sm",
