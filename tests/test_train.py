@@ -92,7 +92,7 @@ def test_one_real_training_step_lowers_the_loss():
     opt.zero_grad()
     loss.backward()
     opt.step()
-    assert np.isfinite(float(loss))
+    assert np.isfinite(float(loss.detach()))
     assert eval_loss() < before
 
 
