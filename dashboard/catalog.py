@@ -262,29 +262,40 @@ def _json_attr(text) -> dict:
 
 
 def _load_model_for(entry: DatasetEntry):
-    """(model or None, note) for an entry; never raises."""
-    candidates = []
-    for key in ("model_path", "model", "checkpoint"):
-        value = entry.result_attrs.get(key)
-        if isinstance(value, str) and value.strip():
-            p = Path(value)
-            candidates.append(p if p.is_absolute() else (entry.path.parent / p))
-            if not p.is_absolute():
-                candidates.append(Path(__file__).resolve().parents[1] / p)
+    """(model or None, note) for an entry; never raises.
+
+    The decoder must be the model that made the latents: the checkpoint named by the
+    ``/results`` attrs (``model_path`` or ``model``). Latents that came with the data
+    (``latent_source`` other than ``model``, or ``model = "none"``) have no known decoder, and a
+    named checkpoint that is missing is reported, not replaced by another model. Only results
+    that name no model at all fall back to the shipped demo weights.
+    """
+    ra = entry.result_attrs
+    source = ra.get("latent_source")
+    named = next((ra[k] for k in ("model_path", "model", "checkpoint")
+                  if isinstance(ra.get(k), str) and ra[k].strip()), None)
+    if (source is not None and source != "model") or (named or "").strip().lower() in ("none", "given"):
+        why = f"the latents came with the data ({source})" if source and source != "model" else \
+            "the precomputation recorded no model checkpoint"
+        return None, f"{why}, so no decoder is known for them"
     try:
         from ainerd_core import model as model_mod
     except Exception as exc:  # noqa: BLE001 - torch missing or broken
         return None, f"the model code is not available ({exc})"
-    candidates.append(model_mod.DEMO_WEIGHTS)
+    if named:
+        p = Path(named)
+        candidates = [p] if p.is_absolute() else [entry.path.parent / p, Path(__file__).resolve().parents[1] / p]
+    else:
+        candidates = [model_mod.DEMO_WEIGHTS]
     for path in candidates:
         if path.exists() and path.is_file():
             try:
                 m = model_mod.load_model(path, device="cpu")
             except Exception as exc:  # noqa: BLE001
                 log.warning("could not load model %s: %s", path, exc)
-                continue
+                return None, f"the model {path.name} could not be loaded ({exc})"
             return m, f"decoded with {path.name}"
-    return None, "no model checkpoint is available for this dataset"
+    return None, f"the model checkpoint {named or candidates[0]} is not available"
 
 
 class Catalog:

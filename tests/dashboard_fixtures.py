@@ -215,8 +215,12 @@ def _finish(path, res, latent, feature, meta, attrs, rheo, k, seed, model_path, 
               "dynamics_score_r": 1.0, "noise_sigma": 0.3,
               "timings_json": json.dumps({"latents": 0.1, "kmeans": 0.2, "umap": 0.05, "tables": 0.01}),
               "retrieval_json": json.dumps({}), "pipeline": "synthetic-fixture"}
-    if model_path:
+    if model_path:  # the fixture's decoder (its latents are block means: decoding tests the plumbing)
         rattrs["model_path"] = str(model_path)
+        rattrs["latent_source"] = "model"
+    else:
+        rattrs["latent_source"] = "dataset /latents" if maps is None else "8 x 8 block means (synthetic)"
+        rattrs["model"] = "none"
     write_results(path, res, rattrs)
     # the prominence attr of stress_minima lives on the dataset; write_results takes top-level attrs only
     res["_prominence"] = prominence

@@ -161,3 +161,10 @@ def test_timeline_without_rheology_shows_the_histogram_and_a_note(tmp_path):
     graph = _find(page, "timeline-graph")
     assert {t.type for t in graph.figure.data} == {"bar"} and len(graph.figure.data) == 3
     np.testing.assert_array_equal(graph.figure.data[1].y, entry.counts(3)[:, 1])
+
+
+def test_no_reconstruction_for_latents_that_came_with_the_data(folder):
+    e031 = Catalog(folder).get("e031")
+    ok, note = e031.reconstruction_status()
+    assert not ok and "no decoder" in note
+    assert e031.reconstruction(0)[0] is None
