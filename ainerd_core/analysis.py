@@ -229,7 +229,9 @@ def other_algorithms(x: np.ndarray, k: int, seed: int = 0, max_fit: int = MAX_FI
             fit = AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(xs)
             lab, ext = _nearest_centroid_extend(x, fit_idx, fit), "nearest centroid"
         elif name == "birch":
-            lab = Birch(n_clusters=k).fit_predict(x)
+            with warnings.catch_warnings():  # "fewer subclusters than k": reported in the sizes
+                warnings.simplefilter("ignore")
+                lab = Birch(n_clusters=k).fit_predict(x)
         elif name == "gmm":
             lab = GaussianMixture(n_components=k, covariance_type="diag", random_state=seed).fit(x).predict(x)
         elif name == "hdbscan":
@@ -369,7 +371,8 @@ def stress_minima(time: np.ndarray, stress: np.ndarray, *, t_range: tuple[float,
     (default: all), smoothed with a Gaussian of standard deviation ``sigma_s`` seconds
     (``scipy.ndimage.gaussian_filter1d``, mode 'nearest'), and the minima are the peaks of the
     negated curve (``scipy.signal.find_peaks``) with at least ``prominence`` Pa of prominence
-    (default: 5 % of the smoothed curve's range in the window). Returns (times, prominence used,
+    (default: the larger of 5 % of the 5-95 percentile span of the smoothed curve in the window and
+    3 x the robust noise of the log around it). Returns (times, prominence used,
     description of the rule).
     """
     from scipy.ndimage import gaussian_filter1d
@@ -390,7 +393,13 @@ def stress_minima(time: np.ndarray, stress: np.ndarray, *, t_range: tuple[float,
     grid = np.arange(t[0], t[-1] + dt / 2, dt) if dt > 0 else t
     smooth = gaussian_filter1d(np.interp(grid, t, s), sigma=max(sigma_s / dt, 1e-6), mode="nearest")
     if prominence is None:
-        prominence = 0.05 * float(np.ptp(smooth))
+        # robust default: 5 % of the 5-95 percentile span of the smoothed curve (the stress
+        # spike while shear still runs must not set the scale), at least 3 x the noise left
+        # after smoothing (1.4826 x median absolute residual of the log around the curve)
+        resid = s - np.interp(t, grid, smooth)
+        noise = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
+        p5, p95 = np.percentile(smooth, [5, 95])
+        prominence = max(0.05 * float(p95 - p5), 3.0 * noise)
     peaks, _ = find_peaks(-smooth, prominence=max(prominence, 1e-12))
     return grid[peaks].astype(np.float64), float(prominence), rule + f", prominence {prominence:g} Pa"
 

@@ -55,7 +55,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="flow-share neighbourhood radius in UMAP units (default 5%% of the plane)")
     parser.add_argument("--stress-sigma", type=float, default=30.0, help="stress smoothing, Gaussian sigma in s (default 30)")
     parser.add_argument("--prominence", type=float, default=None,
-                        help="stress minima prominence, Pa (default 5%% of the smoothed range)")
+                        help="stress minima prominence, Pa (default: max of 5%% of the smoothed curve's 5-95 "
+                             "percentile span and 3 x its noise)")
     parser.add_argument("--targets", type=int, default=100, help="retrieval benchmark targets (default 100)")
     parser.add_argument("--no-raw-neighbours", action="store_true",
                         help="skip all-pairs raw-pixel neighbours (PCA is still computed)")
@@ -152,8 +153,15 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
     path = Path(path)
     if k < 0 or k == 1:
         raise InputError("--k", f"k must be 0 (suggested) or >= 2, got {k}")
-    if neighbours < 1:
-        raise InputError("--neighbours", f"must be >= 1, got {neighbours}")
+    for opt, value, low in (("--neighbours", neighbours, 1), ("--n-init", n_init, 1), ("--bootstrap", n_boot, 0),
+                            ("--max-fit", max_fit, 10), ("--grid", grid, 2), ("--targets", targets, 1),
+                            ("--block-rows", block_rows, 1)):
+        if value < low:
+            raise InputError(opt, f"must be >= {low}, got {value}")
+    if share_radius is not None and not share_radius > 0:
+        raise InputError("--share-radius", f"must be > 0, got {share_radius}")
+    if not stress_sigma > 0:
+        raise InputError("--stress-sigma", f"must be > 0, got {stress_sigma}")
     res: dict[str, object] = {}
     attrs: dict[str, object] = {"seed": int(seed), "n_init": int(n_init)}
     omp_limit = None
@@ -164,6 +172,8 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
         attrs["model"] = str(getattr(model, "checkpoint_path", "given")) if model is not None else "none"
     try:
         n = ds.n_maps
+        if n < 4:
+            raise InputError(path, f"precompute needs at least 4 maps, the dataset has {n}")
         meta = ds.meta
         time_ = np.asarray(meta["time"], dtype=np.float64)
         shipped = ds.latents

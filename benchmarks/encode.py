@@ -11,13 +11,13 @@ other processes on a shared machine hits every variant alike; ratios are what ma
   NCHW, float32, ``torch.no_grad()``, batches of 64 maps (the default encode batch size).
 * ablations, each vs the baseline: ``plain_b8`` (batch size alone), ``plain_inference_mode``,
   ``plain_cl_b8`` (channels-last alone), ``ours_eager_noc1`` (fast path without the
-  first-conv rewrite), ``ours_eager_b{4,8,16,32}`` (the fast path, eager, chunk sizes),
+  first-conv rewrite), ``ours_eager_b{8,16,32,64}`` (the fast path, eager, chunk sizes),
   ``ours_eager_fused`` (oneDNN fused conv+ReLU op), ``jit_plain_b8`` (TorchScript freeze of the
   plain network), ``ours_1thread``, ``ours_bf16`` (bfloat16 autocast; NOT the default because it
   changes latents, max abs error printed), ``compiled`` (torch.compile, with --compile; its
   compile time is printed).
 * ``ours``: ``ainerd_core.model.encode(model, maps, batch_size=64)``, the public function the CLI
-  uses (fast path + frozen TorchScript graph, micro-batches of 8), numpy in and out.
+  uses (fast path + frozen TorchScript graph, micro-batches of ``CPU_CHUNK`` = 32), numpy in and out.
 * ``ours_dataset``: the same streamed from a dataset file (HDF5 reads included).
 
 GFLOP/s are counted analytically (``ainerd_core.model.encoder_flops``: 2 x 9 x C_in x C_out x
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
         ref = plain_encode(plain, x)
 
     # ablation helpers ---------------------------------------------------------------
-    def eager_fast(xx, chunk=8):
+    def eager_fast(xx, chunk=M.CPU_CHUNK):
         model.jit = False
         try:
             return chunked(lambda p: M._fast_encode(model, p), xx, chunk)
@@ -161,10 +161,10 @@ def main(argv=None) -> int:
         "plain_cl_b8": (torch.inference_mode, lambda: chunked(
             lambda p: plain_encode(plain_cl, p.contiguous(memory_format=torch.channels_last)), x, 8)),
         "ours_eager_noc1": (torch.inference_mode, lambda: chunked(noc1, x, 8)),
-        "ours_eager_b4": (torch.inference_mode, lambda: eager_fast(x, 4)),
         "ours_eager_b8": (torch.inference_mode, lambda: eager_fast(x, 8)),
         "ours_eager_b16": (torch.inference_mode, lambda: eager_fast(x, 16)),
         "ours_eager_b32": (torch.inference_mode, lambda: eager_fast(x, 32)),
+        "ours_eager_b64": (torch.inference_mode, lambda: eager_fast(x, 64)),
         "jit_plain_b8": (torch.no_grad, lambda: chunked(jit_plain, x, 8)),
         "ours_bf16": (torch.inference_mode, lambda: bf16(x)),
         "ours_1thread": (None, lambda: M.encode(model, maps_np, batch_size=64)),

@@ -16,8 +16,9 @@ from dashboard_fixtures import explorer_data  # noqa: F401
 def folder(explorer_data, tmp_path):  # noqa: F811
     out = tmp_path / "data"
     out.mkdir()
-    for name in ("demo.h5", "e031.h5"):
-        shutil.copy(explorer_data / name, out / name)
+    for name in ("demo.h5", "e031.h5", "model.pt"):  # model.pt: the synthetic results' decoder
+        if (explorer_data / name).exists():
+            shutil.copy(explorer_data / name, out / name)
     return out
 
 

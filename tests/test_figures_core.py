@@ -228,3 +228,19 @@ def test_as_array_decodes_typed_arrays():
     z = np.arange(6, dtype=np.int32).reshape(2, 3)
     encoded = Heatmap(z=z).to_plotly_json()["z"]
     np.testing.assert_array_equal(as_array(encoded), z)
+
+
+def test_timeline_with_hundreds_of_times_stacks_steps_of_the_same_counts():
+    from dashboard.figures.timeline import DENSE_TIMES
+
+    rng = np.random.default_rng(3)
+    times = np.arange(DENSE_TIMES + 50) * 4.0
+    counts = rng.multinomial(18, [0.4, 0.3, 0.3], size=times.size)
+    fig = timeline_figure(times, counts, times, 80 + np.sin(times / 50), [100.0])
+    areas = [t for t in fig.data if t.type == "scatter" and t.name.startswith("cluster")]
+    assert len(areas) == 3 and not _bars(fig)
+    for c, t in enumerate(areas):
+        np.testing.assert_array_equal(t.y, counts[:, c])
+        assert t.stackgroup == "clusters" and t.fillcolor == cluster_color(c) and t.xaxis == "x2"
+        assert list(t.customdata) == list(range(times.size))
+    assert fig.layout.hovermode == "x"  # a click anywhere in a time column picks that time

@@ -38,7 +38,8 @@ def sim_pair(tmp_path_factory):
         meta = {k: ds.meta[k] for k in ("time", "sector", "phi", "q", "source")}
         truth, rheo = ds.truth, ds.rheology
         attrs = {k: v for k, v in ds.attrs.items()
-                 if k in ("source_kind", "flow_axis_deg", "sector_width_deg", "n_sectors", "c2_time_step_s")}
+                 if k in ("source_kind", "flow_axis_deg", "sector_width_deg", "n_sectors", "c2_time_step_s",
+                          "simulation_json")}
     a = write_dataset(d / "a.h5", meta=meta, maps=maps, truth=truth, rheology=rheo,
                       latents=pooled_latents(maps), **attrs)
     b = d / "b.h5"
@@ -153,6 +154,11 @@ def test_tables_agree_with_labels(sim_pair):
         # stress minima lie inside the maps' time window, after cessation
         m = r("stress_minima/time")
         assert np.all((m >= 0) & (m <= t.max()))
+        # the simulator's stress dips are found (default prominence, 30 s smoothing)
+        events = [e["t_min"] for e in json.loads(ds.attrs["simulation_json"])["events"]]
+        events = [e for e in events if 0 <= e <= t.max()]
+        assert len(m) == len(events)
+        np.testing.assert_allclose(np.sort(m), np.sort(events), atol=20)
 
 
 def test_rerun_replaces_results(tmp_path, rng):
@@ -250,6 +256,10 @@ def test_cli_errors(tmp_path, rng, capsys):
     q = write_dataset(tmp_path / "y.h5", meta=small_meta(n), latents=rng.random((n, 4)))
     assert main(["precompute", str(q), "--k", "1"]) == 2
     assert "--k" in capsys.readouterr().err
+    assert main(["precompute", str(q), "--grid", "1"]) == 2
+    assert "--grid: must be >= 2" in capsys.readouterr().err
+    assert main(["precompute", str(q), "--no-model", "--neighbours", "0"]) == 2
+    assert "--neighbours" in capsys.readouterr().err
     with open_dataset(q) as ds:
         assert not ds.has_results  # nothing written on failure
 

@@ -150,3 +150,15 @@ def test_train_rejects_bad_input(tmp_path, tiny_dataset):
     junk.write_text("junk")
     assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "m.pt"), "--resume", str(junk)]) == 2
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_latent_sweep_cli(tmp_path, tiny_dataset):
+    from ainerd_core.cli import main
+
+    out = tmp_path / "sweep.json"
+    assert main(["latent-sweep", str(tiny_dataset), "--budget-s", "1", "--sizes", "2,4", "--epochs", "1",
+                 "--batch-size", "4", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["latent_size"] == [2, 4] and len(res["test_mse"]) == 2 and res["epochs"] == [1, 1]
+    assert all(0 <= v < 1 for v in res["test_mse"])
+    assert "schedule" in res

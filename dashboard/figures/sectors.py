@@ -38,7 +38,7 @@ def sector_heatmap(times, sectors, labels, k: int, sector_classes: dict | None =
     custom = None if map_index is None else event_list(np.asarray(map_index, dtype=np.int32))
     fig = go.Figure(go.Heatmap(
         x=times, y=sectors, z=z, zmin=-1.5, zmax=k - 0.5, colorscale=discrete_colorscale(colors),
-        customdata=custom, xgap=1, ygap=1, name="cluster",
+        customdata=custom, xgap=1 if times.size <= 100 else 0, ygap=1, name="cluster",
         colorbar=dict(title=dict(text="cluster"), tickvals=list(range(-1, k)), ticktext=["none"] + [str(i) for i in range(k)]),
         hovertemplate="t = %{x:.0f} s<br>sector %{y}<br>cluster %{z}<extra></extra>"))
     classes = sector_classes or {}
