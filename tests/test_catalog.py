@@ -169,3 +169,46 @@ def test_no_reconstruction_for_latents_that_came_with_the_data(folder):
     ok, note = e031.reconstruction_status()
     assert not ok and "no decoder" in note
     assert e031.reconstruction(0)[0] is None
+
+
+def _call(client, output, inputs, state=()):
+    body = {"output": output, "outputs": dict(zip(("id", "property"), output.rsplit(".", 1))),
+            "inputs": [dict(zip(("id", "property", "value"), i)) for i in inputs],
+            "state": [dict(zip(("id", "property", "value"), s)) for s in state],
+            "changedPropIds": [f"{inputs[0][0]}.{inputs[0][1]}"]}
+    r = client.post("/_dash-update-component", json=body)
+    assert r.status_code == 200, r.data[:500]
+    return r.get_json()["response"]
+
+
+def test_csv_buttons_return_the_figures_data(explorer_data, tmp_path):  # noqa: F811
+    import csv
+    import io
+
+    from ainerd_core.dataset import open_dataset
+    from dashboard.app import create_app
+    from dashboard.config import Config
+
+    server = create_app(Config(data_dir=explorer_data, instance_dir=tmp_path / "i", secret_key="k" * 40).validated())
+    c = server.test_client()
+    with open_dataset(explorer_data / "demo.h5") as ds:
+        counts3, times = ds.read_result("tables/counts_k3"), ds.read_result("tables/times")
+        stl, n = ds.read_result("tables/sector_time_labels"), ds.n_maps
+    out = _call(c, "timeline-graph-csv-download.data", [("timeline-graph-csv", "n_clicks", 1)],
+                [("dataset-store", "data", "demo"), ("timeline-k", "value", 3)])
+    data = out["timeline-graph-csv-download"]["data"]
+    rows = list(csv.DictReader(io.StringIO(data["content"])))
+    assert data["filename"].endswith(".csv") and len(rows) == len(times)
+    assert [[int(r[f"cluster_{j}"]) for j in range(3)] for r in rows] == counts3.tolist()
+    out = _call(c, "sectors-graph-csv-download.data", [("sectors-graph-csv", "n_clicks", 1)],
+                [("dataset-store", "data", "demo"), ("sectors-k", "value", None)])
+    rows = list(csv.DictReader(io.StringIO(out["sectors-graph-csv-download"]["data"]["content"])))
+    assert len(rows) == stl.size and sorted(int(r["label"]) for r in rows) == sorted(stl.ravel().tolist())
+    out = _call(c, "latent-graph-csv-download.data", [("latent-graph-csv", "n_clicks", 1)],
+                [("dataset-store", "data", "demo"), ("latent-k", "value", 5)])
+    rows = list(csv.DictReader(io.StringIO(out["latent-graph-csv-download"]["data"]["content"])))
+    assert len(rows) == n and {"map_index", "umap_x", "umap_y", "cluster", "class", "time_s"} <= set(rows[0])
+    out = _call(c, "latent-selection-download.data", [("latent-selection-csv", "n_clicks", 1)],
+                [("latent-selection-store", "data", [4, 2]), ("latent-k", "value", 5), ("dataset-store", "data", "demo")])
+    rows = list(csv.DictReader(io.StringIO(out["latent-selection-download"]["data"]["content"])))
+    assert [int(r["map_index"]) for r in rows] == [4, 2]
