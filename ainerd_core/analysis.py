@@ -371,7 +371,8 @@ def stress_minima(time: np.ndarray, stress: np.ndarray, *, t_range: tuple[float,
     (default: all), smoothed with a Gaussian of standard deviation ``sigma_s`` seconds
     (``scipy.ndimage.gaussian_filter1d``, mode 'nearest'), and the minima are the peaks of the
     negated curve (``scipy.signal.find_peaks``) with at least ``prominence`` Pa of prominence
-    (default: the larger of 5 % of the 5-95 percentile span of the smoothed curve in the window and
+    (default: the larger of 5 % of the 5-95 percentile span of the smoothed curve in the window,
+    counted from where it first reaches its median, and
     3 x the robust noise of the log around it). Returns (times, prominence used,
     description of the rule).
     """
@@ -398,7 +399,10 @@ def stress_minima(time: np.ndarray, stress: np.ndarray, *, t_range: tuple[float,
         # after smoothing (1.4826 x median absolute residual of the log around the curve)
         resid = s - np.interp(t, grid, smooth)
         noise = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
-        p5, p95 = np.percentile(smooth, [5, 95])
+        # the span is taken after the curve first reaches its median: the fast relaxation right
+        # after cessation (kPa) would otherwise hide dips of a few Pa
+        settled = smooth[int(np.argmax(smooth <= np.median(smooth))):]
+        p5, p95 = np.percentile(settled, [5, 95])
         prominence = max(0.05 * float(p95 - p5), 3.0 * noise)
     peaks, _ = find_peaks(-smooth, prominence=max(prominence, 1e-12))
     return grid[peaks].astype(np.float64), float(prominence), rule + f", prominence {prominence:g} Pa"

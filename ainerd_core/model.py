@@ -25,9 +25,9 @@ Two implementations of the same function live here:
   convolution as a (B*H*W, 32) x (32, 9) product followed by 9 shifted adds; ReLU moved behind
   MaxPool (``relu(maxpool(y)) == maxpool(relu(y))``, 16x fewer elements); micro-batches of
   :data:`CPU_CHUNK` maps (bounded memory; the size is a measured trade-off); in training a fused
-  ReLU(Dropout) with a byte mask and a hand-written backward for the last convolution; and for
-  inference a frozen TorchScript graph of that path (oneDNN conv+ReLU fusion, prepacked
-  weights), built once per set of weights and falling back to eager if it cannot be built.
+  ReLU(Dropout) with a byte mask and a hand-written backward for the last convolution; and in
+  inference oneDNN's fused conv+ReLU kernel. A frozen TorchScript graph of the path is
+  available (``model.jit = True``) but measured slower, so it is off.
 
 Results agree with the plain path to float32 rounding (tested). bfloat16 is available
 (``precision="bf16"``) but is never the default: it changes latents by ~0.5 %.
@@ -203,13 +203,27 @@ def _drop_relu(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return F.relu(F.dropout(x, p, True))
 
 
+_FUSED = {"ok": hasattr(torch.ops, "mkldnn") and hasattr(torch.ops.mkldnn, "_convolution_pointwise")}
+
+
+def _conv_relu(x: torch.Tensor, conv: nn.Conv2d, p: float, training: bool, fuse: bool) -> torch.Tensor:
+    """relu(dropout(conv(x))); in inference on CPU optionally oneDNN's fused conv+ReLU kernel."""
+    if fuse and not training and _FUSED["ok"] and not torch.is_grad_enabled() and x.device.type == "cpu":
+        try:
+            return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, [1, 1], [1, 1], [1, 1], 1,
+                                                           "relu", [], "")
+        except Exception:  # pragma: no cover - op missing or refused in this build: never try again
+            _FUSED["ok"] = False
+    return _drop_relu(F.conv2d(x, conv.weight, conv.bias, padding=1), p, training)
+
+
 def _fast_encode(model: "Autoencoder", x: torch.Tensor) -> torch.Tensor:
     e = model.encoder
-    p, training = model.dropout, model.training
+    p, training, fuse = model.dropout, model.training, model.fuse
     x = _drop_relu(_conv_c1(x, e[0].weight, e[0].bias), p, training)
     for ca, cb in ((None, 3), (7, 10), (14, 17)):
         if ca is not None:
-            x = _drop_relu(F.conv2d(x, e[ca].weight, e[ca].bias, padding=1), p, training)
+            x = _conv_relu(x, e[ca], p, training, fuse)
         x = F.conv2d(x, e[cb].weight, e[cb].bias, padding=1)
         if training:
             x = F.max_pool2d(_drop_relu(x, p, training), 4)
@@ -222,13 +236,13 @@ def _fast_encode(model: "Autoencoder", x: torch.Tensor) -> torch.Tensor:
 
 def _fast_decode(model: "Autoencoder", z: torch.Tensor) -> torch.Tensor:
     d = model.decoder1
-    p, training = model.dropout, model.training
+    p, training, fuse = model.dropout, model.training, model.fuse
     lin = model.bottleneck[3]
     x = F.relu(F.linear(z, lin.weight, lin.bias)).reshape(-1, 64, 4, 4)
     x = x.contiguous(memory_format=torch.channels_last)
     for ca, cb in ((0, 3), (7, 10), (14, 17)):
         for ci in (ca, cb):
-            x = _drop_relu(F.conv2d(x, d[ci].weight, d[ci].bias, padding=1), p, training)
+            x = _conv_relu(x, d[ci], p, training, fuse)
         x = F.interpolate(x, scale_factor=4, mode="bilinear", align_corners=False)
     return torch.sigmoid(_conv_to1(x, d[21].weight, d[21].bias))
 
@@ -260,8 +274,11 @@ class Autoencoder(nn.Module):
     ----------
     fast : bool
         Use the fast CPU path (default True); False forces the plain ``nn.Sequential`` path.
+    fuse : bool
+        In CPU inference, use oneDNN's fused conv+ReLU kernel where a ReLU follows (default True).
     jit : bool
-        In inference on CPU, run a frozen TorchScript graph of the fast path (default True).
+        In CPU inference, run a frozen TorchScript graph of the fast path (default False:
+        measured 2x slower than eager for this path, see ``benchmarks/encode.py``).
     precision : str
         ``"fp32"`` (default) or ``"bf16"`` (CPU inference only, oneDNN bfloat16; changes results).
     """
@@ -281,7 +298,8 @@ class Autoencoder(nn.Module):
         self.decoder1 = nn.Sequential(*_stage(64, 64, dropout), up(), *_stage(64, 64, dropout), up(),
                                       *_stage(64, 32, dropout), up(), nn.Conv2d(32, 1, 3, padding=1), nn.Sigmoid())
         self.fast = True
-        self.jit = True
+        self.fuse = True
+        self.jit = False
         self.precision = "fp32"
         self._graphs: dict = {}
 

@@ -10,14 +10,15 @@ other processes on a shared machine hits every variant alike; ratios are what ma
 * ``plain_b64`` (the baseline): the published ``nn.Sequential`` encoder + bottleneck, eager,
   NCHW, float32, ``torch.no_grad()``, batches of 64 maps (the default encode batch size).
 * ablations, each vs the baseline: ``plain_b8`` (batch size alone), ``plain_inference_mode``,
-  ``plain_cl_b8`` (channels-last alone), ``ours_eager_noc1`` (fast path without the
-  first-conv rewrite), ``ours_eager_b{8,16,32,64}`` (the fast path, eager, chunk sizes),
-  ``ours_eager_fused`` (oneDNN fused conv+ReLU op), ``jit_plain_b8`` (TorchScript freeze of the
-  plain network), ``ours_1thread``, ``ours_bf16`` (bfloat16 autocast; NOT the default because it
-  changes latents, max abs error printed), ``compiled`` (torch.compile, with --compile; its
-  compile time is printed).
+  ``plain_cl_b8`` (channels-last alone), ``ours_eager_noc1`` (channels-last + ReLU/MaxPool swap,
+  without the first-conv rewrite or fusion, chunks of 8), ``ours_eager_b{8,16,32,64}`` (the fast
+  path at other chunk sizes), ``ours_unfused`` (without oneDNN's fused conv+ReLU),
+  ``ours_jit`` (frozen TorchScript graph of the fast path), ``jit_plain_b8`` (TorchScript
+  freeze of the plain network), ``ours_1thread``, ``ours_bf16`` (bfloat16 autocast; NOT the
+  default because it changes latents, max abs error printed), ``compiled_b8`` (torch.compile of
+  the plain network, with --compile; its compile time is printed).
 * ``ours``: ``ainerd_core.model.encode(model, maps, batch_size=64)``, the public function the CLI
-  uses (fast path + frozen TorchScript graph, micro-batches of ``CPU_CHUNK`` = 32), numpy in and out.
+  uses (fast path, fused conv+ReLU, micro-batches of ``CPU_CHUNK`` = 32), numpy in and out.
 * ``ours_dataset``: the same streamed from a dataset file (HDF5 reads included).
 
 GFLOP/s are counted analytically (``ainerd_core.model.encoder_flops``: 2 x 9 x C_in x C_out x
@@ -98,11 +99,7 @@ def main(argv=None) -> int:
 
     # ablation helpers ---------------------------------------------------------------
     def eager_fast(xx, chunk=M.CPU_CHUNK):
-        model.jit = False
-        try:
-            return chunked(lambda p: M._fast_encode(model, p), xx, chunk)
-        finally:
-            model.jit = True
+        return chunked(lambda p: M._fast_encode(model, p), xx, chunk)
 
     e = model.encoder
 
@@ -114,17 +111,13 @@ def main(argv=None) -> int:
             y = F.max_pool2d(F.conv2d(y, e[cb].weight, e[cb].bias, padding=1), 4).relu_()
         return F.relu(F.linear(y.contiguous().flatten(1), model.bottleneck[1].weight, model.bottleneck[1].bias))
 
-    fused_ok = hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-
-    def fused(xx):
-        def cr(y, c):
-            return torch.ops.mkldnn._convolution_pointwise(y, c.weight, c.bias, [1, 1], [1, 1], [1, 1], 1, "relu", [], "")
-        y = M._conv_c1(xx, e[0].weight, e[0].bias).relu_()
-        for ca, cb in ((None, 3), (7, 10), (14, 17)):
-            if ca is not None:
-                y = cr(y, e[ca])
-            y = F.max_pool2d(F.conv2d(y, e[cb].weight, e[cb].bias, padding=1), 4).relu_()
-        return F.relu(F.linear(y.contiguous().flatten(1), model.bottleneck[1].weight, model.bottleneck[1].bias))
+    def flag(name, value, fn):
+        old = getattr(model, name)
+        setattr(model, name, value)
+        try:
+            return fn()
+        finally:
+            setattr(model, name, old)
 
     class PlainEnc(torch.nn.Module):
         def __init__(self, m):
@@ -171,8 +164,8 @@ def main(argv=None) -> int:
         "ours": (None, lambda: M.encode(model, maps_np, batch_size=64)),
         "ours_dataset": (None, None),
     }
-    if fused_ok:
-        variants["ours_eager_fused"] = (torch.inference_mode, lambda: chunked(fused, x, 8))
+    variants["ours_unfused"] = (None, lambda: flag("fuse", False, lambda: M.encode(model, maps_np, batch_size=64)))
+    variants["ours_jit"] = (None, lambda: flag("jit", True, lambda: M.encode(model, maps_np, batch_size=64)))
     compiled = None
     compile_time = None
     if args.compile:

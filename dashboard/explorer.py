@@ -241,7 +241,9 @@ def _shell(services: Services):
             dcc.Location(id="url", refresh=False),
             dcc.Store(id=DATASET_STORE),
             nav,
-            dbc.Container(dcc.Loading(html.Div(id="page-content"), delay_show=400, type="dot"), fluid=True,
+            dbc.Container(dcc.Loading(html.Div(id="page-content"), delay_show=400, type="dot",
+                                      # only page routing blanks the page; jobs show their own progress
+                                      target_components={"page-content": "children"}), fluid=True,
                           className="pb-4"),
         ])
     return layout

@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import TEMPLATE
+from .common import TEMPLATE, event_list
 
 SPACE_COLORS = {"latent": "#1f77b4", "raw": "#d62728", "pca": "#2ca02c"}
 SPACE_NAMES = {"latent": "latent space", "raw": "raw pixels", "pca": "PCA-64 of raw pixels"}
@@ -213,13 +213,13 @@ def target_umap_figure(xy, *, labels=None, target: int | None = None, latent_nn=
 
     color = [cluster_color(v) for v in np.asarray(labels).tolist()] if labels is not None else "#888"
     fig.add_trace(Sc(x=xy[:, 0], y=xy[:, 1], mode="markers", name="maps",
-                               customdata=np.arange(n), marker=dict(size=4, color=color, opacity=0.6),
+                               customdata=event_list(np.arange(n)), marker=dict(size=4, color=color, opacity=0.6),
                                hovertemplate="map %{customdata}<extra></extra>", showlegend=False))
     for name, nn, sym, col in (("latent neighbours", latent_nn, "circle-open", SPACE_COLORS["latent"]),
                                ("raw-pixel neighbours", raw_nn, "x-thin-open", SPACE_COLORS["raw"])):
         if nn is not None and len(nn):
             nn = np.asarray(nn, dtype=np.int64)
-            fig.add_trace(Sc(x=xy[nn, 0], y=xy[nn, 1], mode="markers", name=name, customdata=nn,
+            fig.add_trace(Sc(x=xy[nn, 0], y=xy[nn, 1], mode="markers", name=name, customdata=event_list(nn),
                                        marker=dict(size=9, symbol=sym, color=col, line=dict(width=2, color=col)),
                                        hovertemplate="map %{customdata}<extra>" + name + "</extra>"))
     if target is not None and 0 <= int(target) < n:
