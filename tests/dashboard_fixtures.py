@@ -2,12 +2,12 @@
 
 :func:`build_precomputed` makes a simulated experiment (``python -m ainerd_core simulate``,
 8 times x 18 sectors = 144 maps by default) and its ``/results``: through the real pipeline
-(``python -m ainerd_core precompute``) when it is available and works, else with
-:func:`synthetic_results`, which writes every array of the README "Results" table with
+(``python -m ainerd_core precompute``); a failing pipeline fails the tests. Only with
+``AINERD_FIXTURE_PIPELINE=synthetic`` does :func:`synthetic_results` stand in; it writes every array of the README "Results" table with
 realistic values (latents = 8 x 8 block means of the map, k-means at k = 3, 5, 8 renumbered by
 mean intensity, a PCA plane standing in for UMAP, tables, stress minima, flow share grid,
 neighbours, reconstructions). ``AINERD_FIXTURE_PIPELINE=synthetic`` forces the synthetic
-results, ``=real`` forbids the fallback.
+results (for working on the pages while the pipeline is broken).
 
 :func:`build_latents_only` makes an E031-like latents-only dataset (900 maps, 50 times x 18
 sectors, sector-major, ``source_kind='ainerd-published'``, no ``/c2``).
@@ -248,6 +248,8 @@ def _real_precompute(path: Path) -> bool:
                            "--neighbours", "30", "--n-init", "3", "--bootstrap", "5", "--targets", "20"],
                           cwd=REPO, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
+        if os.environ.get("AINERD_FIXTURE_PIPELINE", "real") == "real":
+            raise RuntimeError(f"precompute failed on the test data: {proc.stderr[-2000:]}")
         warnings.warn(f"precompute failed, using synthetic results: {proc.stderr[-500:]}")
         return False
     with open_dataset(path) as ds:
@@ -271,7 +273,7 @@ def build_precomputed(folder, name: str = "demo", times: int = 8, sectors: int =
         return path
     subprocess.run([sys.executable, "-m", "ainerd_core", "simulate", "--out", str(path), "--times", str(times),
                     "--sectors", str(sectors), "--seed", str(seed), "--quiet"], cwd=REPO, check=True, timeout=600)
-    mode = os.environ.get("AINERD_FIXTURE_PIPELINE", "auto")
+    mode = os.environ.get("AINERD_FIXTURE_PIPELINE", "real")
     if mode != "synthetic" and _real_precompute(path):
         return path
     if mode == "real":
@@ -305,7 +307,7 @@ def build_latents_only(folder, name: str = "e031", seed: int = 0) -> Path:
                   source_kind="ainerd-published", title="E031 published latents (fixture)",
                   provenance="tests/dashboard_fixtures.py, E031 layout", flow_axis_deg=90.0,
                   sector_width_deg=20.0, n_sectors=n_s)
-    mode = os.environ.get("AINERD_FIXTURE_PIPELINE", "auto")
+    mode = os.environ.get("AINERD_FIXTURE_PIPELINE", "real")
     if mode != "synthetic" and _real_precompute(path):
         return path
     if mode == "real":
@@ -314,16 +316,16 @@ def build_latents_only(folder, name: str = "e031", seed: int = 0) -> Path:
     return path
 
 
-# the fixture is rebuilt when these change (the format and this file), not on every edit of the
-# pipeline's code: set AINERD_FIXTURE_REBUILD=1 to force a rebuild with the current pipeline
-_SOURCES = ("tests/dashboard_fixtures.py", "ainerd_core/dataset.py")
+# the fixture is rebuilt when this file or any pipeline code changes (AINERD_FIXTURE_REBUILD=1
+# forces a rebuild)
+_SOURCES = ("tests/dashboard_fixtures.py", *sorted(str(p.relative_to(REPO)) for p in (REPO / "ainerd_core").rglob("*.py")))
 
 
 def fixture_key() -> str:
     """Hash of what the fixture data depend on (format, this file, which pipeline)."""
     import hashlib
 
-    h = hashlib.sha256(os.environ.get("AINERD_FIXTURE_PIPELINE", "auto").encode())
+    h = hashlib.sha256(os.environ.get("AINERD_FIXTURE_PIPELINE", "real").encode())
     h.update(str(importlib.util.find_spec("ainerd_core.precompute") is not None).encode())
     for rel in _SOURCES:
         p = REPO / rel
