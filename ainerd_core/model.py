@@ -51,8 +51,8 @@ FORMAT_VERSION = 1
 MAP_SIZE = 256
 DEFAULT_LATENT = 64
 DROPOUT = 0.25
-CPU_CHUNK = 32  # maps per forward pass on CPU (see benchmarks/encode.py: 8 is ~10 % faster on an idle
-# machine, 32 is 2x faster than 8 when other processes compete for the cores)
+CPU_CHUNK = 64  # maps per forward pass on CPU (see benchmarks/encode.py: 8 is ~10 % faster on an idle
+# machine, 32-64 are up to 2x faster than 8 when other processes compete for the cores)
 REPO = Path(__file__).resolve().parents[1]
 DEMO_WEIGHTS = REPO / "data" / "demo_weights.pt"
 NORMALISATION = {"input": "each C2 map min-max normalised to [0, 1] (dataset.normalise_map)",

@@ -224,52 +224,18 @@ def _opaque() -> str:
 
 
 # ====================================================================== images and targets
-_LUT: dict[str, np.ndarray] = {}
-
-
 def render_png(c2, cmap: str = IMAGE_CMAP) -> bytes:
     """Every image experts see goes through here: 256 x 256, viridis, [0, 1], origin lower-left."""
-    from PIL import Image
+    from .imaging import c2_to_png
 
-    lut = _LUT.get(cmap)
-    if lut is None:
-        import matplotlib
-
-        lut = np.ascontiguousarray(np.asarray(matplotlib.colormaps[cmap](np.linspace(0, 1, 256), bytes=True))[:, :3],
-                                   dtype=np.uint8)
-        _LUT[cmap] = lut
-    a = np.asarray(c2, dtype=np.float32)
-    a = np.where(np.isfinite(a), a, 0.0)
-    idx = np.clip(np.rint(a * 255.0), 0, 255).astype(np.uint8)
-    img = Image.fromarray(np.ascontiguousarray(lut[idx[::-1]]), mode="RGB")
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
+    return c2_to_png(c2, cmap=cmap, vmin=0.0, vmax=1.0)
 
 
 def prepare_target(arr, where="target") -> np.ndarray:
-    """An uploaded map as (256, 256) float32 in [0, 1]: resampled (bilinear) and min-max normalised."""
-    from .dataset import normalise_map
+    """An uploaded map as (256, 256) float32 in [0, 1] (area-averaged, min-max normalised)."""
+    from .readers.resample import prepare_target as _prepare
 
-    a = np.asarray(arr)
-    if a.ndim == 3 and 1 in a.shape:
-        a = a.reshape([s for s in a.shape if s != 1])
-    if a.ndim != 2 or min(a.shape) < 2:
-        raise InputError(where, f"a target map must be a 2-d array, got shape {a.shape}")
-    if a.dtype.kind not in "fiu":
-        raise InputError(where, f"a target map must be numeric, got dtype {a.dtype}")
-    a = a.astype(np.float64)
-    if not np.all(np.isfinite(a)):
-        finite = np.isfinite(a)
-        if not finite.any():
-            raise InputError(where, "the target map has no finite values")
-        a = np.where(finite, a, np.nanmean(np.where(finite, a, np.nan)))
-    if a.shape != (MAP_SIZE, MAP_SIZE):
-        from scipy.ndimage import zoom
-
-        a = zoom(a, (MAP_SIZE / a.shape[0], MAP_SIZE / a.shape[1]), order=1)
-        a = a[:MAP_SIZE, :MAP_SIZE]
-    return normalise_map(a.astype(np.float32))
+    return _prepare(arr, where, size=MAP_SIZE)
 
 
 def load_target_file(path) -> np.ndarray:

@@ -18,7 +18,7 @@ other processes on a shared machine hits every variant alike; ratios are what ma
   default because it changes latents, max abs error printed), ``compiled_b8`` (torch.compile of
   the plain network, with --compile; its compile time is printed).
 * ``ours``: ``ainerd_core.model.encode(model, maps, batch_size=64)``, the public function the CLI
-  uses (fast path, fused conv+ReLU, micro-batches of ``CPU_CHUNK`` = 32), numpy in and out.
+  uses (fast path, fused conv+ReLU, micro-batches of ``CPU_CHUNK`` = 64), numpy in and out.
 * ``ours_dataset``: the same streamed from a dataset file (HDF5 reads included).
 
 GFLOP/s are counted analytically (``ainerd_core.model.encoder_flops``: 2 x 9 x C_in x C_out x

@@ -26,75 +26,25 @@ from __future__ import annotations
 import collections
 import hashlib
 import hmac
-import io
 import threading
 
 import flask
 import numpy as np
+
+from ainerd_core.imaging import c2_to_png
 
 THUMB_SIZE = 96
 VARIANTS = ("full", "thumb", "recon")
 ROUTE_PREFIX = "/_maps"
 CACHE_MAX_BYTES = 96 * 1024 * 1024
 _EXT_KEY = "ainerd_images"
-_LUTS: dict[str, np.ndarray] = {}
 _STATE: "ImageService | None" = None  # the last one initialised (outside a request)
-
-
-def _lut(cmap: str) -> np.ndarray:
-    lut = _LUTS.get(cmap)
-    if lut is None:
-        import matplotlib
-
-        lut = np.asarray(matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256), bytes=True))[:, :3]
-        _LUTS[cmap] = lut = np.ascontiguousarray(lut, dtype=np.uint8)
-    return lut
 
 
 def render_c2_png(c2, size: int | None = None, cmap: str = "viridis", *, vmin: float | None = None,
                   vmax: float | None = None) -> bytes:
-    """Render one C2 map to PNG bytes.
-
-    Parameters
-    ----------
-    c2 : array_like, (H, W)
-        The map; row index = t2 (y), column index = t1 (x), as stored.
-    size : int, optional
-        Output side in pixels (resampled with a box/bilinear filter); None keeps H x W.
-    cmap : str
-        A matplotlib colormap name; perceptually uniform ``viridis`` by default.
-    vmin, vmax : float, optional
-        Colour range. Default: [0, 1] for normalised maps, else the map's finite min and max.
-
-    Returns
-    -------
-    bytes
-        An RGB PNG with the origin (row 0, column 0) at the lower left.
-    """
-    from PIL import Image
-
-    a = np.asarray(c2, dtype=np.float32)
-    if a.ndim != 2:
-        raise ValueError(f"a C2 map must be 2-d, got shape {a.shape}")
-    finite = np.isfinite(a)
-    if vmin is None or vmax is None:
-        lo, hi = (float(a[finite].min()), float(a[finite].max())) if finite.any() else (0.0, 1.0)
-        if lo >= -1e-6 and hi <= 1 + 1e-6:
-            lo, hi = 0.0, 1.0
-        vmin = lo if vmin is None else vmin
-        vmax = hi if vmax is None else vmax
-    span = (vmax - vmin) or 1.0
-    scaled = np.where(finite, (a - vmin) / span, 0.0)
-    idx = np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
-    rgb = _lut(cmap)[idx[::-1]]  # flip rows: origin lower-left
-    img = Image.fromarray(np.ascontiguousarray(rgb), mode="RGB")
-    if size is not None and int(size) != img.width:
-        size = int(size)
-        resample = Image.Resampling.BOX if size < img.width else Image.Resampling.BILINEAR
-        img = img.resize((size, size), resample=resample)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=3)
-    return buf.getvalue()
+    """Render one C2 map to PNG bytes (origin lower-left); see :func:`ainerd_core.imaging.c2_to_png`."""
+    return c2_to_png(c2, size, cmap, vmin=vmin, vmax=vmax)
 
 
 class PngCache:

@@ -165,14 +165,11 @@ def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp
         big = np.random.default_rng(0).random((512, 512)).astype(np.float32)
         target = tmp_path / "target_c2.npy"
         np.save(target, big)
-    arr = np.load(target).astype(np.float64)
-    from dashboard.pages.similarity import resample_area
-
-    from ainerd_core.dataset import normalise_map
+    from ainerd_core.readers.resample import prepare_target
     from ainerd_core.similarity import nearest_neighbours
 
     with open_dataset(path) as ds:
-        expected_raw, _ = nearest_neighbours(ds, normalise_map(resample_area(arr, 256)), "raw", 12)
+        expected_raw, _ = nearest_neighbours(ds, prepare_target(np.load(target)), "raw", 12)
     upload = driver.find_element("css selector", "#similarity-upload input[type=file]")
     upload.send_keys(str(target))
     status = wait_for(lambda: (lambda t: t if "searched" in t else None)(

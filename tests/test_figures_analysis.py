@@ -228,19 +228,6 @@ def _npy_contents(arr) -> str:
     return "data:application/octet-stream;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def test_resample_area_block_means_and_fractional_overlap(rng):
-    from dashboard.pages.similarity import resample_area
-
-    a = rng.random((512, 512))
-    np.testing.assert_allclose(resample_area(a, 256), a.reshape(256, 2, 256, 2).mean(axis=(1, 3)), rtol=1e-5)
-    b = rng.random((300, 300))
-    out = resample_area(b, 256)
-    assert out.shape == (256, 256)
-    assert out.mean() == pytest.approx(b.mean(), rel=1e-5)          # area averaging keeps the mean
-    np.testing.assert_allclose(resample_area(np.full((100, 100), 3.0), 256), 3.0, rtol=1e-6)
-    np.testing.assert_array_equal(resample_area(a[:256, :256], 256), a[:256, :256].astype(np.float32))
-
-
 def test_parse_upload_normalises_any_square_map(rng):
     from dashboard.pages.similarity import parse_upload
 

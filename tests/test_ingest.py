@@ -403,3 +403,19 @@ def test_debug_shows_traceback(tmp_path):
     r = cli("aps", p, "--out", tmp_path / "o.h5", "--cessation-time", "first", "--debug")
     assert r.returncode != 0 and "Traceback" in r.stderr
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_prepare_target_area_averages_normalises_and_rejects_bad_maps():
+    from ainerd_core.readers.resample import prepare_target
+
+    rng = np.random.default_rng(1)
+    a = rng.random((512, 512))
+    block = a.reshape(256, 2, 256, 2).mean(axis=(1, 3))
+    expected = (block - block.min()) / (block.max() - block.min())
+    np.testing.assert_allclose(prepare_target(a[None]), expected, atol=1e-6)  # singleton axis dropped
+    out = prepare_target(np.arange(64 * 64, dtype=float).reshape(64, 64))
+    assert out.shape == (256, 256) and out.dtype == np.float32 and out.min() == 0 and out.max() == 1
+    for bad, message in ((np.zeros((3, 4)), "not square"), (np.full((16, 16), np.nan), "NaN"),
+                         (np.zeros((4, 4)), "outside 8"), (np.zeros((2, 3, 4)), "two-dimensional")):
+        with pytest.raises(InputError, match=message):
+            prepare_target(bad, "upload.npy")

@@ -141,3 +141,25 @@ def prepare_map(c2: np.ndarray, *, size: int = 256, diagonal_fix: bool = False,
     out = ((small - lo) / span if span > 0 else np.zeros_like(small)).astype(np.float32)
     np.clip(out, 0.0, 1.0, out=out)
     return out, lo, hi
+
+
+def prepare_target(arr, where="target", size: int = 256, max_side: int = 8192) -> np.ndarray:
+    """A user-supplied map (an uploaded .npy, a blind-evaluation target) as the network sees it.
+
+    Singleton axes are dropped; the map must be a finite, real, square 2-d array with a side of
+    8 to ``max_side`` pixels; it is resampled to ``size`` x ``size`` with :func:`resample` (area
+    averaging) and min-max normalised. Raises :class:`InputError` naming ``where``.
+
+    Returns
+    -------
+    numpy.ndarray, float32 (size, size) in [0, 1]
+    """
+    from ..dataset import normalise_map
+
+    a = np.squeeze(np.asarray(arr))
+    if np.iscomplexobj(a):
+        raise InputError(where, f"the map must hold real numbers, got {a.dtype}")
+    check_map(where, a, what="the map")
+    if not 8 <= a.shape[0] <= max_side:
+        raise InputError(where, f"the map's side {a.shape[0]} is outside 8..{max_side} pixels")
+    return normalise_map(resample(a.astype(np.float64), size).astype(np.float32))

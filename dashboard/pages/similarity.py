@@ -109,33 +109,10 @@ def png_data_uri(arr, size=None) -> str:
 
 
 # =========================================================================== upload parsing
-def resample_area(a: np.ndarray, size: int = 256) -> np.ndarray:
-    """Resample a square map to ``size`` x ``size`` by area averaging (exact block means when the
-    side is a multiple of ``size``; otherwise each output pixel averages the input pixels it
-    covers, weighted by overlap)."""
-    a = np.asarray(a, dtype=np.float64)
-    n = a.shape[0]
-    if n == size:
-        return a.astype(np.float32)
-    if n % size == 0:
-        f = n // size
-        return a.reshape(size, f, size, f).mean(axis=(1, 3)).astype(np.float32)
-    # overlap matrix W (size, n): W[i, j] = length of [j, j+1] inside [i n/size, (i+1) n/size]
-    edges = np.linspace(0, n, size + 1)
-    j = np.arange(n)
-    lo = np.maximum(edges[:-1, None], j[None, :])
-    hi = np.minimum(edges[1:, None], j[None, :] + 1)
-    w = np.clip(hi - lo, 0, None)
-    w /= w.sum(axis=1, keepdims=True)
-    return (w @ a @ w.T).astype(np.float32)
-
-
 def parse_upload(contents: str, filename: str | None) -> np.ndarray:
     """A dcc.Upload ``contents`` string of a .npy file -> normalised (256, 256) float32 map.
 
     Raises ValueError with a message for the user."""
-    from ainerd_core.dataset import normalise_map
-
     if not contents or "," not in contents:
         raise ValueError("empty upload")
     if filename and not filename.lower().endswith(".npy"):
@@ -145,17 +122,13 @@ def parse_upload(contents: str, filename: str | None) -> np.ndarray:
         arr = np.load(io.BytesIO(raw), allow_pickle=False)
     except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
         raise ValueError(f"{filename or 'upload'}: not a readable .npy file ({exc})") from None
-    arr = np.squeeze(np.asarray(arr))
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-        raise ValueError(f"{filename or 'upload'}: a C2 map must be square and 2-d, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-        raise ValueError(f"{filename or 'upload'}: the map must hold real numbers, got {arr.dtype}")
-    if arr.shape[0] < 8 or arr.shape[0] > MAX_UPLOAD_SIDE:
-        raise ValueError(f"{filename or 'upload'}: side {arr.shape[0]} outside 8..{MAX_UPLOAD_SIDE}")
-    arr = arr.astype(np.float64)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{filename or 'upload'}: the map contains NaN or infinite values")
-    return normalise_map(resample_area(arr, 256))
+    from ainerd_core.errors import InputError
+    from ainerd_core.readers.resample import prepare_target
+
+    try:  # area averaging to 256 x 256 and min-max normalisation, as for every reader
+        return prepare_target(arr, filename or "upload", max_side=MAX_UPLOAD_SIDE)
+    except InputError as exc:
+        raise ValueError(str(exc)) from None
 
 
 # =========================================================================== neighbour data
