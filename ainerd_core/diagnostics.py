@@ -84,7 +84,7 @@ def latent_noise(model, latents, sigma: float = 0.3, n: int = 16, seed: int = 0,
 
 def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, epochs: int = 6,
                       seed: int = 0, batch_size: int = 16, max_maps: int | None = None, device=None,
-                      log=print) -> dict:
+                      dropout: float | None = None, log=print) -> dict:
     """Test MSE vs latent size, every size trained with the same short schedule.
 
     The budget is shared equally: each size gets ``time_budget_s / len(sizes)`` seconds and at
@@ -102,13 +102,14 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
     res = {"latent_size": [], "test_mse": [], "explained_variance": [], "best_val_mse": [], "epochs": [],
            "seconds": [], "schedule": {"epochs_max": int(epochs), "seconds_per_size": share, "seed": int(seed),
                                        "batch_size": int(batch_size), "max_maps": max_maps,
+                                       "dropout": 0.25 if dropout is None else float(dropout),
                                        "note": "short CPU schedule: each size trains at most epochs_max epochs "
                                                "or until its time share is used (checked after each epoch)"}}
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             t0 = time.perf_counter()
             r = train(dataset, Path(tmp) / f"latent{size}.pt", epochs=epochs, latent=size, seed=seed,
-                      batch_size=batch_size, max_maps=max_maps, time_budget_s=share, device=device,
+                      batch_size=batch_size, max_maps=max_maps, time_budget_s=share, device=device, dropout=dropout,
                       log=lambda *a, **k: None, write_curve=False)
             dt = time.perf_counter() - t0
             res["latent_size"].append(size)
@@ -133,6 +134,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-maps", type=int, default=None, help="seeded random subset of the maps")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dropout", type=float, default=None,
+                        help="dropout while training (default 0.25, the recipe; 0 suits short schedules better)")
     parser.add_argument("--device", default=None)
 
 
@@ -145,7 +148,8 @@ def run(args) -> int:
     except ValueError:
         raise InputError(None, f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
     res = latent_size_sweep(args.dataset, sizes=sizes, time_budget_s=args.budget_s, epochs=args.epochs,
-                            seed=args.seed, batch_size=args.batch_size, max_maps=args.max_maps, device=args.device)
+                            seed=args.seed, batch_size=args.batch_size, max_maps=args.max_maps, device=args.device,
+                            dropout=args.dropout)
     res["dataset"] = str(args.dataset)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(json.dumps(res, indent=1))

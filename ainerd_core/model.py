@@ -408,6 +408,9 @@ def atomic_torch_save(obj, path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
         torch.save(obj, tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())

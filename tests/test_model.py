@@ -88,20 +88,20 @@ def test_module_encode_decode_methods(random_model):
         assert random_model(x.unsqueeze(1)).shape == (3, 1, 256, 256)
 
 
-@pytest.mark.parametrize("jit", [True, False])
-def test_fast_path_matches_plain_eager(published, jit):
+@pytest.mark.parametrize("fuse,jit", [(True, False), (False, False), (True, True)])
+def test_fast_path_matches_plain_eager(published, fuse, jit):
     maps = band_maps(6, seed=1)
     x = torch.from_numpy(maps).unsqueeze(1)
     published.fast = False
     with torch.no_grad():
         z_ref = published.encode(x)
         y_ref = published.decode(z_ref)
-    published.fast, published.jit = True, jit
+    published.fast, published.fuse, published.jit = True, fuse, jit
     try:
         z = torch.from_numpy(M.encode(published, maps, batch_size=4))
         y = torch.from_numpy(M.decode(published, z_ref.numpy()))
     finally:
-        published.jit = True
+        published.fuse, published.jit = True, False
     torch.testing.assert_close(z, z_ref, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(y, y_ref[:, 0], atol=1e-5, rtol=1e-4)
 
