@@ -125,6 +125,7 @@ def make_driver(width: int = 1400, height: int = 1000):
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
     profile = tempfile.mkdtemp(prefix="ainerd-chromium-")
+    # no GPU here, so no WebGL: point clouds under 5,000 points are SVG (figures.common.scatter_trace)
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",

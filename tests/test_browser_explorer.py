@@ -174,7 +174,7 @@ def test_latent_map_recolour_click_and_lasso(driver, server, demo):
     n = len(demo["labels"])
 
     def points(g):
-        return [t for t in g["data"] if t["type"] == "scattergl" and not t["name"].startswith("t = ")]
+        return [t for t in g["data"] if t["type"] in ("scatter", "scattergl") and not t["name"].startswith("t = ")]
     g = graph(driver, "#latent-graph", lambda g: len(points(g)) > 1)
     seen = np.concatenate([t["customdata"] for t in points(g)]).astype(int)
     assert sorted(seen.tolist()) == list(range(n))
@@ -190,7 +190,7 @@ def test_latent_map_recolour_click_and_lasso(driver, server, demo):
     # click a point: its map, its reconstruction and metadata
     driver.execute_script("""
         const gd = document.querySelector('#latent-graph .js-plotly-plot');
-        const c = gd.data.findIndex(t => t.type === 'scattergl' && t.name === 'time (s)');
+        const c = gd.data.findIndex(t => t.type.startsWith('scatter') && t.name === 'time (s)');
         gd.emit('plotly_click', {points: [{curveNumber: c, pointNumber: 7, pointIndex: 7,
                                             x: gd.data[c].x[7], y: gd.data[c].y[7]}]});""")
     wait_for(lambda: images_loaded(driver, "#latent-detail img"), what="map and reconstruction")
@@ -200,7 +200,7 @@ def test_latent_map_recolour_click_and_lasso(driver, server, demo):
     # lasso: the selection is listed and can be exported
     driver.execute_script("""
         const gd = document.querySelector('#latent-graph .js-plotly-plot');
-        const c = gd.data.findIndex(t => t.type === 'scattergl' && t.name === 'time (s)');
+        const c = gd.data.findIndex(t => t.type.startsWith('scatter') && t.name === 'time (s)');
         gd.emit('plotly_selected', {points: [3, 4, 5].map(i => ({curveNumber: c, pointNumber: i, pointIndex: i,
                                                                 x: gd.data[c].x[i], y: gd.data[c].y[i]}))});""")
     summary = wait_for(lambda: text(driver, "#latent-selection-summary"), what="selection list")
@@ -230,7 +230,7 @@ def test_dataset_selector_changes_the_url_and_latents_only_says_so(driver, serve
     graph(driver, "#latent-graph")
     driver.execute_script("""
         const gd = document.querySelector('#latent-graph .js-plotly-plot');
-        const c = gd.data.findIndex(t => t.type === 'scattergl');
+        const c = gd.data.findIndex(t => t.type.startsWith('scatter'));
         gd.emit('plotly_click', {points: [{curveNumber: c, pointNumber: 0, pointIndex: 0,
                                             x: gd.data[c].x[0], y: gd.data[c].y[0]}]});""")
     assert "latents only" in wait_for(lambda: text(driver, "#latent-detail .no-maps-message"), what="detail note")

@@ -5,6 +5,8 @@ import csv
 import io
 
 import numpy as np
+
+from dashboard.figures.common import WEBGL_MIN_POINTS
 import pytest
 
 from dashboard.exports import counts_csv, figure_to_csv, points_csv, sector_time_csv
@@ -116,10 +118,12 @@ def cloud():
     return xy, labels, cls
 
 
-def test_latent_map_by_cluster_is_webgl_with_map_indices(cloud):
+def test_latent_map_by_cluster_carries_map_indices_and_uses_webgl_only_when_large(cloud):
     xy, labels, _ = cloud
     fig = latent_figure(xy, "cluster", labels)
-    assert all(t.type == "scattergl" for t in fig.data)
+    assert all(t.type == "scatter" for t in fig.data)  # 300 points: SVG, no WebGL needed
+    big = np.random.default_rng(0).normal(size=(WEBGL_MIN_POINTS, 2))
+    assert all(t.type == "scattergl" for t in latent_figure(big, "cluster", np.zeros(len(big), int)).data)
     seen = np.concatenate([t.customdata for t in fig.data])
     assert sorted(seen.tolist()) == list(range(len(xy)))
     for t in fig.data:

@@ -58,6 +58,15 @@ def discrete_colorscale(colors: list[str]) -> list[list]:
     return scale
 
 
+WEBGL_MIN_POINTS = 5000  # SVG scatter below (no WebGL needed), WebGL above
+
+
+def scatter_trace(n_points: int):
+    """``go.Scatter`` for small point clouds (works in browsers without WebGL, e.g. remote
+    desktops at a beamline), ``go.Scattergl`` for large ones."""
+    return go.Scattergl if n_points >= WEBGL_MIN_POINTS else go.Scatter
+
+
 def event_list(values) -> list:
     """Values for ``customdata`` as a plain list. Numpy arrays would reach the browser as base64
     typed arrays, and dcc.Graph's click/hover/selection events then lose their customdata

@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .common import (CLASS_COLORS, FLOW_SHARE_COLORSCALE, SCORE_COLORSCALE, SECTOR_COLORSCALE, TEMPLATE,
-                     TIME_COLORSCALE, cluster_color, event_list)
+                     TIME_COLORSCALE, cluster_color, event_list, scatter_trace)
 
 COLOR_BY = {"cluster": "cluster", "time": "time (s)", "sector": "sector", "class": "flow / vorticity",
             "dynamics": "dynamics score"}
@@ -49,6 +49,7 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
     if color_by not in COLOR_BY:
         raise ValueError(f"color_by must be one of {sorted(COLOR_BY)}")
     size = point_size or (4 if n > 5000 else 6 if n > 1000 else 8)
+    Sc = scatter_trace(n)
     fig = go.Figure()
     if flow_share is not None:
         fx, fy, share = flow_share
@@ -73,12 +74,12 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
             colors = {c: CLASS_COLORS[c] for c in cats}
         for c in cats:
             m = keys == c
-            fig.add_trace(go.Scattergl(x=xy[m, 0], y=xy[m, 1], mode="markers", name=names[c], customdata=event_list(index[m]),
+            fig.add_trace(Sc(x=xy[m, 0], y=xy[m, 1], mode="markers", name=names[c], customdata=event_list(index[m]),
                                        marker=dict(color=colors[c], size=size, line=dict(width=0)),
                                        hovertemplate=hover))
     else:
         scale = {"time": TIME_COLORSCALE, "sector": SECTOR_COLORSCALE, "dynamics": SCORE_COLORSCALE}[color_by]
-        fig.add_trace(go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", name=COLOR_BY[color_by], customdata=event_list(index),
+        fig.add_trace(Sc(x=xy[:, 0], y=xy[:, 1], mode="markers", name=COLOR_BY[color_by], customdata=event_list(index),
                                    marker=dict(color=values.astype(np.float32), colorscale=scale, size=size,
                                                line=dict(width=0),
                                                colorbar=dict(title=dict(text=COLOR_BY[color_by]), len=0.5, y=0.75)),
@@ -86,13 +87,13 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
                                    + " %{marker.color:.3g}<extra></extra>", showlegend=False))
     for i, (name, idx) in enumerate((highlights or [])[:3]):
         idx = np.asarray(idx, dtype=np.int32)
-        fig.add_trace(go.Scattergl(x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=str(name), customdata=event_list(idx),
+        fig.add_trace(Sc(x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=str(name), customdata=event_list(idx),
                                    marker=dict(symbol=HIGHLIGHT_SYMBOLS[i], size=size + 7, color=HIGHLIGHT_COLORS[i],
                                                opacity=0.9, line=dict(width=1.5, color="white")),
                                    hovertemplate=hover))
     if selected is not None and 0 <= int(selected) < n:
         s = int(selected)
-        fig.add_trace(go.Scattergl(x=xy[[s], 0], y=xy[[s], 1], mode="markers", name=f"map {s}",
+        fig.add_trace(Sc(x=xy[[s], 0], y=xy[[s], 1], mode="markers", name=f"map {s}",
                                    customdata=[s],
                                    marker=dict(symbol="circle-open", size=size + 14, color="#000",
                                                line=dict(width=3, color="#000")), hovertemplate=hover))

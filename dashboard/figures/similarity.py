@@ -13,7 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import TEMPLATE, event_list
+from .common import TEMPLATE, WEBGL_MIN_POINTS, event_list, scatter_trace  # noqa: F401
 
 SPACE_COLORS = {"latent": "#1f77b4", "raw": "#d62728", "pca": "#2ca02c"}
 SPACE_NAMES = {"latent": "latent space", "raw": "raw pixels", "pca": "PCA-64 of raw pixels"}
@@ -21,12 +21,6 @@ RANK_DASH = {1: "solid", 10: "dash", 100: "dot"}
 RELEVANT_COLORS = {True: "#2ca02c", False: "#d62728", None: "rgba(0,0,0,0)"}
 TARGET_COLOR = "#ff7f0e"
 CAPTION_H = 0.2  # caption band under each tile, in tile heights
-WEBGL_MIN_POINTS = 5000  # SVG scatter below (no WebGL needed), WebGL above
-
-
-def scatter_trace(n_points: int):
-    """``go.Scatter`` for small point clouds (works without WebGL), ``go.Scattergl`` for large."""
-    return go.Scattergl if n_points >= WEBGL_MIN_POINTS else go.Scatter
 
 
 def _styled(builder):
