@@ -8,3 +8,22 @@ the dataset format (see :mod:`ainerd_core.ingest` for the command line).
 - :mod:`.published` - the published AI-NERD E031 folder (latents only).
 - :mod:`.rheology` - rheometer logs: the E031 CSV layout and Anton Paar RheoCompass exports.
 """
+
+
+def read_csv_rows(path) -> list[tuple[int, list[str]]]:
+    """Non-blank rows of a UTF-8 CSV (a BOM is allowed) as (1-based line number, cells).
+
+    Raises :class:`~ainerd_core.errors.InputError` for a missing file or another encoding."""
+    import csv
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(path, "is not UTF-8 text (wrong encoding)") from None
+    return [(i + 1, r) for i, r in enumerate(csv.reader(text.splitlines())) if any(c.strip() for c in r)]

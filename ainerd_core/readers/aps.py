@@ -32,7 +32,6 @@ that x n / 256 (stored as ``c2_time_step_s``).
 """
 from __future__ import annotations
 
-import csv
 import datetime as _dt
 import re
 from dataclasses import dataclass, field
@@ -282,14 +281,10 @@ def read_map(path: Path, f: h5py.File, key: str) -> np.ndarray:
 
 def read_time_table(path) -> dict[str, float]:
     """CSV ``file,time_s`` (header required; ``time`` accepted for ``time_s``) -> {file name: s}."""
+    from . import read_csv_rows
+
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "no such file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError(path, "is not UTF-8 text (wrong encoding)") from None
-    rows = [r for r in csv.reader(text.splitlines()) if any(c.strip() for c in r)]
+    rows = [r for _, r in read_csv_rows(path)]
     if not rows:
         raise InputError(path, "the time table is empty")
     header = [c.strip().lower() for c in rows[0]]

@@ -10,7 +10,6 @@ Metadata CSV: one header row and one row per map, in stack order. Columns (case-
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import h5py
@@ -128,14 +127,10 @@ def _column(path, header, rows, names, kind, required=False):
 
 def read_meta_csv(path, n_maps: int) -> dict[str, np.ndarray]:
     """Per-map metadata of a stack; keys time, and some of sector, phi, q, source."""
+    from . import read_csv_rows
+
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, "no such file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError(path, "is not UTF-8 text (wrong encoding)") from None
-    rows = [(i + 1, r) for i, r in enumerate(csv.reader(text.splitlines())) if any(c.strip() for c in r)]
+    rows = read_csv_rows(path)
     if not rows:
         raise InputError(path, "the metadata file is empty")
     header = [c.strip().lower() for c in rows[0][1]]
