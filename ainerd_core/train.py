@@ -253,6 +253,7 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
         curve = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "seconds": []}
         best_val, best_epoch, start_epoch = float("inf"), -1, 0
         rng = np.random.default_rng(seed + 2)
+        improved_this_run = False
         if state is not None:
             model.load_state_dict(state["state_dict"], strict=True)
             same_schedule = float(state.get("config", {}).get("scheduler", {}).get("step_size_up_epochs", 6.0)) == lr_step_epochs
@@ -328,6 +329,7 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
             curve["lr"].append(lr)
             curve["seconds"].append(dt)
             improved = val < best_val
+            improved_this_run = improved_this_run or improved
             if improved:
                 best_val, best_epoch = val, epoch + 1
                 atomic_torch_save(checkpoint(False, epoch=epoch + 1), out)
@@ -339,8 +341,10 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
                 stopped_early = True
                 break
 
-        if best_epoch < 0:  # resumed a finished run without improvement: keep the given weights
-            atomic_torch_save(checkpoint(False, epoch=start_epoch), out)
+        if not improved_this_run:  # no epoch beat the resumed weights: they are the best, save them
+            if state is not None:
+                model.load_state_dict(state["state_dict"], strict=True)
+            atomic_torch_save(checkpoint(False, epoch=best_epoch if best_epoch >= 0 else start_epoch), out)
         # score the best model on the held-out test split
         best = read_checkpoint(out)
         model.load_state_dict(best["state_dict"])

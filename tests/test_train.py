@@ -139,6 +139,15 @@ def test_resume_continues_an_interrupted_run(tmp_path, tiny_dataset):
     assert M.load_model(out, device="cpu").latent_size == 8      # the latent size comes from the state
 
 
+def test_resume_into_a_new_file_without_improvement_keeps_the_given_weights(tmp_path, tiny_dataset):
+    first = tmp_path / "first.pt"
+    T.train(tiny_dataset, first, epochs=1, batch_size=4, latent=8, seed=1, log=lambda m: None)
+    fine = tmp_path / "fine.pt"  # no epochs left to run: nothing can beat the given weights
+    T.train(tiny_dataset, fine, epochs=1, batch_size=4, seed=1, resume=first, log=lambda m: None)
+    a, b = M.read_checkpoint(first)["state_dict"], M.read_checkpoint(fine)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_train_rejects_bad_input(tmp_path, tiny_dataset):
     from ainerd_core.cli import main
 
