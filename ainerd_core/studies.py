@@ -249,25 +249,6 @@ def load_target_file(path) -> np.ndarray:
     return prepare_target(arr, path)
 
 
-def _own_nn(vectors_or_source, target_vec: np.ndarray, k: int, exclude: int | None) -> np.ndarray:
-    """Exact Euclidean k-NN by streaming (fallback when ainerd_core.similarity is unavailable)."""
-    from .dataset import Dataset
-
-    if isinstance(vectors_or_source, Dataset):
-        d2 = np.empty(vectors_or_source.n_maps)
-        v = target_vec.reshape(-1).astype(np.float32)
-        for s, b in vectors_or_source.iter_maps(128):
-            diff = b.reshape(len(b), -1) - v
-            d2[s:s + len(b)] = np.einsum("ij,ij->i", diff, diff)
-    else:
-        x = np.asarray(vectors_or_source, np.float64)
-        d2 = ((x - target_vec.astype(np.float64)) ** 2).sum(1)
-    if exclude is not None:
-        d2[exclude] = np.inf
-    order = np.lexsort((np.arange(d2.size), d2))[:k]
-    return order, np.sqrt(d2[order])
-
-
 def _latent_matrix(ds):
     lat = ds.read_result("latent")
     if lat is None:
@@ -284,10 +265,8 @@ def find_candidates(ds, target, methods, n: int, model_path=None) -> tuple[dict,
     """
     if not ds.has_maps:
         raise InputError(ds.path, "this dataset holds latents only: experts need C2 maps to look at")
-    try:
-        from . import similarity as S
-    except ImportError:  # pragma: no cover
-        S = None
+    from . import similarity as S
+
     if isinstance(target, (int, np.integer)):
         t_index = int(target)
         if not 0 <= t_index < ds.n_maps:
@@ -303,10 +282,7 @@ def find_candidates(ds, target, methods, n: int, model_path=None) -> tuple[dict,
     out = {}
     raw = None
     if "raw" in methods or t_index is None:
-        if S is not None:
-            idx, dist = S.nearest_neighbours(ds, t_index if t_index is not None else t_map, "raw", n + 1)
-        else:
-            idx, dist = _own_nn(ds, t_map, n + 1, t_index)
+        idx, dist = S.nearest_neighbours(ds, t_index if t_index is not None else t_map, "raw", n + 1)
         idx, dist = np.asarray(idx), np.asarray(dist, np.float64)
         if t_index is None and dist.size and dist[0] < 1e-3 * MAP_SIZE:
             t_index = int(idx[0])  # the uploaded map is this dataset map
@@ -320,10 +296,7 @@ def find_candidates(ds, target, methods, n: int, model_path=None) -> tuple[dict,
         if t_index is not None:
             if lat is None:
                 raise InputError(ds.path, "no latents: run `python -m ainerd_core precompute` first")
-            if S is not None:
-                idx, dist = S.nearest_neighbours({"latent": lat}, t_index, "latent", n)
-            else:
-                idx, dist = _own_nn(lat, np.asarray(lat[t_index]), n, t_index)
+            idx, dist = S.nearest_neighbours({"latent": lat}, t_index, "latent", n)
         else:
             mp = model_path or ds.result_attrs.get("model")
             if not mp or mp in ("none", "given") or not Path(mp).exists():
@@ -331,10 +304,9 @@ def find_candidates(ds, target, methods, n: int, model_path=None) -> tuple[dict,
                                              "to be placed in latent space (or use --methods raw)")
             if lat is None:
                 raise InputError(ds.path, "no latents: run `python -m ainerd_core precompute` first")
-            from .model import encode, load_model
+            from .model import load_model
 
-            vec = encode(load_model(mp), t_map[None])[0]
-            idx, dist = _own_nn(lat, np.asarray(vec), n, None)
+            idx, dist = S.nearest_neighbours({"latent": lat}, t_map, "latent", n, model=load_model(mp))
         out["latent"] = (np.asarray(idx)[:n], np.asarray(dist, np.float64)[:n])
     return out, t_map, t_index
 

@@ -35,10 +35,8 @@ _COLORS = {"latent": "#1f77b4", "raw": "#d62728"}
 
 
 def _is_admin(config) -> bool:
-    try:
-        from .auth import current_role
-    except ImportError:  # auth not installed: open only in local mode without an admin password
-        return not config.hosted and not config.admin_password
+    from .auth import current_role
+
     try:
         return current_role() == "admin"
     except Exception:  # noqa: BLE001 - a broken session is not admin

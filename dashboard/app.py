@@ -6,8 +6,6 @@ first, and the expert app must expose nothing but its own callbacks.
 """
 from __future__ import annotations
 
-import logging
-
 import flask
 
 from .config import Config
@@ -27,17 +25,12 @@ def create_app(config: Config | None = None) -> flask.Flask:
     def healthz():
         return {"status": "ok"}
 
-    from . import auth, explorer
+    from . import admin_app, auth, evaluation_app, explorer
 
-    auth.init_auth(server, config)
+    auth.init_auth(server, config)  # first: the gate runs before every other route
     explorer.init_explorer(server, config)
-    try:  # the evaluation apps arrive with the evaluation issue
-        from . import admin_app, evaluation_app
-    except ImportError:  # pragma: no cover - during development only
-        logging.getLogger(__name__).warning("evaluation apps not available")
-    else:
-        admin_app.init_admin(server, config)
-        evaluation_app.init_evaluation(server, config)
+    admin_app.init_admin(server, config)
+    evaluation_app.init_evaluation(server, config)
     return server
 
 

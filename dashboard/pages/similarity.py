@@ -52,19 +52,10 @@ def csv_text(columns, rows) -> str:
 
 
 def figure_csv(fig: dict) -> str:
-    """Every trace's x / y (/ customdata) in long format; the explorer's exporter when present."""
-    try:
-        from dashboard.exports import figure_to_csv
-    except ImportError:
-        figure_to_csv = None
-    if figure_to_csv is not None:
-        return figure_to_csv(fig)
-    rows = []
-    for t in (fig or {}).get("data", []):
-        xs, ys = t.get("x") or [], t.get("y") or []
-        for i in range(max(len(xs), len(ys))):
-            rows.append([t.get("name", ""), xs[i] if i < len(xs) else "", ys[i] if i < len(ys) else ""])
-    return csv_text(["trace", "x", "y"], rows)
+    """Every trace's data in long format (:func:`dashboard.exports.figure_to_csv`)."""
+    from dashboard.exports import figure_to_csv
+
+    return figure_to_csv(fig)
 
 
 def register_csv(app, graph_id: str, filename: str, to_csv, states=()) -> None:
