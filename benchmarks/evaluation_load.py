@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
 from ainerd_core.studies import Assignment, Rating, RatingEvent, StudyStore  # noqa: E402
+from browser_support import find_props  # noqa: E402
 
 
 def build_dataset(path: Path, n: int = 60) -> Path:
@@ -49,22 +50,6 @@ def click_payload(dep: dict, button: str, pos: int) -> dict:
     state = [{"id": s["id"], "property": s["property"], "value": pos} for s in dep["state"]]
     return {"output": dep["output"], "outputs": outputs, "inputs": inputs, "state": state,
             "changedPropIds": [f"{button}.n_clicks"]}
-
-
-def find_props(node, cid):
-    if isinstance(node, dict):
-        if node.get("props", {}).get("id") == cid:
-            return node["props"]
-        for v in node.values():
-            got = find_props(v, cid)
-            if got is not None:
-                return got
-    elif isinstance(node, list):
-        for v in node:
-            got = find_props(v, cid)
-            if got is not None:
-                return got
-    return None
 
 
 def expert_worker(base: str, token: str, seed: int, out: dict, barrier: threading.Barrier, think_s: float = 0.0):

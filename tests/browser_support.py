@@ -157,3 +157,36 @@ def browser():
         yield driver
     finally:
         quit_driver(driver)
+
+
+def wait_for(fn, timeout: float = 45.0, what: str = "condition", *, interval: float = 0.1):
+    """Poll ``fn`` until it returns something truthy (exceptions count as 'not yet': the DOM is
+    still rendering); raise AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            last = fn()
+        except Exception as exc:  # noqa: BLE001 - the page is still rendering
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def find_props(node, cid):
+    """The props of the component with id ``cid`` in a Dash layout JSON tree, or None."""
+    if isinstance(node, dict):
+        if node.get("props", {}).get("id") == cid:
+            return node["props"]
+        children = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return None
+    for v in children:
+        got = find_props(v, cid)
+        if got is not None:
+            return got
+    return None

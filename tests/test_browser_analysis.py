@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from ainerd_core.dataset import open_dataset
-from browser_support import console_errors, make_driver, quit_driver, require_browser, start_server
+from browser_support import (console_errors, make_driver, quit_driver, require_browser, start_server,
+                             wait_for)
 from conftest import E031
 from dashboard_fixtures import explorer_data  # noqa: F401
 
@@ -34,20 +35,6 @@ const conv = v => (v == null ? null : (ArrayBuffer.isView(v) ? Array.from(v) : v
 return p.data.map(t => ({name: t.name, x: conv(t.x), y: conv(t.y), meta: t.meta || null,
                          customdata: conv(t.customdata)}));
 """
-
-
-def wait_for(fn, timeout=45.0, interval=0.2, what="condition"):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            last = fn()
-        except Exception as exc:  # noqa: BLE001 - the page is still rendering
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 @pytest.fixture(scope="module")

@@ -22,27 +22,14 @@ from ainerd_core import evaluation as ev
 from ainerd_core.studies import Assignment, Candidate, CandidateSource, Expert, StudyStore
 
 sys.path.insert(0, str(Path(__file__).parent))
-from browser_support import console_errors, make_driver, quit_driver, require_browser, start_server  # noqa: E402
+from browser_support import (console_errors, make_driver, quit_driver, require_browser, start_server,
+                             wait_for)  # noqa: E402
 from test_studies import build_tiny  # noqa: E402
 
 pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "b" * 48
 ADMIN_PW = "browser admin pw"
-
-
-def wait_for(fn, timeout=20.0, what="condition"):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001 - element not there yet
-            last = exc
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}: {last!r}")
 
 
 def state(driver):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from ainerd_core.dataset import open_dataset
-from browser_support import console_errors, make_driver, quit_driver, require_browser, start_server
+from browser_support import (console_errors, make_driver, quit_driver, require_browser, start_server,
+                             wait_for)
 from dashboard_fixtures import explorer_data  # noqa: F401
 
 pytestmark = pytest.mark.browser
@@ -59,20 +60,6 @@ def demo(explorer_data):  # noqa: F811
                                                "tables/sector_time_labels", "tables/sectors", "stress_minima/time",
                                                "umap", "tables/time_index")} | {"attrs": ds.result_attrs,
                                                                                   "rheology": ds.rheology}
-
-
-def wait_for(fn, timeout=20.0, what="condition"):
-    deadline = time.time() + timeout
-    last = None
-    while time.time() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as exc:  # noqa: BLE001 - DOM in flux
-            last = exc
-        time.sleep(0.15)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def graph(driver, sel, pred=None, timeout=20.0):

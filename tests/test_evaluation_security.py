@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from ainerd_core.dataset import open_dataset
+from browser_support import find_props  # noqa: E402
 from ainerd_core.studies import Assignment, Candidate, CandidateSource, Expert, StudyStore, render_png
 from dashboard.app import create_app
 from dashboard.config import Config
@@ -135,22 +136,6 @@ def layout_of(c):
     r = c.get("/evaluate/_dash-layout")
     assert r.status_code == 200
     return r, json.loads(r.data)
-
-
-def find_props(node, cid):
-    if isinstance(node, dict):
-        if node.get("props", {}).get("id") == cid:
-            return node["props"]
-        for v in node.values():
-            got = find_props(v, cid)
-            if got is not None:
-                return got
-    elif isinstance(node, list):
-        for v in node:
-            got = find_props(v, cid)
-            if got is not None:
-                return got
-    return None
 
 
 def click(c, deps, button, pos):
