@@ -169,13 +169,16 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augment: bool = True,
           device: str | None = None, batch_size: int = DEFAULT_BATCH, seed: int = 0, resume=None,
           max_maps: int | None = None, time_budget_s: float | None = None, dropout: float | None = None,
-          lr_step_epochs: float | None = None, threads: int | None = None, keep_state: bool = False,
+          lr_step_epochs: float | None = None, lr_base: float | None = None, lr_max: float | None = None,
+          threads: int | None = None, keep_state: bool = False,
           log=print, progress: bool = False, write_curve: bool = True) -> dict:
     """Train the autoencoder on a dataset file; returns a summary dict.
 
     Parameters are those of the CLI; ``time_budget_s`` stops after the epoch during which the
     budget ran out (used by the latent-size sweep). The best checkpoint (by validation MSE) is
-    written atomically to ``out``.
+    written atomically to ``out``. ``lr_base`` / ``lr_max`` (default 1e-4 / 1e-3, the published
+    CyclicLR range; equal values give a constant learning rate, e.g. for a final low-LR phase)
+    and ``lr_step_epochs`` are kept from the resumed run unless given.
     """
     from .dataset import open_dataset
 
@@ -195,6 +198,9 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
         raise InputError(None, f"--dropout must be in [0, 1), got {dropout}")
     if lr_step_epochs is not None and lr_step_epochs <= 0:
         raise InputError(None, f"--lr-step-epochs must be > 0, got {lr_step_epochs}")
+    for name, value in (("--lr-base", lr_base), ("--lr-max", lr_max)):
+        if value is not None and not (math.isfinite(value) and 0 < value <= 1):
+            raise InputError(None, f"{name} must be in (0, 1], got {value}")
     t_start = time.perf_counter()
 
     state = None
@@ -205,10 +211,19 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
             dropout = float(state.get("dropout", DROPOUT))
         elif float(state.get("dropout", DROPOUT)) != dropout:
             log(f"note: dropout changes from {state.get('dropout', DROPOUT)} to {dropout} on resume")
+        old_sched = state.get("config", {}).get("scheduler", {})
         if lr_step_epochs is None:
-            lr_step_epochs = float(state.get("config", {}).get("scheduler", {}).get("step_size_up_epochs", 6.0))
+            lr_step_epochs = float(old_sched.get("step_size_up_epochs", 6.0))
+        if lr_base is None:
+            lr_base = float(old_sched.get("base_lr", LR_BASE))
+        if lr_max is None:
+            lr_max = max(float(old_sched.get("max_lr", LR_MAX)), lr_base)
     if lr_step_epochs is None:
         lr_step_epochs = 6.0
+    lr_base = LR_BASE if lr_base is None else float(lr_base)
+    lr_max = max(LR_MAX, lr_base) if lr_max is None else float(lr_max)
+    if lr_max < lr_base:
+        raise InputError(None, f"--lr-max ({lr_max:g}) must be >= --lr-base ({lr_base:g})")
     if dropout is None:
         dropout = DROPOUT
 
@@ -235,7 +250,7 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
         config = {"dataset": str(Path(dataset)), "epochs": int(epochs), "latent": int(latent),
                   "augment": bool(augment), "batch_size": int(batch_size), "seed": int(seed),
                   "max_maps": max_maps, "loss": "mse", "optimizer": "adam",
-                  "scheduler": {"name": "CyclicLR", "mode": "triangular2", "base_lr": LR_BASE, "max_lr": LR_MAX,
+                  "scheduler": {"name": "CyclicLR", "mode": "triangular2", "base_lr": lr_base, "max_lr": lr_max,
                                 "step_size_up_epochs": lr_step_epochs, "cycle_momentum": False},
                   "dropout": float(dropout), "augmentation": "random circular shift along the diagonal, "
                                                             "k ~ U{0..255}, per map and batch",
@@ -245,8 +260,8 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
         torch.manual_seed(seed)
         model = Autoencoder(latent, dropout=dropout).to(dev)
         batches_per_epoch = max(1, math.ceil(len(split["train"]) / batch_size))
-        opt = torch.optim.Adam(model.parameters(), lr=LR_BASE)
-        sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=LR_BASE, max_lr=LR_MAX,
+        opt = torch.optim.Adam(model.parameters(), lr=lr_base)
+        sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=lr_base, max_lr=lr_max,
                                                   step_size_up=max(1, int(round(lr_step_epochs * batches_per_epoch))),
                                                   mode="triangular2",
                                                   cycle_momentum=False)
@@ -256,7 +271,10 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
         improved_this_run = False
         if state is not None:
             model.load_state_dict(state["state_dict"], strict=True)
-            same_schedule = float(state.get("config", {}).get("scheduler", {}).get("step_size_up_epochs", 6.0)) == lr_step_epochs
+            old_sched = state.get("config", {}).get("scheduler", {})
+            same_schedule = (float(old_sched.get("step_size_up_epochs", 6.0)) == lr_step_epochs
+                             and float(old_sched.get("base_lr", LR_BASE)) == lr_base
+                             and float(old_sched.get("max_lr", LR_MAX)) == lr_max)
             if "optimizer" in state and int(state.get("batches_per_epoch", -1)) == batches_per_epoch and same_schedule:
                 opt.load_state_dict(state["optimizer"])
                 sched.load_state_dict(state["scheduler"])
@@ -264,17 +282,23 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
                 rng.bit_generator.state = json.loads(state["rng_state"])
                 torch.set_rng_state(state["torch_rng_state"])
             elif "optimizer" in state:
-                log(f"note: batch size or LR step changed since {resume}; optimizer and LR schedule restart")
+                log(f"note: batch size or LR schedule changed since {resume}; optimizer and LR schedule restart")
                 rng = np.random.default_rng()
                 rng.bit_generator.state = json.loads(state["rng_state"])
-            curve = {k: list(v) for k, v in state.get("learning_curve", curve).items()} or curve
             best_val = float(state.get("best_val_loss", float("inf")))
             best_epoch = int(state.get("best_epoch", -1))
             start_epoch = int(state.get("epoch", 0))
+            # a finished run's checkpoint holds the weights of its best epoch but the curve of all
+            # its epochs: the epochs after the resumed weights are dropped, so epochs stay unique
+            old_curve = state.get("learning_curve") or {}
+            keep = [i for i, e in enumerate(old_curve.get("epoch", [])) if int(e) <= start_epoch]
+            curve = {k: [list(old_curve.get(k, []))[i] for i in keep] for k in curve}
             config["resumed_from"] = str(resume)
             config["history"] = list(state.get("config", {}).get("history", [])) + [
                 {"until_epoch": int(state.get("epoch", 0)),
-                 **{k: state.get("config", {}).get(k) for k in ("dropout", "batch_size", "augment", "torch_threads")}}]
+                 **{k: state.get("config", {}).get(k) for k in ("dropout", "batch_size", "augment", "torch_threads")},
+                 "base_lr": float(old_sched.get("base_lr", LR_BASE)), "max_lr": float(old_sched.get("max_lr", LR_MAX)),
+                 "step_size_up_epochs": float(old_sched.get("step_size_up_epochs", 6.0))}]
             log(f"resumed from {resume} at epoch {start_epoch}")
         config["batches_per_epoch"] = batches_per_epoch
 
@@ -382,6 +406,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help=f"dropout probability (default {DROPOUT}; on --resume: the run's own)")
     parser.add_argument("--lr-step-epochs", type=float, default=None,
                         help="CyclicLR step_size_up in epochs (default 6, the published recipe; on --resume: the run's own)")
+    parser.add_argument("--lr-base", type=float, default=None,
+                        help=f"CyclicLR lower learning rate (default {LR_BASE:g}; on --resume: the run's own)")
+    parser.add_argument("--lr-max", type=float, default=None,
+                        help=f"CyclicLR upper learning rate (default {LR_MAX:g}; equal to --lr-base: constant; "
+                             "on --resume: the run's own)")
     parser.add_argument("--keep-state", action="store_true",
                         help="keep <out>.state.pt after the last epoch (to continue later with --resume)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -391,6 +420,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     train(args.dataset, args.out, epochs=args.epochs, latent=args.latent, augment=args.augment, device=args.device,
           batch_size=args.batch_size, seed=args.seed, resume=args.resume, max_maps=args.max_maps,
-          dropout=args.dropout, lr_step_epochs=args.lr_step_epochs, threads=args.threads,
+          dropout=args.dropout, lr_step_epochs=args.lr_step_epochs, lr_base=args.lr_base, lr_max=args.lr_max,
+          threads=args.threads,
           keep_state=args.keep_state, progress=args.progress)
     return 0

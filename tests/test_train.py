@@ -148,6 +148,36 @@ def test_resume_into_a_new_file_without_improvement_keeps_the_given_weights(tmp_
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_equal_lr_bounds_give_a_constant_learning_rate_recorded_in_the_checkpoint(tmp_path, tiny_dataset):
+    out = tmp_path / "const.pt"
+    res = T.train(tiny_dataset, out, epochs=2, batch_size=4, latent=8, seed=1, lr_base=3e-5, lr_max=3e-5,
+                  log=lambda m: None)
+    assert res["learning_curve"]["lr"] == pytest.approx([3e-5, 3e-5], rel=1e-9)
+    sched = M.read_checkpoint(out)["config"]["scheduler"]
+    assert (sched["base_lr"], sched["max_lr"]) == (3e-5, 3e-5)
+    # the default stays the published range, rising from 1e-4 towards 1e-3
+    res = T.train(tiny_dataset, tmp_path / "default.pt", epochs=1, batch_size=4, latent=8, seed=1,
+                  log=lambda m: None)
+    assert T.LR_BASE < res["learning_curve"]["lr"][0] <= T.LR_MAX
+
+
+def test_resuming_a_finished_checkpoint_continues_from_its_best_epoch(tmp_path, tiny_dataset):
+    first = tmp_path / "first.pt"
+    T.train(tiny_dataset, first, epochs=3, batch_size=4, latent=8, seed=1, log=lambda m: None)
+    ck = M.read_checkpoint(first)
+    best = int(ck["best_epoch"])
+    assert ck["learning_curve"]["epoch"] == [1, 2, 3]
+    lines = []
+    res = T.train(tiny_dataset, tmp_path / "fine.pt", epochs=best + 2, batch_size=4, seed=1, resume=first,
+                  lr_base=1e-5, lr_max=1e-5, log=lines.append)
+    # the epochs after the resumed (best) weights are replaced by the new phase: no epoch twice
+    assert res["learning_curve"]["epoch"] == list(range(1, best + 3))
+    assert res["learning_curve"]["lr"][best:] == pytest.approx([1e-5, 1e-5], rel=1e-9)
+    history = res["config"]["history"][-1]
+    assert history["until_epoch"] == best and history["base_lr"] == T.LR_BASE and history["max_lr"] == T.LR_MAX
+    assert any(m.startswith(f"resumed from {first} at epoch {best}") for m in lines)
+
+
 def test_train_rejects_bad_input(tmp_path, tiny_dataset):
     from ainerd_core.cli import main
 
@@ -155,6 +185,10 @@ def test_train_rejects_bad_input(tmp_path, tiny_dataset):
     with pytest.raises(InputError, match="latents only"):
         T.train(lat_only, tmp_path / "m.pt", epochs=1)
     assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "no" / "m.pt"), "--epochs", "1"]) == 2
+    for bad in (["--lr-base", "0"], ["--lr-max=-1e-3"], ["--lr-base", "1e-3", "--lr-max", "1e-4"],
+                ["--lr-base", "nan"]):
+        assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "m.pt"), "--epochs", "1", *bad]) == 2
+        assert not (tmp_path / "m.pt").exists()
     junk = tmp_path / "junk.pt"
     junk.write_text("junk")
     assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "m.pt"), "--resume", str(junk)]) == 2
