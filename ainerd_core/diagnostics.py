@@ -84,12 +84,16 @@ def latent_noise(model, latents, sigma: float = 0.3, n: int = 16, seed: int = 0,
 
 def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, epochs: int = 6,
                       seed: int = 0, batch_size: int = 16, max_maps: int | None = None, device=None,
-                      dropout: float | None = None, log=print) -> dict:
+                      dropout: float | None = None, init_from=None, log=print) -> dict:
     """Test MSE vs latent size, every size trained with the same short schedule.
 
     The budget is shared equally: each size gets ``time_budget_s / len(sizes)`` seconds and at
     most ``epochs`` epochs (training stops after the epoch in which its share ran out). All
     sizes use the same seed, hence the same train / val / test split and augmentation draws.
+    ``init_from`` (a checkpoint, e.g. the shipped demo weights) warm-starts every size from its
+    convolutional layers, only the bottleneck being random: on a CPU budget this measures what
+    the bottleneck size costs rather than how far a few epochs get from scratch (say so when
+    reporting; the convolutions were learnt with that checkpoint's latent size).
     Returns ``{"latent_size": [...], "test_mse": [...], "explained_variance": [...], "epochs":
     [...], "seconds": [...], "schedule": {...}}``.
     """
@@ -103,6 +107,7 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
            "seconds": [], "schedule": {"epochs_max": int(epochs), "seconds_per_size": share, "seed": int(seed),
                                        "batch_size": int(batch_size), "max_maps": max_maps,
                                        "dropout": 0.25 if dropout is None else float(dropout),
+                                       "init_from": None if init_from is None else str(init_from),
                                        "note": "short CPU schedule: each size trains at most epochs_max epochs "
                                                "or until its time share is used (checked after each epoch)"}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -110,7 +115,7 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
             t0 = time.perf_counter()
             r = train(dataset, Path(tmp) / f"latent{size}.pt", epochs=epochs, latent=size, seed=seed,
                       batch_size=batch_size, max_maps=max_maps, time_budget_s=share, device=device, dropout=dropout,
-                      log=lambda *a, **k: None, write_curve=False)
+                      init_from=init_from, log=lambda *a, **k: None, write_curve=False)
             dt = time.perf_counter() - t0
             res["latent_size"].append(size)
             res["test_mse"].append(r["test"]["mse"])
@@ -137,6 +142,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dropout", type=float, default=None,
                         help="dropout while training (default 0.25, the recipe; 0 suits short schedules better)")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--init-from", default=None,
+                        help="warm start: every size starts from this checkpoint's convolutions (bottleneck random)")
 
 
 def run(args) -> int:
@@ -149,7 +156,7 @@ def run(args) -> int:
         raise InputError(None, f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
     res = latent_size_sweep(args.dataset, sizes=sizes, time_budget_s=args.budget_s, epochs=args.epochs,
                             seed=args.seed, batch_size=args.batch_size, max_maps=args.max_maps, device=args.device,
-                            dropout=args.dropout)
+                            dropout=args.dropout, init_from=args.init_from)
     res["dataset"] = str(args.dataset)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(json.dumps(res, indent=1))

@@ -170,7 +170,7 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
           device: str | None = None, batch_size: int = DEFAULT_BATCH, seed: int = 0, resume=None,
           max_maps: int | None = None, time_budget_s: float | None = None, dropout: float | None = None,
           lr_step_epochs: float | None = None, lr_base: float | None = None, lr_max: float | None = None,
-          threads: int | None = None, keep_state: bool = False,
+          threads: int | None = None, keep_state: bool = False, init_from=None,
           log=print, progress: bool = False, write_curve: bool = True) -> dict:
     """Train the autoencoder on a dataset file; returns a summary dict.
 
@@ -178,7 +178,10 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
     budget ran out (used by the latent-size sweep). The best checkpoint (by validation MSE) is
     written atomically to ``out``. ``lr_base`` / ``lr_max`` (default 1e-4 / 1e-3, the published
     CyclicLR range; equal values give a constant learning rate, e.g. for a final low-LR phase)
-    and ``lr_step_epochs`` are kept from the resumed run unless given.
+    and ``lr_step_epochs`` are kept from the resumed run unless given. ``init_from`` (a checkpoint)
+    starts a new run from that model's weights wherever the shapes agree (all convolutions; the
+    bottleneck too when the latent size is the same) instead of a random initialisation: a warm
+    start, e.g. for the latent-size sweep on CPU.
     """
     from .dataset import open_dataset
 
@@ -224,6 +227,9 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
     lr_max = max(LR_MAX, lr_base) if lr_max is None else float(lr_max)
     if lr_max < lr_base:
         raise InputError(None, f"--lr-max ({lr_max:g}) must be >= --lr-base ({lr_base:g})")
+    if init_from is not None and resume is not None:
+        raise InputError(None, "--init-from and --resume exclude each other (resume already sets the weights)")
+    init_state = read_checkpoint(init_from)["state_dict"] if init_from is not None else None
     if dropout is None:
         dropout = DROPOUT
 
@@ -259,6 +265,14 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
 
         torch.manual_seed(seed)
         model = Autoencoder(latent, dropout=dropout).to(dev)
+        if init_state is not None:
+            own = model.state_dict()
+            taken = {k: v for k, v in init_state.items() if k in own and own[k].shape == v.shape}
+            model.load_state_dict({**own, **taken}, strict=True)
+            config["init_from"] = {"path": str(init_from), "tensors_taken": len(taken),
+                                   "tensors_random": sorted(set(own) - set(taken))}
+            log(f"initialised from {init_from}: {len(taken)} of {len(own)} tensors taken, "
+                f"{len(own) - len(taken)} random ({', '.join(sorted(set(own) - set(taken))) or 'none'})")
         batches_per_epoch = max(1, math.ceil(len(split["train"]) / batch_size))
         opt = torch.optim.Adam(model.parameters(), lr=lr_base)
         sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=lr_base, max_lr=lr_max,
@@ -414,6 +428,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-state", action="store_true",
                         help="keep <out>.state.pt after the last epoch (to continue later with --resume)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--init-from", default=None,
+                        help="start from this checkpoint's weights where the shapes agree (a warm start; "
+                             "the bottleneck stays random when --latent differs)")
     parser.add_argument("--progress", action="store_true", help="progress bar per epoch")
 
 
@@ -421,6 +438,6 @@ def run(args) -> int:
     train(args.dataset, args.out, epochs=args.epochs, latent=args.latent, augment=args.augment, device=args.device,
           batch_size=args.batch_size, seed=args.seed, resume=args.resume, max_maps=args.max_maps,
           dropout=args.dropout, lr_step_epochs=args.lr_step_epochs, lr_base=args.lr_base, lr_max=args.lr_max,
-          threads=args.threads,
+          threads=args.threads, init_from=args.init_from,
           keep_state=args.keep_state, progress=args.progress)
     return 0

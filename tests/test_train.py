@@ -178,6 +178,29 @@ def test_resuming_a_finished_checkpoint_continues_from_its_best_epoch(tmp_path, 
     assert any(m.startswith(f"resumed from {first} at epoch {best}") for m in lines)
 
 
+def test_init_from_warm_starts_the_convolutions_and_keeps_a_new_bottleneck_random(tmp_path, tiny_dataset):
+    source = tmp_path / "source.pt"
+    T.train(tiny_dataset, source, epochs=1, batch_size=4, latent=8, seed=1, log=lambda m: None)
+    src = M.read_checkpoint(source)["state_dict"]
+    # same latent size, a negligible learning rate: the run starts from (and stays at) the source weights
+    same = T.train(tiny_dataset, tmp_path / "same.pt", epochs=1, batch_size=4, latent=8, seed=2, init_from=source,
+                   lr_base=1e-12, lr_max=1e-12, log=lambda m: None)
+    got = M.read_checkpoint(tmp_path / "same.pt")["state_dict"]
+    assert all(torch.allclose(got[k], src[k], atol=1e-8) for k in src)
+    assert same["config"]["init_from"]["tensors_random"] == []
+    # another latent size: convolutions from the source, the bottleneck's Linear layers random
+    lines = []
+    other = T.train(tiny_dataset, tmp_path / "other.pt", epochs=1, batch_size=4, latent=16, seed=2,
+                    init_from=source, lr_base=1e-12, lr_max=1e-12, log=lines.append)
+    got = M.read_checkpoint(tmp_path / "other.pt")["state_dict"]
+    random_keys = other["config"]["init_from"]["tensors_random"]
+    # Linear(1024, latent) entirely; of Linear(latent, 1024) the weight (its 1024 biases fit any size)
+    assert random_keys == ["bottleneck.1.bias", "bottleneck.1.weight", "bottleneck.3.weight"]
+    assert all(torch.allclose(got[k], src[k], atol=1e-8) for k in src if k not in random_keys)
+    assert got["bottleneck.1.weight"].shape == (16, 1024)
+    assert any(m.startswith(f"initialised from {source}") for m in lines)
+
+
 def test_train_rejects_bad_input(tmp_path, tiny_dataset):
     from ainerd_core.cli import main
 
@@ -189,6 +212,8 @@ def test_train_rejects_bad_input(tmp_path, tiny_dataset):
                 ["--lr-base", "nan"]):
         assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "m.pt"), "--epochs", "1", *bad]) == 2
         assert not (tmp_path / "m.pt").exists()
+    both = ["--init-from", str(tiny_dataset), "--resume", str(tiny_dataset)]
+    assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "m.pt"), "--epochs", "1", *both]) == 2
     junk = tmp_path / "junk.pt"
     junk.write_text("junk")
     assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "m.pt"), "--resume", str(junk)]) == 2
@@ -205,3 +230,18 @@ def test_latent_sweep_cli(tmp_path, tiny_dataset):
     assert res["latent_size"] == [2, 4] and len(res["test_mse"]) == 2 and res["epochs"] == [1, 1]
     assert all(0 <= v < 1 for v in res["test_mse"])
     assert "schedule" in res
+
+
+def test_latent_sweep_can_warm_start_from_a_checkpoint(tmp_path, tiny_dataset):
+    from ainerd_core.cli import main
+
+    source = tmp_path / "source.pt"
+    T.train(tiny_dataset, source, epochs=1, batch_size=4, latent=8, seed=1, log=lambda m: None)
+    out = tmp_path / "sweep.json"
+    assert main(["latent-sweep", str(tiny_dataset), "--budget-s", "1", "--sizes", "4,8", "--epochs", "1",
+                 "--batch-size", "4", "--init-from", str(source), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["schedule"]["init_from"] == str(source) and res["latent_size"] == [4, 8]
+    assert main(["latent-sweep", str(tiny_dataset), "--budget-s", "1", "--sizes", "4", "--init-from",
+                 str(tmp_path / "missing.pt"), "--out", str(tmp_path / "bad.json")]) == 2
+    assert not (tmp_path / "bad.json").exists()
