@@ -91,7 +91,8 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
     most ``epochs`` epochs (training stops after the epoch in which its share ran out). All
     sizes use the same seed, hence the same train / val / test split and augmentation draws.
     ``init_from`` (a checkpoint, e.g. the shipped demo weights) warm-starts every size from its
-    convolutional layers, only the bottleneck being random: on a CPU budget this measures what
+    convolutional layers, the bottleneck being random for every size (the checkpoint's own size
+    included, so that it has no head start): on a CPU budget this measures what
     the bottleneck size costs rather than how far a few epochs get from scratch (say so when
     reporting; the convolutions were learnt with that checkpoint's latent size).
     Returns ``{"latent_size": [...], "test_mse": [...], "explained_variance": [...], "epochs":
@@ -115,7 +116,8 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
             t0 = time.perf_counter()
             r = train(dataset, Path(tmp) / f"latent{size}.pt", epochs=epochs, latent=size, seed=seed,
                       batch_size=batch_size, max_maps=max_maps, time_budget_s=share, device=device, dropout=dropout,
-                      init_from=init_from, log=lambda *a, **k: None, write_curve=False)
+                      init_from=init_from, init_convolutions_only=True, log=lambda *a, **k: None,
+                      write_curve=False)
             dt = time.perf_counter() - t0
             res["latent_size"].append(size)
             res["test_mse"].append(r["test"]["mse"])
@@ -126,6 +128,27 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
             log(f"latent {size:5d}: test MSE {r['test']['mse']:.5f} (explained variance "
                 f"{r['test']['explained_variance'] * 100:.1f} %), {res['epochs'][-1]} epochs, {dt:.0f} s")
     return res
+
+
+def sweep_schedule_text(sweep: dict) -> str:
+    """One sentence saying how a latent-size sweep was trained (for the dashboard and reports)."""
+    sch = sweep.get("schedule") or {}
+    epochs = [int(e) for e in sweep.get("epochs", [])]
+    if not sch:
+        return "schedule not recorded"
+    span = (f"{min(epochs)}" if epochs and min(epochs) == max(epochs) else
+            f"{min(epochs)}-{max(epochs)}" if epochs else f"<= {sch.get('epochs_max', '?')}")
+    parts = [f"short CPU schedule: {span} epoch(s) per size (at most {sch.get('epochs_max', '?')}, "
+             f"~{float(sch.get('seconds_per_size', 0)):.0f} s each)",
+             f"batch {sch.get('batch_size', '?')}, dropout {sch.get('dropout', '?')}, seed {sch.get('seed', '?')}"]
+    if sch.get("max_maps"):
+        parts.append(f"{sch['max_maps']} maps")
+    if sch.get("init_from"):
+        parts.append(f"warm start from the convolutions of {Path(str(sch['init_from'])).name} "
+                     "(bottleneck random for each size)")
+    else:
+        parts.append("random initialisation")
+    return "; ".join(parts) + ": a trend, not converged values"
 
 
 # --------------------------------------------------------------------------- CLI: latent-sweep

@@ -446,6 +446,8 @@ def _model_diagnostics(model, ds, latent, seed, res, attrs, clock, latent_sweep_
     for key in ("latent_size", "test_mse"):
         if key in sweep:
             res[f"model/latent_sweep/{key}"] = np.asarray(sweep[key], np.float64)
+    if "latent_size" in sweep:
+        attrs["latent_sweep_schedule"] = D.sweep_schedule_text(sweep)
 
 
 def _latent_sweep(model, info, explicit=None) -> dict:

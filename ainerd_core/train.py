@@ -171,7 +171,7 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
           max_maps: int | None = None, time_budget_s: float | None = None, dropout: float | None = None,
           lr_step_epochs: float | None = None, lr_base: float | None = None, lr_max: float | None = None,
           threads: int | None = None, keep_state: bool = False, init_from=None,
-          log=print, progress: bool = False, write_curve: bool = True) -> dict:
+          init_convolutions_only: bool = False, log=print, progress: bool = False, write_curve: bool = True) -> dict:
     """Train the autoencoder on a dataset file; returns a summary dict.
 
     Parameters are those of the CLI; ``time_budget_s`` stops after the epoch during which the
@@ -180,8 +180,8 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
     CyclicLR range; equal values give a constant learning rate, e.g. for a final low-LR phase)
     and ``lr_step_epochs`` are kept from the resumed run unless given. ``init_from`` (a checkpoint)
     starts a new run from that model's weights wherever the shapes agree (all convolutions; the
-    bottleneck too when the latent size is the same) instead of a random initialisation: a warm
-    start, e.g. for the latent-size sweep on CPU.
+    bottleneck too when the latent size is the same, unless ``init_convolutions_only``) instead of
+    a random initialisation: a warm start, e.g. for the latent-size sweep on CPU.
     """
     from .dataset import open_dataset
 
@@ -267,7 +267,8 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
         model = Autoencoder(latent, dropout=dropout).to(dev)
         if init_state is not None:
             own = model.state_dict()
-            taken = {k: v for k, v in init_state.items() if k in own and own[k].shape == v.shape}
+            taken = {k: v for k, v in init_state.items() if k in own and own[k].shape == v.shape
+                     and not (init_convolutions_only and k.startswith("bottleneck."))}
             model.load_state_dict({**own, **taken}, strict=True)
             config["init_from"] = {"path": str(init_from), "tensors_taken": len(taken),
                                    "tensors_random": sorted(set(own) - set(taken))}

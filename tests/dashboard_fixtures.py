@@ -316,9 +316,11 @@ def build_latents_only(folder, name: str = "e031", seed: int = 0) -> Path:
     return path
 
 
-# the fixture is rebuilt when this file or any pipeline code changes (AINERD_FIXTURE_REBUILD=1
-# forces a rebuild)
-_SOURCES = ("tests/dashboard_fixtures.py", *sorted(str(p.relative_to(REPO)) for p in (REPO / "ainerd_core").rglob("*.py")))
+# the fixture is rebuilt when this file, any pipeline code or the shipped demo weights (which
+# precompute uses, with their curve and latent-size sweep) change (AINERD_FIXTURE_REBUILD=1 forces
+# a rebuild)
+_SOURCES = ("tests/dashboard_fixtures.py", *sorted(str(p.relative_to(REPO)) for p in (REPO / "ainerd_core").rglob("*.py")),
+            "data/demo_weights.pt", "data/demo_weights.curve.json", "data/demo_weights.latent_sweep.json")
 
 
 def fixture_key() -> str:

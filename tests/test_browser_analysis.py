@@ -237,6 +237,9 @@ def test_model_page(driver, server, explorer_data):  # noqa: F811
         recon_index = ds.read_result("model/recon_index")
         curve = ds.read_result("model/learning_curve/train_loss")
         n_noise = len(ds.read_result("model/noise_maps"))
+        sweep_size = ds.read_result("model/latent_sweep/latent_size")
+        sweep_mse = ds.read_result("model/latent_sweep/test_mse")
+        sweep_how = ds.result_attrs.get("latent_sweep_schedule")
     _open(driver, server, "/model?dataset=demo")
     rec = wait_for(lambda: _grid(driver, "model-recon"), what="reconstructions")
     assert len(rec["images"]) == 2 * len(recon_index)
@@ -249,6 +252,16 @@ def test_model_page(driver, server, explorer_data):  # noqa: F811
         np.testing.assert_allclose(tr["train loss"]["y"], curve)
     else:
         assert driver.find_elements("css selector", "#model-curve-missing")
+    # the shipped latent-size sweep, and how it was trained, beside it
+    if sweep_size is not None:
+        tr = {t["name"]: t for t in _traces(driver, "model-sweep")}
+        np.testing.assert_allclose(tr["test MSE"]["x"], sweep_size)
+        np.testing.assert_allclose(tr["test MSE"]["y"], sweep_mse)
+        assert tr["in use"]["x"] == [64]
+        note = driver.find_element("css selector", "#model-sweep-schedule").text
+        assert sweep_how and sweep_how in note and "not converged" in note
+    else:
+        assert driver.find_elements("css selector", "#model-sweep-missing")
     # every thumbnail is served (a broken image would log a console error)
     wait_for(lambda: driver.execute_script(
         "return Array.from(document.querySelectorAll('#model-recon image')).length") == 2 * len(recon_index),

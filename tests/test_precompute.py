@@ -229,7 +229,10 @@ def test_model_path_and_diagnostics(tmp_path, rng):
     model = Autoencoder(64).eval()
     model.checkpoint_info = {"learning_curve": {"epoch": [1, 2], "train_loss": [0.2, 0.1], "val_loss": [0.3, 0.2]}}
     model.checkpoint_path = str(tmp_path / "w.pt")
-    (tmp_path / "latent_sweep.json").write_text(json.dumps({"latent_size": [2, 4], "test_mse": [0.1, 0.05]}))
+    (tmp_path / "latent_sweep.json").write_text(json.dumps({
+        "latent_size": [2, 4], "test_mse": [0.1, 0.05], "epochs": [1, 1],
+        "schedule": {"epochs_max": 1, "seconds_per_size": 70.0, "seed": 0, "batch_size": 8, "max_maps": None,
+                     "dropout": 0.0, "init_from": "data/demo_weights.pt"}}))
     precompute(p, model=model, k=3, **FAST)
     with open_dataset(p) as ds:
         r = ds.read_result
@@ -241,6 +244,9 @@ def test_model_path_and_diagnostics(tmp_path, rng):
         assert r("model/noise_maps").shape == (16, 256, 256) and ds.result_attrs["noise_sigma"] == 0.3
         np.testing.assert_array_equal(r("model/learning_curve/val_loss"), [0.3, 0.2])
         np.testing.assert_array_equal(r("model/latent_sweep/latent_size"), [2, 4])
+        # how the sweep was trained travels with it, for the /model page
+        how = ds.result_attrs["latent_sweep_schedule"]
+        assert "1 epoch(s) per size" in how and "batch 8" in how and "warm start" in how and "demo_weights.pt" in how
         # maps ordered by decay time: cluster 0 holds the slowest (largest tau)
         lab = r("labels")
         assert lab[-1] == 0 and lab[0] == 2

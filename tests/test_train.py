@@ -242,6 +242,11 @@ def test_latent_sweep_can_warm_start_from_a_checkpoint(tmp_path, tiny_dataset):
                  "--batch-size", "4", "--init-from", str(source), "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["schedule"]["init_from"] == str(source) and res["latent_size"] == [4, 8]
+    # the checkpoint's own size gets a random bottleneck too: no size starts ahead
+    fresh = T.train(tiny_dataset, tmp_path / "fresh.pt", epochs=1, batch_size=4, latent=8, seed=0, init_from=source,
+                    init_convolutions_only=True, lr_base=1e-12, lr_max=1e-12, log=lambda m: None)
+    assert [k for k in fresh["config"]["init_from"]["tensors_random"] if not k.startswith("bottleneck.")] == []
+    assert len(fresh["config"]["init_from"]["tensors_random"]) == 4
     assert main(["latent-sweep", str(tiny_dataset), "--budget-s", "1", "--sizes", "4", "--init-from",
                  str(tmp_path / "missing.pt"), "--out", str(tmp_path / "bad.json")]) == 2
     assert not (tmp_path / "bad.json").exists()

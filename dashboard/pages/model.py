@@ -183,8 +183,11 @@ def layout(ctx):
     ls, mse = entry.result("model/latent_sweep/latent_size"), entry.result("model/latent_sweep/test_mse")
     if ls is not None and mse is not None:
         latent = entry.result("latent")
+        how = attrs.get("latent_sweep_schedule")
+        note = html.P(f"Trained with a {how}." if how else "How the sweep was trained is not recorded.",
+                      className="small text-muted mb-1", id="model-sweep-schedule")
         parts.append(graph_card_safe("model-sweep", F.latent_sweep_figure(ls, mse, latent.shape[1] if latent is not None else None),
-                                     title="Latent-size sweep"))
+                                     title="Latent-size sweep", note=note))
     else:
         parts.append(message_box("No latent-size sweep in the results (run `python -m ainerd_core latent-sweep`).",
                                  "secondary", id="model-sweep-missing"))

@@ -1,0 +1,56 @@
+"""The shipped demo weights (data/demo_weights.pt) against the demo experiment they were trained on.
+
+The demo is re-simulated here exactly as ``make demo`` does (seed 0, 900 maps), so this test
+also fails when a change to the simulator silently invalidates the shipped weights.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ainerd_core import model as M
+from ainerd_core.dataset import open_dataset
+from ainerd_core.simulate import SimConfig, simulate
+from ainerd_core.train import curve_path, explained_variance
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    path = tmp_path_factory.mktemp("demo") / "demo.h5"
+    simulate(path, SimConfig(times=50, sectors=18, size=256, seed=0))
+    return path
+
+
+def test_shipped_weights_explain_90_percent_of_the_held_out_demo_variance(demo):
+    model = M.load_model(device="cpu")          # no path: the shipped demo weights
+    info = model.checkpoint_info
+    test_idx = np.asarray(info["split"]["test"])
+    assert info["dataset_n_maps"] == 900 and test_idx.size == 90
+    with open_dataset(demo) as ds:
+        maps = ds.read_maps(test_idx)
+    ev = explained_variance(maps, M.reconstruct(model, maps))
+    assert ev["explained_variance"] >= 0.90
+    # the number the checkpoint (and the README) reports is the one measured here
+    assert info["test"]["mse"] == pytest.approx(ev["mse"], rel=1e-3)
+    # the held-out maps were never trained on, nor used to pick the epoch
+    assert not set(test_idx) & (set(info["split"]["train"]) | set(info["split"]["val"]))
+
+
+def test_shipped_weights_record_how_they_were_trained():
+    ck = M.read_checkpoint(M.DEMO_WEIGHTS)
+    cfg = ck["config"]
+    assert cfg["seed"] == 0 and cfg["latent"] == 64 and cfg["augment"] is True
+    epochs = ck["learning_curve"]["epoch"]
+    assert epochs == list(range(1, len(epochs) + 1))          # one entry per epoch, none twice
+    assert ck["best_epoch"] in epochs
+    curve = json.loads(curve_path(M.DEMO_WEIGHTS).read_text())
+    assert curve["epoch"] == epochs and curve["test"]["explained_variance"] == ck["test"]["explained_variance"]
+
+
+def test_shipped_latent_sweep_covers_2_to_1024():
+    sweep = json.loads(M.DEMO_WEIGHTS.with_name("demo_weights.latent_sweep.json").read_text())
+    assert sweep["latent_size"] == [2 ** k for k in range(1, 11)]
+    assert len(sweep["test_mse"]) == 10 and all(0 < v < 1 for v in sweep["test_mse"])
+    assert sweep["schedule"]["init_from"] is not None     # a warm-started short CPU schedule, stated
