@@ -7,7 +7,7 @@ DEMO := data/demo.h5
 WEIGHTS := data/demo_weights.pt
 PORT ?= 8050
 
-.PHONY: run test install demo precompute bench clean
+.PHONY: run test install demo precompute bench demo-weights latent-sweep clean
 
 $(BIN)/activate: requirements.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -32,6 +32,24 @@ run: install precompute
 
 test: install
 	$(PYTHON) -m pytest -q
+
+# Retrain the shipped demo weights from scratch: the exact phases recorded in the checkpoint's
+# config.history (README, "Shipped demo weights"). Hours on 2 CPU cores; the result matches the
+# shipped file statistically, not bit for bit (thread counts change float rounding).
+TRAIN := $(PYTHON) -m ainerd_core train $(DEMO) --out $(WEIGHTS) --seed 0
+demo-weights: $(DEMO)
+	$(TRAIN) --batch-size 16 --epochs 5 --keep-state
+	$(TRAIN) --resume $(WEIGHTS).state.pt --dropout 0 --threads 1 --epochs 13 --keep-state
+	$(TRAIN) --resume $(WEIGHTS).state.pt --batch-size 8 --lr-step-epochs 2 --threads 1 --epochs 36 --keep-state
+	$(TRAIN) --resume $(WEIGHTS).state.pt --batch-size 8 --lr-step-epochs 3 --epochs 80
+	$(TRAIN) --resume $(WEIGHTS) --batch-size 16 --lr-base 2e-5 --lr-max 2e-5 --threads 2 --epochs 88 --keep-state
+	$(TRAIN) --resume $(WEIGHTS).state.pt --batch-size 8 --lr-base 1e-4 --lr-max 1e-4 --threads 2 --epochs 125
+	$(MAKE) latent-sweep
+
+# the latent-size sweep shown on /model (warm start from the demo weights' convolutions)
+latent-sweep: $(DEMO)
+	$(PYTHON) -m ainerd_core latent-sweep $(DEMO) --init-from $(WEIGHTS) --budget-s 700 --epochs 1 \
+	  --batch-size 8 --dropout 0 --seed 0 --out data/demo_weights.latent_sweep.json
 
 bench: install demo
 	$(PYTHON) benchmarks/encode.py
