@@ -7,7 +7,7 @@ DEMO := data/demo.h5
 WEIGHTS := data/demo_weights.pt
 PORT ?= 8050
 
-.PHONY: run test install demo precompute bench demo-weights latent-sweep clean
+.PHONY: run test install demo precompute bench demo-weights clean
 
 $(BIN)/activate: requirements.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -44,12 +44,6 @@ demo-weights: $(DEMO)
 	$(TRAIN) --resume $(WEIGHTS).state.pt --batch-size 8 --lr-step-epochs 3 --epochs 80
 	$(TRAIN) --resume $(WEIGHTS) --batch-size 16 --lr-base 2e-5 --lr-max 2e-5 --threads 2 --epochs 88 --keep-state
 	$(TRAIN) --resume $(WEIGHTS).state.pt --batch-size 8 --lr-base 1e-4 --lr-max 1e-4 --threads 2 --epochs 125
-	$(MAKE) latent-sweep
-
-# the latent-size sweep shown on /model (warm start from the demo weights' convolutions)
-latent-sweep: $(DEMO)
-	$(PYTHON) -m ainerd_core latent-sweep $(DEMO) --init-from $(WEIGHTS) --budget-s 700 --epochs 1 \
-	  --batch-size 8 --dropout 0 --seed 0 --out data/demo_weights.latent_sweep.json
 
 bench: install demo
 	$(PYTHON) benchmarks/encode.py

@@ -84,7 +84,8 @@ def latent_noise(model, latents, sigma: float = 0.3, n: int = 16, seed: int = 0,
 
 def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, epochs: int = 6,
                       seed: int = 0, batch_size: int = 16, max_maps: int | None = None, device=None,
-                      dropout: float | None = None, init_from=None, log=print) -> dict:
+                      dropout: float | None = None, init_from=None,
+                      lr_base: float | None = None, lr_max: float | None = None, log=print) -> dict:
     """Test MSE vs latent size, every size trained with the same short schedule.
 
     The budget is shared equally: each size gets ``time_budget_s / len(sizes)`` seconds and at
@@ -109,6 +110,7 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
                                        "batch_size": int(batch_size), "max_maps": max_maps,
                                        "dropout": 0.25 if dropout is None else float(dropout),
                                        "init_from": None if init_from is None else str(init_from),
+                                       "lr": [lr_base, lr_max],
                                        "note": "short CPU schedule: each size trains at most epochs_max epochs "
                                                "or until its time share is used (checked after each epoch)"}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -116,7 +118,9 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
             t0 = time.perf_counter()
             r = train(dataset, Path(tmp) / f"latent{size}.pt", epochs=epochs, latent=size, seed=seed,
                       batch_size=batch_size, max_maps=max_maps, time_budget_s=share, device=device, dropout=dropout,
-                      init_from=init_from, init_convolutions_only=True, log=lambda *a, **k: None,
+                      init_from=init_from, init_convolutions_only=True,
+                      lr_base=lr_base, lr_max=lr_max,
+                      log=lambda *a, **k: None,
                       write_curve=False)
             dt = time.perf_counter() - t0
             res["latent_size"].append(size)
@@ -141,11 +145,14 @@ def sweep_schedule_text(sweep: dict) -> str:
     parts = [f"short CPU schedule: {span} epoch(s) per size (at most {sch.get('epochs_max', '?')}, "
              f"~{float(sch.get('seconds_per_size', 0)):.0f} s each)",
              f"batch {sch.get('batch_size', '?')}, dropout {sch.get('dropout', '?')}, seed {sch.get('seed', '?')}"]
+    lr = [v for v in (sch.get("lr") or []) if v is not None]
+    if lr:
+        parts.append(f"learning rate {lr[0]:g}" if len(set(lr)) == 1 else f"learning rate {min(lr):g}..{max(lr):g}")
     if sch.get("max_maps"):
         parts.append(f"{sch['max_maps']} maps")
     if sch.get("init_from"):
         parts.append(f"warm start from the convolutions of {Path(str(sch['init_from'])).name} "
-                     "(bottleneck random for each size)")
+                     + "(bottleneck random for each size)")
     else:
         parts.append("random initialisation")
     return "; ".join(parts) + ": a trend, not converged values"
@@ -167,6 +174,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--init-from", default=None,
                         help="warm start: every size starts from this checkpoint's convolutions (bottleneck random)")
+    parser.add_argument("--lr-base", type=float, default=None, help="CyclicLR lower learning rate (default 1e-4)")
+    parser.add_argument("--lr-max", type=float, default=None,
+                        help="CyclicLR upper learning rate (default 1e-3; equal to --lr-base: constant)")
 
 
 def run(args) -> int:
@@ -179,7 +189,8 @@ def run(args) -> int:
         raise InputError(None, f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
     res = latent_size_sweep(args.dataset, sizes=sizes, time_budget_s=args.budget_s, epochs=args.epochs,
                             seed=args.seed, batch_size=args.batch_size, max_maps=args.max_maps, device=args.device,
-                            dropout=args.dropout, init_from=args.init_from)
+                            dropout=args.dropout, init_from=args.init_from,
+                            lr_base=args.lr_base, lr_max=args.lr_max)
     res["dataset"] = str(args.dataset)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(json.dumps(res, indent=1))

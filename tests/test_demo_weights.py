@@ -48,9 +48,3 @@ def test_shipped_weights_record_how_they_were_trained():
     curve = json.loads(curve_path(M.DEMO_WEIGHTS).read_text())
     assert curve["epoch"] == epochs and curve["test"]["explained_variance"] == ck["test"]["explained_variance"]
 
-
-def test_shipped_latent_sweep_covers_2_to_1024():
-    sweep = json.loads(M.DEMO_WEIGHTS.with_name("demo_weights.latent_sweep.json").read_text())
-    assert sweep["latent_size"] == [2 ** k for k in range(1, 11)]
-    assert len(sweep["test_mse"]) == 10 and all(0 < v < 1 for v in sweep["test_mse"])
-    assert sweep["schedule"]["init_from"] is not None     # a warm-started short CPU schedule, stated

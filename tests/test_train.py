@@ -239,9 +239,14 @@ def test_latent_sweep_can_warm_start_from_a_checkpoint(tmp_path, tiny_dataset):
     T.train(tiny_dataset, source, epochs=1, batch_size=4, latent=8, seed=1, log=lambda m: None)
     out = tmp_path / "sweep.json"
     assert main(["latent-sweep", str(tiny_dataset), "--budget-s", "1", "--sizes", "4,8", "--epochs", "1",
-                 "--batch-size", "4", "--init-from", str(source), "--out", str(out)]) == 0
+                 "--batch-size", "4", "--init-from", str(source), "--lr-base", "3e-4", "--lr-max", "3e-4",
+                 "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["schedule"]["init_from"] == str(source) and res["latent_size"] == [4, 8]
+    assert res["schedule"]["lr"] == [3e-4, 3e-4]
+    from ainerd_core.diagnostics import sweep_schedule_text
+    how = sweep_schedule_text(res)
+    assert "warm start" in how and "source.pt" in how and "1 epoch(s) per size" in how
     # the checkpoint's own size gets a random bottleneck too: no size starts ahead
     fresh = T.train(tiny_dataset, tmp_path / "fresh.pt", epochs=1, batch_size=4, latent=8, seed=0, init_from=source,
                     init_convolutions_only=True, lr_base=1e-12, lr_max=1e-12, log=lambda m: None)
