@@ -106,6 +106,22 @@ def test_fast_path_matches_plain_eager(published, fuse, jit):
     torch.testing.assert_close(y, y_ref[:, 0], atol=1e-5, rtol=1e-4)
 
 
+def test_bulk_encoding_runs_the_frozen_plain_graph_and_matches_plain_eager(published, monkeypatch):
+    monkeypatch.setattr(M, "BULK_MIN_MAPS", 8)
+    maps = band_maps(13, seed=4)        # 13 maps: one short chunk at the end
+    published.fast = False
+    with torch.no_grad():
+        z_ref = published.encode(torch.from_numpy(maps)).numpy()
+    published.fast = True
+    published._graphs.pop("encode_plain", None)
+    z = M.encode(published, maps, batch_size=13)
+    assert published._graphs["encode_plain"][1] is not None       # the bulk graph was built and used
+    np.testing.assert_allclose(z, z_ref, atol=1e-5, rtol=1e-4)
+    np.testing.assert_array_equal(M.encode(published, maps, batch_size=13), z)    # deterministic
+    # below the threshold the eager fast path runs: same latents to float32 rounding
+    np.testing.assert_allclose(M.encode(published, maps[:5]), z[:5], atol=1e-5, rtol=1e-4)
+
+
 def test_fast_training_path_has_the_plain_gradients():
     torch.manual_seed(1)
     net = M.Autoencoder(64, dropout=0.0).train()
