@@ -540,18 +540,21 @@ def _iter_batches(maps, batch_size: int):
     return arr.shape[0], ((s, arr[s:s + batch_size]) for s in range(0, arr.shape[0], batch_size))
 
 
-def encode(model: Autoencoder, maps, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+def encode(model: Autoencoder, maps, batch_size: int = 64, progress: bool = False,
+           bulk: bool | None = None) -> np.ndarray:
     """Latent vectors (N, latent) float32 of maps: an array (N, 256, 256) or a Dataset.
 
     A Dataset is streamed ``batch_size`` maps at a time (13,000 maps never sit in memory).
     Deterministic: the model runs in eval mode (dropout off) under ``torch.inference_mode``.
     From ``BULK_MIN_MAPS`` maps on, CPU float32 encoding runs a frozen TorchScript graph of the
     plain encoder (built once per set of weights, ~3 s); its latents agree with the eager paths
-    to float32 rounding (~1e-6).
+    to float32 rounding (~1e-6). ``bulk`` forces that choice (a caller that encodes a large
+    dataset in pieces passes ``True``); None decides by the number of maps in this call.
     """
     if batch_size < 1:
         raise InputError(None, f"batch size must be >= 1, got {batch_size}")
     n, batches = _iter_batches(maps, batch_size)
+    use_bulk = n >= BULK_MIN_MAPS if bulk is None else bool(bulk)
     device = _device_of(model)
     out = np.empty((n, model.latent_size), np.float32)
     was_training = model.training
@@ -567,7 +570,7 @@ def encode(model: Autoencoder, maps, batch_size: int = 64, progress: bool = Fals
                 x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(device)
                 if not torch.isfinite(x).all():
                     raise InputError(getattr(maps, "path", None), f"maps {start}..{start + len(batch) - 1} contain NaN or inf")
-                out[start:start + len(batch)] = model.encode(x, bulk=n >= BULK_MIN_MAPS).float().cpu().numpy()
+                out[start:start + len(batch)] = model.encode(x, bulk=use_bulk).float().cpu().numpy()
                 if bar is not None:
                     bar.update(len(batch))
     finally:

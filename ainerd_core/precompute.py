@@ -190,6 +190,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
             with clock.stage("1. maps pass (latents, features, PCA fit)"):
                 need_encode = latent is None
                 if need_encode:
+                    from .model import BULK_MIN_MAPS
                     from .model import encode as _encode
                 lat_parts = np.empty((n, model.latent_size), np.float32) if need_encode else None
                 feats = {"slowness": np.empty(n, np.float32), "half_lag": np.empty(n, np.float32)}
@@ -200,7 +201,8 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
                     maps = flat.reshape(len(flat), side, side)
                     t0 = time.perf_counter()
                     if need_encode:
-                        lat_parts[s:s + len(maps)] = _encode(model, maps, batch_size=64)
+                        # the dataset's size, not this piece's, decides the bulk encoder path
+                        lat_parts[s:s + len(maps)] = _encode(model, maps, batch_size=64, bulk=n >= BULK_MIN_MAPS)
                     t1 = time.perf_counter()
                     f = A.map_profile_features(maps)
                     feats["slowness"][s:s + len(maps)] = f["slowness"]

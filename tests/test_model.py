@@ -120,6 +120,11 @@ def test_bulk_encoding_runs_the_frozen_plain_graph_and_matches_plain_eager(publi
     np.testing.assert_array_equal(M.encode(published, maps, batch_size=13), z)    # deterministic
     # below the threshold the eager fast path runs: same latents to float32 rounding
     np.testing.assert_allclose(M.encode(published, maps[:5]), z[:5], atol=1e-5, rtol=1e-4)
+    # a caller encoding a large dataset piece by piece forces the bulk path (precompute does)
+    monkeypatch.setattr(M, "BULK_MIN_MAPS", 10 ** 9)
+    published._graphs.pop("encode_plain", None)
+    np.testing.assert_allclose(M.encode(published, maps[:5], bulk=True), z[:5], atol=1e-6, rtol=1e-5)
+    assert published._graphs["encode_plain"][1] is not None
 
 
 def test_fast_training_path_has_the_plain_gradients():
