@@ -118,10 +118,8 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
             t0 = time.perf_counter()
             r = train(dataset, Path(tmp) / f"latent{size}.pt", epochs=epochs, latent=size, seed=seed,
                       batch_size=batch_size, max_maps=max_maps, time_budget_s=share, device=device, dropout=dropout,
-                      init_from=init_from, init_convolutions_only=True,
-                      lr_base=lr_base, lr_max=lr_max,
-                      log=lambda *a, **k: None,
-                      write_curve=False)
+                      init_from=init_from, init_convolutions_only=True, lr_base=lr_base, lr_max=lr_max,
+                      log=lambda *a, **k: None, write_curve=False)
             dt = time.perf_counter() - t0
             res["latent_size"].append(size)
             res["test_mse"].append(r["test"]["mse"])
@@ -152,7 +150,7 @@ def sweep_schedule_text(sweep: dict) -> str:
         parts.append(f"{sch['max_maps']} maps")
     if sch.get("init_from"):
         parts.append(f"warm start from the convolutions of {Path(str(sch['init_from'])).name} "
-                     + "(bottleneck random for each size)")
+                     "(bottleneck random for each size)")
     else:
         parts.append("random initialisation")
     return "; ".join(parts) + ": a trend, not converged values"

@@ -33,6 +33,8 @@ from .model import (DEFAULT_LATENT, DROPOUT, MAP_SIZE, Autoencoder, atomic_torch
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 LR_BASE, LR_MAX = 1e-4, 1e-3
+# the published CyclicLR settings, as the checkpoint's config["scheduler"] names them
+SCHEDULE_DEFAULTS = {"base_lr": LR_BASE, "max_lr": LR_MAX, "step_size_up_epochs": 6.0}
 DEFAULT_BATCH = 16
 IN_MEMORY_LIMIT = 2 << 30  # bytes of training maps held in RAM; above this, batches are read from disk
 
@@ -207,6 +209,7 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
     t_start = time.perf_counter()
 
     state = None
+    prev = dict(SCHEDULE_DEFAULTS)  # the resumed run's schedule, else the published one
     if resume is not None:
         state = read_checkpoint(resume)
         latent = int(state["latent_size"])
@@ -214,17 +217,11 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
             dropout = float(state.get("dropout", DROPOUT))
         elif float(state.get("dropout", DROPOUT)) != dropout:
             log(f"note: dropout changes from {state.get('dropout', DROPOUT)} to {dropout} on resume")
-        old_sched = state.get("config", {}).get("scheduler", {})
-        if lr_step_epochs is None:
-            lr_step_epochs = float(old_sched.get("step_size_up_epochs", 6.0))
-        if lr_base is None:
-            lr_base = float(old_sched.get("base_lr", LR_BASE))
-        if lr_max is None:
-            lr_max = max(float(old_sched.get("max_lr", LR_MAX)), lr_base)
-    if lr_step_epochs is None:
-        lr_step_epochs = 6.0
-    lr_base = LR_BASE if lr_base is None else float(lr_base)
-    lr_max = max(LR_MAX, lr_base) if lr_max is None else float(lr_max)
+        old = state.get("config", {}).get("scheduler", {})
+        prev.update({k: float(old[k]) for k in SCHEDULE_DEFAULTS if k in old})
+    lr_step_epochs = prev["step_size_up_epochs"] if lr_step_epochs is None else float(lr_step_epochs)
+    lr_base = prev["base_lr"] if lr_base is None else float(lr_base)
+    lr_max = max(prev["max_lr"], lr_base) if lr_max is None else float(lr_max)
     if lr_max < lr_base:
         raise InputError(None, f"--lr-max ({lr_max:g}) must be >= --lr-base ({lr_base:g})")
     if init_from is not None and resume is not None:
@@ -286,10 +283,7 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
         improved_this_run = False
         if state is not None:
             model.load_state_dict(state["state_dict"], strict=True)
-            old_sched = state.get("config", {}).get("scheduler", {})
-            same_schedule = (float(old_sched.get("step_size_up_epochs", 6.0)) == lr_step_epochs
-                             and float(old_sched.get("base_lr", LR_BASE)) == lr_base
-                             and float(old_sched.get("max_lr", LR_MAX)) == lr_max)
+            same_schedule = prev == {"base_lr": lr_base, "max_lr": lr_max, "step_size_up_epochs": lr_step_epochs}
             if "optimizer" in state and int(state.get("batches_per_epoch", -1)) == batches_per_epoch and same_schedule:
                 opt.load_state_dict(state["optimizer"])
                 sched.load_state_dict(state["scheduler"])
@@ -306,14 +300,13 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
             # a finished run's checkpoint holds the weights of its best epoch but the curve of all
             # its epochs: the epochs after the resumed weights are dropped, so epochs stay unique
             old_curve = state.get("learning_curve") or {}
-            keep = [i for i, e in enumerate(old_curve.get("epoch", [])) if int(e) <= start_epoch]
-            curve = {k: [list(old_curve.get(k, []))[i] for i in keep] for k in curve}
+            keep = sum(1 for e in old_curve.get("epoch", []) if int(e) <= start_epoch)  # epochs ascend
+            curve = {k: list(old_curve.get(k, []))[:keep] for k in curve}
             config["resumed_from"] = str(resume)
             config["history"] = list(state.get("config", {}).get("history", [])) + [
                 {"until_epoch": int(state.get("epoch", 0)),
                  **{k: state.get("config", {}).get(k) for k in ("dropout", "batch_size", "augment", "torch_threads")},
-                 "base_lr": float(old_sched.get("base_lr", LR_BASE)), "max_lr": float(old_sched.get("max_lr", LR_MAX)),
-                 "step_size_up_epochs": float(old_sched.get("step_size_up_epochs", 6.0))}]
+                 **prev}]
             log(f"resumed from {resume} at epoch {start_epoch}")
         config["batches_per_epoch"] = batches_per_epoch
 

@@ -233,13 +233,10 @@ def main(argv=None) -> int:
     print(f"  TorchScript freeze+optimize: {jit_time:.1f} s" +
           (f"; torch.compile: {compile_time:.1f} s" if compile_time is not None else ""))
     print(f"  bulk graph build (once per set of weights): {bulk_build:.1f} s")
-    for name in ("ours_bulk",):
+    for name, label in (("ours_bulk", f"ours_bulk (encode of >= {M.BULK_MIN_MAPS} maps)"), ("ours", "ours")):
         v = res["variants"][name]
-        print(f"RESULT {name} (encode of >= {M.BULK_MIN_MAPS} maps) {v['maps_per_s']:.1f} maps/s vs plain {base:.1f} "
-              f"maps/s: x{v['ratio']:.2f}; {v['gflops']:.0f} GFLOP/s = {v['pct_peak']:.0f} % of the torch.mm peak")
-    ours = res["variants"]["ours"]
-    print(f"RESULT ours {ours['maps_per_s']:.1f} maps/s vs plain {base:.1f} maps/s: x{ours['ratio']:.2f}; "
-          f"{ours['gflops']:.0f} GFLOP/s = {ours['pct_peak']:.0f} % of the torch.mm peak")
+        print(f"RESULT {label} {v['maps_per_s']:.1f} maps/s vs plain {base:.1f} maps/s: x{v['ratio']:.2f}; "
+              f"{v['gflops']:.0f} GFLOP/s = {v['pct_peak']:.0f} % of the torch.mm peak")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
     tmpdir.cleanup()
