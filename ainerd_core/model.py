@@ -537,6 +537,18 @@ def load_model(path=None, device=None) -> Autoencoder:
     return model
 
 
+def checkpoint_sha256(path) -> str:
+    """SHA-256 (hex) of a checkpoint file's bytes: precompute records it so that the dashboard
+    can recognise the same checkpoint after a data folder or a clone has moved."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 # --------------------------------------------------------------------------- batch API
 def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device

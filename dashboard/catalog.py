@@ -240,7 +240,7 @@ class DatasetEntry:
         if self._model is _MISSING:
             with self._lock:
                 if self._model is _MISSING:
-                    self._model, self._model_note = _load_model_for(self)
+                    self._model, self._model_note = model_for_latents(self)
         return self._model
 
     def close(self) -> None:
@@ -261,14 +261,17 @@ def _json_attr(text) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _load_model_for(entry: DatasetEntry):
+def model_for_latents(entry: DatasetEntry):
     """(model or None, note) for an entry; never raises.
 
     The decoder must be the model that made the latents: the checkpoint named by the
     ``/results`` attrs (``model_path`` or ``model``). Latents that came with the data
     (``latent_source`` other than ``model``, or ``model = "none"``) have no known decoder, and a
     named checkpoint that is missing is reported, not replaced by another model. Only results
-    that name no model at all fall back to the shipped demo weights.
+    that name no model at all fall back to the shipped demo weights. When precompute recorded
+    the checkpoint's SHA-256 (``model_sha256``), only a file with that checksum is used: at the
+    recorded path, else under the same name beside the dataset or in the repository's ``data/``
+    (a moved folder or clone).
     """
     ra = entry.result_attrs
     source = ra.get("latent_source")
@@ -282,19 +285,34 @@ def _load_model_for(entry: DatasetEntry):
         from ainerd_core import model as model_mod
     except Exception as exc:  # noqa: BLE001 - torch missing or broken
         return None, f"the model code is not available ({exc})"
+    repo = Path(__file__).resolve().parents[1]
+    recorded_sha = ra.get("model_sha256") if isinstance(ra.get("model_sha256"), str) else None
     if named:
         p = Path(named)
-        candidates = [p] if p.is_absolute() else [entry.path.parent / p, Path(__file__).resolve().parents[1] / p]
+        candidates = [p] if p.is_absolute() else [entry.path.parent / p, repo / p]
+        if p.is_absolute() and recorded_sha:
+            # the folder (or the clone holding the weights) moved: the same file name beside the
+            # dataset or in our data/ is the same model only when its checksum matches
+            candidates += [entry.path.parent / p.name, repo / "data" / p.name]
     else:
         candidates = [model_mod.DEMO_WEIGHTS]
+    changed = None
     for path in candidates:
-        if path.exists() and path.is_file():
-            try:
-                m = model_mod.load_model(path, device="cpu")
-            except Exception as exc:  # noqa: BLE001
-                log.warning("could not load model %s: %s", path, exc)
-                return None, f"the model {path.name} could not be loaded ({exc})"
-            return m, f"decoded with {path.name}"
+        if not (path.exists() and path.is_file()):
+            continue
+        if recorded_sha and model_mod.checkpoint_sha256(path) != recorded_sha:
+            changed = changed or path  # a different model would decode the latents into nonsense
+            continue
+        try:
+            m = model_mod.load_model(path, device="cpu")
+        except Exception as exc:  # noqa: BLE001
+            log.warning("could not load model %s: %s", path, exc)
+            return None, f"the model {path.name} could not be loaded ({exc})"
+        moved = bool(named) and Path(named).is_absolute() and path != Path(named)
+        return m, f"decoded with {path.name}" + (f" (found at {path}, recorded as {named})" if moved else "")
+    if changed is not None:
+        return None, (f"the model checkpoint {changed} has changed since the precomputation "
+                      "(its SHA-256 differs); re-run precompute")
     return None, f"the model checkpoint {named or candidates[0]} is not available"
 
 

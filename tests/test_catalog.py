@@ -78,6 +78,63 @@ def test_reconstruction_of_one_map(folder):
     assert arr.shape == (256, 256) and 0 <= arr.min() and arr.max() <= 1
 
 
+def _record_model(folder, named, sha):
+    """Rewrite demo.h5's /results attrs to name checkpoint ``named`` with checksum ``sha``."""
+    from ainerd_core.dataset import open_dataset, write_results
+
+    with open_dataset(folder / "demo.h5") as ds:
+        results = {n: ds.read_result(n) for n in ds.result_names()}
+        attrs = dict(ds.result_attrs)
+    attrs.pop("model_path", None)
+    attrs["model"] = str(named)
+    if sha is None:
+        attrs.pop("model_sha256", None)
+    else:
+        attrs["model_sha256"] = sha
+    write_results(folder / "demo.h5", results, attrs)
+
+
+def test_precompute_records_the_checkpoint_checksum(explorer_data):  # noqa: F811
+    from ainerd_core.dataset import open_dataset
+    from ainerd_core.model import checkpoint_sha256
+
+    with open_dataset(explorer_data / "demo.h5") as ds:
+        attrs = ds.result_attrs
+    assert attrs["model_sha256"] == checkpoint_sha256(attrs["model"])
+
+
+def test_a_moved_checkpoint_is_found_only_by_its_checksum(folder, tmp_path):
+    import torch
+
+    from ainerd_core.model import DEMO_WEIGHTS, checkpoint_sha256
+    from dashboard.pages.similarity import _model_for
+
+    gone = tmp_path / "old-clone" / "data" / "weights.pt"   # where precompute saw it; now removed
+    shutil.copy(DEMO_WEIGHTS, folder / "weights.pt")        # the folder moved with its weights
+    sha = checkpoint_sha256(DEMO_WEIGHTS)
+    _record_model(folder, gone, sha)
+    demo = Catalog(folder).get("demo")
+    ok, note = demo.reconstruction_status()
+    assert ok and f"found at {folder / 'weights.pt'}" in note and str(gone) in note
+    assert _model_for(demo).latent_size == 64                # the similarity upload uses the same model
+
+    # a different checkpoint under the same name would decode the latents into nonsense: refused
+    ckpt = torch.load(DEMO_WEIGHTS, map_location="cpu", weights_only=False)
+    first = next(iter(ckpt["state_dict"]))
+    ckpt["state_dict"][first] = ckpt["state_dict"][first] + 0.01
+    torch.save(ckpt, folder / "weights.pt")
+    ok, note = Catalog(folder).get("demo").reconstruction_status()
+    assert not ok and "has changed since the precomputation" in note
+    with pytest.raises(RuntimeError, match="cannot be encoded"):
+        _model_for(Catalog(folder).get("demo"))
+
+    # without a recorded checksum nothing is guessed from a file name
+    shutil.copy(DEMO_WEIGHTS, folder / "weights.pt")
+    _record_model(folder, gone, None)
+    ok, note = Catalog(folder).get("demo").reconstruction_status()
+    assert not ok and note == f"the model checkpoint {gone} is not available"
+
+
 def test_page_interface():
     pages = load_pages()
     paths = [p.PATH for p in pages]

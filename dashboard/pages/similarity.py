@@ -422,35 +422,15 @@ def _latent_fallback(entry, index, k):
 
 
 def _model_for(entry):
-    """The model that made the dataset's latents, on CPU.
+    """The model that made the dataset's latents, on CPU (see
+    :func:`dashboard.catalog.model_for_latents`); RuntimeError saying why there is none, since
+    another model's latents would not be comparable."""
+    from dashboard.catalog import model_for_latents
 
-    ``/results`` attrs ``model_path`` / ``model`` / ``checkpoint`` name it (relative paths are
-    looked up beside the dataset and in the repository); the shipped demo weights are used only
-    when the results name no model at all. Latents that came with the data (``latent_source``
-    not ``model``) and no recorded checkpoint: refused, since another model's latents would not
-    be comparable.
-    """
-    from pathlib import Path
-
-    from ainerd_core import model as M
-
-    attrs = entry.result_attrs
-    named = [str(attrs[k]).strip() for k in ("model_path", "model", "checkpoint")
-             if isinstance(attrs.get(k), str) and str(attrs[k]).strip() not in ("", "none", "given")]
-    for value in named:
-        p = Path(value)
-        for cand in ([p] if p.is_absolute() else [entry.path.parent / p, Path(__file__).resolve().parents[2] / p]):
-            if cand.is_file():
-                return M.load_model(cand, device="cpu")
-    if named:
-        raise RuntimeError(f"the model that made these latents ({Path(named[0]).name}) is not available on this server")
-    source = str(attrs.get("latent_source", "model"))
-    if source != "model":
-        raise RuntimeError("the latents came with the data and no checkpoint is recorded for them, so an uploaded "
-                           "map cannot be encoded into the same space (precompute with --model CHECKPOINT)")
-    if Path(M.DEMO_WEIGHTS).is_file():
-        return M.load_model(M.DEMO_WEIGHTS, device="cpu")
-    raise RuntimeError("no model checkpoint is available for this dataset, so an uploaded map cannot be encoded")
+    model, note = model_for_latents(entry)
+    if model is None:
+        raise RuntimeError(f"an uploaded map cannot be encoded into this dataset's latent space: {note}")
+    return model
 
 
 def _upload_latent(entry, target, k):
