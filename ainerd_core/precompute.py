@@ -170,7 +170,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
         if model is None and use_model and (ds.has_maps or model_path is not None):
             model = _load_model(model_path, clock)  # latents-only data needs no model
         attrs["model"] = str(getattr(model, "checkpoint_path", "given")) if model is not None else "none"
-        if getattr(model, "checkpoint_path", None):
+        if getattr(model, "checkpoint_path", None) and Path(model.checkpoint_path).is_file():
             # the checksum lets the dashboard find the same checkpoint after a folder moves
             from .model import checkpoint_sha256
 
