@@ -84,7 +84,7 @@ def latent_noise(model, latents, sigma: float = 0.3, n: int = 16, seed: int = 0,
 
 def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, epochs: int = 6,
                       seed: int = 0, batch_size: int = 16, max_maps: int | None = None, device=None,
-                      dropout: float | None = None, init_from=None,
+                      dropout: float | None = None, init_from=None, init_bottleneck: str = "projected",
                       lr_base: float | None = None, lr_max: float | None = None, log=print) -> dict:
     """Test MSE vs latent size, every size trained with the same short schedule.
 
@@ -92,10 +92,14 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
     most ``epochs`` epochs (training stops after the epoch in which its share ran out). All
     sizes use the same seed, hence the same train / val / test split and augmentation draws.
     ``init_from`` (a checkpoint, e.g. the shipped demo weights) warm-starts every size from its
-    convolutional layers, the bottleneck being random for every size (the checkpoint's own size
-    included, so that it has no head start): on a CPU budget this measures what
-    the bottleneck size costs rather than how far a few epochs get from scratch (say so when
-    reporting; the convolutions were learnt with that checkpoint's latent size).
+    convolutional layers and keeps its data split. ``init_bottleneck``: ``"projected"`` derives
+    each size's bottleneck from the checkpoint's (leading principal components of its latents
+    below its size, an exact copy plus inactive extra units at and above it; see
+    :func:`ainerd_core.train.projected_bottleneck`), so that a short schedule measures what
+    compressing the trained code costs; sizes above the checkpoint's then show only what a short
+    fine-tune adds. ``"random"`` starts every bottleneck at random (the checkpoint's own size
+    included, so it has no head start), which needs tens of epochs per size to mean much.
+    Say which when reporting (:func:`sweep_schedule_text`).
     Returns ``{"latent_size": [...], "test_mse": [...], "explained_variance": [...], "epochs":
     [...], "seconds": [...], "schedule": {...}}``.
     """
@@ -105,11 +109,18 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
     if not sizes or min(sizes) < 1:
         raise InputError(None, f"latent sizes must be positive, got {sizes}")
     share = float(time_budget_s) / len(sizes)
-    res = {"latent_size": [], "test_mse": [], "explained_variance": [], "best_val_mse": [], "epochs": [],
+    init_latent = None
+    if init_from is not None:
+        from .model import read_checkpoint
+
+        init_latent = int(read_checkpoint(init_from)["latent_size"])
+    res = {"latent_size": [], "test_mse": [], "explained_variance": [], "best_val_mse": [], "epochs": [], "best_epoch": [],
            "seconds": [], "schedule": {"epochs_max": int(epochs), "seconds_per_size": share, "seed": int(seed),
                                        "batch_size": int(batch_size), "max_maps": max_maps,
                                        "dropout": 0.25 if dropout is None else float(dropout),
                                        "init_from": None if init_from is None else str(init_from),
+                                       "init_bottleneck": None if init_from is None else init_bottleneck,
+                                       "init_latent": init_latent,
                                        "lr": [lr_base, lr_max],
                                        "note": "short CPU schedule: each size trains at most epochs_max epochs "
                                                "or until its time share is used (checked after each epoch)"}}
@@ -118,7 +129,7 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
             t0 = time.perf_counter()
             r = train(dataset, Path(tmp) / f"latent{size}.pt", epochs=epochs, latent=size, seed=seed,
                       batch_size=batch_size, max_maps=max_maps, time_budget_s=share, device=device, dropout=dropout,
-                      init_from=init_from, init_convolutions_only=True, lr_base=lr_base, lr_max=lr_max,
+                      init_from=init_from, init_bottleneck=init_bottleneck, lr_base=lr_base, lr_max=lr_max,
                       log=lambda *a, **k: None, write_curve=False)
             dt = time.perf_counter() - t0
             res["latent_size"].append(size)
@@ -126,6 +137,7 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
             res["explained_variance"].append(r["test"]["explained_variance"])
             res["best_val_mse"].append(r["best_val_loss"])
             res["epochs"].append(len(r["learning_curve"]["epoch"]))
+            res["best_epoch"].append(int(r["best_epoch"]))  # 0: no epoch beat the warm start
             res["seconds"].append(dt)
             log(f"latent {size:5d}: test MSE {r['test']['mse']:.5f} (explained variance "
                 f"{r['test']['explained_variance'] * 100:.1f} %), {res['epochs'][-1]} epochs, {dt:.0f} s")
@@ -148,7 +160,11 @@ def sweep_schedule_text(sweep: dict) -> str:
         parts.append(f"learning rate {lr[0]:g}" if len(set(lr)) == 1 else f"learning rate {min(lr):g}..{max(lr):g}")
     if sch.get("max_maps"):
         parts.append(f"{sch['max_maps']} maps")
-    if sch.get("init_from"):
+    if sch.get("init_from") and sch.get("init_bottleneck") == "projected":
+        parts.append(f"warm start from {Path(str(sch['init_from'])).name} (latent {sch.get('init_latent', '?')}), "
+                     "each bottleneck projected from its latents (smaller sizes: leading principal components; "
+                     "larger: its code plus extra units), its test maps held out")
+    elif sch.get("init_from"):
         parts.append(f"warm start from the convolutions of {Path(str(sch['init_from'])).name} "
                      "(bottleneck random for each size)")
     else:
@@ -171,7 +187,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="dropout while training (default 0.25, the recipe; 0 suits short schedules better)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--init-from", default=None,
-                        help="warm start: every size starts from this checkpoint's convolutions (bottleneck random)")
+                        help="warm start: every size starts from this checkpoint's convolutions and keeps its split")
+    parser.add_argument("--init-bottleneck", choices=("projected", "random"), default="projected",
+                        help="with --init-from: each size's bottleneck projected from the checkpoint's (default) "
+                             "or random")
     parser.add_argument("--lr-base", type=float, default=None, help="CyclicLR lower learning rate (default 1e-4)")
     parser.add_argument("--lr-max", type=float, default=None,
                         help="CyclicLR upper learning rate (default 1e-3; equal to --lr-base: constant)")
@@ -187,7 +206,7 @@ def run(args) -> int:
         raise InputError(None, f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
     res = latent_size_sweep(args.dataset, sizes=sizes, time_budget_s=args.budget_s, epochs=args.epochs,
                             seed=args.seed, batch_size=args.batch_size, max_maps=args.max_maps, device=args.device,
-                            dropout=args.dropout, init_from=args.init_from,
+                            dropout=args.dropout, init_from=args.init_from, init_bottleneck=args.init_bottleneck,
                             lr_base=args.lr_base, lr_max=args.lr_max)
     res["dataset"] = str(args.dataset)
     tmp = out.with_name(f".{out.name}.tmp")

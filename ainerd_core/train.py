@@ -135,6 +135,19 @@ def evaluate_mse(model: Autoencoder, source: MapSource, indices, batch_size: int
     return mse
 
 
+def _encoder_features(model: Autoencoder, source: MapSource, indices, device, batch_size: int = 32) -> np.ndarray:
+    """(N, 1024) flattened encoder output (the bottleneck's input) of maps ``indices``, eval mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for s in range(0, len(indices), batch_size):
+            x = _to_device(source.get(indices[s:s + batch_size]), device)
+            out.append(model.encoder(x).flatten(1).cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out).astype(np.float64)
+
+
 def pick_device(device: str | None) -> torch.device:
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -167,23 +180,94 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+BOTTLENECK_INITS = ("copy", "random", "projected")
+
+
+def projected_bottleneck(state_dict: dict, features, latent_size: int, seed: int = 0) -> dict:
+    """Bottleneck weights of another latent size derived from a trained model's bottleneck.
+
+    A warm start for the latent-size sweep that keeps what the trained model learnt: the code of
+    a size below the trained one is the leading principal components of the trained encoder's
+    pre-activation latents (offset so that the ReLU passes every training value), and the
+    decoder's first layer is refitted by least squares to expect it; a size at or above the
+    trained one copies the trained bottleneck exactly, the extra latent units starting with
+    random encoder rows and zero decoder columns (the output is unchanged until they learn).
+
+    Parameters
+    ----------
+    state_dict : dict
+        The trained model's state dict (``bottleneck.1`` = Linear(1024, L0), ``bottleneck.3`` =
+        Linear(L0, 1024)).
+    features : array (N, 1024)
+        The flattened encoder output (before the bottleneck) of training maps, eval mode.
+    latent_size : int
+        The new latent size L.
+    seed : int
+        Seeds the extra encoder rows when L > L0.
+
+    Returns
+    -------
+    dict with ``bottleneck.1.weight`` (L, 1024), ``bottleneck.1.bias`` (L,),
+    ``bottleneck.3.weight`` (1024, L), ``bottleneck.3.bias`` (1024,), float32 tensors.
+    """
+    w1 = state_dict["bottleneck.1.weight"].detach().double().cpu()
+    b1 = state_dict["bottleneck.1.bias"].detach().double().cpu()
+    w2 = state_dict["bottleneck.3.weight"].detach().double().cpu()
+    b2 = state_dict["bottleneck.3.bias"].detach().double().cpu()
+    size, trained = int(latent_size), w1.shape[0]
+    if size >= trained:
+        gen = torch.Generator().manual_seed(int(seed))
+        bound = 1.0 / math.sqrt(w1.shape[1])  # nn.Linear's default range for the new rows
+        extra = size - trained
+        w1n = torch.cat([w1, (torch.rand(extra, w1.shape[1], generator=gen, dtype=torch.float64) * 2 - 1) * bound])
+        b1n = torch.cat([b1, (torch.rand(extra, generator=gen, dtype=torch.float64) * 2 - 1) * bound])
+        w2n = torch.cat([w2, torch.zeros(w2.shape[0], extra, dtype=torch.float64)], dim=1)
+        b2n = b2
+    else:
+        h = torch.as_tensor(np.asarray(features), dtype=torch.float64)
+        if h.ndim != 2 or h.shape[1] != w1.shape[1] or len(h) < 2:
+            raise InputError(None, f"projected bottleneck needs (N >= 2, {w1.shape[1]}) features, got {tuple(h.shape)}")
+        u = h @ w1.T + b1                                  # pre-activation latents of the trained model
+        mean = u.mean(0)
+        _, _, vt = torch.linalg.svd(u - mean, full_matrices=False)
+        comps = vt[:size]                                  # (L, L0) leading principal directions
+        code = (u - mean) @ comps.T
+        offset = -code.min(0).values.clamp(max=0)          # every training value passes the ReLU
+        w1n = comps @ w1
+        b1n = comps @ (b1 - mean) + offset
+        z = torch.relu(code + offset)                      # = code + offset on the training maps
+        target = torch.relu(u)                             # the trained latents the decoder expects
+        design = torch.cat([z, torch.ones(len(z), 1, dtype=torch.float64)], dim=1)
+        # (L + 1, L0): target ~ z @ M + m0; directions with (near) zero variance get no weight
+        fit = torch.linalg.lstsq(design, target, rcond=1e-10, driver="gelsd").solution
+        w2n = w2 @ fit[:-1].T
+        b2n = w2 @ fit[-1] + b2
+    return {"bottleneck.1.weight": w1n.float(), "bottleneck.1.bias": b1n.float(),
+            "bottleneck.3.weight": w2n.float(), "bottleneck.3.bias": b2n.float()}
+
+
 # --------------------------------------------------------------------------- training
 def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augment: bool = True,
           device: str | None = None, batch_size: int = DEFAULT_BATCH, seed: int = 0, resume=None,
           max_maps: int | None = None, time_budget_s: float | None = None, dropout: float | None = None,
           lr_step_epochs: float | None = None, lr_base: float | None = None, lr_max: float | None = None,
           threads: int | None = None, keep_state: bool = False, init_from=None,
-          init_convolutions_only: bool = False, log=print, progress: bool = False, write_curve: bool = True) -> dict:
+          init_bottleneck: str = "copy", log=print, progress: bool = False, write_curve: bool = True) -> dict:
     """Train the autoencoder on a dataset file; returns a summary dict.
 
     Parameters are those of the CLI; ``time_budget_s`` stops after the epoch during which the
     budget ran out (used by the latent-size sweep). The best checkpoint (by validation MSE) is
     written atomically to ``out``. ``lr_base`` / ``lr_max`` (default 1e-4 / 1e-3, the published
     CyclicLR range; equal values give a constant learning rate, e.g. for a final low-LR phase)
-    and ``lr_step_epochs`` are kept from the resumed run unless given. ``init_from`` (a checkpoint)
-    starts a new run from that model's weights wherever the shapes agree (all convolutions; the
-    bottleneck too when the latent size is the same, unless ``init_convolutions_only``) instead of
-    a random initialisation: a warm start, e.g. for the latent-size sweep on CPU.
+    and ``lr_step_epochs`` are kept from the resumed run unless given.
+
+    ``init_from`` (a checkpoint) starts a new run from that model's convolutions instead of a
+    random initialisation: a warm start, e.g. for the latent-size sweep on CPU. Its bottleneck
+    (``init_bottleneck``): ``"copy"`` where the shapes agree (same latent size), ``"random"``,
+    or ``"projected"`` (derived for the new latent size, see :func:`projected_bottleneck`). A
+    warm start keeps the checkpoint's train / validation / test split when it was made on a
+    dataset of as many maps (its test maps stay unseen), and its starting weights count as
+    epoch 0: no epoch that scores worse on validation replaces them.
     """
     from .dataset import open_dataset
 
@@ -226,7 +310,10 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
         raise InputError(None, f"--lr-max ({lr_max:g}) must be >= --lr-base ({lr_base:g})")
     if init_from is not None and resume is not None:
         raise InputError(None, "--init-from and --resume exclude each other (resume already sets the weights)")
-    init_state = read_checkpoint(init_from)["state_dict"] if init_from is not None else None
+    if init_bottleneck not in BOTTLENECK_INITS:
+        raise InputError(None, f"--init-bottleneck must be one of {', '.join(BOTTLENECK_INITS)}, got {init_bottleneck!r}")
+    init_ckpt = read_checkpoint(init_from) if init_from is not None else None
+    init_state = init_ckpt["state_dict"] if init_ckpt is not None else None
     if dropout is None:
         dropout = DROPOUT
 
@@ -246,8 +333,15 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
                 subset = np.sort(np.random.default_rng(seed + 1).choice(n_all, size=max_maps, replace=False))
             else:
                 subset = np.arange(n_all)
-            parts = make_split(len(subset), seed)
-            split = {k: subset[v] for k, v in parts.items()}
+            if init_ckpt is not None and "split" in init_ckpt and init_ckpt.get("dataset_n_maps") == n_all:
+                # the warm start's weights have seen its train maps: keep its test maps unseen
+                split = {k: np.intersect1d(np.asarray(init_ckpt["split"][k], np.int64), subset)
+                         for k in ("train", "val", "test")}
+                if min(len(v) for v in split.values()) == 0:
+                    raise InputError(None, f"--max-maps {max_maps} leaves part of the split of {init_from} empty")
+            else:
+                parts = make_split(len(subset), seed)
+                split = {k: subset[v] for k, v in parts.items()}
         used = np.concatenate([split["train"], split["val"], split["test"]])
         source = MapSource(ds, used)
         config = {"dataset": str(Path(dataset)), "epochs": int(epochs), "latent": int(latent),
@@ -265,12 +359,19 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
         if init_state is not None:
             own = model.state_dict()
             taken = {k: v for k, v in init_state.items() if k in own and own[k].shape == v.shape
-                     and not (init_convolutions_only and k.startswith("bottleneck."))}
+                     and not (init_bottleneck != "copy" and k.startswith("bottleneck."))}
             model.load_state_dict({**own, **taken}, strict=True)
-            config["init_from"] = {"path": str(init_from), "tensors_taken": len(taken),
-                                   "tensors_random": sorted(set(own) - set(taken))}
-            log(f"initialised from {init_from}: {len(taken)} of {len(own)} tensors taken, "
-                f"{len(own) - len(taken)} random ({', '.join(sorted(set(own) - set(taken))) or 'none'})")
+            derived = {}
+            if init_bottleneck == "projected":
+                feats = _encoder_features(model, source, split["train"], dev)
+                derived = projected_bottleneck(init_state, feats, latent, seed=seed)
+                model.load_state_dict({**model.state_dict(), **derived}, strict=True)
+            random_keys = sorted(set(own) - set(taken) - set(derived))
+            config["init_from"] = {"path": str(init_from), "bottleneck": init_bottleneck, "tensors_taken": len(taken),
+                                   "tensors_projected": sorted(derived), "tensors_random": random_keys,
+                                   "split_kept": "split" in init_ckpt and init_ckpt.get("dataset_n_maps") == n_all}
+            log(f"initialised from {init_from}: {len(taken)} of {len(own)} tensors taken, {len(derived)} projected, "
+                f"{len(random_keys)} random ({', '.join(random_keys) or 'none'})")
         batches_per_epoch = max(1, math.ceil(len(split["train"]) / batch_size))
         opt = torch.optim.Adam(model.parameters(), lr=lr_base)
         sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=lr_base, max_lr=lr_max,
@@ -324,6 +425,11 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
                           rng_state=json.dumps(rng.bit_generator.state), torch_rng_state=torch.get_rng_state())
             return ck
 
+        if init_state is not None:  # the warm start is epoch 0: later epochs must beat it
+            best_val, best_epoch = evaluate_mse(model, source, split["val"], max(batch_size, 32), dev), 0
+            atomic_torch_save(checkpoint(False, epoch=0), out)
+            improved_this_run = True
+            log(f"epoch   0 (warm start)  val {best_val:.5f}")
         train_idx = split["train"]
         stopped_early = False
         for epoch in range(start_epoch, epochs):
@@ -423,8 +529,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="keep <out>.state.pt after the last epoch (to continue later with --resume)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--init-from", default=None,
-                        help="start from this checkpoint's weights where the shapes agree (a warm start; "
-                             "the bottleneck stays random when --latent differs)")
+                        help="start from this checkpoint's convolutions (a warm start; keeps its split when it "
+                             "was made on a dataset of as many maps)")
+    parser.add_argument("--init-bottleneck", choices=BOTTLENECK_INITS, default="copy",
+                        help="with --init-from: copy its bottleneck where the shapes agree (default; random when "
+                             "--latent differs), random, or projected to --latent from its latents")
     parser.add_argument("--progress", action="store_true", help="progress bar per epoch")
 
 
@@ -432,6 +541,6 @@ def run(args) -> int:
     train(args.dataset, args.out, epochs=args.epochs, latent=args.latent, augment=args.augment, device=args.device,
           batch_size=args.batch_size, seed=args.seed, resume=args.resume, max_maps=args.max_maps,
           dropout=args.dropout, lr_step_epochs=args.lr_step_epochs, lr_base=args.lr_base, lr_max=args.lr_max,
-          threads=args.threads, init_from=args.init_from,
+          threads=args.threads, init_from=args.init_from, init_bottleneck=args.init_bottleneck,
           keep_state=args.keep_state, progress=args.progress)
     return 0

@@ -239,19 +239,90 @@ def test_latent_sweep_can_warm_start_from_a_checkpoint(tmp_path, tiny_dataset):
     T.train(tiny_dataset, source, epochs=1, batch_size=4, latent=8, seed=1, log=lambda m: None)
     out = tmp_path / "sweep.json"
     assert main(["latent-sweep", str(tiny_dataset), "--budget-s", "1", "--sizes", "4,8", "--epochs", "1",
-                 "--batch-size", "4", "--init-from", str(source), "--lr-base", "3e-4", "--lr-max", "3e-4",
-                 "--out", str(out)]) == 0
+                 "--batch-size", "4", "--init-from", str(source), "--init-bottleneck", "random",
+                 "--lr-base", "3e-4", "--lr-max", "3e-4", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["schedule"]["init_from"] == str(source) and res["latent_size"] == [4, 8]
     assert res["schedule"]["lr"] == [3e-4, 3e-4]
     from ainerd_core.diagnostics import sweep_schedule_text
     how = sweep_schedule_text(res)
-    assert "warm start" in how and "source.pt" in how and "1 epoch(s) per size" in how
+    assert "warm start" in how and "source.pt" in how and "1 epoch(s) per size" in how and "random" in how
     # the checkpoint's own size gets a random bottleneck too: no size starts ahead
     fresh = T.train(tiny_dataset, tmp_path / "fresh.pt", epochs=1, batch_size=4, latent=8, seed=0, init_from=source,
-                    init_convolutions_only=True, lr_base=1e-12, lr_max=1e-12, log=lambda m: None)
+                    init_bottleneck="random", lr_base=1e-12, lr_max=1e-12, log=lambda m: None)
     assert [k for k in fresh["config"]["init_from"]["tensors_random"] if not k.startswith("bottleneck.")] == []
     assert len(fresh["config"]["init_from"]["tensors_random"]) == 4
     assert main(["latent-sweep", str(tiny_dataset), "--budget-s", "1", "--sizes", "4", "--init-from",
                  str(tmp_path / "missing.pt"), "--out", str(tmp_path / "bad.json")]) == 2
     assert not (tmp_path / "bad.json").exists()
+
+
+def _bottleneck_out(params, h):
+    """The decoder's first pre-activation for flattened encoder outputs h (N, 1024)."""
+    z = torch.relu(h @ params["bottleneck.1.weight"].double().T + params["bottleneck.1.bias"].double())
+    return z @ params["bottleneck.3.weight"].double().T + params["bottleneck.3.bias"].double()
+
+
+def test_projected_bottleneck_keeps_the_trained_code():
+    gen = torch.Generator().manual_seed(0)
+    trained = {"bottleneck.1.weight": torch.randn(8, 1024, generator=gen) / 32,
+               "bottleneck.1.bias": torch.full((8,), 30.0),    # every unit active: relu(u) = u
+               "bottleneck.3.weight": torch.randn(1024, 8, generator=gen),
+               "bottleneck.3.bias": torch.randn(1024, generator=gen)}
+    # features whose latents vary in 2 directions only: a 2-d code holds all of it
+    h = (torch.randn(40, 2, generator=gen, dtype=torch.float64) @ torch.randn(2, 1024, generator=gen, dtype=torch.float64))
+    want = _bottleneck_out(trained, h)
+    for size in (2, 3):
+        got = T.projected_bottleneck(trained, h.numpy(), size)
+        assert got["bottleneck.1.weight"].shape == (size, 1024) and got["bottleneck.3.weight"].shape == (1024, size)
+        torch.testing.assert_close(_bottleneck_out(got, h), want, rtol=1e-4, atol=1e-4)
+    # one dimension loses information: not exact
+    assert not torch.allclose(_bottleneck_out(T.projected_bottleneck(trained, h.numpy(), 1), h), want, atol=1e-2)
+    # at and above the trained size the code is copied, extra units start inactive in the decoder
+    for size in (8, 20):
+        got = T.projected_bottleneck(trained, np.zeros((1, 1024)), size, seed=3)
+        torch.testing.assert_close(_bottleneck_out(got, h), want, rtol=1e-5, atol=1e-4)
+        assert torch.equal(got["bottleneck.3.weight"][:, 8:], torch.zeros(1024, size - 8))
+        assert size == 8 or got["bottleneck.1.weight"][8:].abs().sum() > 0  # the new units can learn
+
+
+def test_projected_warm_start_keeps_the_split_and_never_ends_worse(tmp_path, tiny_dataset, monkeypatch):
+    source = tmp_path / "source.pt"
+    src = T.train(tiny_dataset, source, epochs=2, batch_size=4, latent=8, seed=1, log=lambda m: None)
+    src_state = M.read_checkpoint(source)["state_dict"]
+    # a larger projected code starts exactly where the source model is, on the source's split
+    lines = []
+    r = T.train(tiny_dataset, tmp_path / "w16.pt", epochs=1, batch_size=4, latent=16, seed=7, init_from=source,
+                init_bottleneck="projected", log=lines.append)
+    assert {k: v.tolist() for k, v in r["split"].items()} == {k: v.tolist() for k, v in src["split"].items()}
+    assert r["config"]["init_from"]["split_kept"]
+    assert r["config"]["init_from"]["tensors_projected"] == sorted(
+        ["bottleneck.1.weight", "bottleneck.1.bias", "bottleneck.3.weight", "bottleneck.3.bias"])
+    assert r["config"]["init_from"]["tensors_random"] == []
+    epoch0 = [m for m in lines if m.startswith("epoch   0 (warm start)  val ")]
+    assert epoch0 and float(epoch0[0].split()[-1]) == pytest.approx(src["best_val_loss"], rel=1e-3)
+    assert r["best_val_loss"] <= float(epoch0[0].split()[-1]) + 1e-5
+    # when every epoch scores worse on validation, the warm start itself is the result
+    real = T.evaluate_mse
+    calls = []
+
+    def worse_each_time(model, source_, indices, *a, **k):
+        if k.get("return_recon"):
+            return real(model, source_, indices, *a, **k)
+        calls.append(1)
+        return 0.01 * len(calls)  # epoch 0: 0.01, epoch 1: 0.02, ...
+
+    monkeypatch.setattr(T, "evaluate_mse", worse_each_time)
+    r = T.train(tiny_dataset, tmp_path / "kept.pt", epochs=2, batch_size=4, latent=16, seed=7, init_from=source,
+                init_bottleneck="projected", log=lambda m: None)
+    assert r["best_epoch"] == 0 and r["best_val_loss"] == 0.01 and len(calls) == 3
+    kept = M.read_checkpoint(tmp_path / "kept.pt")["state_dict"]
+    for k, v in src_state.items():
+        if k.startswith("bottleneck.1.") or k == "bottleneck.3.weight":
+            torch.testing.assert_close(kept[k][tuple(slice(0, n) for n in v.shape)], v)
+        else:
+            torch.testing.assert_close(kept[k], v)
+    monkeypatch.setattr(T, "evaluate_mse", real)
+    with pytest.raises(InputError, match="--init-bottleneck must be one of copy, random, projected"):
+        T.train(tiny_dataset, tmp_path / "bad.pt", epochs=1, init_from=source, init_bottleneck="pca")
+    assert not (tmp_path / "bad.pt").exists()
