@@ -84,7 +84,8 @@ def latent_noise(model, latents, sigma: float = 0.3, n: int = 16, seed: int = 0,
 
 def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, epochs: int = 6,
                       seed: int = 0, batch_size: int = 16, max_maps: int | None = None, device=None,
-                      dropout: float | None = None, init_from=None, init_bottleneck: str = "projected",
+                      dropout: float | None = None, augment: bool = True, init_from=None,
+                      init_bottleneck: str = "projected",
                       lr_base: float | None = None, lr_max: float | None = None, log=print) -> dict:
     """Test MSE vs latent size, every size trained with the same short schedule.
 
@@ -118,6 +119,7 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
            "seconds": [], "schedule": {"epochs_max": int(epochs), "seconds_per_size": share, "seed": int(seed),
                                        "batch_size": int(batch_size), "max_maps": max_maps,
                                        "dropout": 0.25 if dropout is None else float(dropout),
+                                       "augment": bool(augment),
                                        "init_from": None if init_from is None else str(init_from),
                                        "init_bottleneck": None if init_from is None else init_bottleneck,
                                        "init_latent": init_latent,
@@ -127,7 +129,7 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
             t0 = time.perf_counter()
-            r = train(dataset, Path(tmp) / f"latent{size}.pt", epochs=epochs, latent=size, seed=seed,
+            r = train(dataset, Path(tmp) / f"latent{size}.pt", epochs=epochs, latent=size, seed=seed, augment=augment,
                       batch_size=batch_size, max_maps=max_maps, time_budget_s=share, device=device, dropout=dropout,
                       init_from=init_from, init_bottleneck=init_bottleneck, lr_base=lr_base, lr_max=lr_max,
                       log=lambda *a, **k: None, write_curve=False)
@@ -155,6 +157,8 @@ def sweep_schedule_text(sweep: dict) -> str:
     parts = [f"short CPU schedule: {span} epoch(s) per size (at most {sch.get('epochs_max', '?')}, "
              f"~{float(sch.get('seconds_per_size', 0)):.0f} s each)",
              f"batch {sch.get('batch_size', '?')}, dropout {sch.get('dropout', '?')}, seed {sch.get('seed', '?')}"]
+    if sch.get("augment") is False:
+        parts.append("no diagonal-shift augmentation")
     lr = [v for v in (sch.get("lr") or []) if v is not None]
     if lr:
         parts.append(f"learning rate {lr[0]:g}" if len(set(lr)) == 1 else f"learning rate {min(lr):g}..{max(lr):g}")
@@ -185,6 +189,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dropout", type=float, default=None,
                         help="dropout while training (default 0.25, the recipe; 0 suits short schedules better)")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                        help="random circular shifts along the diagonal (default on, the recipe; a short "
+                             "fine-tune from --init-from does better without)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--init-from", default=None,
                         help="warm start: every size starts from this checkpoint's convolutions and keeps its split")
@@ -206,7 +213,8 @@ def run(args) -> int:
         raise InputError(None, f"--sizes must be comma-separated integers, got {args.sizes!r}") from None
     res = latent_size_sweep(args.dataset, sizes=sizes, time_budget_s=args.budget_s, epochs=args.epochs,
                             seed=args.seed, batch_size=args.batch_size, max_maps=args.max_maps, device=args.device,
-                            dropout=args.dropout, init_from=args.init_from, init_bottleneck=args.init_bottleneck,
+                            dropout=args.dropout, augment=args.augment, init_from=args.init_from,
+                            init_bottleneck=args.init_bottleneck,
                             lr_base=args.lr_base, lr_max=args.lr_max)
     res["dataset"] = str(args.dataset)
     tmp = out.with_name(f".{out.name}.tmp")

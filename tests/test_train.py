@@ -247,6 +247,15 @@ def test_latent_sweep_can_warm_start_from_a_checkpoint(tmp_path, tiny_dataset):
     from ainerd_core.diagnostics import sweep_schedule_text
     how = sweep_schedule_text(res)
     assert "warm start" in how and "source.pt" in how and "1 epoch(s) per size" in how and "random" in how
+    assert res["schedule"]["augment"] is True and "augmentation" not in how
+    # the default warm start projects the checkpoint's code; a fine-tune may skip augmentation
+    assert main(["latent-sweep", str(tiny_dataset), "--budget-s", "1", "--sizes", "4", "--epochs", "1",
+                 "--batch-size", "4", "--init-from", str(source), "--no-augment", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["schedule"]["init_bottleneck"] == "projected" and res["schedule"]["init_latent"] == 8
+    assert res["schedule"]["augment"] is False and res["best_epoch"][0] in (0, 1)
+    how = sweep_schedule_text(res)
+    assert "no diagonal-shift augmentation" in how and "projected" in how and "(latent 8)" in how
     # the checkpoint's own size gets a random bottleneck too: no size starts ahead
     fresh = T.train(tiny_dataset, tmp_path / "fresh.pt", epochs=1, batch_size=4, latent=8, seed=0, init_from=source,
                     init_bottleneck="random", lr_base=1e-12, lr_max=1e-12, log=lambda m: None)
