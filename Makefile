@@ -7,7 +7,7 @@ DEMO := data/demo.h5
 WEIGHTS := data/demo_weights.pt
 PORT ?= 8050
 
-.PHONY: run test install demo precompute bench demo-weights clean
+.PHONY: run test install demo precompute bench demo-weights demo-sweep clean
 
 $(BIN)/activate: requirements.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -44,6 +44,12 @@ demo-weights: $(DEMO)
 	$(TRAIN) --resume $(WEIGHTS).state.pt --batch-size 8 --lr-step-epochs 3 --epochs 80
 	$(TRAIN) --resume $(WEIGHTS) --batch-size 16 --lr-base 2e-5 --lr-max 2e-5 --threads 2 --epochs 88 --keep-state
 	$(TRAIN) --resume $(WEIGHTS).state.pt --batch-size 8 --lr-base 1e-4 --lr-max 1e-4 --threads 2 --epochs 125
+
+# the latent-size sweep shown on /model (~28 min on 2 cores; README "Shipped demo weights")
+demo-sweep: $(DEMO)
+	$(PYTHON) -m ainerd_core latent-sweep $(DEMO) --out $(basename $(WEIGHTS)).latent_sweep.json \
+		--init-from $(WEIGHTS) --init-bottleneck projected --no-augment --dropout 0 --batch-size 8 \
+		--lr-base 1e-4 --lr-max 1e-4 --epochs 2 --budget-s 3000
 
 bench: install demo
 	$(PYTHON) benchmarks/encode.py

@@ -155,7 +155,7 @@ def sweep_schedule_text(sweep: dict) -> str:
     span = (f"{min(epochs)}" if epochs and min(epochs) == max(epochs) else
             f"{min(epochs)}-{max(epochs)}" if epochs else f"<= {sch.get('epochs_max', '?')}")
     parts = [f"short CPU schedule: {span} epoch(s) per size (at most {sch.get('epochs_max', '?')}, "
-             f"~{float(sch.get('seconds_per_size', 0)):.0f} s each)",
+             f"time share ~{float(sch.get('seconds_per_size', 0)):.0f} s each)",
              f"batch {sch.get('batch_size', '?')}, dropout {sch.get('dropout', '?')}, seed {sch.get('seed', '?')}"]
     if sch.get("augment") is False:
         parts.append("no diagonal-shift augmentation")

@@ -48,3 +48,31 @@ def test_shipped_weights_record_how_they_were_trained():
     curve = json.loads(curve_path(M.DEMO_WEIGHTS).read_text())
     assert curve["epoch"] == epochs and curve["test"]["explained_variance"] == ck["test"]["explained_variance"]
 
+
+
+def test_projected_bottlenecks_of_the_shipped_weights_keep_their_code(demo):
+    """The latent-size sweep's warm start on the real weights: a 16-d projection of the 64-d code
+    loses almost nothing, a 2-d one keeps most of it, a random 2-d bottleneck keeps nothing."""
+    import torch
+
+    from ainerd_core.train import MapSource, _encoder_features, projected_bottleneck
+
+    model = M.load_model(device="cpu")
+    split = {k: np.asarray(v) for k, v in model.checkpoint_info["split"].items()}
+    state = model.state_dict()
+    with open_dataset(demo) as ds:
+        source = MapSource(ds, np.concatenate([split["train"], split["test"]]))
+        feats = _encoder_features(model, source, split["train"], "cpu")
+        maps = ds.read_maps(split["test"])
+    ev = {}
+    for size, how in ((2, "projected"), (16, "projected"), (2, "random")):
+        small = M.Autoencoder(size, dropout=0.0).eval()
+        torch.manual_seed(0)
+        params = {k: v for k, v in state.items() if not k.startswith("bottleneck.")}
+        if how == "projected":
+            params.update(projected_bottleneck(state, feats, size))
+        small.load_state_dict({**small.state_dict(), **params})
+        ev[size, how] = explained_variance(maps, M.reconstruct(small, maps))["explained_variance"]
+    full = model.checkpoint_info["test"]["explained_variance"]
+    assert ev[16, "projected"] > full - 0.01
+    assert ev[2, "projected"] > 0.6 and ev[2, "random"] < 0.3
