@@ -219,12 +219,80 @@ class _DropReLU(torch.autograd.Function):
         return torch.where(keep, grad * ctx.scale, 0.0), None, None
 
 
+def _flat_storage(t: torch.Tensor):
+    """The (N,) numpy view of a dense CPU tensor's memory, in contiguous or channels-last order
+    (None for any other layout)."""
+    if t.is_contiguous():
+        return t.detach().reshape(-1).numpy()
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.detach().permute(0, 2, 3, 1).reshape(-1).numpy()
+    return None
+
+
+class _DropReLUKernel(torch.autograd.Function):
+    """:class:`_DropReLU` as one fused numba pass each way (``ainerd_core._cpu_kernels``); the
+    mask comes from a 64-bit seed drawn from torch's generator, so ``torch.manual_seed`` still
+    fixes it, whatever the thread count."""
+
+    @staticmethod
+    def forward(ctx, x, threshold: int, scale: float):
+        from . import _cpu_kernels as K
+
+        out = torch.empty_like(x)
+        keep = torch.empty_like(x, dtype=torch.bool)
+        seed = int(torch.randint(0, 2 ** 62, (1,)).item())
+        K.drop_relu_forward(_flat_storage(x), _flat_storage(out), _flat_storage(keep), int(threshold),
+                            np.float32(scale), np.uint64(seed))
+        ctx.save_for_backward(keep)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        from . import _cpu_kernels as K
+
+        (keep,) = ctx.saved_tensors
+        if grad.dtype != torch.float32 or grad.stride() != keep.stride():  # the mask's layout
+            fmt = torch.contiguous_format if keep.is_contiguous() else torch.channels_last
+            grad = grad.to(torch.float32).contiguous(memory_format=fmt)
+            if grad.stride() != keep.stride():
+                return torch.where(keep, grad * ctx.scale, 0.0), None, None
+        out = torch.empty_like(grad)
+        K.drop_relu_backward(_flat_storage(grad), _flat_storage(keep), _flat_storage(out), np.float32(ctx.scale))
+        return out, None, None
+
+
+# None = use the numba kernel when it imports and compiles (set False to force the torch ops)
+DROP_RELU_KERNEL: bool | None = None
+_KERNEL = {"ok": None}
+
+
+def _kernel_ok() -> bool:
+    if DROP_RELU_KERNEL is not None:
+        return bool(DROP_RELU_KERNEL)
+    if _KERNEL["ok"] is None:
+        try:  # compiles (or loads from numba's cache) once per process
+            from . import _cpu_kernels as K
+
+            x = np.ones(16, np.float32)
+            K.drop_relu_forward(x, np.empty_like(x), np.empty(16, np.bool_), 64, np.float32(1), np.uint64(1))
+            K.drop_relu_backward(x, np.ones(16, np.bool_), np.empty_like(x), np.float32(1))
+            _KERNEL["ok"] = True
+        except Exception as exc:  # noqa: BLE001 - no numba, no compiler cache: the torch ops work
+            warnings.warn(f"fused dropout kernel unavailable ({type(exc).__name__}: {exc}); using torch ops")
+            _KERNEL["ok"] = False
+    return _KERNEL["ok"]
+
+
 def _drop_relu(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """relu(dropout(x, p)) (training) or relu(x) (inference)."""
     if not training or p == 0:
         return F.relu(x) if training or torch.is_grad_enabled() else x.relu_()
     n = p * 256
     if n == int(n) and 0 < n < 256:
+        if (x.device.type == "cpu" and x.dtype == torch.float32 and _flat_storage(x) is not None
+                and _kernel_ok()):
+            return _DropReLUKernel.apply(x, int(n), 1.0 / (1.0 - p))
         return _DropReLU.apply(x, int(n), 1.0 / (1.0 - p))
     return F.relu(F.dropout(x, p, True))
 

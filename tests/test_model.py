@@ -147,18 +147,48 @@ def test_fast_training_path_has_the_plain_gradients(rewrite, monkeypatch):
         torch.testing.assert_close(g_fast, g_plain, atol=1e-6, rtol=1e-3)
 
 
-def test_drop_relu_is_dropout_then_relu():
+@pytest.mark.parametrize("kernel", [True, False], ids=["numba-kernel", "torch-ops"])
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
+def test_drop_relu_is_dropout_then_relu(monkeypatch, kernel, layout):
+    monkeypatch.setattr(M, "DROP_RELU_KERNEL", kernel)
     torch.manual_seed(0)
-    x = torch.randn(4, 16, 64, 64).contiguous(memory_format=torch.channels_last).requires_grad_()
+    x = torch.randn(4, 16, 64, 64).contiguous(memory_format=layout).requires_grad_()
     y = M._drop_relu(x, 0.25, True)
+    assert y.is_contiguous(memory_format=layout)
     kept = y != 0
     positive = x.detach() > 0
     assert not (kept & ~positive).any()                       # ReLU
     torch.testing.assert_close(y[kept], x.detach()[kept] / 0.75)  # inverted-dropout scaling
     frac = kept.sum().item() / positive.sum().item()
     assert abs(frac - 0.75) < 0.01                            # keep probability 1 - p
-    y.sum().backward()
-    torch.testing.assert_close(x.grad, kept.float() / 0.75)
+    # the gradient flows only where the map was kept, scaled; also for a gradient in the other layout
+    other = torch.channels_last if layout == torch.contiguous_format else torch.contiguous_format
+    g = torch.randn(x.shape).contiguous(memory_format=other)
+    y.backward(g)
+    torch.testing.assert_close(x.grad, torch.where(kept, g / 0.75, 0.0))
+
+
+def test_fused_dropout_mask_follows_the_seed_not_the_threads(monkeypatch):
+    import numba
+
+    monkeypatch.setattr(M, "DROP_RELU_KERNEL", True)
+    x = torch.rand(2, 16, 128, 128).contiguous(memory_format=torch.channels_last)  # all > 0
+    masks = []
+    for seed, threads in ((1, numba.get_num_threads()), (1, 1), (2, 1)):
+        numba.set_num_threads(threads)
+        try:
+            torch.manual_seed(seed)
+            masks.append(M._drop_relu(x.clone().requires_grad_(), 0.25, True) != 0)
+        finally:
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
+    # exactly Bernoulli(0.75) per element: the kept share of 524,288 values is within 5 sigma
+    n = x.numel()
+    for m in masks:
+        assert abs(m.sum().item() / n - 0.75) < 5 * (0.75 * 0.25 / n) ** 0.5
+    # neighbouring values are independent (a broken generator repeats bytes or blocks)
+    a, b = masks[0].reshape(-1)[:-1].float(), masks[0].reshape(-1)[1:].float()
+    assert abs(((a - 0.75) * (b - 0.75)).mean().item()) < 5 * 0.1875 / (n ** 0.5)
 
 
 def test_bf16_is_opt_in(random_model):
