@@ -231,7 +231,7 @@ def _flat_storage(t: torch.Tensor):
 
 class _DropReLUKernel(torch.autograd.Function):
     """:class:`_DropReLU` as one fused numba pass each way (``ainerd_core._cpu_kernels``); the
-    mask comes from a 64-bit seed drawn from torch's generator, so ``torch.manual_seed`` still
+    mask comes from a 32-bit key drawn from torch's generator, so ``torch.manual_seed`` still
     fixes it, whatever the thread count."""
 
     @staticmethod
@@ -240,9 +240,9 @@ class _DropReLUKernel(torch.autograd.Function):
 
         out = torch.empty_like(x)
         keep = torch.empty_like(x, dtype=torch.bool)
-        seed = int(torch.randint(0, 2 ** 62, (1,)).item())
+        key = int(torch.randint(0, 2 ** 32, (1,)).item())
         K.drop_relu_forward(_flat_storage(x), _flat_storage(out), _flat_storage(keep), int(threshold),
-                            np.float32(scale), np.uint64(seed))
+                            np.float32(scale), np.uint64(key))
         ctx.save_for_backward(keep)
         ctx.scale = scale
         return out
@@ -290,8 +290,8 @@ def _drop_relu(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return F.relu(x) if training or torch.is_grad_enabled() else x.relu_()
     n = p * 256
     if n == int(n) and 0 < n < 256:
-        if (x.device.type == "cpu" and x.dtype == torch.float32 and _flat_storage(x) is not None
-                and _kernel_ok()):
+        if (x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() < 2 ** 32
+                and _flat_storage(x) is not None and _kernel_ok()):
             return _DropReLUKernel.apply(x, int(n), 1.0 / (1.0 - p))
         return _DropReLU.apply(x, int(n), 1.0 / (1.0 - p))
     return F.relu(F.dropout(x, p, True))

@@ -11,6 +11,8 @@ interleaved rounds (median reported) so that load from other processes hits all 
 * ``ours``         the fast CPU path (``model.fast = True``): channels-last, first and last
                    convolutions as matrix products, ReLU after MaxPool
 * ``ours_1thread`` the fast path on one thread (ablation)
+* ``ours_torch_dropout`` the fast path with dropout + ReLU as torch ops instead of the fused
+                   numba kernel (``ainerd_core.model.DROP_RELU_KERNEL = False``; ablation)
 
 FLOPs are counted analytically: a training step costs ~3x the forward FLOPs (forward, plus the
 gradients with respect to inputs and to weights), minus the input gradient of the first layer.
@@ -29,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ainerd_core import model as M  # noqa: E402
 from ainerd_core.model import Autoencoder, _conv_flops, decoder_flops, encoder_flops  # noqa: E402
 from ainerd_core.train import LR_BASE, LR_MAX, random_diagonal_shift  # noqa: E402
 
@@ -47,6 +50,7 @@ def make(variant: str, seed: int = 0):
 
 
 def step(variant, m, opt, sched, x):
+    M.DROP_RELU_KERNEL = False if variant == "ours_torch_dropout" else None
     if variant == "plain_cl":
         x = x.contiguous(memory_format=torch.channels_last)
     y = m(x)
@@ -70,7 +74,7 @@ def main(argv=None) -> int:
     x = torch.from_numpy(rng.random((args.batch_size, 1, 256, 256), dtype=np.float32))
     x = random_diagonal_shift(x, rng)
     threads = torch.get_num_threads()
-    variants = ["plain", "plain_cl", "ours", "ours_1thread"]
+    variants = ["plain", "plain_cl", "ours", "ours_1thread", "ours_torch_dropout"]
     state = {v: make(v) for v in variants}
     times: dict[str, list[float]] = {v: [] for v in variants}
     for v in variants:  # warm-up (oneDNN primitive creation)
