@@ -321,6 +321,8 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
         if not ds.has_maps:
             raise InputError(ds.path, "this dataset holds latents only, no C2 maps to train on")
         n_all = ds.n_maps
+        # a warm start on a dataset of as many maps keeps the checkpoint's split
+        split_kept = init_ckpt is not None and "split" in init_ckpt and init_ckpt.get("dataset_n_maps") == n_all
         if state is not None and "split" in state:
             split = {k: np.asarray(v, np.int64) for k, v in state["split"].items()}
             if state.get("dataset_n_maps") not in (None, n_all):
@@ -333,7 +335,7 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
                 subset = np.sort(np.random.default_rng(seed + 1).choice(n_all, size=max_maps, replace=False))
             else:
                 subset = np.arange(n_all)
-            if init_ckpt is not None and "split" in init_ckpt and init_ckpt.get("dataset_n_maps") == n_all:
+            if split_kept:
                 # the warm start's weights have seen its train maps: keep its test maps unseen
                 split = {k: np.intersect1d(np.asarray(init_ckpt["split"][k], np.int64), subset)
                          for k in ("train", "val", "test")}
@@ -369,7 +371,7 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
             random_keys = sorted(set(own) - set(taken) - set(derived))
             config["init_from"] = {"path": str(init_from), "bottleneck": init_bottleneck, "tensors_taken": len(taken),
                                    "tensors_projected": sorted(derived), "tensors_random": random_keys,
-                                   "split_kept": "split" in init_ckpt and init_ckpt.get("dataset_n_maps") == n_all}
+                                   "split_kept": split_kept}
             log(f"initialised from {init_from}: {len(taken)} of {len(own)} tensors taken, {len(derived)} projected, "
                 f"{len(random_keys)} random ({', '.join(random_keys) or 'none'})")
         batches_per_epoch = max(1, math.ceil(len(split["train"]) / batch_size))

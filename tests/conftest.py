@@ -26,6 +26,16 @@ def small_meta(n: int, n_sectors: int = 6):
     return dict(time=time, sector=sector, q=np.full(n, 0.01), source=[f"sim:{i}" for i in range(n)])
 
 
+def simulated(tmp_path_factory, name: str, **config) -> Path:
+    """A simulated experiment written to a fresh temp folder; ``config``: SimConfig fields (its
+    defaults are the demo's, as ``make demo`` builds it)."""
+    from ainerd_core.simulate import SimConfig, simulate
+
+    path = tmp_path_factory.mktemp("sim") / f"{name}.h5"
+    simulate(path, SimConfig(**config))
+    return path
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

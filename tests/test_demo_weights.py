@@ -12,15 +12,13 @@ import pytest
 
 from ainerd_core import model as M
 from ainerd_core.dataset import open_dataset
-from ainerd_core.simulate import SimConfig, simulate
 from ainerd_core.train import curve_path, explained_variance
+from conftest import simulated
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    path = tmp_path_factory.mktemp("demo") / "demo.h5"
-    simulate(path, SimConfig(times=50, sectors=18, size=256, seed=0))
-    return path
+    return simulated(tmp_path_factory, "demo", times=50, sectors=18, size=256, seed=0)  # = make demo
 
 
 def test_shipped_weights_explain_90_percent_of_the_held_out_demo_variance(demo):

@@ -15,7 +15,7 @@ from ainerd_core.dataset import open_dataset
 from ainerd_core.geometry import sector_class
 from ainerd_core.simulate import SimConfig, simulate
 
-from conftest import REPO
+from conftest import REPO, simulated
 
 FLOW, VORTICITY = (5, 14), (1, 9, 10, 18)
 
@@ -49,17 +49,13 @@ def revival(c2: np.ndarray, max_lag: int = 160) -> tuple[float, int]:
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """6 time points x 18 sectors x 256 px."""
-    path = tmp_path_factory.mktemp("sim") / "small.h5"
-    simulate(path, SimConfig(times=6, sectors=18, size=256, seed=0))
-    return path
+    return simulated(tmp_path_factory, "small", times=6, sectors=18, size=256, seed=0)
 
 
 @pytest.fixture(scope="module")
 def dense(tmp_path_factory):
     """50 time points x 2 sectors, tiny maps: for the time course (bursts, stress)."""
-    path = tmp_path_factory.mktemp("sim") / "dense.h5"
-    simulate(path, SimConfig(times=50, sectors=2, size=32, seed=3))
-    return path
+    return simulated(tmp_path_factory, "dense", times=50, sectors=2, size=32, seed=3)
 
 
 def test_dataset_is_readable_and_sector_major(small):
