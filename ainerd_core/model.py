@@ -38,6 +38,7 @@ Results agree with the plain path to float32 rounding (tested). bfloat16 is avai
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -219,14 +220,16 @@ class _DropReLU(torch.autograd.Function):
         return torch.where(keep, grad * ctx.scale, 0.0), None, None
 
 
-def _flat_storage(t: torch.Tensor):
-    """The (N,) numpy view of a dense CPU tensor's memory, in contiguous or channels-last order
-    (None for any other layout)."""
+def _is_dense(t: torch.Tensor) -> bool:
+    """Whether the tensor's memory is contiguous or channels-last (what the kernels can walk)."""
+    return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
+
+
+def _flat_storage(t: torch.Tensor) -> np.ndarray:
+    """The (N,) numpy view of a dense (:func:`_is_dense`) CPU tensor's memory, in memory order."""
     if t.is_contiguous():
         return t.detach().reshape(-1).numpy()
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
-        return t.detach().permute(0, 2, 3, 1).reshape(-1).numpy()
-    return None
+    return t.detach().permute(0, 2, 3, 1).reshape(-1).numpy()
 
 
 class _DropReLUKernel(torch.autograd.Function):
@@ -264,24 +267,25 @@ class _DropReLUKernel(torch.autograd.Function):
 
 # None = use the numba kernel when it imports and compiles (set False to force the torch ops)
 DROP_RELU_KERNEL: bool | None = None
-_KERNEL = {"ok": None}
 
 
 def _kernel_ok() -> bool:
-    if DROP_RELU_KERNEL is not None:
-        return bool(DROP_RELU_KERNEL)
-    if _KERNEL["ok"] is None:
-        try:  # compiles (or loads from numba's cache) once per process
-            from . import _cpu_kernels as K
+    return bool(DROP_RELU_KERNEL) if DROP_RELU_KERNEL is not None else _kernel_compiles()
 
-            x = np.ones(16, np.float32)
-            K.drop_relu_forward(x, np.empty_like(x), np.empty(16, np.bool_), 64, np.float32(1), np.uint64(1))
-            K.drop_relu_backward(x, np.ones(16, np.bool_), np.empty_like(x), np.float32(1))
-            _KERNEL["ok"] = True
-        except Exception as exc:  # noqa: BLE001 - no numba, no compiler cache: the torch ops work
-            warnings.warn(f"fused dropout kernel unavailable ({type(exc).__name__}: {exc}); using torch ops")
-            _KERNEL["ok"] = False
-    return _KERNEL["ok"]
+
+@functools.cache
+def _kernel_compiles() -> bool:
+    """Compiles (or loads from numba's cache) the fused kernels once per process."""
+    try:
+        from . import _cpu_kernels as K
+
+        x = np.ones(16, np.float32)
+        K.drop_relu_forward(x, np.empty_like(x), np.empty(16, np.bool_), 64, np.float32(1), np.uint64(1))
+        K.drop_relu_backward(x, np.ones(16, np.bool_), np.empty_like(x), np.float32(1))
+        return True
+    except Exception as exc:  # noqa: BLE001 - no numba, no compiler cache: the torch ops work
+        warnings.warn(f"fused dropout kernel unavailable ({type(exc).__name__}: {exc}); using torch ops")
+        return False
 
 
 def _drop_relu(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -291,7 +295,7 @@ def _drop_relu(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     n = p * 256
     if n == int(n) and 0 < n < 256:
         if (x.device.type == "cpu" and x.dtype == torch.float32 and x.numel() < 2 ** 32
-                and _flat_storage(x) is not None and _kernel_ok()):
+                and _is_dense(x) and _kernel_ok()):
             return _DropReLUKernel.apply(x, int(n), 1.0 / (1.0 - p))
         return _DropReLU.apply(x, int(n), 1.0 / (1.0 - p))
     return F.relu(F.dropout(x, p, True))

@@ -255,8 +255,8 @@ def test_no_response_to_the_expert_leaks_method_rank_or_index(world):
         # the PNG body is checked structurally, not by text search (compressed bytes)
         received[:] = [(what, data) for what, data in received if what != f"image {src}"]
     # every byte received: no method word, no 'rank'. The image keys are random base64 that spells
-    # 'raw' or 'rank' by chance (~3 % of runs); they are checked for randomness below, so each
-    # key is blanked before the text search
+    # 'raw' by chance (a few percent of runs); they are checked for randomness below, so each key
+    # is blanked before the text search
     tokens = [src.rsplit("/", 1)[1].encode() for src in srcs]
     for what, data in received:
         for token in tokens:
