@@ -320,7 +320,8 @@ def write_dataset(path, *, meta: Mapping, maps=None, rheology: Mapping | None = 
     return Path(path)
 
 
-def write_results(path, results: Mapping[str, object], attrs: Mapping[str, object] | None = None) -> None:
+def write_results(path, results: Mapping[str, object], attrs: Mapping[str, object] | None = None,
+                  dataset_attrs: Mapping[str, Mapping[str, object]] | None = None) -> None:
     """Replace ``/results`` of a dataset atomically.
 
     Parameters
@@ -332,6 +333,8 @@ def write_results(path, results: Mapping[str, object], attrs: Mapping[str, objec
         strings. Required by the dashboard: ``latent`` (N, D), ``labels`` (N,), ``umap`` (N, 2).
     attrs : mapping, optional
         Attributes of ``/results`` (e.g. ``k``, ``seed``, ``model``, timings as JSON text).
+    dataset_attrs : mapping, optional
+        Attributes of single result arrays, e.g. ``{"dynamics/relaxation_rate": {"unit": "1/s"}}``.
 
     The file is rebuilt under a temporary name (all groups but ``/results`` copied) and renamed
     over the original; the old results vanish only when the new ones are complete.
@@ -356,6 +359,10 @@ def write_results(path, results: Mapping[str, object], attrs: Mapping[str, objec
                     g.create_dataset(name, data=arr.astype(str).astype(object), dtype=_STR)
                 else:
                     g.create_dataset(name, data=arr)
+            for name, extra in (dataset_attrs or {}).items():
+                if name in g:
+                    for key, value in extra.items():
+                        g[name].attrs[key] = value
         _commit(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
