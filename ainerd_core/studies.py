@@ -254,8 +254,12 @@ def private_sqlite_file(path) -> None:
     path = Path(path)
     if not path.parent.exists():
         os.makedirs(path.parent, mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
+    try:
+        # only ever create: opening and closing an existing database file would drop the POSIX
+        # locks SQLite holds on it in this process (a documented way to corrupt it)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
     for p in (path, Path(str(path) + "-wal"), Path(str(path) + "-shm")):
         try:
             st = p.stat()

@@ -458,11 +458,11 @@ def init_auth(server: flask.Flask, config) -> None:
     from ainerd_core.studies import private_folder
 
     private_folder(config.instance_dir)  # 0700 however the app is started
-    _store(config).engine  # creates the tables now, not on the first login
     if config.database_url.startswith("sqlite:///"):
         from ainerd_core.studies import private_sqlite_file
 
         private_sqlite_file(config.database_url.split(":///", 1)[1])  # 0600, even if made before
+    _store(config).engine  # creates the tables now, not on the first login
     if config.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
