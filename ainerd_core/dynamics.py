@@ -340,8 +340,9 @@ def measure_dynamics(maps, time_step_s=None, *, exclude_lag0: bool = True, max_l
     ``relaxation_rate``, ``rate_stderr``, ``stretching``, ``stretching_stderr``, ``contrast``,
     ``contrast_stderr``, ``baseline``, ``baseline_stderr``, ``fit_r2`` (N,) float32,
     ``fit_status`` (N,) int8, ``g2`` (N, L') float32, ``g2_lag`` (L',) float32, ``g2_count``
-    (L',) int32, ``aged_g2`` (N, W, Lw) float32, ``aged_g2_age`` (W,) float32, ``aged_g2_lag``
-    (Lw,) float32, and ``units``: {name: unit}.
+    (L',) int32, ``aged_g2`` (N, W, Lw) float32 (its lags are the first Lw entries of
+    ``g2_lag``: 1..L/W - 1 pixels), ``aged_g2_age`` (W,) float32, ``units`` {name: unit} and
+    ``fit_max_lag`` (float, the last lag fitted, in g2_lag's unit).
     """
     m = _as_maps(maps)
     L = m.shape[-1]
@@ -366,9 +367,7 @@ def measure_dynamics(maps, time_step_s=None, *, exclude_lag0: bool = True, max_l
     out = {k: np.asarray(v, np.float32) for k, v in out.items()}
     out.update(fit_status=fit["fit_status"].astype(np.int8), g2=g_all[:, keep].astype(np.float32),
                g2_lag=(lag_all[keep] * dt).astype(np.float32), g2_count=c_all[keep].astype(np.int32),
-               aged_g2=ag.astype(np.float32), aged_g2_age=(age * dt).astype(np.float32),
-               aged_g2_lag=(alag * dt).astype(np.float32))
-    out["units"] = {"relaxation_rate": r_unit, "rate_stderr": r_unit, "g2_lag": t_unit, "aged_g2_age": t_unit,
-                    "aged_g2_lag": t_unit, "stretching": "1", "contrast": "g2 units", "baseline": "g2 units"}
+               aged_g2=ag.astype(np.float32), aged_g2_age=(age * dt).astype(np.float32))
+    out["units"] = {"relaxation_rate": r_unit, "rate_stderr": r_unit, "g2_lag": t_unit, "aged_g2_age": t_unit, "stretching": "1", "contrast": "g2 units", "baseline": "g2 units"}
     out["fit_max_lag"] = float(max_lag * dt)
     return out

@@ -139,7 +139,7 @@ class _DynamicsCollector:
         out = D.measure_dynamics(maps, self.dt)
         self.units, self.fit_max_lag = out.pop("units"), out.pop("fit_max_lag")
         for key, val in out.items():
-            if key in ("g2_lag", "g2_count", "aged_g2_age", "aged_g2_lag"):
+            if key in ("g2_lag", "g2_count", "aged_g2_age"):
                 self.axes[key] = val
                 continue
             if key not in self.arrays:
@@ -216,6 +216,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
     omp_limit = None
     with clock.stage("0. open + model"):
         ds = open_dataset(path)
+        through_segment = ds.last_segment  # a live watcher may append while we compute
         if model is None and use_model and (ds.has_maps or model_path is not None):
             model = _load_model(model_path, clock)  # latents-only data needs no model
         elif model is None and use_model and not ds.has_maps and ds.latents is not None:
@@ -370,6 +371,12 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
             extra_k = {kk: labels_at(kk) for kk in (3, 5, 8) if kk < n}
             for kk, lab in extra_k.items():
                 res[f"labels_k{kk}"] = lab
+            # frozen reference for live mode (ainerd_core.watch): centroids in the renumbered order
+            # (a converged k-means centroid is the mean of its members)
+            for kk, lab in {chosen: labels, **extra_k}.items():
+                res[f"kmeans/centroids_k{kk}"] = np.stack(
+                    [latent[lab == c].mean(axis=0) if np.any(lab == c) else np.full(latent.shape[1], np.nan)
+                     for c in range(kk)]).astype(np.float32)
             for key in ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz"):
                 res[f"kmeans/{key}"] = sweep[key]
             attrs.update(k=chosen, suggested_k=suggested, k_rule=A.K_RULE)
@@ -507,22 +514,13 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
     attrs["timings_json"] = json.dumps({k: round(v, 3) for k, v in clock.timings.items()} |
                                        {"total": round(time.perf_counter() - t_all, 3)})
     with clock.stage("11. write"):
-        write_results(path, res, attrs, dataset_attrs=_dynamics_units(res, attrs))
+        write_results(path, res, attrs, through_segment=through_segment)
     timings = json.loads(attrs["timings_json"])
     timings["11. write"] = round(clock.timings["11. write"], 3)
     timings["total"] = round(time.perf_counter() - t_all, 3)
     clock.say(f"precompute: {n} maps, k = {attrs['k']}, total {timings['total']:.1f} s -> {path}")
     res["_attrs"] = attrs
     return res
-
-
-def _dynamics_units(res, attrs) -> dict:
-    """``unit`` attributes of the /results/dynamics arrays (from the collector's units)."""
-    units = json.loads(attrs.get("dynamics_units_json", "{}") or "{}")
-    out = {f"dynamics/{k}": {"unit": u} for k, u in units.items() if f"dynamics/{k}" in res}
-    if "dynamics_score" in res and "relaxation_rate" in units:
-        out["dynamics_score"] = {"unit": f"log10({units['relaxation_rate']})"}
-    return out
 
 
 def _model_diagnostics(model, ds, latent, seed, res, attrs, clock, latent_sweep_path=None) -> None:
