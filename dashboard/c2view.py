@@ -52,9 +52,22 @@ def has_dynamics(entry) -> bool:
     return entry is not None and entry.has_result("dynamics/relaxation_rate")
 
 
+def _units(entry) -> dict:
+    """The units precompute recorded ({name: unit}, attr ``dynamics_units_json``), {} if none."""
+    import json
+
+    try:
+        units = json.loads(entry.result_attrs.get("dynamics_units_json") or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return units if isinstance(units, dict) else {}
+
+
 def rate_unit(entry) -> str:
     """'1/s' or '1/pixel': a unit recorded in the ``/results`` attrs, else from the time step
     (the contract: rates are per second exactly when ``c2_time_step_s`` is known)."""
+    if isinstance(_units(entry).get("relaxation_rate"), str):
+        return _units(entry)["relaxation_rate"]
     ra = entry.result_attrs
     for key in ("dynamics_rate_unit", "relaxation_rate_unit", "dynamics/relaxation_rate_unit", "rate_unit"):
         if isinstance(ra.get(key), str) and ra[key].strip():
@@ -64,6 +77,8 @@ def rate_unit(entry) -> str:
 
 def lag_unit(entry) -> str:
     """'s' or 'pixel' (unit of ``dynamics/g2_lag``)."""
+    if isinstance(_units(entry).get("g2_lag"), str):
+        return _units(entry)["g2_lag"]
     ra = entry.result_attrs
     for key in ("dynamics_lag_unit", "g2_lag_unit", "dynamics/g2_lag_unit"):
         if isinstance(ra.get(key), str) and ra[key].strip():
@@ -211,12 +226,17 @@ def _body(entry, state: dict, diagonal_fix: bool, limits: str):
         lag = entry.result("dynamics/g2_lag")
         g2 = entry.result_row("dynamics/g2", index)
         aged = entry.result_row("dynamics/aged_g2", index) if entry.has_result("dynamics/aged_g2") else None
-        ages = entry.result("dynamics/aged_g2_age")
+        ages, aged_lag = entry.result("dynamics/aged_g2_age"), entry.result("dynamics/aged_g2_lag")
+        max_lag = entry.result_attrs.get("dynamics_fit_max_lag")
+        try:
+            max_lag = float(max_lag) if max_lag is not None else None
+        except (TypeError, ValueError):
+            max_lag = None
         src = str(entry.result_attrs.get("dynamics_source") or "")
         what = "decoded map (a reconstruction)" if "reconstruction" in src or "decoded" in src else f"map {index}"
         recon_curve = _recon_g2(recon, lag, lag_unit(entry), step) if recon is not None else None
         g2fig = D.g2_figure(lag, g2, fit, lag_unit=lag_unit(entry), rate_unit=unit, recon_g2=recon_curve,
-                            aged=aged, ages=ages, title=f"g2 of the {what}, fitted at precompute")
+                            aged=aged, ages=ages, aged_lag=aged_lag, fit_max_lag=max_lag, title=f"g2 of the {what}, fitted at precompute")
     else:
         g2fig = D.no_g2_figure("No g2 stored for this dataset:<br>run precompute with dynamics.")
     items.append(_graph(g2fig, "g2", key))

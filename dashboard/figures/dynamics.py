@@ -29,15 +29,7 @@ import plotly.graph_objects as go
 
 from .common import CLASS_COLORS, TEMPLATE
 
-try:  # the model and status names are owned by ainerd_core.dynamics
-    from ainerd_core.dynamics import STATUS_NAMES, stretched_exponential
-except ImportError:  # pragma: no cover - only until ainerd_core.dynamics exists on main
-    STATUS_NAMES = ("ok", "no decay within window", "decays within first lag", "failed")
-
-    def stretched_exponential(tau, rate, stretching, contrast, baseline):
-        """baseline + contrast * exp(-2 (rate * tau) ** stretching) (temporary local copy)."""
-        tau = np.asarray(tau, dtype=np.float64)
-        return baseline + contrast * np.exp(-2.0 * np.power(np.abs(rate * tau), stretching))
+from ainerd_core.dynamics import STATUS_NAMES, stretched_exponential
 
 C2_COLORSCALE = "Viridis"  # the PNG renderer's default colormap (ainerd_core.imaging)
 #: colour-limit choices of the view: key -> (low, high) percentile, None = the map's min and max
@@ -162,8 +154,8 @@ def c2_map_figure(c2, *, time_step_s: float | None = None, limits: str | Sequenc
     fig.add_layout_image(dict(source=_png_uri(a, vmin, vmax), xref="x", yref="y", x=0.0, y=span, sizex=span,
                               sizey=span, sizing="stretch", xanchor="left", yanchor="top", layer="below",
                               name="c2-map"))
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=60, r=10, t=40 if title else 16, b=50),
-                      title=dict(text=title, font=dict(size=13)) if title else None, hovermode=False,
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=60, r=10, t=56 if title else 30, b=72),
+                      title=dict(text=title, font=dict(size=13), y=0.97) if title else None, hovermode=False,
                       meta={"vmin": vmin, "vmax": vmax, "time_step_s": step if known else None, "unit": unit,
                             "diagonal_fix": bool(diagonal_fix), "limits": limit_text, "n": n})
     fig.update_xaxes(title_text=f"t1 {label}", range=[0.0, span], showgrid=False, constrain="domain")
@@ -171,7 +163,7 @@ def c2_map_figure(c2, *, time_step_s: float | None = None, limits: str | Sequenc
                      scaleratio=1, constrain="domain")
     fig.add_annotation(text=f"colour: {limit_text} ({vmin:.3g}-{vmax:.3g})"
                        + (" · diagonal corrected" if diagonal_fix else ""),
-                       xref="paper", yref="paper", x=0, y=-0.2, showarrow=False, xanchor="left",
+                       xref="paper", yref="paper", x=0, y=-0.25, showarrow=False, xanchor="left", yanchor="top",
                        font=dict(size=10, color="#666"))
     return fig
 
@@ -223,14 +215,16 @@ def fit_rows(fit: Mapping | None, rate_unit: str = "1/s") -> list[tuple[str, str
     return rows
 
 
-def fit_curve(lag, fit: Mapping, n: int = 200) -> tuple[np.ndarray, np.ndarray] | None:
-    """(tau, model) of the fitted stretched exponential on a log grid spanning the positive lags,
-    or None when a parameter is missing."""
+def fit_curve(lag, fit: Mapping, n: int = 200, max_lag: float | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(tau, model) of the fitted stretched exponential on a log grid spanning the positive lags
+    (up to ``max_lag``, the last fitted lag, when given), or None when a parameter is missing."""
     params = [fit.get(k) for k in ("relaxation_rate", "stretching", "contrast", "baseline")]
     if not all(_finite(p) for p in params):
         return None
     lag = np.asarray(lag, dtype=np.float64)
     pos = lag[np.isfinite(lag) & (lag > 0)]
+    if max_lag is not None and np.isfinite(max_lag):
+        pos = pos[pos <= float(max_lag) * (1 + 1e-6)]
     if pos.size == 0:
         return None
     tau = np.geomspace(pos.min(), pos.max(), n)
@@ -238,7 +232,8 @@ def fit_curve(lag, fit: Mapping, n: int = 200) -> tuple[np.ndarray, np.ndarray] 
 
 
 def g2_figure(lag, g2, fit: Mapping | None = None, *, lag_unit: str = "s", rate_unit: str = "1/s",
-              recon_g2=None, aged=None, ages=None, title: str | None = None, height: int = 380) -> go.Figure:
+              recon_g2=None, aged=None, ages=None, aged_lag=None, fit_max_lag: float | None = None,
+              title: str | None = None, height: int = 380) -> go.Figure:
     """g2(tau) of one map with its fitted curve and the fitted numbers.
 
     Parameters
@@ -253,9 +248,12 @@ def g2_figure(lag, g2, fit: Mapping | None = None, *, lag_unit: str = "s", rate_
         model parameters are finite (trace ``"fit"``), and the numbers are written in the plot.
     recon_g2 : (L,) float, optional
         The same diagonal average of the model's reconstruction (not fitted), dashed.
-    aged : (W, L) float, optional
-        Aged g2 per age window (``dynamics/aged_g2[i]``), thin lines; ``ages`` (W,) their
-        centres in ``lag_unit``.
+    aged : (W, Lw) float, optional
+        Aged g2 per age window (``dynamics/aged_g2[i]``), thin lines from light (early) to dark
+        (late); ``ages`` (W,) the window centres and ``aged_lag`` (Lw,) their lags, in
+        ``lag_unit`` (default: ``lag[:Lw]``).
+    fit_max_lag : float, optional
+        The last lag the fit used: the curve is drawn up to it.
     """
     lag = np.asarray(lag, dtype=np.float64)
     g2 = np.asarray(g2, dtype=np.float64)
@@ -267,13 +265,14 @@ def g2_figure(lag, g2, fit: Mapping | None = None, *, lag_unit: str = "s", rate_
     if aged is not None:
         aged = np.asarray(aged, dtype=np.float64)
         ages = np.arange(aged.shape[0]) if ages is None else np.asarray(ages, dtype=np.float64)
+        alag = lag[:aged.shape[1]] if aged_lag is None else np.asarray(aged_lag, dtype=np.float64)
         for w in range(aged.shape[0]):
-            ok = np.isfinite(lag) & (lag > 0) & np.isfinite(aged[w])
+            ok = np.isfinite(alag) & (alag > 0) & np.isfinite(aged[w])
             if ok.sum() < 2:
                 continue
-            shade = int(200 - 150 * w / max(aged.shape[0] - 1, 1))
-            fig.add_trace(go.Scatter(x=lag[ok], y=aged[w, ok], mode="lines", name=f"age {ages[w]:.3g} {lag_unit}",
-                                     line=dict(width=1, color=f"rgb({shade},{shade},{shade + 40 if shade < 215 else 255})"),
+            shade = int(190 - 150 * w / max(aged.shape[0] - 1, 1))  # later ages darker
+            fig.add_trace(go.Scatter(x=alag[ok], y=aged[w, ok], mode="lines", name=f"aged g2, age {ages[w]:.3g} {lag_unit}",
+                                     line=dict(width=1, color=f"rgb({shade},{shade},{min(shade + 50, 255)})"),
                                      legendgroup="aged", hovertemplate="tau %{x:.3g}<br>g2 %{y:.3g}<extra>%{fullData.name}</extra>"))
     fig.add_trace(go.Scatter(x=lag[keep], y=g2[keep], mode="markers", name="g2 (map)",
                              marker=dict(size=4, color=G2_COLOR),
@@ -283,7 +282,7 @@ def g2_figure(lag, g2, fit: Mapping | None = None, *, lag_unit: str = "s", rate_
         ok = np.isfinite(lag) & (lag > 0) & np.isfinite(r)
         fig.add_trace(go.Scatter(x=lag[ok], y=r[ok], mode="lines", name="reconstruction (not fitted)",
                                  line=dict(color=RECON_COLOR, dash="dash", width=1.5)))
-    curve = fit_curve(lag[keep] if keep.any() else lag, fit)
+    curve = fit_curve(lag[keep] if keep.any() else lag, fit, max_lag=fit_max_lag)
     status = status_name(fit.get("fit_status"))
     if curve is not None:
         fig.add_trace(go.Scatter(x=curve[0], y=curve[1], mode="lines", name="fit",
@@ -291,11 +290,12 @@ def g2_figure(lag, g2, fit: Mapping | None = None, *, lag_unit: str = "s", rate_
                                  hovertemplate=f"tau %{{x:.3g}} {lag_unit}<br>fit %{{y:.4g}}<extra></extra>"))
     rows = fit_rows(fit, rate_unit) if fit else [("fit", "no fit stored")]
     text = "<br>".join(f"{k}: {v}" for k, v in rows if k != "relaxation time 1/Γ")
-    fig.add_annotation(text=text, xref="paper", yref="paper", x=0.99, y=0.99, xanchor="right", yanchor="top",
+    # lower left: a decaying g2 leaves that corner empty
+    fig.add_annotation(text=text, xref="paper", yref="paper", x=0.01, y=0.01, xanchor="left", yanchor="bottom",
                        showarrow=False, align="left", bgcolor="rgba(255,255,255,0.8)", bordercolor="#ccc",
                        font=dict(size=10), name="fit-numbers")
-    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=60, r=10, t=40 if title else 16, b=50),
-                      title=dict(text=title, font=dict(size=13)) if title else None, hovermode="closest",
+    fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=60, r=10, t=56 if title else 30, b=50),
+                      title=dict(text=title, font=dict(size=13), y=0.97) if title else None, hovermode="closest",
                       legend=dict(orientation="h", x=0, y=-0.25, font=dict(size=10)),
                       meta={"fit": {k: v for k, v in rows}, "status": status})
     fig.update_xaxes(title_text=f"lag τ ({lag_unit})" if lag_unit == "s" else "lag τ (pixel; time step unknown)",
