@@ -167,6 +167,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
     omp_limit = None
     with clock.stage("0. open + model"):
         ds = open_dataset(path)
+        through_segment = ds.last_segment  # a live watcher may append while we compute
         if model is None and use_model and (ds.has_maps or model_path is not None):
             model = _load_model(model_path, clock)  # latents-only data needs no model
         attrs["model"] = str(getattr(model, "checkpoint_path", "given")) if model is not None else "none"
@@ -271,6 +272,12 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
             extra_k = {kk: labels_at(kk) for kk in (3, 5, 8) if kk < n}
             for kk, lab in extra_k.items():
                 res[f"labels_k{kk}"] = lab
+            # frozen reference for live mode (ainerd_core.watch): centroids in the renumbered order
+            # (a converged k-means centroid is the mean of its members)
+            for kk, lab in {chosen: labels, **extra_k}.items():
+                res[f"kmeans/centroids_k{kk}"] = np.stack(
+                    [latent[lab == c].mean(axis=0) if np.any(lab == c) else np.full(latent.shape[1], np.nan)
+                     for c in range(kk)]).astype(np.float32)
             for key in ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz"):
                 res[f"kmeans/{key}"] = sweep[key]
             attrs.update(k=chosen, suggested_k=suggested, k_rule=A.K_RULE)
@@ -412,7 +419,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
     attrs["timings_json"] = json.dumps({k: round(v, 3) for k, v in clock.timings.items()} |
                                        {"total": round(time.perf_counter() - t_all, 3)})
     with clock.stage("11. write"):
-        write_results(path, res, attrs)
+        write_results(path, res, attrs, through_segment=through_segment)
     timings = json.loads(attrs["timings_json"])
     timings["11. write"] = round(clock.timings["11. write"], 3)
     timings["total"] = round(time.perf_counter() - t_all, 3)
