@@ -419,7 +419,12 @@ def order_text(result_attrs: Mapping) -> tuple[str, bool]:
         parts = []
         for k in sorted(rho, key=lambda s: (len(str(s)), str(s))):
             v = rho[k]
-            parts.append(f"k = {k}: {float(v):+.2f}" if _finite(v) else f"k = {k}: n/a")
+            digits = "".join(ch for ch in str(k) if ch.isdigit())  # "5", "k5" or "labels_k5"
+            name = f"k = {digits}" if digits and str(k).lstrip("labels_k") == digits else str(k)
+            try:
+                parts.append(f"{name}: {float(v):+.2f}" if _finite(v) else f"{name}: n/a")
+            except (TypeError, ValueError):
+                parts.append(f"{name}: {v}")
         text += ". Spearman(cluster label, fitted rate): " + ", ".join(parts)
     if source:
         text += f". Dynamics measured on: {source}"
