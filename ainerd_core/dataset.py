@@ -378,8 +378,6 @@ def write_results(path, results: Mapping[str, object], attrs: Mapping[str, objec
 # --------------------------------------------------------------------------- appending (segments)
 SEGMENTS_SUFFIX = ".segments"
 _SEG_NAME = re.compile(r"^seg_(\d{6,})\.h5$")
-#: dynamics arrays indexed by lag or age, not by map: whole-dataset state in a segment
-STATE_DYNAMICS = ("dynamics/g2_lag", "dynamics/g2_count", "dynamics/aged_g2_age")
 
 
 def segment_dir(path) -> Path:
