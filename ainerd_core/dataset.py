@@ -982,6 +982,18 @@ class Dataset:
             self._cache[key] = value
         return self._cache[key]
 
+    def read_result_row(self, name: str, index: int, default=None):
+        """Row ``index`` of a (N, ...) result array (``'dynamics/g2'``...), read from the file
+        without loading or caching the whole array (per-map curves of big sets)."""
+        key = f"results/{name}"
+        if key not in self._h5:
+            return default
+        dset = self._h5[key]
+        index = int(index)
+        if not dset.shape or not 0 <= index < dset.shape[0]:
+            raise IndexError(f"row {index} outside the result {name} of shape {dset.shape}")
+        return np.asarray(dset[index])
+
 
 def _read(dset: h5py.Dataset):
     if dset.dtype.kind == "O" or h5py.check_string_dtype(dset.dtype) is not None:

@@ -147,6 +147,14 @@ class DatasetEntry:
             return default
         return self.cached("results/" + name, lambda: self._ds.read_result(name))
 
+    def result_row(self, name: str, index: int, default=None):
+        """Row ``index`` of a (N, ...) result (``"dynamics/g2"``), read from the file and not
+        cached (per-map curves: a whole 13,000-map stack is not wanted in memory)."""
+        if name not in self._result_names:
+            return default
+        with self._lock:
+            return self._ds.read_result_row(name, int(index), default)
+
     @property
     def timings(self) -> dict[str, float]:
         """Seconds per precompute stage (``timings_json``), {} if unknown."""
