@@ -654,6 +654,21 @@ def _write_rebuilt(ds: "Dataset", tmp: Path, results: Mapping, attrs: Mapping | 
                 g.create_dataset(name, data=arr.astype(str).astype(object), dtype=_STR)
             else:
                 g.create_dataset(name, data=arr)
+        _set_units(g, attrs or {})
+
+
+def _set_units(g: h5py.Group, attrs: Mapping) -> None:
+    """``unit`` attributes of the /results/dynamics arrays (and dynamics_score) from the results
+    attr ``dynamics_units_json`` ({name: unit}), so a rebuild (compaction) keeps them."""
+    try:
+        units = json.loads(attrs.get("dynamics_units_json") or "{}")
+    except (TypeError, ValueError):
+        return
+    for name, unit in (units.items() if isinstance(units, dict) else ()):
+        if f"dynamics/{name}" in g:
+            g[f"dynamics/{name}"].attrs["unit"] = str(unit)
+    if "dynamics_score" in g and "relaxation_rate" in units:
+        g["dynamics_score"].attrs["unit"] = f"log10({units['relaxation_rate']})"
 
 
 def compact(path) -> None:

@@ -125,7 +125,7 @@ def test_timeline_has_the_fitted_rate_row_and_latents_only_says_the_order_is_unk
     have = np.isfinite(rates["flow"]["median"])
     np.testing.assert_allclose(flow["y"], rates["flow"]["median"][have], rtol=1e-6)
     assert flow["xaxis"] == "x3" and ["yaxis3", "log"] in g["yaxes"]
-    assert "vorticity median rate" in g["names"]
+    assert "vorticity median rate" in g["names"] and "flow IQR" in g["names"]
     driver.get(server.url + "/latent-map?dataset=e031")
     note = wait_for(lambda: driver.find_element("id", "latent-order-note").text, what="order note")
     assert note.startswith("Cluster order unknown")

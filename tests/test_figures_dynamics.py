@@ -142,3 +142,34 @@ def test_order_text_states_the_rule_and_spearman_or_says_unknown():
     assert unknown and text.startswith("Cluster order unknown") and "not a ranking" in text
     text, unknown = D.order_text({"order_feature_name": "latent PC1 signed by time"})
     assert not unknown and "proxy" in text
+
+
+def test_csv_exports_carry_the_rate_per_time_and_the_fits_per_cell():
+    import csv
+
+    from dashboard.exports import counts_csv, sector_time_csv
+
+    text = counts_csv([0.0, 60.0], np.array([[2, 1], [0, 3]]), [60.0],
+                      extra_columns={"rate_median_flow_per_s": np.array([0.5, np.nan]), "n_fits_flow": [2, 0]})
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows[0]["rate_median_flow_per_s"] == "0.5" and rows[1]["rate_median_flow_per_s"] == ""
+    assert rows[1]["n_fits_flow"] == "0" and rows[1]["stress_minimum"] == "1"
+    with pytest.raises(ValueError):
+        counts_csv([0.0, 60.0], np.array([[2, 1], [0, 3]]), extra_columns={"x": [1.0]})
+    text = sector_time_csv([0.0, 60.0], [5, 9], np.array([[0, 1], [-1, 2]]), {5: "flow"}, [[0, 1], [-1, 2]],
+                           map_columns={"relaxation_rate_per_s": np.array([0.1, 0.2, 0.3]),
+                                        "fit_status": np.array(["ok", "failed", "ok"], dtype=object)})
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [r["relaxation_rate_per_s"] for r in rows] == ["0.1", "0.2", "", "0.3"]
+    assert [r["fit_status"] for r in rows] == ["ok", "failed", "", "ok"]
+
+
+def test_order_text_of_the_precompute_rules():
+    from ainerd_core.dynamics import ORDER_RULE, ORDER_UNKNOWN
+
+    text, unknown = D.order_text({"order_rule": ORDER_UNKNOWN, "dynamics_source": "none",
+                                  "order_spearman_json": "{}"})
+    assert unknown and text.startswith("Cluster order unknown: no C2 maps") and "UNKNOWN" not in text
+    text, unknown = D.order_text({"order_rule": ORDER_RULE, "dynamics_source": "maps",
+                                  "order_spearman_json": json.dumps({"3": 0.9, "5": None})})
+    assert not unknown and "k = 3: +0.90" in text and "k = 5: n/a" in text
