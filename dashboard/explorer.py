@@ -27,6 +27,7 @@ from dash import Input, Output, State, dcc, html
 
 from . import pages as pages_pkg
 from .catalog import Catalog
+from .live import live_bar, register_live_callbacks
 from .pages import DATASET_STORE, PageContext, Services, missing_requirements, parse_query
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,7 @@ def _shell(services: Services):
             dcc.Location(id="url", refresh=False),
             dcc.Store(id=DATASET_STORE),
             nav,
+            live_bar(),  # live updates while a watcher appends (dashboard.live)
             dbc.Container(dcc.Loading(html.Div(id="page-content"), delay_show=400, type="dot",
                                       # only page routing blanks the page; jobs show their own progress
                                       target_components={"page-content": "children"}), fluid=True,
@@ -325,6 +327,7 @@ def init_explorer(server, config) -> dash.Dash:
     server.extensions["ainerd_explorer"] = services
     app.layout = _shell(services)
     _register_router(app, services)
+    register_live_callbacks(app, services)
     from .c2view import register_callbacks as register_c2view
 
     register_c2view(app, catalog)  # the C2-map views' diagonal / colour-limit controls, all pages

@@ -162,3 +162,14 @@ def test_csv_exports_carry_the_rate_per_time_and_the_fits_per_cell():
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["relaxation_rate_per_s"] for r in rows] == ["0.1", "0.2", "", "0.3"]
     assert [r["fit_status"] for r in rows] == ["ok", "failed", "", "ok"]
+
+
+def test_order_text_of_the_precompute_rules():
+    from ainerd_core.dynamics import ORDER_RULE, ORDER_UNKNOWN
+
+    text, unknown = D.order_text({"order_rule": ORDER_UNKNOWN, "dynamics_source": "none",
+                                  "order_spearman_json": "{}"})
+    assert unknown and text.startswith("Cluster order unknown: no C2 maps") and "UNKNOWN" not in text
+    text, unknown = D.order_text({"order_rule": ORDER_RULE, "dynamics_source": "maps",
+                                  "order_spearman_json": json.dumps({"3": 0.9, "5": None})})
+    assert not unknown and "k = 3: +0.90" in text and "k = 5: n/a" in text

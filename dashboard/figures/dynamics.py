@@ -327,7 +327,8 @@ def rate_per_time(time_index, n_times: int, rate, status, classes,
     rate : (N,) float
         Fitted relaxation rate (``dynamics/relaxation_rate``).
     status : (N,) int
-        ``dynamics/fit_status``; only maps with status 0 (ok) and a finite positive rate count.
+        ``dynamics/fit_status``; maps whose fit failed (status 3) are left out, as are
+        non-finite rates; a decay outside the window (status 1, 2) keeps its bounded rate.
     classes : (N,) str
         'flow' / 'vorticity' / 'other' of each map.
     groups : classes to aggregate ('all' = every map).
@@ -338,7 +339,7 @@ def rate_per_time(time_index, n_times: int, rate, status, classes,
     """
     ti = np.asarray(time_index, dtype=np.int64)
     rate = np.asarray(rate, dtype=np.float64)
-    ok = (np.asarray(status) == 0) & np.isfinite(rate) & (rate > 0)
+    ok = (np.asarray(status) != STATUS_NAMES.index("failed")) & np.isfinite(rate) & (rate > 0)
     classes = np.asarray(classes).astype(str)
     out = {}
     for g in groups:
@@ -408,8 +409,14 @@ def order_text(result_attrs: Mapping) -> tuple[str, bool]:
         return (f"Clusters are ordered by a proxy, not by a fitted rate (these results predate the fits): "
                 f"{feature}.", False)
     if unknown:
-        return (f"Cluster order unknown: {rule} Cluster numbers are arbitrary labels here, "
-                "not a ranking by dynamics.", True)
+        detail = rule
+        for prefix in ("order unknown:", "unknown:"):
+            if detail.lower().startswith(prefix):
+                detail = detail[len(prefix):].strip()
+        text = f"Cluster order unknown: {detail.rstrip('.')}."
+        if "cluster numbers" not in detail.lower():
+            text += " Cluster numbers are arbitrary labels here, not a ranking by dynamics."
+        return text, True
     text = f"Cluster order: {rule}"
     try:
         rho = json.loads(result_attrs.get("order_spearman_json") or "{}")

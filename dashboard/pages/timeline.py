@@ -50,7 +50,7 @@ def build_figure(entry, k):
 
 
 def rate_columns(entry) -> dict:
-    """The timeline CSV's fitted-rate columns (median, quartiles, number of ok fits per time
+    """The timeline CSV's fitted-rate columns (median, quartiles, number of fits (failed ones left out) per time
     point, for all maps and the flow and vorticity sectors); {} without dynamics."""
     rates = rate_table(entry)
     if not rates:
@@ -94,7 +94,7 @@ def layout(ctx):
     hint = html.Div("Click a bar to see the maps of that time point.", className="text-muted small")
     title = "Figure 3A-B: shear stress (top), maps per cluster at each time"
     if rate_table(entry):
-        title += f", fitted relaxation rate Γ ({rate_unit(entry)}; median and IQR of the ok fits, flow and vorticity sectors)"
+        title += f", fitted relaxation rate Γ ({rate_unit(entry)}; median and IQR over the maps whose fit did not fail, flow and vorticity sectors)"
     title += "; dashed lines: stress minima"
     return html.Div([
         html.H4(["Stress and cluster populations over time ", html.Small(f"· {entry.id}", className="text-muted")]),
