@@ -92,6 +92,14 @@ def images_loaded(driver, sel):
         "return im.length > 0 && im.every(i => i.complete && i.naturalWidth > 0) ? im.length : 0;", sel)
 
 
+def c2_views_drawn(driver, sel):
+    """How many C2-map figures under ``sel`` show their map (a PNG layout image with axes)."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0] + ' .js-plotly-plot')).filter(gd =>"
+        " gd._fullLayout && (gd._fullLayout.images || []).some(im => String(im.source).startsWith('data:image/png'))"
+        " && gd.querySelector('image')).length;", sel)
+
+
 def assert_clean_console(driver):
     errors = console_errors(driver)
     assert not errors, errors
@@ -150,7 +158,7 @@ def test_sectors_heatmap_is_the_label_matrix_and_click_shows_the_map(driver, ser
     names = {s["name"] for s in g["shapes"]}
     assert {"flow-sector-5", "flow-sector-14", "vorticity-sector-1", "vorticity-sector-18"} <= names
     click_plot_element(driver, "#sectors-graph .nsewdrag")  # the centre cell of the plot
-    wait_for(lambda: images_loaded(driver, "#sectors-map img.map-full"), what="clicked map")
+    wait_for(lambda: c2_views_drawn(driver, "#sectors-map .c2view-map"), what="clicked map")
     meta = text(driver, "#sectors-map .map-meta")
     assert "sector" in meta and "cluster" in meta
     assert_clean_console(driver)
@@ -180,10 +188,10 @@ def test_latent_map_recolour_click_and_lasso(driver, server, demo):
         const c = gd.data.findIndex(t => t.type.startsWith('scatter') && t.name === 'time (s)');
         gd.emit('plotly_click', {points: [{curveNumber: c, pointNumber: 7, pointIndex: 7,
                                             x: gd.data[c].x[7], y: gd.data[c].y[7]}]});""")
-    wait_for(lambda: images_loaded(driver, "#latent-detail img"), what="map and reconstruction")
+    wait_for(lambda: c2_views_drawn(driver, "#latent-detail .c2view-map"), what="map and reconstruction")
     detail = text(driver, "#latent-detail")
     assert "map index" in detail and "7" in detail
-    assert driver.find_elements("css selector", "#latent-detail img.map-recon") or "No reconstruction" in detail
+    assert c2_views_drawn(driver, "#latent-detail .c2view-recon") or "No reconstruction" in detail
     # lasso: the selection is listed and can be exported
     driver.execute_script("""
         const gd = document.querySelector('#latent-graph .js-plotly-plot');

@@ -10,6 +10,7 @@ import numpy as np
 from dash import Input, Output, State, dcc, html
 
 from .. import view_state
+from ..c2view import fit_columns, fitted_log_rate, order_note, rate_unit
 from ..exports import points_csv
 from ..explorer import graph_card, help_link, map_detail, message, register_csv_download
 from ..figures.common import empty_figure
@@ -36,6 +37,8 @@ def color_values(entry, color_by: str, k, instance_dir=None):
         return entry.sector_class()
     if color_by == "dynamics":
         return entry.result("dynamics_score")
+    if color_by == "rate":
+        return fitted_log_rate(entry)
     return None
 
 
@@ -64,7 +67,9 @@ def build_figure(entry, color_by, k, flow_share_on, time_indices, selected=None,
         if times is not None and 0 <= ti < len(times):
             highlights.append((f"t = {float(times[ti]):.0f} s", maps_at_time(entry, ti)))
     selected = view_state.index_or_none(selected, len(umap))
-    fig = latent_figure(umap, color_by, values, flow_share=share, highlights=highlights, selected=selected)
+    title = f"log10 fitted Γ ({rate_unit(entry)})" if color_by == "rate" else None
+    fig = latent_figure(umap, color_by, values, flow_share=share, highlights=highlights, color_title=title,
+                        selected=selected)
     if color_by == "cluster":
         fig.update_layout(legend_title_text=choice_label(entry, k, instance_dir))
     return fig
@@ -75,7 +80,9 @@ def layout(ctx):
     instance_dir = ctx.instance_dir
     state = ctx.state
     k = pick_k(entry, state.get("k"), instance_dir)
-    color_options = [{"label": label, "value": key, "disabled": key == "dynamics" and not entry.has_result("dynamics_score")}
+    color_options = [{"label": label, "value": key,
+                      "disabled": (key == "dynamics" and not entry.has_result("dynamics_score"))
+                      or (key == "rate" and fitted_log_rate(entry) is None)}
                      for key, label in COLOR_BY.items()]
     color_by = state.get("color", "cluster")
     if color_by not in COLOR_BY or any(o["disabled"] for o in color_options if o["value"] == color_by):
@@ -113,7 +120,7 @@ def layout(ctx):
         dbc.CardBody(selection_list(entry, chosen_sel, labels_for(entry, k, instance_dir)) if chosen_sel else
                      html.Div("Draw a lasso around points (the figure's default drag mode) to list them.",
                               className="text-muted small"), id="latent-selection")], className="mb-3")
-    detail_body = (map_detail(entry, selected, labels_for(entry, k, instance_dir), reconstruction=True)
+    detail_body = (map_detail(entry, selected, labels_for(entry, k, instance_dir), reconstruction=True, key="latent")
                    if selected is not None else
                    html.Div("Click a point to show its C2 map, its reconstruction and metadata.", className="text-muted small"))
     detail = dbc.Card([dbc.CardHeader("Selected map", className="fw-semibold"),
@@ -125,7 +132,7 @@ def layout(ctx):
     return html.Div([
         html.H4(["The latent space, flattened by UMAP ", html.Small(f"· {entry.id}", className="text-muted")],
                 className="mb-1 fs-5"),
-        *notes, controls,
+        *notes, order_note(entry, "latent"), controls,
         dbc.Row([dbc.Col(graph_card("latent-graph", figure, title="Figure 3D / Suppl. Fig. 4: UMAP of the latents "
                                     "(display only; clusters were found in the full latent space)"), lg=8),
                  dbc.Col([detail, selection], lg=4)]),
@@ -158,6 +165,7 @@ def _points_columns(entry, k, instance_dir=None):
     score = entry.result("dynamics_score")
     if score is not None:
         cols["dynamics_score"] = score
+    cols.update(fit_columns(entry))  # the fitted g2 parameters of every map (empty without dynamics)
     if "source" in meta:
         cols["source"] = meta["source"]
     return cols
@@ -218,7 +226,7 @@ def register_callbacks(app, services) -> None:
         if index is None:
             return dash.no_update
         return map_detail(entry, index, labels_for(entry, pick_k(entry, k, instance_dir), instance_dir),
-                          reconstruction=True)
+                          reconstruction=True, key="latent")
 
     @app.callback(Output("latent-selection", "children"), Output("latent-selection-store", "data"),
                   Output("latent-selection-csv", "disabled"), Input("latent-graph", "selectedData"),

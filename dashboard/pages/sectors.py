@@ -7,6 +7,7 @@ import dash_bootstrap_components as dbc
 import numpy as np
 from dash import Input, Output, State, dcc, html
 
+from ..c2view import fit_columns, order_note
 from ..exports import sector_time_csv
 from .. import view_state
 from ..explorer import graph_card, help_link, map_detail, register_csv_download
@@ -77,6 +78,7 @@ def layout(ctx):
     return html.Div([
         html.H4(["Cluster of every sector over time ", html.Small(f"· {entry.id}", className="text-muted")],
                 className="mb-1 fs-5"),
+        order_note(entry, "sectors"),
         dbc.Row([dbc.Col(html.Label("clusters", className="me-2 fw-semibold"), width="auto"),
                  dbc.Col(dbc.RadioItems(id="sectors-k", options=k_options(entry, ctx.session_clusterings, instance_dir),
                                         value=k, inline=True), width="auto"),
@@ -87,7 +89,7 @@ def layout(ctx):
                                "(time, sector)", note=html.Div(caption, className="small text-muted mb-1")), lg=8),
             dbc.Col([html.Div(hint, className="small text-muted mb-2"),
                      html.Div(id="sectors-hover", className="mb-2"),
-                     html.Div(map_detail(entry, selected, labels_for(entry, k, instance_dir))
+                     html.Div(map_detail(entry, selected, labels_for(entry, k, instance_dir), key="sectors")
                               if selected is not None else None, id="sectors-map")], lg=4),
         ]),
         dcc.Store(id="sectors-selected", data=-1 if selected is None else selected),
@@ -154,7 +156,7 @@ def register_callbacks(app, services) -> None:
         idx = view_state.index_or_none(idx, entry.n_maps if entry is not None else 0)
         if idx is None:
             return dash.no_update
-        return map_detail(entry, idx, labels_for(entry, pick_k(entry, k, instance_dir), instance_dir))
+        return map_detail(entry, idx, labels_for(entry, pick_k(entry, k, instance_dir), instance_dir), key="sectors")
 
     view_state.register_writer(app, PATH, {"k": Input("sectors-k", "value"), "map": Input("sectors-selected", "data")},
                                convert={"map": lambda v: v if isinstance(v, int) and v >= 0 else None})
@@ -166,7 +168,7 @@ def register_callbacks(app, services) -> None:
         k = pick_k(entry, k, instance_dir)
         times, sectors, mi = sector_time_index(entry)
         return sector_time_csv(times, sectors, label_matrix(entry, k, instance_dir),
-                               entry.sector_classes_by_number(sectors), mi)
+                               entry.sector_classes_by_number(sectors), mi, map_columns=fit_columns(entry))
 
     register_csv_download(app, "sectors-graph", "sector_time_labels.csv", to_csv=to_csv,
                           states=(State(DATASET_STORE, "data"), State("sectors-k", "value")))

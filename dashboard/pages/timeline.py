@@ -7,9 +7,10 @@ from __future__ import annotations
 import dash
 import dash_bootstrap_components as dbc
 import numpy as np
-from dash import Input, Output, State, dcc, html
+from dash import ALL, Input, Output, State, dcc, html
 
 from .. import clusterings, view_state
+from ..c2view import c2_view, order_note, rate_table, rate_unit
 from ..exports import timeline_csv
 from ..explorer import graph_card, help_link, message, register_csv_download, thumbnail_grid
 from ..figures.common import empty_figure
@@ -96,10 +97,13 @@ def build_figure(entry, k, *, instance_dir=None, time_index=None, panels=()):
         return empty_figure("No cluster-count table for this clustering (run precompute).")
     rh = entry.rheology if entry.has_rheology else None
     extras = extra_panels(entry, panels)
+    rates = rate_table(entry)
+    rates = {c: rates[c] for c in ("flow", "vorticity")} if rates else None
     fig = timeline_figure(times, counts, rh["time"] if rh else None, rh["shear_stress"] if rh else None,
-                           entry.result("stress_minima/time") if rh else None,
-                           k_label=choice_label(entry, k, instance_dir), selected_time_index=time_index,
-                           height=(BASE_HEIGHT if rh else 380) + PANEL_HEIGHT * len(extras), extra_panels=extras)
+                          entry.result("stress_minima/time") if rh else None,
+                          k_label=choice_label(entry, k, instance_dir), selected_time_index=time_index,
+                          height=(BASE_HEIGHT if rh else 380) + PANEL_HEIGHT * len(extras), extra_panels=extras,
+                          rates=rates, rate_unit=rate_unit(entry))
     # the figure fills the height its container gets (graph_style): the whole of it, time axis
     # and legend included, fits a 1280 x 800 laptop screen without scrolling
     fig.update_layout(height=None, autosize=True)
@@ -111,6 +115,21 @@ def graph_style(n_panels: int = 0) -> str:
     (about 190 px), never below 400 px; optional rows add to it."""
     extra = f" + {PANEL_HEIGHT * n_panels}px" if n_panels else ""
     return f"max({400 + PANEL_HEIGHT * n_panels}px, calc(100vh - 190px{extra}))"
+
+
+def rate_columns(entry) -> dict:
+    """The timeline CSV's fitted-rate columns (median, quartiles, number of ok fits per time
+    point, for all maps and the flow and vorticity sectors); {} without dynamics."""
+    rates = rate_table(entry)
+    if not rates:
+        return {}
+    unit = rate_unit(entry).replace("1/", "per_")
+    cols = {}
+    for cls in ("all", "flow", "vorticity"):
+        for stat in ("median", "q25", "q75"):
+            cols[f"rate_{stat}_{cls}_{unit}"] = rates[cls][stat]
+        cols[f"n_fits_{cls}"] = rates[cls]["n"]
+    return cols
 
 
 def maps_at_time(entry, time_index: int) -> np.ndarray:
@@ -136,7 +155,9 @@ def maps_panel(entry, time_index, k, instance_dir=None):
     title = html.Div([html.B(f"t = {float(times[time_index]):.0f} s"),
                       f" · {len(idx)} maps · {choice_label(entry, k, instance_dir)}"],
                      className="mb-2", id="timeline-maps-title")
-    return html.Div([title, thumbnail_grid(entry, idx, labels, id_prefix="timeline")])
+    return html.Div([title, html.Div("Click a thumbnail to enlarge it next to its g2 and fit.",
+                                     className="small text-muted"),
+                     thumbnail_grid(entry, idx, labels, id_prefix="timeline", click_type="timeline-thumb")])
 
 
 def layout(ctx):
@@ -162,16 +183,21 @@ def layout(ctx):
     ], className="align-items-center mb-1 g-1")
     hint = html.Div("Click a bar to see the maps of that time point.", className="text-muted small")
     shown = maps_panel(entry, time_index, k, instance_dir) if time_index is not None else hint
+    title = "Figure 3A-B: shear stress (top), maps per cluster at each time"
+    if rate_table(entry):
+        title += f", fitted relaxation rate Γ ({rate_unit(entry)}; median and IQR of the ok fits, flow and vorticity sectors)"
+    title += "; dashed lines: stress minima"
+    n_rows = len(extra_panels(entry, panels)) + (1 if rate_table(entry) else 0)
     return html.Div([
         html.H4(["Stress and cluster populations over time ", html.Small(f"· {entry.id}", className="text-muted")],
                 className="mb-1 fs-5"),
-        controls,
+        order_note(entry, "timeline"), controls,
         graph_card("timeline-graph", build_figure(entry, k, instance_dir=instance_dir, time_index=time_index,
                                                   panels=panels),
-                   title="Figure 3A-B: shear stress (top), maps per cluster at each time (bottom); dashed lines: "
-                   "stress minima", note=note, height=graph_style(len(extra_panels(entry, panels)))),
+                   title=title, note=note, height=graph_style(n_rows)),
         dbc.Card([dbc.CardHeader("Maps of the selected time point", className="fw-semibold"),
-                  dbc.CardBody(html.Div(shown, id="timeline-maps"))], className="mb-3", id="timeline-maps-card"),
+                  dbc.CardBody([html.Div(shown, id="timeline-maps"), html.Div(id="timeline-view")])],
+                 className="mb-3", id="timeline-maps-card"),
         dcc.Store(id="timeline-time", data=-1 if time_index is None else time_index),
         dcc.Store(id="timeline-scrolled"),
         view_state.url_store(PATH),
@@ -193,7 +219,7 @@ def register_callbacks(app, services) -> None:
         return (build_figure(entry, pick_k(entry, k, instance_dir), instance_dir=instance_dir,
                              time_index=view_state.index_or_none(time_index, 0 if times is None else len(times)),
                              panels=panels),
-                {"height": graph_style(len(extra_panels(entry, panels)))})
+                {"height": graph_style(len(extra_panels(entry, panels)) + (1 if rate_table(entry) else 0))})
 
     @app.callback(Output("timeline-time", "data"), Input("timeline-graph", "clickData"),
                   State(DATASET_STORE, "data"), prevent_initial_call=True)
@@ -238,12 +264,33 @@ def register_callbacks(app, services) -> None:
                                            "panels": Input("timeline-panels", "value")},
                                convert={"time": lambda v: v if isinstance(v, int) and v >= 0 else None})
 
+    @app.callback(Output("timeline-view", "children"), Input({"type": "timeline-thumb", "index": ALL}, "n_clicks"),
+                  State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def enlarge(clicks, dataset_id):
+        entry = catalog.get(dataset_id)
+        trig = dash.callback_context.triggered_id
+        if entry is None or not isinstance(trig, dict) or not any(clicks or []):
+            return dash.no_update
+        if not dash.callback_context.triggered or not dash.callback_context.triggered[0].get("value"):
+            return dash.no_update  # a new grid was drawn, nothing was clicked
+        try:
+            index = int(trig.get("index"))
+        except (TypeError, ValueError):
+            return dash.no_update
+        if not 0 <= index < entry.n_maps:
+            return dash.no_update
+        from ..explorer import map_caption
+
+        return html.Div([html.Div(map_caption(entry, index), className="fw-semibold small mt-2"),
+                         c2_view(entry, index, key="timeline", title=f"C2 of map {index}")])
+
     def to_csv(dataset_id, k):
         entry = catalog.get(dataset_id)
         if entry is None:
             return ""
         k = pick_k(entry, k, instance_dir)
-        return timeline_csv(entry, counts_for(entry, k, instance_dir), choice_label(entry, k, instance_dir))
+        return timeline_csv(entry, counts_for(entry, k, instance_dir), choice_label(entry, k, instance_dir),
+                            fit_columns=rate_columns(entry), fit_unit=rate_unit(entry))
 
     register_csv_download(app, "timeline-graph", "timeline.csv", to_csv=to_csv,
                           states=(State(DATASET_STORE, "data"), State("timeline-k", "value")))
