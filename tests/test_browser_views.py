@@ -139,3 +139,44 @@ def test_bad_url_values_fall_back_without_a_server_error(driver, server):
                  what=f"{path} rendered")
         assert not driver.find_elements("css selector", "#page-content .alert-danger"), path
         assert not console_errors(driver), path
+
+
+RECT_JS = """
+const r = el => { const b = el.getBoundingClientRect(); return {top: b.top, bottom: b.bottom, height: b.height}; };
+const gd = document.querySelector('#timeline-graph .js-plotly-plot');
+const titles = Array.from(gd.querySelectorAll('.g-xtitle, .g-x2title, .g-x3title, .g-x4title, .g-x5title'));
+return {inner: window.innerHeight, scroll: window.scrollY,
+        axis: titles.length ? r(titles[titles.length - 1]) : null,
+        legend: gd.querySelector('.legend') ? r(gd.querySelector('.legend')) : null};
+"""
+
+
+def test_laptop_layout_time_axis_above_the_fold_and_clicked_maps_in_view(server):
+    d = make_driver(1280, 800)
+    try:
+        open_page(d, server.url + "/timeline?dataset=demo")
+        figure(d, "#timeline-graph")
+        rects = wait_for(lambda: (lambda r: r if r["axis"] and r["legend"] else None)(d.execute_script(RECT_JS)),
+                         what="axis and legend drawn")
+        assert rects["scroll"] == 0
+        assert rects["axis"]["bottom"] <= rects["inner"], rects  # the time axis title is on screen
+        assert rects["legend"]["bottom"] <= rects["inner"] and rects["legend"]["top"] >= 0, rects
+        # click the tallest bar segment: the maps appear and are scrolled into the viewport
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        bars = d.find_elements("css selector", "#timeline-graph .barlayer .point path")
+        tallest = max(bars, key=lambda b: b.size["height"])
+        ActionChains(d).move_to_element(tallest).click().perform()
+        wait_for(lambda: d.execute_script("const im = document.querySelectorAll('#timeline-maps img');"
+                                          "return im.length > 0 && Array.from(im).every(i => i.complete);"),
+                 what="thumbnails of the clicked time")
+
+        def first_thumb_visible():
+            b = d.execute_script("const b = document.querySelector('#timeline-maps img').getBoundingClientRect();"
+                                 "return [b.top, b.bottom, window.innerHeight];")
+            return b[0] >= 0 and b[1] <= b[2]
+        wait_for(first_thumb_visible, what="clicked maps inside the viewport")
+        assert "time=" in d.current_url
+        assert not console_errors(d)
+    finally:
+        quit_driver(d)

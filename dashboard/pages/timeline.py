@@ -191,10 +191,12 @@ def layout(ctx):
     return html.Div([
         html.H4(["Stress and cluster populations over time ", html.Small(f"· {entry.id}", className="text-muted")],
                 className="mb-1 fs-5"),
-        order_note(entry, "timeline"), controls,
+        controls,
         graph_card("timeline-graph", build_figure(entry, k, instance_dir=instance_dir, time_index=time_index,
                                                   panels=panels),
                    title=title, note=note, height=graph_style(n_rows)),
+        # below the figure: above it, it would push the time axis below the fold of a laptop
+        order_note(entry, "timeline"),
         dbc.Card([dbc.CardHeader("Maps of the selected time point", className="fw-semibold"),
                   dbc.CardBody([html.Div(shown, id="timeline-maps"), html.Div(id="timeline-view")])],
                  className="mb-3", id="timeline-maps-card"),
@@ -250,15 +252,15 @@ def register_callbacks(app, services) -> None:
 
     # what a click produces is brought into view (the maps sit below the figure on a laptop)
     app.clientside_callback(
-        """function(t) {
-            if (t === null || t === undefined || t < 0) { return window.dash_clientside.no_update; }
-            setTimeout(function() {
+        """function(children) {
+            // after the new thumbnails are in the page (the page is tall enough to scroll to them)
+            window.requestAnimationFrame(function() {
                 const el = document.getElementById('timeline-maps-card');
                 if (el) { el.scrollIntoView({block: 'start', behavior: 'instant'}); }
-            }, 60);
-            return t;
+            });
+            return Date.now();
         }""",
-        Output("timeline-scrolled", "data"), Input("timeline-time", "data"), prevent_initial_call=True)
+        Output("timeline-scrolled", "data"), Input("timeline-maps", "children"), prevent_initial_call=True)
 
     view_state.register_writer(app, PATH, {"k": Input("timeline-k", "value"), "time": Input("timeline-time", "data"),
                                            "panels": Input("timeline-panels", "value")},
