@@ -30,6 +30,7 @@ from .figures import dynamics as D
 
 log = logging.getLogger(__name__)
 
+FAILED = D.STATUS_NAMES.index("failed")
 FIT_KEYS = ("relaxation_rate", "rate_stderr", "stretching", "stretching_stderr", "contrast", "contrast_stderr",
             "baseline", "baseline_stderr", "fit_r2", "fit_status")
 DEFAULT_LIMITS = "1-99"
@@ -99,7 +100,10 @@ def map_fit(entry, index: int) -> dict | None:
 
 
 def fitted_log_rate(entry) -> np.ndarray | None:
-    """log10 of the fitted rate per map, NaN where the fit is not ok (status != 0)."""
+    """log10 of the fitted rate per map, NaN where the fit failed (status 3) or gave no rate.
+
+    Maps whose decay is outside the window (status 1 or 2) keep their bounded rate: they are the
+    slowest and fastest maps, and precompute orders clusters with them too."""
     if not has_dynamics(entry):
         return None
 
@@ -108,7 +112,7 @@ def fitted_log_rate(entry) -> np.ndarray | None:
         status = entry.result("dynamics/fit_status")
         ok = np.isfinite(rate) & (rate > 0)
         if status is not None:
-            ok &= np.asarray(status) == 0
+            ok &= np.asarray(status) != FAILED
         out = np.full(rate.shape, np.nan)
         out[ok] = np.log10(rate[ok])
         return out
@@ -265,6 +269,8 @@ def c2_view(entry, index: int, *, key: str, source: str = "map", stack_row: int 
     """
     if source not in ("map", "map+recon", "recon", "stack"):
         raise ValueError(f"source must be map, map+recon, recon or stack, not {source!r}")
+    if source == "map" and not entry.has_maps and "decoded" in str(entry.result_attrs.get("dynamics_source") or ""):
+        source = "recon"  # latents only, measured on the decoded maps: draw the map that was measured
     state = _state(entry, index, source, stack_row, title)
     state["key"] = key
     body = _body(entry, state, diagonal_fix, limits)

@@ -115,6 +115,22 @@ class DatasetEntry:
     def truth(self) -> dict[str, np.ndarray] | None:
         return self.cached("truth", lambda: self._ds.truth)
 
+    @property
+    def live_info(self) -> dict:
+        """Attributes of the last appended segment (``file``, ``committed_utc``, ``folder``...),
+        {} when the dataset is not growing (see :mod:`dashboard.live`)."""
+        return self.cached("live/info", lambda: self._ds.live_info) or {}
+
+    @property
+    def ledger(self) -> dict | None:
+        """The live watcher's processed-files ledger (file, status, utc, ...) or None."""
+        return self.cached("live/ledger", lambda: self._ds.ledger)
+
+    @property
+    def alerts(self) -> dict | None:
+        """Live alerts (utc, kind, file, map, message) or None."""
+        return self.cached("live/alerts", lambda: self._ds.alerts)
+
     def has_result(self, name: str) -> bool:
         return name in self._result_names
 

@@ -30,6 +30,7 @@ from urllib.parse import urlencode
 from . import pages as pages_pkg
 from . import clusterings, view_state
 from .catalog import Catalog
+from .live import live_bar, register_live_callbacks
 from .pages import DATASET_STORE, PageContext, Services, missing_requirements, parse_query
 
 log = logging.getLogger(__name__)
@@ -260,6 +261,7 @@ def _shell(services: Services):
             dcc.Store(id=view_state.WRITTEN),
             dcc.Store(id=clusterings.SESSION_STORE, storage_type="session"),
             nav,
+            live_bar(),  # live updates while a watcher appends (dashboard.live)
             dbc.Container(dcc.Loading(html.Div(id="page-content"), delay_show=400, type="dot",
                                       # only page routing blanks the page; jobs show their own progress
                                       target_components={"page-content": "children"}), fluid=True,
@@ -355,6 +357,7 @@ def init_explorer(server, config) -> dash.Dash:
     app.layout = _shell(services)
     _register_router(app, services)
     view_state.register_forwarder(app)
+    register_live_callbacks(app, services)
     from .c2view import register_callbacks as register_c2view
 
     register_c2view(app, catalog)  # the C2-map views' diagonal / colour-limit controls, all pages

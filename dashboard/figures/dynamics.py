@@ -290,8 +290,10 @@ def g2_figure(lag, g2, fit: Mapping | None = None, *, lag_unit: str = "s", rate_
                                  hovertemplate=f"tau %{{x:.3g}} {lag_unit}<br>fit %{{y:.4g}}<extra></extra>"))
     rows = fit_rows(fit, rate_unit) if fit else [("fit", "no fit stored")]
     text = "<br>".join(f"{k}: {v}" for k, v in rows if k != "relaxation time 1/Γ")
-    # lower left: a decaying g2 leaves that corner empty
-    fig.add_annotation(text=text, xref="paper", yref="paper", x=0.01, y=0.01, xanchor="left", yanchor="bottom",
+    corner = _empty_corner(lag[keep], g2[keep])
+    fig.add_annotation(text=text, xref="paper", yref="paper", x=0.01 if corner == "lower left" else 0.99,
+                       y=0.01 if corner == "lower left" else 0.99, xanchor="left" if corner == "lower left" else "right",
+                       yanchor="bottom" if corner == "lower left" else "top",
                        showarrow=False, align="left", bgcolor="rgba(255,255,255,0.8)", bordercolor="#ccc",
                        font=dict(size=10), name="fit-numbers")
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=60, r=10, t=56 if title else 30, b=50),
@@ -302,6 +304,16 @@ def g2_figure(lag, g2, fit: Mapping | None = None, *, lag_unit: str = "s", rate_
                      type="log")
     fig.update_yaxes(title_text="g2(τ) (diagonal mean of C2)")
     return fig
+
+
+def _empty_corner(lag, g2) -> str:
+    """Where the fitted numbers cover no data: a g2 still high over the longer half of the
+    (log) lags leaves the lower left empty, one that has decayed leaves the upper right."""
+    if lag.size < 4:
+        return "upper right"
+    span = float(np.ptp(g2)) or 1.0
+    late = np.log(lag) > np.median(np.log(lag))
+    return "lower left" if float(np.mean((g2[late] - g2.min()) / span)) > 0.5 else "upper right"
 
 
 def no_g2_figure(text: str, height: int = 380) -> go.Figure:
@@ -327,7 +339,8 @@ def rate_per_time(time_index, n_times: int, rate, status, classes,
     rate : (N,) float
         Fitted relaxation rate (``dynamics/relaxation_rate``).
     status : (N,) int
-        ``dynamics/fit_status``; only maps with status 0 (ok) and a finite positive rate count.
+        ``dynamics/fit_status``; maps whose fit failed (status 3) are left out, as are
+        non-finite rates; a decay outside the window (status 1, 2) keeps its bounded rate.
     classes : (N,) str
         'flow' / 'vorticity' / 'other' of each map.
     groups : classes to aggregate ('all' = every map).
@@ -338,7 +351,7 @@ def rate_per_time(time_index, n_times: int, rate, status, classes,
     """
     ti = np.asarray(time_index, dtype=np.int64)
     rate = np.asarray(rate, dtype=np.float64)
-    ok = (np.asarray(status) == 0) & np.isfinite(rate) & (rate > 0)
+    ok = (np.asarray(status) != STATUS_NAMES.index("failed")) & np.isfinite(rate) & (rate > 0)
     classes = np.asarray(classes).astype(str)
     out = {}
     for g in groups:
@@ -408,8 +421,14 @@ def order_text(result_attrs: Mapping) -> tuple[str, bool]:
         return (f"Clusters are ordered by a proxy, not by a fitted rate (these results predate the fits): "
                 f"{feature}.", False)
     if unknown:
-        return (f"Cluster order unknown: {rule} Cluster numbers are arbitrary labels here, "
-                "not a ranking by dynamics.", True)
+        detail = rule
+        for prefix in ("order unknown:", "unknown:"):
+            if detail.lower().startswith(prefix):
+                detail = detail[len(prefix):].strip()
+        text = f"Cluster order unknown: {detail.rstrip('.')}."
+        if "cluster numbers" not in detail.lower():
+            text += " Cluster numbers are arbitrary labels here, not a ranking by dynamics."
+        return text, True
     text = f"Cluster order: {rule}"
     try:
         rho = json.loads(result_attrs.get("order_spearman_json") or "{}")

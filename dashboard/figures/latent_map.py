@@ -16,7 +16,8 @@ from .common import (CLASS_COLORS, FLOW_SHARE_COLORSCALE, SCORE_COLORSCALE, SECT
 
 COLOR_BY = {"cluster": "cluster", "time": "time (s)", "sector": "sector", "class": "flow / vorticity",
             "dynamics": "dynamics score", "rate": "log10 fitted rate"}
-NO_FIT_COLOR = "#bdbdbd"
+NO_FIT_COLOR = "#d0d0d0"
+RATE_COLORSCALE = "Plasma"  # no grey inside, unlike Cividis: the grey points are the failed fits
 HIGHLIGHT_SYMBOLS = ("diamond", "square", "triangle-up")
 HIGHLIGHT_COLORS = ("#000000", "#ff00ff", "#00c8c8")
 
@@ -82,7 +83,7 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
                                        hovertemplate=hover))
     else:
         scale = {"time": TIME_COLORSCALE, "sector": SECTOR_COLORSCALE, "dynamics": SCORE_COLORSCALE,
-                 "rate": SCORE_COLORSCALE}[color_by]
+                 "rate": RATE_COLORSCALE}[color_by]
         numbers = values.astype(np.float32)
         have = np.isfinite(numbers)
         if not have.all():  # NaN colours are undefined in plotly: such points get a grey trace

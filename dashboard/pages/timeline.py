@@ -118,7 +118,7 @@ def graph_style(n_panels: int = 0) -> str:
 
 
 def rate_columns(entry) -> dict:
-    """The timeline CSV's fitted-rate columns (median, quartiles, number of ok fits per time
+    """The timeline CSV's fitted-rate columns (median, quartiles, number of fits (failed ones left out) per time
     point, for all maps and the flow and vorticity sectors); {} without dynamics."""
     rates = rate_table(entry)
     if not rates:
@@ -185,7 +185,7 @@ def layout(ctx):
     shown = maps_panel(entry, time_index, k, instance_dir) if time_index is not None else hint
     title = "Figure 3A-B: shear stress (top), maps per cluster at each time"
     if rate_table(entry):
-        title += f", fitted relaxation rate Γ ({rate_unit(entry)}; median and IQR of the ok fits, flow and vorticity sectors)"
+        title += f", fitted relaxation rate Γ ({rate_unit(entry)}; median and IQR over the maps whose fit did not fail, flow and vorticity sectors)"
     title += "; dashed lines: stress minima"
     n_rows = len(extra_panels(entry, panels)) + (1 if rate_table(entry) else 0)
     return html.Div([
