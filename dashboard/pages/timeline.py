@@ -112,9 +112,9 @@ def build_figure(entry, k, *, instance_dir=None, time_index=None, panels=()):
 
 def graph_style(n_panels: int = 0) -> str:
     """CSS height of the timeline graph: the viewport less the navbar, controls and card header
-    (about 190 px), never below 400 px; optional rows add to it."""
+    (about 225 px with a two-line card title), never below 400 px; optional rows add to it."""
     extra = f" + {PANEL_HEIGHT * n_panels}px" if n_panels else ""
-    return f"max({400 + PANEL_HEIGHT * n_panels}px, calc(100vh - 190px{extra}))"
+    return f"max({400 + PANEL_HEIGHT * n_panels}px, calc(100vh - 225px{extra}))"
 
 
 def rate_columns(entry) -> dict:
@@ -187,7 +187,9 @@ def layout(ctx):
     if rate_table(entry):
         title += f", fitted relaxation rate Γ ({rate_unit(entry)}; median and IQR over the maps whose fit did not fail, flow and vorticity sectors)"
     title += "; dashed lines: stress minima"
-    n_rows = len(extra_panels(entry, panels)) + (1 if rate_table(entry) else 0)
+    # only the rows the user asked for add height: the default view (stress, histogram and the
+    # fitted rate when there is one) fits the screen
+    n_rows = len(extra_panels(entry, panels))
     return html.Div([
         html.H4(["Stress and cluster populations over time ", html.Small(f"· {entry.id}", className="text-muted")],
                 className="mb-1 fs-5"),
@@ -221,7 +223,7 @@ def register_callbacks(app, services) -> None:
         return (build_figure(entry, pick_k(entry, k, instance_dir), instance_dir=instance_dir,
                              time_index=view_state.index_or_none(time_index, 0 if times is None else len(times)),
                              panels=panels),
-                {"height": graph_style(len(extra_panels(entry, panels)) + (1 if rate_table(entry) else 0))})
+                {"height": graph_style(len(extra_panels(entry, panels)))})
 
     @app.callback(Output("timeline-time", "data"), Input("timeline-graph", "clickData"),
                   State(DATASET_STORE, "data"), prevent_initial_call=True)
