@@ -109,8 +109,11 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
                                    marker=dict(symbol="circle-open", size=size + 14, color="#000",
                                                line=dict(width=3, color="#000")), hovertemplate=hover))
     fig.update_layout(template=TEMPLATE, height=height, dragmode="lasso", hovermode="closest", uirevision="latent",
-                      legend=dict(itemsizing="constant", x=1.0, y=1, xanchor="left"),
-                      margin=dict(l=50, r=20, t=30, b=50))
+                      # the legend (clusters, highlighted times) above the plot, the colour bars at the
+                      # right: a continuous colour bar never covers the highlighted-time legend
+                      legend=dict(itemsizing="constant", orientation="h", x=0, xanchor="left", y=1.01,
+                                  yanchor="bottom"),
+                      margin=dict(l=50, r=20, t=70, b=50))
     fig.update_xaxes(title_text="UMAP 1", showgrid=False)
     fig.update_yaxes(title_text="UMAP 2", showgrid=False, scaleanchor=None)
     return fig
