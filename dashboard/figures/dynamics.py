@@ -101,9 +101,24 @@ def time_axis(n: int, time_step_s: float | None) -> tuple[float, str]:
 
 
 def _png_uri(c2, vmin: float, vmax: float) -> str:
-    from ainerd_core.imaging import c2_to_png
+    """The map as an indexed (palette) PNG data URI, origin lower-left: the viridis table of
+    :func:`ainerd_core.imaging.colormap_lut`, one byte per pixel (a third of an RGB PNG's bytes,
+    the same colours)."""
+    import io
 
-    return "data:image/png;base64," + base64.b64encode(c2_to_png(c2, vmin=vmin, vmax=vmax)).decode()
+    from PIL import Image
+
+    from ainerd_core.imaging import colormap_lut
+
+    a = np.asarray(c2, dtype=np.float32)
+    finite = np.isfinite(a)
+    scaled = np.where(finite, (a - vmin) / ((vmax - vmin) or 1.0), 0.0)
+    idx = np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)[::-1]  # row 0 = t2 = 0 at the bottom
+    img = Image.fromarray(np.ascontiguousarray(idx), mode="P")
+    img.putpalette(colormap_lut("viridis").ravel().tolist())
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=3)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def c2_map_figure(c2, *, time_step_s: float | None = None, limits: str | Sequence[float] | None = "1-99",
