@@ -252,6 +252,13 @@ def test_model_path_and_diagnostics(tmp_path, rng):
         assert lab[-1] == 0 and lab[0] == 2
         hl = 1 / r("decay_rate")
         assert spearmanr(hl, taus).statistic > 0.99
+        # novelty (contract: /results/novelty/score in [0, 1] plus the two quantiles); this model has
+        # no stored reference, so it comes from the dataset itself and says so
+        score = r("novelty/score")
+        assert score.shape == (n,) and score.dtype == np.float32 and 0 <= score.min() and score.max() <= 1
+        assert r("novelty/recon_quantile").shape == (n,) and r("novelty/knn_quantile").shape == (n,)
+        assert "built from this dataset" in ds.result_attrs["novelty_source"]
+        assert ds.result_attrs["novelty_threshold"] == 0.99
 
 
 def test_cli_errors(tmp_path, rng, capsys):
