@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "study": ("ainerd_core.studies", "create and manage blind expert-evaluation studies"),
     "simulate-randomized": ("ainerd_core.randomsim", "domain-randomised maps with truth (training ranges or held-out settings)"),
     "train-randomized": ("ainerd_core.ssl", "train the autoencoder on domain-randomised maps (reconstruction and/or VICReg)"),
+    "watch": ("ainerd_core.watch", "live mode: append the beamline's new result files to a dataset as they arrive"),
 }
 
 
