@@ -28,7 +28,7 @@ from dash import Input, Output, State, dcc, html
 from urllib.parse import urlencode
 
 from . import pages as pages_pkg
-from . import clusterings, view_state
+from . import clusterings, figure_export, view_state
 from .catalog import Catalog
 from .live import live_bar, register_live_callbacks
 from .pages import DATASET_STORE, PageContext, Services, missing_requirements, parse_query
@@ -85,13 +85,21 @@ def register_background_callback(app: dash.Dash, manager, *args, progress=None, 
 
 def graph_card(graph_id: str, figure, *, title: str | None = None, csv: bool = True, height: str | None = None,
                extra=None, note=None, graph_kwargs: dict | None = None) -> dbc.Card:
-    """A figure in a card, with a CSV download button (``<graph_id>-csv``) and
-    ``dcc.Download`` (``<graph_id>-csv-download``); PNG comes from the modebar's camera button.
-    Register the CSV callback with :func:`register_csv_download`."""
+    """A figure in a card, with PNG / SVG / PDF export buttons (:mod:`dashboard.figure_export`,
+    stamped with dataset, model checksum, version and date unless the card's "stamp" box is
+    cleared), a CSV download button (``<graph_id>-csv``) and ``dcc.Download``
+    (``<graph_id>-csv-download``). Register the CSV callback with :func:`register_csv_download`."""
     config = dict(GRAPH_CONFIG, toImageButtonOptions=dict(GRAPH_CONFIG["toImageButtonOptions"], filename=graph_id))
     style = {"height": height} if height else None
     graph = dcc.Graph(id=graph_id, figure=figure, config=config, style=style, **(graph_kwargs or {}))
-    header = [html.Span(title or "", className="fw-semibold me-auto")]
+    header = [html.Span(title or "", className="fw-semibold me-auto"),
+              html.Span(id=f"{graph_id}-export-status", className="small text-muted ms-2 export-status")]
+    header += [dbc.Button(fmt.upper(), id={"type": "figure-export", "graph": graph_id, "format": fmt}, size="sm",
+                          color="secondary", outline=True, className="ms-1 export-button",
+                          title=f"save the figure as {fmt.upper()}") for fmt in ("png", "svg", "pdf")]
+    header.append(dbc.Checkbox(id={"type": "figure-stamp", "graph": graph_id}, label="stamp", value=True,
+                               className="ms-2 small mb-0", label_class_name="small",
+                               label_style={"whiteSpace": "nowrap"}))
     if csv:
         header += [dbc.Button("CSV", id=f"{graph_id}-csv", size="sm", color="secondary", outline=True,
                               className="ms-2", title="download the figure's data as CSV"),
@@ -260,6 +268,7 @@ def _shell(services: Services):
             dcc.Store(id=DATASET_STORE),
             dcc.Store(id=view_state.WRITTEN),
             dcc.Store(id=clusterings.SESSION_STORE, storage_type="session"),
+            dcc.Store(id=figure_export.STAMP_STORE), dcc.Store(id="figure-export-done"),
             nav,
             live_bar(),  # live updates while a watcher appends (dashboard.live)
             dbc.Container(dcc.Loading(html.Div(id="page-content"), delay_show=400, type="dot",
@@ -304,6 +313,7 @@ def _register_router(app: dash.Dash, services: Services) -> None:
 
     @app.callback(Output("page-content", "children"), Output(DATASET_STORE, "data"),
                   Output("url", "search"), Output("dataset-select", "value"), Output(view_state.WRITTEN, "data"),
+                  Output(figure_export.STAMP_STORE, "data"),
                   *nav_outputs, *nav_active,
                   Input("url", "pathname"), Input("url", "search"), Input("dataset-select", "value"),
                   State(view_state.WRITTEN, "data"), State(DATASET_STORE, "data"),
@@ -335,7 +345,8 @@ def _register_router(app: dash.Dash, services: Services) -> None:
         return (content, dataset_id if dataset_id != shown_dataset else dash.no_update,
                 new_search if new_search != (search or "") else dash.no_update,
                 dataset_id if dataset_id != selected else dash.no_update,
-                {"path": path, "search": new_search}, *hrefs, *active)
+                {"path": path, "search": new_search},
+                figure_export.stamp_text(entry) if dataset_id != shown_dataset else dash.no_update, *hrefs, *active)
 
 
 def init_explorer(server, config) -> dash.Dash:
@@ -357,6 +368,12 @@ def init_explorer(server, config) -> dash.Dash:
     app.layout = _shell(services)
     _register_router(app, services)
     view_state.register_forwarder(app)
+    figure_export.init_export_routes(server)
+    app.clientside_callback(
+        dash.ClientsideFunction("ainerd_export", "run"), Output("figure-export-done", "data"),
+        Input({"type": "figure-export", "graph": dash.ALL, "format": dash.ALL}, "n_clicks"),
+        State({"type": "figure-stamp", "graph": dash.ALL}, "value"), State(figure_export.STAMP_STORE, "data"),
+        prevent_initial_call=True)
     register_live_callbacks(app, services)
     from .c2view import register_callbacks as register_c2view
 

@@ -180,3 +180,49 @@ def test_laptop_layout_time_axis_above_the_fold_and_clicked_maps_in_view(server)
         assert not console_errors(d)
     finally:
         quit_driver(d)
+
+
+def _downloaded(folder, name, timeout=60.0):
+    path = folder / name
+    return wait_for(lambda: path if path.exists() and path.stat().st_size > 0
+                    and not (folder / (name + ".crdownload")).exists() else None, timeout, f"download {name}")
+
+
+def test_exports_svg_and_pdf_are_valid_and_stamped(driver, server, tmp_path):
+    import re
+    import xml.etree.ElementTree as ET
+
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(tmp_path)})
+    open_page(driver, server.url + "/timeline?dataset=demo")
+    figure(driver, "#timeline-graph")
+
+    def click_export(graph, fmt):
+        driver.execute_script(
+            "Array.from(document.querySelectorAll('button.export-button')).find(b => "
+            "b.id.includes('\"graph\":\"' + arguments[0] + '\"') && b.id.includes('\"format\":\"' + arguments[1] + '\"'))"
+            ".click();", graph, fmt)
+
+    click_export("timeline-graph", "svg")
+    svg_path = _downloaded(tmp_path, "timeline-graph.svg")
+    root = ET.parse(svg_path).getroot()
+    assert root.tag.endswith("svg")
+    text = svg_path.read_text()
+    assert "AI-NERD" in text and "(demo)" in text and "exported 20" in text  # the stamp
+    assert "shear stress (Pa)" in text
+    click_export("timeline-graph", "pdf")
+    pdf = _downloaded(tmp_path, "timeline-graph.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type\s*/Page\b", pdf)) >= 1
+    # without the stamp
+    driver.execute_script("document.querySelector('[id*=\"figure-stamp\"][id*=\"timeline-graph\"]').click();")
+    (tmp_path / "timeline-graph.svg").unlink()
+    click_export("timeline-graph", "svg")
+    assert "AI-NERD" not in _downloaded(tmp_path, "timeline-graph.svg").read_text()
+    # a figure of map images: the images are inlined, so the SVG and the PDF are self-contained
+    open_page(driver, server.url + "/clusters?dataset=demo")
+    figure(driver, "#clusters-examples")
+    click_export("clusters-examples", "svg")
+    svg = _downloaded(tmp_path, "clusters-examples.svg").read_text()
+    assert ET.fromstring(svg).tag.endswith("svg") and "data:image/png;base64," in svg
+    click_export("clusters-examples", "pdf")
+    assert _downloaded(tmp_path, "clusters-examples.pdf").read_bytes().startswith(b"%PDF")
+    assert not console_errors(driver)
