@@ -15,11 +15,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     LANG=C.UTF-8
 
-# python3 + venv and make from Debian, unless the base has them already (the local CI base does)
-RUN if ! dpkg -s python3 python3-venv make ca-certificates >/dev/null 2>&1; then \
+# python3 + venv, make and libcairo2 (PDF export, cairosvg) from Debian, unless the base has them
+# already (the local CI base does: tests/docker_support.py BASE_PACKAGES, keep the two lists equal)
+RUN if ! dpkg -s python3 python3-venv make ca-certificates libcairo2 >/dev/null 2>&1; then \
         apt-get update \
      && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-            python3 python3-venv make ca-certificates \
+            python3 python3-venv make ca-certificates libcairo2 \
      && rm -rf /var/lib/apt/lists/*; \
     fi \
  && groupadd --system --gid 10001 ainerd \

@@ -8,7 +8,7 @@ Used once per test session by ``tests/test_docker_image.py``; by hand::
 1. **Base image.** The Dockerfile's ``FROM ${BASE_IMAGE}`` defaults to ``debian:bookworm-slim``.
    Without a registry, :func:`ensure_base_image` builds the same distribution locally: Debian
    bookworm ``debootstrap --variant=minbase`` from the host's own Debian mirror (its apt sources)
-   with python3, python3-venv, make and ca-certificates, and ``docker import`` s it as
+   with the Dockerfile's apt packages (:data:`BASE_PACKAGES`), and ``docker import`` s it as
    :data:`BASE_TAG` (kept between runs: built once per machine, about 1 min).
 2. **Package index and certificate trust.** pip inside a build needs the host's settings (here:
    PyPI through a TLS-intercepting proxy whose CA is in the host's bundle, plus local indexes and a
@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import hashlib
 import http.server
 import os
 import re
@@ -42,8 +43,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 REPO = Path(__file__).resolve().parents[1]
-BASE_TAG = "ainerd-base:bookworm-local"
-BASE_PACKAGES = ("python3", "python3-venv", "make", "ca-certificates")
+# the Dockerfile's apt packages (keep the two lists equal); the tag changes with the list, so a
+# machine that built the base before a package was added builds a new one
+BASE_PACKAGES = ("python3", "python3-venv", "make", "ca-certificates", "libcairo2")
+BASE_TAG = "ainerd-base:bookworm-" + hashlib.sha256(" ".join(BASE_PACKAGES).encode()).hexdigest()[:10]
 SUITE = "bookworm"  # the Dockerfile's default base is debian:bookworm-slim: keep them the same
 
 

@@ -49,6 +49,17 @@ def require_docker() -> str:
         pytest.skip(str(exc))
 
 
+def test_local_base_has_the_dockerfiles_packages():
+    """The CI base (debootstrap --include) and the Dockerfile's apt list are the same packages, so
+    the image built in CI is the one `docker build` makes from debian:bookworm-slim."""
+    from docker_support import BASE_PACKAGES
+
+    text = (REPO / "Dockerfile").read_text()
+    checked = re.search(r"dpkg -s ([^>]+)>", text).group(1).split()
+    installed = re.search(r"--no-install-recommends \\\n\s+([^\\]+)\\", text).group(1).split()
+    assert sorted(checked) == sorted(installed) == sorted(BASE_PACKAGES)
+
+
 @pytest.fixture(scope="module")
 def image(tmp_path_factory):
     """The image, built once for this session; its build figures are printed (-s) and kept in
