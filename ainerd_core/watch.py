@@ -488,6 +488,13 @@ class Watcher:
                                               "(SHA-256 differs): latents of different models cannot share clusters")
 
     def close(self) -> None:
+        if getattr(self, "_celery", None) is not None:
+            import gc
+
+            self._pending.clear()
+            gc.collect()  # Celery results unsubscribe in __del__: let them while the broker is still there
+            self._celery.close()
+            self._celery = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
