@@ -480,6 +480,7 @@ class Watcher:
             if isinstance(named, str) and Path(named).is_file():
                 self.settings.model_path = named
         model = _model(self.settings.model_path)
+        self._load_novelty()
         self.model_path = str(getattr(model, "checkpoint_path", self.settings.model_path or M.DEMO_WEIGHTS))
         self.model_sha = M.checkpoint_sha256(self.model_path) if Path(self.model_path).is_file() else ""
         want = self.reference.attrs.get("model_sha256") if self.reference is not None else None
@@ -700,9 +701,7 @@ class Watcher:
             ok = np.asarray(rows.get("dynamics/fit_status", np.zeros(rate.size))) == 0
             with np.errstate(divide="ignore", invalid="ignore"):
                 rows["dynamics_score"] = np.where(ok & (rate > 0), np.log10(rate), np.nan).astype(np.float32)
-        score = self._novelty(latent, res)
-        if score is not None:
-            rows["novelty/score"] = score
+        rows.update(self._novelty(latent, res))
         tol = 10.0
         if self.reference is not None:
             ref = self.reference
@@ -721,20 +720,43 @@ class Watcher:
         state_attrs.update(sector_tolerance_deg=tol, flow_axis_deg=float(self.o.flow_axis_deg))
         return meta, rows, {"state": state, "attrs": state_attrs}
 
-    def _novelty(self, latent, res):
-        """Novelty score per map from :mod:`ainerd_core.novelty` when available, else None."""
+    def _load_novelty(self) -> None:
+        """The novelty reference (:mod:`ainerd_core.novelty`, when present): the one precompute
+        stored with the reference dataset, else the one stored in the model's checkpoint."""
+        self._novelty_ref = None
         try:
             from . import novelty as N
         except ImportError:
-            return None
-        fn = getattr(N, "score_live", None)
-        if fn is None or self.reference is None:
-            return None
+            self.say("note: ainerd_core.novelty is not available: no novelty scores or novel-map alerts")
+            return
+        if not hasattr(N, "novelty_of_maps"):
+            return
+        ref = None
+        if self.reference is not None and hasattr(N, "reference_from_results"):
+            from .dataset import open_dataset
+
+            with open_dataset(self.reference.path, segments=False) as ds:
+                ref = N.reference_from_results(ds.read_result, ds.result_attrs)
+        if ref is None and hasattr(N, "reference_for"):
+            ref = N.reference_for(_model(self.settings.model_path))
+        if ref is None:
+            self.say("note: no novelty reference (none stored by the reference's precompute or the model): "
+                     "no novelty scores")
+        self._novelty_ref = ref
+
+    def _novelty(self, latent, res) -> dict:
+        """novelty/score, recon_quantile, knn_quantile per map ({} without a novelty reference)."""
+        if getattr(self, "_novelty_ref", None) is None:
+            return {}
+        from . import novelty as N
+
         try:
-            return np.asarray(fn(self.reference.path, latent, maps=res.get("maps")), np.float32)
+            out = N.novelty_of_maps(_model(self.settings.model_path), res["maps"], self._novelty_ref, latents=latent)
         except Exception as exc:  # noqa: BLE001 - novelty is an extra: never lose the maps for it
             self.say(f"novelty scoring failed: {exc}")
-            return None
+            return {}
+        return {f"novelty/{k}": np.asarray(out[k], np.float32) for k in ("score", "recon_quantile", "knn_quantile")
+                if k in out}
 
     def _tables(self) -> dict:
         """Figure-3 tables over every map so far (running arrays + the new rows)."""

@@ -390,3 +390,29 @@ def test_watch_celery_workers(explorer_data, tmp_path, redis_url):  # noqa: F811
             assert len(set(ds.ledger["file"].tolist())) == 4
     finally:
         _stop(proc)
+
+
+def test_watch_novelty_rows_and_alerts(explorer_data, tmp_path):  # noqa: F811
+    """With ainerd_core.novelty present: every live map gets a novelty score, and exactly the maps
+    at or above the threshold are alerted (with their dataset row)."""
+    N = pytest.importorskip("ainerd_core.novelty")
+    if not hasattr(N, "novelty_of_maps"):
+        pytest.skip("ainerd_core.novelty has no novelty_of_maps")
+    ref = reference_copy(explorer_data, tmp_path)
+    folder = tmp_path / "beam"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    noise = {lab: rng.random((64, 64)).astype(np.float32) for lab in range(1, 19)}  # unlike any training map
+    write_aps_nexus(folder / "odd_results.hdf", size=64, q_values=(0.004,), maps=noise)
+    aps_file(folder, 1)
+    with watcher(folder, tmp_path / "live.h5", ref) as w:
+        if w._novelty_ref is None:
+            pytest.skip("no novelty reference stored with the reference or the model")
+        run_until(w, lambda: w.n == 36)
+    with open_dataset(tmp_path / "live.h5") as ds:
+        score = ds.read_result("novelty/score")
+        assert score.shape == (36,) and np.all((score >= 0) & (score <= 1))
+        flagged = np.flatnonzero(score >= N.NOVEL_THRESHOLD)
+        alerts = ds.alerts or {"kind": np.array([]), "map": np.array([])}
+        novel = [int(m) for k, m in zip(alerts["kind"], alerts["map"]) if k == "novel map"]
+        assert sorted(novel) == flagged.tolist()
