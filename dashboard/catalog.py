@@ -303,7 +303,10 @@ def model_for_latents(entry: DatasetEntry):
     source = ra.get("latent_source")
     named = next((ra[k] for k in ("model_path", "model", "checkpoint")
                   if isinstance(ra.get(k), str) and ra[k].strip()), None)
-    if (source is not None and source != "model") or (named or "").strip().lower() in ("none", "given"):
+    # precompute decoded latents that came with the data only with the model that made them
+    # (passed by the user or matched by checksum) and says so in dynamics_source: that model is known
+    decoded = str(ra.get("dynamics_source") or "").startswith("decoded latents")
+    if (source is not None and source != "model" and not decoded) or (named or "").strip().lower() in ("none", "given"):
         why = f"the latents came with the data ({source})" if source and source != "model" else \
             "the precomputation recorded no model checkpoint"
         return None, f"{why}, so no decoder is known for them"

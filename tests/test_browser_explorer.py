@@ -132,8 +132,9 @@ def test_timeline_is_figure_3ab_and_k_and_bar_clicks_work(driver, server, demo):
     assert g["matches"] == ("x3" if rate_row else "x2") and stress["xaxis"] == "x" and bars[0]["xaxis"] == "x2"
     minima = demo["stress_minima/time"]
     lines = [s for s in g["shapes"] if s["type"] == "line"]
-    assert len(lines) == 2 * len(minima)
-    assert sorted(s["x0"] for s in lines) == pytest.approx(sorted(list(minima) * 2))
+    n_rows = 3 if rate_row else 2  # a dashed line at every minimum on every row
+    assert len(lines) == n_rows * len(minima)
+    assert sorted(s["x0"] for s in lines) == pytest.approx(sorted(list(minima) * n_rows))
     # change k: three stacked series equal to counts_k3
     driver.find_element("css selector", "label[for='_dbcprivate_radioitems_timeline-k_input_3'], "
                                         "#timeline-k input[value='3']").click()
