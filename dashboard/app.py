@@ -25,11 +25,10 @@ def create_app(config: Config | None = None) -> flask.Flask:
     def healthz():
         return {"status": "ok"}
 
-    from . import admin_app, auth, blinding, evaluation_app, explorer, validation
+    from . import admin_app, auth, evaluation_app, explorer, validation
 
     auth.init_auth(server, config)  # first: the gate runs before every other route
-    explorer_dash = explorer.init_explorer(server, config)
-    blinding.init_blinding(server, config)  # datasets of open studies withheld from the explorer
+    explorer_dash = explorer.init_explorer(server, config)  # withholds datasets of open studies
     admin_dash = admin_app.init_admin(server, config)
     evaluation_dash = evaluation_app.init_evaluation(server, config)
     # last: malformed requests get 4xx with one line, after the access checks ran

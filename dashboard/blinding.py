@@ -290,14 +290,12 @@ class BlindedCatalog:
         return self.get(dataset_id) or self.get(self.default_id())
 
 
-def init_blinding(server: flask.Flask, config) -> Blinding | None:
-    """Wrap the explorer's catalog and install the gate (called by ``create_app``)."""
-    services = server.extensions.get("ainerd_explorer")
-    if services is None:
-        return None
+def blinded_catalog(server: flask.Flask, config, inner) -> BlindedCatalog:
+    """The explorer's catalog without withheld datasets; installs :class:`Blinding` on ``server``
+    (its gate runs in :func:`dashboard.auth._enforce`). Called by the explorer before any page
+    registers its callbacks, so every page holds the wrapped catalog."""
     from .auth import _store
 
-    blinding = Blinding(config, _store(config), services.catalog)
-    services.catalog = BlindedCatalog(services.catalog, blinding)
+    blinding = Blinding(config, _store(config), inner)
     server.extensions["ainerd_blinding"] = blinding
-    return blinding
+    return BlindedCatalog(inner, blinding)

@@ -79,6 +79,8 @@ def check_update_body(body, dash_app) -> None:
     cb = dash_app.callback_map.get(output)
     if cb is None:
         raise BadRequest(f"no callback has the output {output[:80]!r}")
+    if "callback" not in cb:
+        raise BadRequest(f"the callback of {output[:80]!r} runs in the browser, not on the server")
     for key in ("inputs", "state"):
         value = body.get(key, [] if key == "state" else None)
         if not isinstance(value, list):

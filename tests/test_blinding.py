@@ -88,9 +88,12 @@ def image_urls(world, dataset):
     """Valid image URLs of the dataset's maps near the target (what a page would have shown)."""
     from dashboard.images import map_image_url
 
-    with world["app"].test_request_context("/"):
+    cookie = admin(world).get_cookie("session").value  # made as the admin: the dataset is visible
+    with world["app"].test_request_context("/", headers={"Cookie": f"session={cookie}"}):
         urls = [map_image_url(dataset, i, thumb=t) for i in (TARGET, 0, 1, 2) for t in (False, True)]
-    return [u for u in urls if u]
+    urls = [u for u in urls if u]
+    assert urls, f"no image URLs of {dataset}"
+    return urls
 
 
 def rule_paths(world, dataset):
@@ -100,7 +103,7 @@ def rule_paths(world, dataset):
         methods = sorted(rule.methods - {"HEAD", "OPTIONS"})
         r = rule.rule
         if "<dataset_id>" in r:
-            for u in image_urls(world, dataset):
+            for u in image_urls(world, dataset) if dataset else []:
                 if (r.startswith("/_maps") and u.startswith("/_maps")) or (r.startswith("/_results") and u.startswith("/_results")):
                     out.append(("GET", u))
             if dataset:

@@ -213,3 +213,37 @@ def test_npy_loader_refuses_without_allocating(raw, expect):
         load_npy_bytes(raw, "t.npy")
     assert expect in str(e.value) and str(e.value).startswith("t.npy: ") and "\n" not in str(e.value)
     assert load_npy_bytes(npy_bytes(np.ones((4, 4))), "ok.npy").shape == (4, 4)
+
+
+@pytest.mark.browser
+def test_similarity_upload_failures_are_shown(explorer_data, tmp_path):
+    """In Chromium: a .txt file, a file over the size limit, an empty .npy and a .npy whose header
+    lies each get a visible message on /similarity (they used to fail silently)."""
+    from browser_support import console_errors, make_driver, quit_driver, require_browser, start_server, wait_for
+
+    require_browser()
+    files = {"notes.txt": b"hello", "big.npy": npy_bytes(np.zeros((1200, 1200))),  # 11 MiB > 1 MiB limit
+             "empty.npy": b"", "liar.npy": lying_header()}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    server = start_server(explorer_data, tmp_path / "instance", AINERD_SECRET_KEY=SECRET, AINERD_MAX_UPLOAD_MB="1")
+    driver = make_driver()
+    try:
+        driver.get(server.url + "/similarity?dataset=demo")
+        expected = {"notes.txt": "not a .npy file", "big.npy": "limited to", "empty.npy": "the file is empty",
+                    "liar.npy": "claims"}
+        for name, text in expected.items():
+            box = wait_for(lambda: driver.find_element("css selector", "#similarity-upload input[type=file]"),
+                           what="upload input")
+            box.send_keys(str(tmp_path / name))
+            shown = wait_for(lambda: (driver.find_element("css selector", "#similarity-upload-error").text + " "
+                                      + driver.find_element("css selector", "#similarity-upload-status").text)
+                             if text in (driver.find_element("css selector", "#similarity-upload-error").text + " "
+                                         + driver.find_element("css selector", "#similarity-upload-status").text)
+                             else None, timeout=60, what=f"message for {name}")
+            assert name in shown, shown
+            driver.get(server.url + "/similarity?dataset=demo")  # a fresh upload component
+        assert not [m for m in console_errors(driver) if "413" in m or "500" in m]
+    finally:
+        quit_driver(driver)
+        server.stop()
