@@ -9,15 +9,19 @@ PORT ?= 8050
 
 .PHONY: run test install demo precompute bench demo-weights demo-sweep clean
 
-$(BIN)/activate: requirements.txt
-	test -d $(VENV) || $(PY) -m venv $(VENV)
+# The stamp, not .venv/bin/activate, records a finished install: `python -m venv .venv` (the
+# Dockerfile, a user) creates activate newer than requirements.txt with nothing installed yet.
+INSTALLED := $(VENV)/.installed
+
+$(INSTALLED): requirements.txt
+	test -x $(PYTHON) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -r requirements.txt
-	touch $(BIN)/activate
+	touch $@
 
-install: $(BIN)/activate
+install: $(INSTALLED)
 
-$(DEMO): | $(BIN)/activate
+$(DEMO): | $(INSTALLED)
 	$(PYTHON) -m ainerd_core simulate --out $(DEMO) --times 50 --sectors 18 --size 256 --seed 0
 
 demo: $(DEMO)

@@ -2,8 +2,9 @@
 
 :class:`Catalog` scans ``config.data_dir`` for ``*.h5`` files (hidden and temporary files are
 ignored), opens each through :func:`ainerd_core.dataset.open_dataset` and keeps one
-:class:`DatasetEntry` per file, keyed by ``(path, mtime_ns, size)``: when ``precompute``
-atomically replaces a file, the next request sees a new key and reads the new file (the old
+:class:`DatasetEntry` per file, keyed by ``(path, mtime_ns, size, live signature)``: when
+``precompute`` atomically replaces a file, or a live watcher commits a segment
+(:func:`ainerd_core.dataset.live_signature`), the next request sees a new key and reads the new file (the old
 handle keeps reading the old inode until it is dropped). Small arrays (metadata, rheology,
 results such as ``labels``, ``umap``, ``tables/*``) are read once per entry and cached in memory;
 C2 maps are never cached here: they are read one by one (:meth:`DatasetEntry.read_map`) and
@@ -51,12 +52,13 @@ class DatasetEntry:
         Why the file could not be opened (then nothing else is available).
     """
 
-    def __init__(self, path: Path, mtime_ns: int, size_bytes: int):
+    def __init__(self, path: Path, mtime_ns: int, size_bytes: int, live: str = ""):
         self.path = Path(path)
         self.id = self.path.stem
         self.mtime_ns = int(mtime_ns)
         self.size_bytes = int(size_bytes)
-        self.version = f"{self.mtime_ns:x}-{self.size_bytes:x}"
+        # live datasets grow by committed segments (ainerd_core.dataset.live_signature)
+        self.version = f"{self.mtime_ns:x}-{self.size_bytes:x}" + (f"-{live}" if live else "")
         self.error: str | None = None
         self._lock = threading.RLock()
         self._cache: dict[str, object] = {}
@@ -113,6 +115,22 @@ class DatasetEntry:
     def truth(self) -> dict[str, np.ndarray] | None:
         return self.cached("truth", lambda: self._ds.truth)
 
+    @property
+    def live_info(self) -> dict:
+        """Attributes of the last appended segment (``file``, ``committed_utc``, ``folder``...),
+        {} when the dataset is not growing (see :mod:`dashboard.live`)."""
+        return self.cached("live/info", lambda: self._ds.live_info) or {}
+
+    @property
+    def ledger(self) -> dict | None:
+        """The live watcher's processed-files ledger (file, status, utc, ...) or None."""
+        return self.cached("live/ledger", lambda: self._ds.ledger)
+
+    @property
+    def alerts(self) -> dict | None:
+        """Live alerts (utc, kind, file, map, message) or None."""
+        return self.cached("live/alerts", lambda: self._ds.alerts)
+
     def has_result(self, name: str) -> bool:
         return name in self._result_names
 
@@ -128,6 +146,14 @@ class DatasetEntry:
         if name not in self._result_names:
             return default
         return self.cached("results/" + name, lambda: self._ds.read_result(name))
+
+    def result_row(self, name: str, index: int, default=None):
+        """Row ``index`` of a (N, ...) result (``"dynamics/g2"``), read from the file and not
+        cached (per-map curves: a whole 13,000-map stack is not wanted in memory)."""
+        if name not in self._result_names:
+            return default
+        with self._lock:
+            return self._ds.read_result_row(name, int(index), default)
 
     @property
     def timings(self) -> dict[str, float]:
@@ -277,7 +303,10 @@ def model_for_latents(entry: DatasetEntry):
     source = ra.get("latent_source")
     named = next((ra[k] for k in ("model_path", "model", "checkpoint")
                   if isinstance(ra.get(k), str) and ra[k].strip()), None)
-    if (source is not None and source != "model") or (named or "").strip().lower() in ("none", "given"):
+    # precompute decoded latents that came with the data only with the model that made them
+    # (passed by the user or matched by checksum) and says so in dynamics_source: that model is known
+    decoded = str(ra.get("dynamics_source") or "").startswith("decoded latents")
+    if (source is not None and source != "model" and not decoded) or (named or "").strip().lower() in ("none", "given"):
         why = f"the latents came with the data ({source})" if source and source != "model" else \
             "the precomputation recorded no model checkpoint"
         return None, f"{why}, so no decoder is known for them"
@@ -331,6 +360,8 @@ class Catalog:
         self._scanned_at = -1e9
 
     def _scan(self) -> None:
+        from ainerd_core.dataset import live_signature
+
         files = []
         if self.data_dir.is_dir():
             for p in self.data_dir.glob("*.h5"):
@@ -340,12 +371,13 @@ class Catalog:
                     st = p.stat()
                 except OSError:
                     continue
-                files.append((p, st.st_mtime_ns, st.st_size))
+                files.append((p, st.st_mtime_ns, st.st_size, live_signature(p)))
         entries, keys = {}, {}
-        for p, mtime, size in sorted(files):
-            key = (str(p), mtime, size)
+        for p, mtime, size, live in sorted(files):
+            key = (str(p), mtime, size, live)
             old = self._entries.get(p.stem)
-            entries[p.stem] = old if old is not None and self._keys.get(p.stem) == key else DatasetEntry(p, mtime, size)
+            entries[p.stem] = old if old is not None and self._keys.get(p.stem) == key else \
+                DatasetEntry(p, mtime, size, live)
             keys[p.stem] = key
         self._entries, self._keys = entries, keys
 

@@ -40,7 +40,9 @@ from ainerd_core.geometry import sector_class  # noqa: E402
 
 REQUIRED = ("latent", "labels", "umap", "labels_k3", "labels_k5", "labels_k8", "tables/times",
             "tables/time_index", "tables/counts", "tables/sector_time_labels", "tables/sectors",
-            "stress_minima/time", "flow_share/share", "sector_class", "dynamics_score")
+            "stress_minima/time", "flow_share/share", "sector_class")
+# with no maps and no decoder the order is unknown and precompute stores no dynamics (issue 11)
+REQUIRED_WITH_MAPS = REQUIRED + ("dynamics_score", "dynamics/relaxation_rate")
 
 
 # --------------------------------------------------------------------------- synthetic results
@@ -253,7 +255,7 @@ def _real_precompute(path: Path) -> bool:
         warnings.warn(f"precompute failed, using synthetic results: {proc.stderr[-500:]}")
         return False
     with open_dataset(path) as ds:
-        missing = [r for r in REQUIRED if ds.read_result(r) is None]
+        missing = [r for r in (REQUIRED_WITH_MAPS if ds.has_maps else REQUIRED) if ds.read_result(r) is None]
     if missing:
         warnings.warn(f"precompute lacks {missing}, using synthetic results")
         return False
