@@ -182,7 +182,10 @@ def install(server: flask.Flask, apps: dict) -> None:
         if isinstance(exc, DependencyException) or ("_dash-component-suites/" in path
                                                     and isinstance(exc, (OSError, KeyError, ValueError))):
             return one_line(404, "no such file in the component libraries")
-        if path.endswith(UPDATE_SUFFIX) and isinstance(exc, _CLIENT_ERRORS + (AinerdError,)):
+        from dash.exceptions import CallbackException
+
+        # CallbackException: Dash found the outputs or inputs sent not matching the callback
+        if path.endswith(UPDATE_SUFFIX) and isinstance(exc, _CLIENT_ERRORS + (AinerdError, CallbackException)):
             body = flask.request.get_json(silent=True)
             output = body.get("output", "?") if isinstance(body, dict) else "?"
             log.warning("callback %s failed on the values sent: %s", str(output)[:200], _first_line(exc))

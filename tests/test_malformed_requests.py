@@ -100,6 +100,12 @@ def structural(deps):
     yield json.dumps({"output": out, "inputs": [{"id": None, "property": "x"}] * len(good_inputs)}).encode()
     yield json.dumps({"output": out, "inputs": good_inputs, "state": "x"}).encode()
     yield json.dumps({"output": out, "inputs": good_inputs, "outputs": 5}).encode()
+    yield json.dumps({"output": out, "inputs": good_inputs, "state": [{"id": s["id"], "property": s["property"]}
+                                                                      for s in dep.get("state", [])],
+                      "outputs": {"id": "not-this-one", "property": "children"}}).encode()
+    yield json.dumps({"output": out, "inputs": good_inputs, "state": [{"id": s["id"], "property": s["property"]}
+                                                                      for s in dep.get("state", [])],
+                      "outputs": [{"id": "a", "property": "b"}] * 7}).encode()
     yield json.dumps({"output": out, "inputs": good_inputs, "changedPropIds": [1, None]}).encode()
     yield json.dumps({"output": out, "inputs": good_inputs, "changedPropIds": "x"}).encode()
     yield json.dumps({"output": "x" * 100000}).encode()
