@@ -90,7 +90,7 @@ def timelines_figure(entries, data) -> go.Figure:
     as a line on a second y axis of the same row; one shared time axis."""
     n = len(entries)
     fig = make_subplots(rows=n, cols=1, shared_xaxes=True, vertical_spacing=0.06,
-                        subplot_titles=[f"{e.id}: {e.attrs.get('title', '')}" for e in entries],
+                        subplot_titles=[f"{e.id}: {e.attrs.get('title', '')}"[:90] for e in entries],
                         specs=[[{"secondary_y": True}] for _ in entries])
     k = data["k"]
     for r, e in enumerate(entries, start=1):
@@ -108,7 +108,8 @@ def timelines_figure(entries, data) -> go.Figure:
         if e.has_rheology:
             rh = e.rheology
             st, sv = np.asarray(rh["time"], dtype=float), np.asarray(rh["shear_stress"], dtype=float)
-            inside = (st >= times.min()) & (st <= times.max())
+            # after cessation only: the pre-shear stress is orders of magnitude larger
+            inside = (st > max(float(times.min()), 0.0)) & (st <= times.max())
             fig.add_trace(go.Scatter(x=st[inside], y=sv[inside], mode="lines", name="shear stress",
                                      legendgroup="stress", showlegend=r == 1, line=dict(color="#222", width=1.2),
                                      meta={"dataset": e.id},
@@ -118,8 +119,8 @@ def timelines_figure(entries, data) -> go.Figure:
         fig.update_yaxes(title_text="maps", row=r, col=1, secondary_y=False)
     fig.update_xaxes(title_text="time since shear cessation (s)", row=n, col=1)
     fig.update_layout(template=TEMPLATE, barmode="stack", bargap=0.1, height=120 + 230 * n,
-                      legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"),
-                      margin=dict(l=70, r=70, t=70, b=50), uirevision="compare")
+                      legend=dict(orientation="h", x=0, y=1.0 + 30.0 / (120 + 230 * n), yanchor="bottom"),
+                      margin=dict(l=70, r=70, t=80, b=50), uirevision="compare")
     return fig
 
 
