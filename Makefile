@@ -52,7 +52,7 @@ demo-sweep: $(DEMO)
 		--lr-base 1e-4 --lr-max 1e-4 --epochs 2 --budget-s 3000
 
 bench: install demo
-	$(PYTHON) benchmarks/encode.py
+	$(PYTHON) -m benchmarks.encode
 
 clean:
 	rm -rf $(VENV) $(DEMO) instance .pytest_cache

@@ -1,6 +1,6 @@
 """Load test of the blind evaluation: N experts rating at once against a real gunicorn server.
 
-    python benchmarks/evaluation_load.py [--experts 30] [--workers 4] [--n 15] [--json out.json]
+    python -m benchmarks.evaluation_load [--experts 30] [--workers 4] [--n 15] [--json out.json]
 
 Builds a small dataset, creates one study with N experts (same SQLite database as the server),
 starts gunicorn with ``gunicorn.conf.py`` and W workers, and runs one thread per expert, each
@@ -31,15 +31,13 @@ import numpy as np
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
-from ainerd_core.studies import Assignment, Rating, RatingEvent, StudyStore  # noqa: E402
-from browser_support import find_props  # noqa: E402
+from ainerd_core.studies import Assignment, Rating, RatingEvent, StudyStore
+from dashboard.testing import find_props
 
 
 def build_dataset(path: Path, n: int = 60) -> Path:
-    from test_studies import build_tiny
+    from ainerd_core.testing import build_tiny
 
     return build_tiny(path, n=n)
 
@@ -115,7 +113,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
 
-    from browser_support import start_server
+    from dashboard.testing import start_server
 
     tmp = Path(tempfile.mkdtemp(prefix="ainerd-load-"))
     data, instance = tmp / "data", tmp / "instance"

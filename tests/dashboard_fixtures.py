@@ -31,12 +31,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from ainerd_core.dataset import open_dataset, write_dataset, write_results
+from ainerd_core.geometry import sector_class
 
-from ainerd_core.dataset import open_dataset, write_dataset, write_results  # noqa: E402
-from ainerd_core.geometry import sector_class  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 REQUIRED = ("latent", "labels", "umap", "labels_k3", "labels_k5", "labels_k8", "tables/times",
             "tables/time_index", "tables/counts", "tables/sector_time_labels", "tables/sectors",
