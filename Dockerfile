@@ -2,7 +2,7 @@
 #   docker build -t ainerd .
 #   docker run -p 8050:8050 -e AINERD_SECRET_KEY=... -e AINERD_ADMIN_PASSWORD=... \
 #              -v ainerd-data:/data -v ainerd-instance:/instance ainerd
-# README.md, section "Hosting", lists every variable.
+# docs/hosting.md lists every variable.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -34,7 +34,7 @@ test: install
 	$(PYTHON) -m pytest -q
 
 # Retrain the shipped demo weights from scratch: the exact phases recorded in the checkpoint's
-# config.history (README, "Shipped demo weights"). Hours on 2 CPU cores; the result matches the
+# config.history (docs/autoencoder.md, "Shipped demo weights"). Hours on 2 CPU cores; the result matches the
 # shipped file statistically, not bit for bit (thread counts change float rounding).
 TRAIN := $(PYTHON) -m ainerd_core train $(DEMO) --out $(WEIGHTS) --seed 0
 demo-weights: $(DEMO)
@@ -45,7 +45,7 @@ demo-weights: $(DEMO)
 	$(TRAIN) --resume $(WEIGHTS) --batch-size 16 --lr-base 2e-5 --lr-max 2e-5 --threads 2 --epochs 88 --keep-state
 	$(TRAIN) --resume $(WEIGHTS).state.pt --batch-size 8 --lr-base 1e-4 --lr-max 1e-4 --threads 2 --epochs 125
 
-# the latent-size sweep shown on /model (~28 min on 2 cores; README "Shipped demo weights")
+# the latent-size sweep shown on /model (~28 min on 2 cores; docs/autoencoder.md "Shipped demo weights")
 demo-sweep: $(DEMO)
 	$(PYTHON) -m ainerd_core latent-sweep $(DEMO) --out $(basename $(WEIGHTS)).latent_sweep.json \
 		--init-from $(WEIGHTS) --init-bottleneck projected --no-augment --dropout 0 --batch-size 8 \

@@ -1,6 +1,6 @@
 """The on-disk dataset format: the one module that opens AI-NERD dataset files.
 
-A dataset is one HDF5 file (schema documented in README.md, section "Dataset format"):
+A dataset is one HDF5 file (schema documented in docs/dataset-format.md):
 
 ``/`` attributes
     ``schema_version`` (int, :data:`SCHEMA_VERSION`), ``source_kind`` (``simulation``,
@@ -26,18 +26,17 @@ half-written dataset (and readers holding the old file keep reading the old inod
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping
 
 import h5py
 import numpy as np
 
+from .atomic import atomic_write, commit, temporary_path
 from .errors import InputError
+from .mapstack import MAP_SIZE, check_maps
 
 SCHEMA_VERSION = 1
-MAP_SIZE = 256
 META_REQUIRED = ("time", "sector", "phi", "q", "source")
 RHEOLOGY_FIELDS = ("time", "shear_stress", "shear_rate", "viscosity")
 SOURCE_KINDS = ("simulation", "aps-8idi", "stack", "ainerd-published")
@@ -46,31 +45,6 @@ _STR = h5py.string_dtype("utf-8")
 
 
 # --------------------------------------------------------------------------- helpers
-def _tmp_path(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp creates 0600; give the dataset the permissions of an ordinary new file
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)
-    return Path(name)
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    """fsync the finished temporary file and rename it over ``path`` (atomic on POSIX)."""
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
 _NAN_ALLOWED = {"q", "phi"}  # unknown q or phi is stored as NaN
 
 
@@ -92,23 +66,6 @@ def _write_array(group: h5py.Group, name: str, arr: np.ndarray) -> None:
         group.create_dataset(name, data=np.asarray(arr, dtype=object).astype(str).astype(object), dtype=_STR)
     else:
         group.create_dataset(name, data=arr)
-
-
-def validate_maps(path, maps: np.ndarray, map_size: int = MAP_SIZE) -> np.ndarray:
-    """Check a stack of normalised C2 maps; return it as float32 (k, size, size)."""
-    maps = np.asarray(maps)
-    if maps.ndim == 2:
-        maps = maps[None]
-    if maps.ndim != 3 or maps.shape[1] != maps.shape[2]:
-        raise InputError(path, f"C2 maps must be square, got shape {maps.shape}")
-    if maps.shape[1:] != (map_size, map_size):
-        raise InputError(path, f"C2 maps must be {map_size} x {map_size}, got {maps.shape[1]} x {maps.shape[2]}")
-    maps = maps.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(maps)):
-        raise InputError(path, "C2 maps contain NaN or infinite values")
-    if maps.size and (maps.min() < -1e-6 or maps.max() > 1 + 1e-6):
-        raise InputError(path, "C2 maps must be normalised to [0, 1] (use normalise_map)")
-    return maps
 
 
 def normalise_map(c2: np.ndarray) -> np.ndarray:
@@ -171,7 +128,7 @@ class DatasetWriter:
     def __enter__(self) -> "DatasetWriter":
         if not self.path.parent.exists():
             raise InputError(self.path, "the output folder does not exist")
-        self._tmp = _tmp_path(self.path)
+        self._tmp = temporary_path(self.path)
         self._h5 = h5py.File(self._tmp, "w")
         f = self._h5
         f.attrs["schema_version"] = SCHEMA_VERSION
@@ -201,7 +158,7 @@ class DatasetWriter:
         if exc_type is not None:
             self._discard()
             return False
-        _commit(self._tmp, self.path)
+        commit(self._tmp, self.path)
         return False
 
     def _discard(self) -> None:
@@ -224,7 +181,7 @@ class DatasetWriter:
         """Write maps ``start .. start+len(maps)-1``; float (b, size, size) in [0, 1]."""
         if not self.has_maps:
             raise InputError(self.path, "this dataset was created without maps")
-        maps = validate_maps(self.path, maps, self.map_size)
+        maps = check_maps(maps, self.path, size=self.map_size)
         stop = start + maps.shape[0]
         if start < 0 or stop > self.n_maps:
             raise InputError(self.path, f"maps {start}..{stop - 1} are outside 0..{self.n_maps - 1}")
@@ -339,27 +296,21 @@ def write_results(path, results: Mapping[str, object], attrs: Mapping[str, objec
     path = Path(path)
     ds = open_dataset(path)  # validates
     ds.close()
-    tmp = _tmp_path(path)
-    try:
-        with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
-            for key, value in src.attrs.items():
-                dst.attrs[key] = value
-            for name in src:
-                if name != "results":
-                    src.copy(src[name], dst, name)
-            g = dst.create_group("results")
-            for key, value in (attrs or {}).items():
-                g.attrs[key] = value
-            for name, value in results.items():
-                arr = np.asarray(value)
-                if arr.dtype.kind in "OU":
-                    g.create_dataset(name, data=arr.astype(str).astype(object), dtype=_STR)
-                else:
-                    g.create_dataset(name, data=arr)
-        _commit(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        for name in src:
+            if name != "results":
+                src.copy(src[name], dst, name)
+        g = dst.create_group("results")
+        for key, value in (attrs or {}).items():
+            g.attrs[key] = value
+        for name, value in results.items():
+            arr = np.asarray(value)
+            if arr.dtype.kind in "OU":
+                g.create_dataset(name, data=arr.astype(str).astype(object), dtype=_STR)
+            else:
+                g.create_dataset(name, data=arr)
 
 
 # --------------------------------------------------------------------------- reading
@@ -389,10 +340,43 @@ class Dataset:
         if "meta" not in f:
             self.close()
             raise InputError(self.path, "the dataset has no /meta group")
-        self.n_maps = int(f.attrs["n_maps"])
+        self.n_maps = int(f.attrs.get("n_maps", -1))
         self.map_size = int(f.attrs.get("map_size", MAP_SIZE))
         self.has_maps = "c2" in f
         self._cache: dict[str, object] = {}
+        try:
+            self._check_structure()
+        except InputError:
+            self.close()
+            raise
+
+    def _check_structure(self) -> None:
+        """What every reader relies on, from shapes and /meta/time only (cheap): n_maps agrees
+        with /meta, /c2 and /latents; /meta/time exists and is finite; /c2 holds square maps of
+        ``map_size`` (their values are checked as they are read)."""
+        f = self._h5
+        if self.n_maps < 1:
+            raise InputError(self.path, "the n_maps attribute is missing or not positive")
+        if "time" not in f["meta"]:
+            raise InputError(self.path, "the dataset has no /meta/time (acquisition times)")
+        for name in sorted(f["meta"], key=lambda name: name != "time"):  # time first
+            dset = f["meta"][name]
+            if isinstance(dset, h5py.Dataset) and dset.shape != (self.n_maps,):
+                raise InputError(self.path, f"/meta/{name} has shape {dset.shape} but n_maps is {self.n_maps}")
+        time = f["meta/time"][()]
+        if time.dtype.kind not in "fiu" or not np.all(np.isfinite(time)):
+            raise InputError(self.path, "/meta/time contains NaN, infinite or non-numeric values")
+        if self.has_maps:
+            c2 = check_maps(f["c2"], self.path, what="/c2 maps", size=self.map_size, values=False)
+            if c2.ndim != 3 or c2.shape[0] != self.n_maps:
+                raise InputError(self.path, f"/c2 has shape {c2.shape} but n_maps is {self.n_maps}")
+        if "latents" in f and (f["latents"].ndim != 2 or f["latents"].shape[0] != self.n_maps):
+            raise InputError(self.path, f"/latents has shape {f['latents'].shape} but n_maps is {self.n_maps}")
+
+    def check_maps(self, **kwargs) -> None:
+        """Check the shape of ``/c2`` with :func:`ainerd_core.mapstack.check_maps` (e.g.
+        ``size=256`` where the autoencoder needs it); raises InputError naming the file."""
+        check_maps(self._require_maps(), self.path, what="C2 maps", values=False, **kwargs)
 
     # lifecycle -------------------------------------------------------------------
     def close(self) -> None:
@@ -452,13 +436,18 @@ class Dataset:
             raise InputError(self.path, "this dataset holds latents only, no C2 maps")
         return self._h5["c2"]
 
+    def _checked(self, maps: np.ndarray, what: str) -> np.ndarray:
+        # a file not written by this module may hold NaN or unnormalised values: refuse them here,
+        # where every reader passes, with the file's name (min/max of a batch cost ~1 % of the read)
+        return check_maps(maps, self.path, what=what, size=self.map_size)
+
     def read_map(self, index: int) -> np.ndarray:
         """One map (size, size) float32 in [0, 1]."""
         c2 = self._require_maps()
         index = int(index)
         if not 0 <= index < self.n_maps:
             raise IndexError(f"map index {index} outside 0..{self.n_maps - 1}")
-        return c2[index]
+        return self._checked(c2[index], f"C2 map {index}")[0]
 
     def read_maps(self, indices) -> np.ndarray:
         """Maps at the given indices, in the given order, (k, size, size) float32."""
@@ -468,7 +457,7 @@ class Dataset:
             return np.empty((0, self.map_size, self.map_size), np.float32)
         order = np.argsort(idx)
         uniq, inverse = np.unique(idx[order], return_inverse=True)
-        block = c2[uniq]  # h5py needs increasing indices
+        block = self._checked(c2[uniq], "C2 maps")  # h5py needs increasing indices
         out = np.empty((idx.size, self.map_size, self.map_size), np.float32)
         out[order] = block[inverse]
         return out
@@ -477,7 +466,7 @@ class Dataset:
         """Yield ``(start, maps)`` batches of at most ``batch_size`` maps, in order."""
         c2 = self._require_maps()
         for start in range(0, self.n_maps, batch_size):
-            yield start, c2[start:start + batch_size]
+            yield start, self._checked(c2[start:start + batch_size], f"C2 maps {start}..")
 
     # results -----------------------------------------------------------------------
     @property

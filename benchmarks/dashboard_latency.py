@@ -31,6 +31,7 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 
+from ainerd_core.results import K_SET
 from dashboard.testing import start_server
 
 PAGES = ("/", "/timeline", "/sectors", "/latent-map")
@@ -181,7 +182,7 @@ def main(argv=None) -> int:
             c.s.get(server.url + u, timeout=120)
             cold.setdefault("first map images of a point (incl. model load + decode)", 0.0)
             cold["first map images of a point (incl. model load + decode)"] += time.perf_counter() - t0
-        ks = [3, 5, 8]
+        ks = list(K_SET)
         colors = ["cluster", "time", "sector", "class", "dynamics"]
         three = [0, len(times) // 2, len(times) - 1]
         for i in range(args.repeat):

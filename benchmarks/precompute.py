@@ -7,7 +7,7 @@
 The dataset is copied to a temporary file first (the original's /results stay untouched) unless
 ``--in-place``. Prints the stage table, the peak resident memory of the process (ru_maxrss) and
 the first-run vs warm UMAP timing (numba's on-disk cache; run twice to see the warm figure).
-Targets (README, "Precompute"): 900 maps < 60 s, 13,000 maps < 10 min and < 4 GB on 2 cores.
+Targets (docs/precompute.md): 900 maps < 60 s, 13,000 maps < 10 min and < 4 GB on 2 cores.
 """
 from __future__ import annotations
 

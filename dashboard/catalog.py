@@ -22,13 +22,14 @@ Usage (one catalog per process, shared by all pages)::
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+
+from ainerd_core.results import K_SET, ModelProvenance, Timings, counts_name, labels_name
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +131,14 @@ class DatasetEntry:
         return self.cached("results/" + name, lambda: self._ds.read_result(name))
 
     @property
-    def timings(self) -> dict[str, float]:
-        """Seconds per precompute stage (``timings_json``), {} if unknown."""
-        return _json_attr(self.result_attrs.get("timings_json"))
+    def timings(self) -> Timings:
+        """Seconds per precompute stage, their parts and the real total (empty if unknown)."""
+        return Timings.from_attrs(self.result_attrs)
+
+    @property
+    def provenance(self) -> ModelProvenance:
+        """Which checkpoint made the latents (path, SHA-256, latent source)."""
+        return ModelProvenance.from_attrs(self.result_attrs)
 
     @property
     def k(self) -> int | None:
@@ -144,23 +150,19 @@ class DatasetEntry:
         return int(k)
 
     def available_k(self) -> list[int]:
-        """k values with labels: 3, 5, 8 and the chosen k (sorted, unique)."""
-        ks = {k for k in (3, 5, 8) if self.has_result(f"labels_k{k}")}
+        """k values with labels: those of ``K_SET`` (3, 5, 8) and the chosen k (sorted, unique)."""
+        ks = {k for k in K_SET if self.has_result(labels_name(k))}
         if self.has_result("labels") and self.k:
             ks.add(self.k)
         return sorted(ks)
 
     def labels(self, k: int | None = None):
         """Cluster labels at ``k`` (None or the chosen k: ``labels``), or None."""
-        if k is None or k == self.k:
-            return self.result("labels")
-        return self.result(f"labels_k{int(k)}")
+        return self.result(labels_name(k, self.k))
 
     def counts(self, k: int | None = None):
         """The (T, k) table of maps per cluster at each time, or None."""
-        if k is None or k == self.k:
-            return self.result("tables/counts")
-        return self.result(f"tables/counts_k{int(k)}")
+        return self.result(counts_name(k, self.k))
 
     def sector_class(self) -> np.ndarray:
         """'flow' / 'vorticity' / 'other' per map (precomputed, else derived from phi)."""
@@ -251,69 +253,23 @@ class DatasetEntry:
                 pass
 
 
-def _json_attr(text) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def model_for_latents(entry: DatasetEntry):
     """(model or None, note) for an entry; never raises.
 
-    The decoder must be the model that made the latents: the checkpoint named by the
-    ``/results`` attrs (``model_path`` or ``model``). Latents that came with the data
-    (``latent_source`` other than ``model``, or ``model = "none"``) have no known decoder, and a
-    named checkpoint that is missing is reported, not replaced by another model. Only results
-    that name no model at all fall back to the shipped demo weights. When precompute recorded
-    the checkpoint's SHA-256 (``model_sha256``), only a file with that checksum is used: at the
-    recorded path, else under the same name beside the dataset or in the repository's ``data/``
-    (a moved folder or clone).
+    The decoder must be the model that made the latents: the checkpoint
+    :meth:`ainerd_core.results.ModelProvenance.resolve` finds (checksum-verified); a named
+    checkpoint that is missing or changed is reported, not replaced by another model.
     """
-    ra = entry.result_attrs
-    source = ra.get("latent_source")
-    named = next((ra[k] for k in ("model_path", "model", "checkpoint")
-                  if isinstance(ra.get(k), str) and ra[k].strip()), None)
-    if (source is not None and source != "model") or (named or "").strip().lower() in ("none", "given"):
-        why = f"the latents came with the data ({source})" if source and source != "model" else \
-            "the precomputation recorded no model checkpoint"
-        return None, f"{why}, so no decoder is known for them"
+    path, note = entry.provenance.resolve(entry.path)
+    if path is None:
+        return None, note
     try:
         from ainerd_core import model as model_mod
-    except Exception as exc:  # noqa: BLE001 - torch missing or broken
-        return None, f"the model code is not available ({exc})"
-    repo = Path(__file__).resolve().parents[1]
-    recorded_sha = ra.get("model_sha256") if isinstance(ra.get("model_sha256"), str) else None
-    if named:
-        p = Path(named)
-        candidates = [p] if p.is_absolute() else [entry.path.parent / p, repo / p]
-        if p.is_absolute() and recorded_sha:
-            # the folder (or the clone holding the weights) moved: the same file name beside the
-            # dataset or in our data/ is the same model only when its checksum matches
-            candidates += [entry.path.parent / p.name, repo / "data" / p.name]
-    else:
-        candidates = [model_mod.DEMO_WEIGHTS]
-    changed = None
-    for path in candidates:
-        if not (path.exists() and path.is_file()):
-            continue
-        if recorded_sha and model_mod.checkpoint_sha256(path) != recorded_sha:
-            changed = changed or path  # a different model would decode the latents into nonsense
-            continue
-        try:
-            m = model_mod.load_model(path, device="cpu")
-        except Exception as exc:  # noqa: BLE001
-            log.warning("could not load model %s: %s", path, exc)
-            return None, f"the model {path.name} could not be loaded ({exc})"
-        moved = bool(named) and Path(named).is_absolute() and path != Path(named)
-        return m, f"decoded with {path.name}" + (f" (found at {path}, recorded as {named})" if moved else "")
-    if changed is not None:
-        return None, (f"the model checkpoint {changed} has changed since the precomputation "
-                      "(its SHA-256 differs); re-run precompute")
-    return None, f"the model checkpoint {named or candidates[0]} is not available"
+
+        return model_mod.load_model(path, device="cpu"), note
+    except Exception as exc:  # noqa: BLE001 - torch missing, or a broken file
+        log.warning("could not load model %s: %s", path, exc)
+        return None, f"the model {path.name} could not be loaded ({exc})"
 
 
 class Catalog:
