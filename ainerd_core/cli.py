@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "precompute": ("ainerd_core.precompute", "latents, clusters, UMAP, similarity -> /results"),
     "benchmark-retrieval": ("ainerd_core.retrieval", "precision@k of latent vs raw-pixel neighbours"),
     "study": ("ainerd_core.studies", "create and manage blind expert-evaluation studies"),
+    "watch": ("ainerd_core.watch", "live mode: append the beamline's new result files to a dataset as they arrive"),
 }
 
 

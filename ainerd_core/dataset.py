@@ -22,10 +22,40 @@ A dataset is one HDF5 file (schema documented in docs/dataset-format.md):
 Every write is atomic: the file is built under a temporary name in the same folder and
 renamed over the target only when complete, so a crash or a bad input never leaves a
 half-written dataset (and readers holding the old file keep reading the old inode).
+
+Appending (schema_version 2, live mode)
+---------------------------------------
+A dataset can grow while readers read it. New maps go into *segments*: complete HDF5 files
+``<dataset>.segments/seg_000001.h5, seg_000002.h5, ...`` each written under a hidden
+temporary name, fsynced and renamed (:func:`append_segment`). A segment is either there whole
+or not at all, so a reader always sees a consistent dataset (the base file plus every
+committed segment whose number is above the base's ``segments_merged`` attribute), and a writer
+killed with ``kill -9`` mid-append loses at most the segment it was writing. A segment holds
+
+``/c2``, ``/meta/<field>`` the new maps and their metadata (rows appended after the base's);
+``/results_rows/<name>`` per-map results of the new maps (``latent``, ``labels``, ``umap``...),
+    concatenated after the base's ``/results/<name>``;
+``/results_state/<name>`` whole-dataset results (``tables/*``, ``flow_share/*``) that replace
+    the base's, the latest segment winning; attributes of ``/results_state`` likewise;
+``/rheology`` the whole rheometer log so far (latest segment wins);
+``/live/ledger/<field>`` the source files this segment took (``file``, ``size``,
+    ``mtime_ns``, ``n_maps``, ``status``): the watcher's processed-files ledger, committed with
+    the rows so that a file never enters twice;
+``/live/alerts/<field>`` novel maps and failed files (``utc``, ``kind``, ``file``, ``map``,
+    ``message``).
+
+:func:`write_results` (``precompute``) and :func:`compact` rebuild the base with every
+committed segment merged (atomic rename; ``segments_merged`` records the last one) and then
+delete the merged segments. schema_version 1 files (no segments, no ``/live``) are read as
+they are; :func:`migrate` rewrites one as version 2.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import json
+import os
+import re
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -36,7 +66,8 @@ from .atomic import atomic_write, commit, temporary_path
 from .errors import InputError
 from .mapstack import MAP_SIZE, check_maps
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 META_REQUIRED = ("time", "sector", "phi", "q", "source")
 RHEOLOGY_FIELDS = ("time", "shear_stress", "shear_rate", "viscosity")
 SOURCE_KINDS = ("simulation", "aps-8idi", "stack", "ainerd-published")
@@ -277,7 +308,8 @@ def write_dataset(path, *, meta: Mapping, maps=None, rheology: Mapping | None = 
     return Path(path)
 
 
-def write_results(path, results: Mapping[str, object], attrs: Mapping[str, object] | None = None) -> None:
+def write_results(path, results: Mapping[str, object], attrs: Mapping[str, object] | None = None, *,
+                  through_segment: int | None = None) -> None:
     """Replace ``/results`` of a dataset atomically.
 
     Parameters
@@ -289,19 +321,277 @@ def write_results(path, results: Mapping[str, object], attrs: Mapping[str, objec
         strings. Required by the dashboard: ``latent`` (N, D), ``labels`` (N,), ``umap`` (N, 2).
     attrs : mapping, optional
         Attributes of ``/results`` (e.g. ``k``, ``seed``, ``model``, timings as JSON text).
+    through_segment : int, optional
+        For a growing (live) dataset: the last segment the results cover (``Dataset.last_segment``
+        when the caller opened it); later segments stay appended, with their own live rows. Default:
+        every committed segment.
 
-    The file is rebuilt under a temporary name (all groups but ``/results`` copied) and renamed
-    over the original; the old results vanish only when the new ones are complete.
+    The file is rebuilt under a temporary name (all groups but ``/results`` copied, committed
+    segments merged in) and renamed over the original; the old results vanish only when the new
+    ones are complete. Merged segment files are deleted afterwards.
+    """
+    _rebuild(Path(path), results, attrs, through_segment)
+
+
+# --------------------------------------------------------------------------- appending (segments)
+SEGMENTS_SUFFIX = ".segments"
+_SEG_NAME = re.compile(r"^seg_(\d{6,})\.h5$")
+#: dynamics arrays indexed by lag or age, not by map: whole-dataset state in a segment
+STATE_DYNAMICS = ("dynamics/g2_lag", "dynamics/g2_count", "dynamics/aged_g2_age")
+
+
+def segment_dir(path) -> Path:
+    """The folder of a dataset's appended segments: ``<dataset>.segments`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + SEGMENTS_SUFFIX)
+
+
+def list_segments(path) -> list[tuple[int, Path]]:
+    """Committed segments ``(number, path)``, in order (merged ones may still be listed until
+    their deletion; readers skip numbers <= the base's ``segments_merged``)."""
+    out = []
+    try:
+        with os.scandir(segment_dir(path)) as it:
+            for e in it:
+                m = _SEG_NAME.match(e.name)
+                if m:
+                    out.append((int(m.group(1)), Path(e.path)))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(out)
+
+
+def live_signature(path) -> str:
+    """A cheap key that changes whenever a segment is committed ('' without segments); a catalog
+    adds it to the base file's (mtime, size) so an appended dataset shows as a new version."""
+    segs = list_segments(path)
+    return f"{len(segs)}.{segs[-1][0]}" if segs else ""
+
+
+@contextlib.contextmanager
+def _rebuild_lock(path: Path):
+    """Serialise rebuilds of the base file (write_results, compact) of a dataset with segments,
+    so that a precompute and a compaction never rename over each other's work."""
+    d = segment_dir(path)
+    if not d.is_dir():
+        yield
+        return
+    import fcntl
+
+    fd = os.open(d / ".rebuild.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def acquire_writer_lock(path) -> int:
+    """Take the dataset's single-appender lock (non-blocking) and return its file descriptor
+    (closing it releases the lock; so does the process dying, even by ``kill -9``).
+
+    Raises InputError if another process (a second watcher) holds it.
+    """
+    import fcntl
+
+    d = segment_dir(path)
+    d.mkdir(exist_ok=True)
+    fd = os.open(d / ".writer.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise InputError(path, "another process is appending to this dataset (a second watcher?)") from None
+    return fd
+
+
+def cleanup_segment_temporaries(path) -> list[Path]:
+    """Delete half-written segment files left by a killed writer (hidden ``.seg_*.tmp``); call
+    only while holding the writer lock. Returns what was removed."""
+    removed = []
+    d = segment_dir(path)
+    if d.is_dir():
+        for p in d.glob(".seg_*.tmp"):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def next_segment_number(path) -> int:
+    """1 + the highest segment number committed or merged into the base."""
+    merged = 0
+    with h5py.File(path, "r") as f:
+        merged = int(f.attrs.get("segments_merged", 0))
+    segs = list_segments(path)
+    return max([merged] + [i for i, _ in segs]) + 1
+
+
+def _base_attrs(map_size: int, attrs: Mapping, title: str) -> dict:
+    out = {"schema_version": SCHEMA_VERSION, "map_size": int(map_size), "has_maps": True,
+           "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    defaults = {"source_kind": "stack", "title": title, "flow_axis_deg": 90.0,
+                "sector_width_deg": 20.0, "n_sectors": 18, "provenance": ""}
+    for key, value in {**defaults, **attrs}.items():
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def create_live_dataset(path, *, map_size: int = MAP_SIZE, **attrs) -> Path:
+    """Write an empty (0-map) schema-2 dataset that segments will be appended to (atomic).
+
+    ``attrs`` as for :class:`DatasetWriter` (``source_kind``, ``flow_axis_deg``, ...).
     """
     path = Path(path)
-    ds = open_dataset(path)  # validates
-    ds.close()
-    with atomic_write(path) as tmp, h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, value in _base_attrs(map_size, attrs, path.stem).items():
+            f.attrs[key] = value
+        f.attrs["n_maps"] = 0
+        f.attrs["segments_merged"] = 0
+        f.create_dataset("c2", shape=(0, map_size, map_size), maxshape=(None, map_size, map_size),
+                         dtype=np.float32, chunks=(1, map_size, map_size))
+        g = f.create_group("meta")
+        for name, dtype in (("time", np.float64), ("sector", np.int32), ("phi", np.float64), ("q", np.float64)):
+            g.create_dataset(name, data=np.zeros(0, dtype))
+        g.create_dataset("source", shape=(0,), dtype=_STR)
+    return path
+
+
+def _write_group(f: h5py.File, group: str, fields: Mapping | None) -> None:
+    if not fields:
+        return
+    g = f.require_group(group)
+    for name, value in fields.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind in "OUS":
+            g.create_dataset(name, data=arr.astype(str).astype(object), dtype=_STR)
+        else:
+            g.create_dataset(name, data=arr)
+
+
+def append_segment(path, number: int, *, maps=None, meta: Mapping | None = None, rows: Mapping | None = None,
+                   state: Mapping | None = None, state_attrs: Mapping | None = None,
+                   rheology: Mapping | None = None, ledger: Mapping | None = None,
+                   alerts: Mapping | None = None, attrs: Mapping | None = None) -> Path:
+    """Commit one segment (atomically: temporary name, fsync, rename) and return its path.
+
+    Parameters
+    ----------
+    path : path-like
+        The dataset (schema_version 2; see :func:`create_live_dataset`, :func:`migrate`).
+    number : int
+        Segment number (:func:`next_segment_number`; the caller is the single appender).
+    maps : float (n, size, size) in [0, 1], optional
+        New maps; ``meta`` then holds each required field (n,).
+    rows : mapping, optional
+        Per-map results of the new maps, each (n, ...) (``latent``, ``labels``, ``umap``...).
+    state, state_attrs : mapping, optional
+        Whole-dataset results (and ``/results`` attributes) that replace earlier ones.
+    rheology : mapping, optional
+        The whole rheometer log so far (columns (M,)).
+    ledger, alerts : mapping, optional
+        Rows of the processed-files ledger and of the alerts list (equal-length columns).
+    attrs : mapping, optional
+        Attributes of the segment (``file``, ``committed_utc``...).
+    """
+    path = Path(path)
+    n = 0
+    if maps is not None:
+        maps = check_maps(maps, path, size=int(np.asarray(maps).shape[-1]) if np.ndim(maps) >= 2 else MAP_SIZE)
+        n = maps.shape[0]
+        missing = [k for k in META_REQUIRED if k not in (meta or {})]
+        if missing:
+            raise InputError(path, f"segment metadata lacks {', '.join(missing)}")
+        for name, values in meta.items():
+            _as_1d(path, "meta", name, values, n)
+    for name, values in (rows or {}).items():
+        if np.shape(values)[:1] != (n,):
+            raise InputError(path, f"per-map result {name} has shape {np.shape(values)}, expected ({n}, ...)")
+    d = segment_dir(path)
+    d.mkdir(exist_ok=True)
+    final = d / f"seg_{int(number):06d}.h5"
+    if final.exists():
+        raise InputError(final, "segment already exists (two appenders?)")
+    tmp = d / f".seg_{int(number):06d}.h5.tmp"
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["segment"] = int(number)
+            f.attrs["n_maps"] = n
+            f.attrs["committed_utc"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds")
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
+            if n:
+                f.create_dataset("c2", data=maps, chunks=(1,) + maps.shape[1:])
+                _write_group(f, "meta", meta)
+                _write_group(f, "results_rows", rows)
+            if state or state_attrs:
+                g = f.require_group("results_state")
+                for key, value in (state_attrs or {}).items():
+                    g.attrs[key] = value
+                _write_group(f, "results_state", state)
+            _write_group(f, "rheology", rheology)
+            _write_group(f, "live/ledger", ledger)
+            _write_group(f, "live/alerts", alerts)
+        commit(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return final
+
+
+def _rebuild(path: Path, results: Mapping | None, attrs: Mapping | None, through_segment: int | None) -> None:
+    """Rewrite the base file with the committed segments (through ``through_segment``) merged and
+    ``results`` (None: the merged view's results, as in :func:`compact`) as ``/results``."""
+    with _rebuild_lock(path):
+        ds = Dataset(path, through_segment=through_segment)
+        try:
+            if through_segment is not None and ds.segments_merged > through_segment:
+                raise InputError(path, f"segments up to {ds.segments_merged} were merged while the results for "
+                                       f"segments up to {through_segment} were computed; re-run")
+            if results is None:
+                results = {name: ds.read_result(name) for name in ds.result_names()}
+                attrs = ds.result_attrs
+            for name in ("latent", "labels", "umap"):
+                if name in results and np.shape(results[name])[:1] != (ds.n_maps,):
+                    raise InputError(path, f"result {name} has {np.shape(results[name])[:1]} rows for {ds.n_maps} maps")
+            with atomic_write(path) as tmp:
+                _write_rebuilt(ds, tmp, results, attrs)
+            last = ds.last_segment
+        finally:
+            ds.close()
+        for number, seg in list_segments(path):
+            if number <= last:
+                seg.unlink(missing_ok=True)
+
+
+def _write_rebuilt(ds: "Dataset", tmp: Path, results: Mapping, attrs: Mapping | None) -> None:
+    src = ds._h5
+    with h5py.File(tmp, "w") as dst:
         for key, value in src.attrs.items():
             dst.attrs[key] = value
+        dst.attrs["schema_version"] = SCHEMA_VERSION
+        dst.attrs["n_maps"] = ds.n_maps
+        dst.attrs["segments_merged"] = ds.last_segment
+        merged = bool(ds._segs)
+        skip = {"results", "live"} | ({"c2", "meta", "rheology", "truth", "latents"} if merged else set())
         for name in src:
-            if name != "results":
+            if name not in skip:
                 src.copy(src[name], dst, name)
+        if merged:
+            if ds.has_maps:
+                s = ds.map_size
+                c2 = dst.create_dataset("c2", shape=(ds.n_maps, s, s), dtype=np.float32, chunks=(1, s, s),
+                                        maxshape=(None, s, s))
+                for start, block in ds.iter_maps(64):
+                    c2[start:start + len(block)] = block
+            for grp, data in (("meta", ds.meta), ("truth", ds.truth), ("rheology", ds.rheology)):
+                if data is not None:
+                    _write_group(dst, grp, data)
+            if ds.latents is not None:
+                dst.create_dataset("latents", data=ds.latents)
+        _write_group(dst, "live/ledger", ds.ledger)
+        _write_group(dst, "live/alerts", ds.alerts)
         g = dst.create_group("results")
         for key, value in (attrs or {}).items():
             g.attrs[key] = value
@@ -313,21 +603,64 @@ def write_results(path, results: Mapping[str, object], attrs: Mapping[str, objec
                 g.create_dataset(name, data=arr)
 
 
+def compact(path) -> None:
+    """Merge every committed segment into the base file (atomic rebuild) and delete them; the
+    results are kept as the merged view shows them. Also migrates a schema 1 file to 2."""
+    _rebuild(Path(path), None, None, None)
+
+
+def migrate(path) -> bool:
+    """Rewrite a schema_version 1 dataset as version 2 (atomically; contents unchanged).
+    Returns False when the file is already current."""
+    with h5py.File(path, "r") as f:
+        version = int(f.attrs.get("schema_version", 0))
+    if version >= SCHEMA_VERSION:
+        return False
+    compact(path)
+    return True
+
+
 # --------------------------------------------------------------------------- reading
 class Dataset:
-    """Read-only view of a dataset file. Open with :func:`open_dataset`.
+    """Read-only view of a dataset file (and its committed segments). Open with :func:`open_dataset`.
 
     Small arrays (metadata, rheology, truth, results) are read on demand and cached;
-    maps are read one chunk at a time, so a 13,000-map file is never loaded whole.
+    maps are read one chunk at a time, so a 13,000-map file is never loaded whole. The view is
+    fixed when opened: segments committed later are seen by opening the dataset again.
+
+    Parameters
+    ----------
+    path : path-like
+    segments : bool
+        False: the base file only (e.g. the frozen reference of a live run).
+    through_segment : int, optional
+        Ignore segments numbered above this.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, *, segments: bool = True, through_segment: int | None = None):
         self.path = Path(path)
         if not self.path.exists():
             raise InputError(self.path, "no such file")
+        self._h5 = None
+        self._segs: list[tuple[int, h5py.File, int]] = []
+        for attempt in range(5):
+            try:
+                self._open(segments, through_segment)
+                break
+            except FileNotFoundError:
+                # a rebuild merged and deleted segments between our listing and opening: look again
+                self.close()
+                if attempt == 4:
+                    raise InputError(self.path, "segments kept vanishing while opening (is a rebuild looping?)") from None
+        self._cache: dict[str, object] = {}
+        self._resolved: dict[str, tuple] | None = None
+
+    def _open(self, segments: bool, through_segment: int | None) -> None:
         try:
             self._h5 = h5py.File(self.path, "r")
         except OSError as exc:
+            if not self.path.exists():
+                raise FileNotFoundError(self.path) from None
             raise InputError(self.path, f"not a readable HDF5 file (truncated or corrupt?): {exc}") from None
         f = self._h5
         version = f.attrs.get("schema_version")
@@ -340,10 +673,36 @@ class Dataset:
         if "meta" not in f:
             self.close()
             raise InputError(self.path, "the dataset has no /meta group")
-        self.n_maps = int(f.attrs.get("n_maps", -1))
+        self._base_n = int(f.attrs.get("n_maps", -1))
         self.map_size = int(f.attrs.get("map_size", MAP_SIZE))
-        self.has_maps = "c2" in f
-        self._cache: dict[str, object] = {}
+        self.segments_merged = int(f.attrs.get("segments_merged", 0))
+        self._segs = []
+        if segments:
+            for number, p in list_segments(self.path):
+                if number <= self.segments_merged or (through_segment is not None and number > through_segment):
+                    continue
+                try:
+                    h = h5py.File(p, "r")
+                except OSError as exc:
+                    if not p.exists():
+                        raise FileNotFoundError(p) from None
+                    self.close()
+                    raise InputError(p, f"unreadable dataset segment: {exc}") from None
+                self._segs.append((number, h, int(h.attrs.get("n_maps", 0))))
+        self.last_segment = self._segs[-1][0] if self._segs else self.segments_merged
+        # parts holding maps: (file, first row, rows)
+        self._parts: list[tuple[h5py.File, int, int]] = []
+        start = 0
+        if self._base_n:
+            self._parts.append((f, 0, self._base_n))
+            start = self._base_n
+        for _, h, n in self._segs:
+            if n:
+                self._parts.append((h, start, n))
+                start += n
+        self.n_maps = start
+        self._starts = np.array([s for _, s, _ in self._parts], dtype=np.int64)
+        self.has_maps = "c2" in f and all("c2" in h for h, _, _ in self._parts)
         try:
             self._check_structure()
         except InputError:
@@ -351,35 +710,41 @@ class Dataset:
             raise
 
     def _check_structure(self) -> None:
-        """What every reader relies on, from shapes and /meta/time only (cheap): n_maps agrees
-        with /meta, /c2 and /latents; /meta/time exists and is finite; /c2 holds square maps of
-        ``map_size`` (their values are checked as they are read)."""
-        f = self._h5
-        if self.n_maps < 1:
-            raise InputError(self.path, "the n_maps attribute is missing or not positive")
+        """What every reader relies on, from shapes and /meta/time only (cheap): the base file's
+        n_maps agrees with its /meta, /c2 and /latents; /meta/time exists and is finite; /c2 holds
+        square maps of ``map_size`` (their values are checked as they are read). Segments are
+        checked when they are written (:func:`append_segment`)."""
+        f, n = self._h5, self._base_n
+        if n < 0 or (n == 0 and int(f.attrs.get("schema_version", 1)) < 2):
+            raise InputError(self.path, f"the n_maps attribute is {n}")
         if "time" not in f["meta"]:
             raise InputError(self.path, "the dataset has no /meta/time (acquisition times)")
         for name in sorted(f["meta"], key=lambda name: name != "time"):  # time first
             dset = f["meta"][name]
-            if isinstance(dset, h5py.Dataset) and dset.shape != (self.n_maps,):
-                raise InputError(self.path, f"/meta/{name} has shape {dset.shape} but n_maps is {self.n_maps}")
+            if isinstance(dset, h5py.Dataset) and dset.shape != (n,):
+                raise InputError(self.path, f"/meta/{name} has shape {dset.shape} but n_maps is {n}")
         time = f["meta/time"][()]
         if time.dtype.kind not in "fiu" or not np.all(np.isfinite(time)):
             raise InputError(self.path, "/meta/time contains NaN, infinite or non-numeric values")
-        if self.has_maps:
+        if "c2" in f:
             c2 = check_maps(f["c2"], self.path, what="/c2 maps", size=self.map_size, values=False)
-            if c2.ndim != 3 or c2.shape[0] != self.n_maps:
-                raise InputError(self.path, f"/c2 has shape {c2.shape} but n_maps is {self.n_maps}")
-        if "latents" in f and (f["latents"].ndim != 2 or f["latents"].shape[0] != self.n_maps):
-            raise InputError(self.path, f"/latents has shape {f['latents'].shape} but n_maps is {self.n_maps}")
+            if c2.ndim != 3 or c2.shape[0] != n:
+                raise InputError(self.path, f"/c2 has shape {c2.shape} but n_maps is {n}")
+        if "latents" in f and (f["latents"].ndim != 2 or f["latents"].shape[0] != n):
+            raise InputError(self.path, f"/latents has shape {f['latents'].shape} but n_maps is {n}")
 
     def check_maps(self, **kwargs) -> None:
-        """Check the shape of ``/c2`` with :func:`ainerd_core.mapstack.check_maps` (e.g.
-        ``size=256`` where the autoencoder needs it); raises InputError naming the file."""
-        check_maps(self._require_maps(), self.path, what="C2 maps", values=False, **kwargs)
+        """Check the shape of every part's ``/c2`` with :func:`ainerd_core.mapstack.check_maps`
+        (e.g. ``size=256`` where the autoencoder needs it); raises InputError naming the file."""
+        self._require_maps()
+        for h, _, _ in self._parts:
+            check_maps(h["c2"], h.filename, what="C2 maps", values=False, **kwargs)
 
     # lifecycle -------------------------------------------------------------------
     def close(self) -> None:
+        for _, h, _ in getattr(self, "_segs", []):
+            if h.id.valid:
+                h.close()
         if getattr(self, "_h5", None) is not None and self._h5.id.valid:
             self._h5.close()
 
@@ -398,16 +763,56 @@ class Dataset:
     # attributes and small arrays ---------------------------------------------------
     @property
     def attrs(self) -> dict:
-        """Experiment attributes (flow_axis_deg, sector_width_deg, source_kind, title, ...)."""
-        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self._h5.attrs.items()}
+        """Experiment attributes (flow_axis_deg, sector_width_deg, source_kind, title, ...);
+        ``n_maps`` counts appended maps too."""
+        out = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self._h5.attrs.items()}
+        out["n_maps"] = self.n_maps
+        return out
+
+    @property
+    def segments(self) -> list[int]:
+        """Numbers of the segments this view includes (not yet merged into the base)."""
+        return [number for number, _, _ in self._segs]
+
+    @property
+    def live_info(self) -> dict:
+        """Attributes of the last segment (``file``, ``committed_utc``, ...), {} without one."""
+        if not self._segs:
+            return {}
+        h = self._segs[-1][1]
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in h.attrs.items()}
+
+    def _concat(self, files: list, group: str) -> dict[str, np.ndarray] | None:
+        """Columns of ``group`` in each of ``files``, concatenated (columns every file has)."""
+        parts = []
+        for h in files:
+            g = h.get(group)
+            if g is None:
+                return None
+            parts.append({k: _read(g[k]) for k in g if isinstance(g[k], h5py.Dataset)})
+        if not parts:
+            return None
+        keys = [k for k in parts[0] if all(k in p for p in parts[1:])]
+        return {k: (parts[0][k] if len(parts) == 1 else np.concatenate([np.asarray(p[k]) for p in parts]))
+                for k in keys}
 
     def _group(self, name: str) -> dict[str, np.ndarray] | None:
         if name not in self._cache:
-            g = self._h5.get(name)
-            if g is None:
-                self._cache[name] = None
-            else:
-                self._cache[name] = {k: _read(g[k]) for k in g if isinstance(g[k], h5py.Dataset)}
+            if not self._segs:
+                g = self._h5.get(name)
+                value = None if g is None else {k: _read(g[k]) for k in g if isinstance(g[k], h5py.Dataset)}
+            elif name == "rheology":  # the whole log so far: the latest segment that has one wins
+                holder = next((h for _, h, _ in reversed(self._segs) if "rheology" in h), self._h5)
+                g = holder.get("rheology")
+                value = None if g is None else {k: _read(g[k]) for k in g if isinstance(g[k], h5py.Dataset)}
+            elif name in ("live/ledger", "live/alerts"):
+                files = [h for h in [self._h5] + [h for _, h, _ in self._segs] if name in h]
+                value = self._concat(files, name) if files else None
+            else:  # per-map groups: rows of every part that holds maps
+                files = [h for h, _, _ in self._parts]
+                value = self._concat(files, name) if files else (
+                    None if name != "meta" else {k: _read(v) for k, v in self._h5["meta"].items()})
+            self._cache[name] = value
         return self._cache[name]
 
     @property
@@ -426,74 +831,143 @@ class Dataset:
         return self._group("truth")
 
     @property
+    def ledger(self) -> dict[str, np.ndarray] | None:
+        """The live watcher's processed-files ledger (``file``, ``size``, ``mtime_ns``,
+        ``n_maps``, ``status``), or None."""
+        return self._group("live/ledger")
+
+    @property
+    def alerts(self) -> dict[str, np.ndarray] | None:
+        """Live alerts (``utc``, ``kind``, ``file``, ``map``, ``message``), or None."""
+        return self._group("live/alerts")
+
+    @property
     def latents(self) -> np.ndarray | None:
         """Latents that came with the data (N, D) float32, or None."""
-        return self._h5["latents"][()] if "latents" in self._h5 else None
+        if "latents" not in self._cache:
+            files = [h for h, _, _ in self._parts]
+            if files and all("latents" in h for h in files):
+                self._cache["latents"] = np.concatenate([h["latents"][()] for h in files])
+            else:
+                self._cache["latents"] = None
+        return self._cache["latents"]
 
     # maps ------------------------------------------------------------------------
-    def _require_maps(self) -> h5py.Dataset:
+    def _require_maps(self) -> None:
         if not self.has_maps:
             raise InputError(self.path, "this dataset holds latents only, no C2 maps")
-        return self._h5["c2"]
 
-    def _checked(self, maps: np.ndarray, what: str) -> np.ndarray:
+    def _part_of(self, idx: np.ndarray) -> np.ndarray:
+        return np.searchsorted(self._starts, idx, side="right") - 1
+
+    def _checked(self, maps: np.ndarray, h: h5py.File) -> np.ndarray:
         # a file not written by this module may hold NaN or unnormalised values: refuse them here,
-        # where every reader passes, with the file's name (min/max of a batch cost ~1 % of the read)
-        return check_maps(maps, self.path, what=what, size=self.map_size)
+        # where every reader passes, naming the file (min/max of a batch cost ~1 % of the read)
+        return check_maps(maps, h.filename, size=self.map_size)
 
     def read_map(self, index: int) -> np.ndarray:
         """One map (size, size) float32 in [0, 1]."""
-        c2 = self._require_maps()
+        self._require_maps()
         index = int(index)
         if not 0 <= index < self.n_maps:
             raise IndexError(f"map index {index} outside 0..{self.n_maps - 1}")
-        return self._checked(c2[index], f"C2 map {index}")[0]
+        h, start, _ = self._parts[int(self._part_of(np.array([index]))[0])]
+        return self._checked(h["c2"][index - start], h)[0]
 
     def read_maps(self, indices) -> np.ndarray:
         """Maps at the given indices, in the given order, (k, size, size) float32."""
-        c2 = self._require_maps()
+        self._require_maps()
         idx = np.asarray(indices, dtype=np.int64)
-        if idx.size == 0:
-            return np.empty((0, self.map_size, self.map_size), np.float32)
-        order = np.argsort(idx)
-        uniq, inverse = np.unique(idx[order], return_inverse=True)
-        block = self._checked(c2[uniq], "C2 maps")  # h5py needs increasing indices
         out = np.empty((idx.size, self.map_size, self.map_size), np.float32)
-        out[order] = block[inverse]
+        if idx.size == 0:
+            return out
+        if idx.min() < 0 or idx.max() >= self.n_maps:
+            raise IndexError(f"map indices outside 0..{self.n_maps - 1}")
+        part = self._part_of(idx)
+        for p in np.unique(part):
+            h, start, _ = self._parts[int(p)]
+            where = np.flatnonzero(part == p)
+            local = idx[where] - start
+            uniq, inverse = np.unique(local, return_inverse=True)  # h5py needs increasing indices
+            out[where] = self._checked(h["c2"][uniq], h)[inverse]
         return out
 
     def iter_maps(self, batch_size: int = 256) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, maps)`` batches of at most ``batch_size`` maps, in order."""
-        c2 = self._require_maps()
-        for start in range(0, self.n_maps, batch_size):
-            yield start, self._checked(c2[start:start + batch_size], f"C2 maps {start}..")
+        self._require_maps()
+        for h, first, n in self._parts:
+            c2 = h["c2"]
+            for s in range(0, n, batch_size):
+                yield first + s, self._checked(c2[s:s + batch_size], h)
 
     # results -----------------------------------------------------------------------
+    def _resolve(self) -> dict[str, tuple]:
+        """Where each visible result comes from: ('base', name) | ('rows', name) |
+        ('state', file, key). Per-map base results that the appended segments do not extend are
+        hidden (their length would not match the maps)."""
+        if self._resolved is not None:
+            return self._resolved
+        out: dict[str, tuple] = {}
+        base: dict[str, h5py.Dataset] = {}
+        if "results" in self._h5:
+            self._h5["results"].visititems(lambda n, o: base.__setitem__(n, o) if isinstance(o, h5py.Dataset) else None)
+        map_segs = [h for _, h, n in self._segs if n]
+        common = None
+        for h in map_segs:
+            names: set[str] = set()
+            if "results_rows" in h:
+                h["results_rows"].visititems(lambda n, o: names.add(n) if isinstance(o, h5py.Dataset) else None)
+            common = names if common is None else common & names
+        common = common or set()
+        for name, dset in base.items():
+            per_map = self._base_n > 0 and dset.ndim >= 1 and dset.shape[0] == self._base_n
+            if not map_segs or not per_map:
+                out[name] = ("base", name)
+            elif name in common:
+                out[name] = ("rows", name)
+        for name in common:
+            if self._base_n == 0:
+                out[name] = ("rows", name)
+        for _, h, _ in self._segs:
+            if "results_state" in h:
+                h["results_state"].visititems(
+                    lambda n, o, h=h: out.__setitem__(n, ("state", h, n)) if isinstance(o, h5py.Dataset) else None)
+        self._resolved = out
+        return out
+
     @property
     def has_results(self) -> bool:
-        return "results" in self._h5
+        return "results" in self._h5 or "labels" in self._resolve()
 
     def result_names(self) -> list[str]:
         """All result arrays as '/'-joined names relative to /results."""
-        if "results" not in self._h5:
-            return []
-        names: list[str] = []
-        self._h5["results"].visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-        return sorted(names)
+        return sorted(self._resolve())
 
     @property
     def result_attrs(self) -> dict:
-        if "results" not in self._h5:
-            return {}
-        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in self._h5["results"].attrs.items()}
+        out = {}
+        holders = [self._h5.get("results")] + [h.get("results_state") for _, h, _ in self._segs]
+        for g in holders:
+            if g is not None:
+                out.update({k: (v.item() if isinstance(v, np.generic) else v) for k, v in g.attrs.items()})
+        return out
 
     def read_result(self, name: str, default=None):
         """One result array (``'latent'``, ``'labels'``, ``'umap'``, ``'kmeans/inertia'``...)."""
         key = f"results/{name}"
         if key not in self._cache:
-            if key not in self._h5:
+            where = self._resolve().get(name)
+            if where is None:
                 return default
-            self._cache[key] = _read(self._h5[key])
+            if where[0] == "base":
+                value = _read(self._h5[f"results/{name}"])
+            elif where[0] == "state":
+                value = _read(where[1][f"results_state/{name}"])
+            else:
+                parts = ([_read(self._h5[f"results/{name}"])] if self._base_n else []) + \
+                        [_read(h[f"results_rows/{name}"]) for _, h, n in self._segs if n]
+                value = parts[0] if len(parts) == 1 else np.concatenate([np.asarray(p) for p in parts])
+            self._cache[key] = value
         return self._cache[key]
 
 
@@ -504,9 +978,11 @@ def _read(dset: h5py.Dataset):
     return dset[()]
 
 
-def open_dataset(path) -> Dataset:
-    """Open a dataset file for reading (raises :class:`InputError` with a clear message)."""
-    return Dataset(path)
+def open_dataset(path, **kwargs) -> Dataset:
+    """Open a dataset file for reading (raises :class:`InputError` with a clear message).
+    ``kwargs``: ``segments``, ``through_segment`` (see :class:`Dataset`)."""
+    return Dataset(path, **kwargs)
+
 
 
 def describe(path) -> str:
@@ -518,7 +994,10 @@ def describe(path) -> str:
                  f" ({'with' if ds.has_maps else 'without'} C2 maps)",
                  f"  flow axis {a.get('flow_axis_deg')} deg, {a.get('n_sectors')} sectors of {a.get('sector_width_deg')} deg"]
         t = ds.meta["time"]
-        lines.append(f"  time {t.min():.1f} .. {t.max():.1f} s, {np.unique(t).size} time points")
+        if t.size:
+            lines.append(f"  time {t.min():.1f} .. {t.max():.1f} s, {np.unique(t).size} time points")
+        if ds.segments:
+            lines.append(f"  live: {len(ds.segments)} appended segments (last {ds.live_info.get('file', '')})")
         if ds.rheology is not None:
             lines.append(f"  rheology: {ds.rheology['time'].size} rows")
         if ds.truth is not None:

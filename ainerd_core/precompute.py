@@ -4,13 +4,13 @@ Stages (each timed and printed; seconds stored as :class:`ainerd_core.results.Ti
 
 1. maps pass  one streaming read of ``/c2`` (if any): latents from the model (unless the dataset
               carries ``/latents``, which are copied), diagonal-profile dynamics features, the
-              raw-pixel IncrementalPCA fit and squared norms.
+              raw-pixel PCA mean and squared norms.
 2. kmeans     sweep k = 2..12 (inertia, silhouette, Davies-Bouldin, Calinski-Harabasz), the
               suggested k, labels at the chosen k and at k = 3, 5, 8, renumbered 0 = slowest.
 3. algorithms spectral, agglomerative, BIRCH, Gaussian mixture, HDBSCAN, OPTICS.
 4. stability  ARI across 10 seeds and bootstrap resamples.
 5. similarity exact K nearest neighbours in latent, raw-pixel (chunked BLAS, all pairs) and
-              PCA-64 space (the raw pass also projects every map onto the PCA).
+              exact PCA-64 space (the raw pass keeps the Gram matrix the exact PCA is taken from).
 6. umap       seeded UMAP of the latents, and of the raw pixels (PCA-50 first).
 7. tables     Figure-3 tables, stress minima, flow/vorticity share over the UMAP plane.
 8. retrieval  precision@k benchmark (datasets with ground truth only).
@@ -175,6 +175,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
     omp_limit = None
     with clock.stage("0. open + model"):
         ds = open_dataset(path)  # refuses a file whose n_maps, /meta/time or /c2 shape is wrong
+        through_segment = ds.last_segment  # a live watcher may append while we compute
         if ds.has_maps:
             ds.check_maps(size=MAP_SIZE)  # the autoencoder's input; values are checked as maps are read
         if model is None and use_model and (ds.has_maps or model_path is not None):
@@ -226,7 +227,9 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
                     sub["features"] += time.perf_counter() - t1
 
                 src = S.MapSource(ds)
-                pca = S.StreamingPCA(n, src.p, 64, seed=seed)
+                # exact PCA (Gram matrix from the raw pass) unless too many maps for an N x N matrix
+                pca = (S.ExactPCA(n, src.p, 64) if n <= S.EXACT_PCA_MAX_N
+                       else S.StreamingPCA(n, src.p, 64, n_iter=4, seed=seed))
                 norms = np.empty(n, np.float32)
                 for s, b in src.batches(256):
                     on_batch(s, b)
@@ -279,6 +282,12 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
             extra_k = {kk: labels_at(kk) for kk in K_SET if kk < n}
             for kk, lab in extra_k.items():
                 res[f"labels_k{kk}"] = lab
+            # frozen reference for live mode (ainerd_core.watch): centroids in the renumbered order
+            # (a converged k-means centroid is the mean of its members)
+            for kk, lab in {chosen: labels, **extra_k}.items():
+                res[f"kmeans/centroids_k{kk}"] = np.stack(
+                    [latent[lab == c].mean(axis=0) if np.any(lab == c) else np.full(latent.shape[1], np.nan)
+                     for c in range(kk)]).astype(np.float32)
             for key in ("k", "inertia", "silhouette", "davies_bouldin", "calinski_harabasz"):
                 res[f"kmeans/{key}"] = sweep[key]
             attrs.update(k=chosen, suggested_k=suggested, k_rule=A.K_RULE)
@@ -315,23 +324,27 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
             if raw_neighbours:
                 with clock.stage("5c. raw neighbours (all pairs) + PCA projection"):
                     omp_limit.restore_original_limits()  # the one big BLAS job: every thread
-                    ri, rd = S.raw_knn(src, neighbours, sqnorms=norms, block_rows=block_rows, on_block=pca.add_projection)
+                    gram = pca.gram if getattr(pca, "exact", False) else None
+                    ri, rd = S.raw_knn(src, neighbours, sqnorms=norms, block_rows=block_rows,
+                                       on_block=pca.add_projection, gram=gram)
                     omp_limit = threadpool_limits(1)
                     res["similarity/raw_index"], res["similarity/raw_distance"] = ri, rd
             else:
                 with clock.stage("5c. PCA projection"):
+                    if getattr(pca, "exact", False):
+                        pca.compute_gram(src, block_rows)
                     for s, b in src.batches(256):
                         pca.add_projection(s, b)
             with clock.stage("5d. PCA neighbours"):
-                pca.finish()
+                pca.finish(src) if getattr(pca, "exact", False) else pca.finish()
                 pca_scores = pca.scores_
                 pi, pd = S.knn_array(pca_scores, neighbours)
                 res["similarity/pca_index"], res["similarity/pca_distance"] = pi, pd
                 res["similarity/pca_components"], res["similarity/pca_mean"] = pca.components_, pca.mean_
                 res["similarity/pca_scores"] = pca_scores
                 attrs["pca_explained_variance"] = float(np.sum(pca.explained_variance_ratio_))
-                attrs["pca_rule"] = ("randomized PCA (64 components, oversampling 16, 1 power iteration, seeded), "
-                                     "streamed; explained variance in attr pca_explained_variance")
+                attrs["pca_rule"] = (S.PCA_RULE_EXACT.format(c=pca.c, n=n) if getattr(pca, "exact", False) else
+                                     S.PCA_RULE_RANDOMIZED.format(c=pca.c, it=4, n=n, limit=S.EXACT_PCA_MAX_N))
 
         # ---------------------------------------------------------------- 6. UMAP
         with clock.stage("6a. umap (latent)"):
@@ -416,7 +429,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
     # the stored total covers everything up to the write (it cannot time its own write)
     attrs.update(Timings(dict(clock.timings), clock.parts, time.perf_counter() - t_all).to_attrs())
     with clock.stage("11. write"):
-        write_results(path, res, attrs)
+        write_results(path, res, attrs, through_segment=through_segment)
     total = time.perf_counter() - t_all
     clock.say(f"precompute: {n} maps, k = {attrs['k']}, total {total:.1f} s -> {path}")
     res["_attrs"] = attrs

@@ -451,17 +451,18 @@ def check_results(results: Mapping[str, object], attrs: Mapping[str, object] | N
 
 
 def write_results(path, results: Mapping[str, object], attrs: Mapping[str, object] | None = None,
-                  *, timings: Timings | None = None) -> None:
+                  *, timings: Timings | None = None, through_segment: int | None = None) -> None:
     """Check ``results`` and ``attrs`` against the contract, then replace ``/results`` of the
-    dataset at ``path`` atomically (:func:`ainerd_core.dataset.write_results`)."""
+    dataset at ``path`` atomically (:func:`ainerd_core.dataset.write_results`; ``through_segment``:
+    the last appended segment the results cover, for a growing live dataset)."""
     from .dataset import open_dataset, write_results as _write
 
-    with open_dataset(path) as ds:
+    with open_dataset(path, through_segment=through_segment) as ds:
         n = ds.n_maps
     attrs = dict(attrs or {})
     if timings is not None:
         attrs.update(timings.to_attrs())
-    _write(path, check_results(results, attrs, n_maps=n), attrs)
+    _write(path, check_results(results, attrs, n_maps=n), attrs, through_segment=through_segment)
 
 
 # --------------------------------------------------------------------------- reading

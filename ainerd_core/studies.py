@@ -153,6 +153,42 @@ class RatingEvent(Base):
     created_utc: Mapped[_dt.datetime] = mapped_column(DateTime)
 
 
+class WebSession(Base):
+    """A login of the explorer/admin (server-side session; the cookie holds only the random id).
+
+    ``id_hash`` is the SHA-256 of the id in the signed cookie; ``fingerprint`` ties the session to
+    the role's password at login (a new password ends it); ``revoked_utc`` is set by logout and
+    "log out everywhere"."""
+    __tablename__ = "web_sessions"
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    created_utc: Mapped[_dt.datetime] = mapped_column(DateTime)
+    expires_utc: Mapped[_dt.datetime] = mapped_column(DateTime, index=True)
+    revoked_utc: Mapped[_dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    revoke_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class LoginCounter(Base):
+    """Login attempts per client address (hashed) within a window; updated by one atomic upsert."""
+    __tablename__ = "login_counters"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer)
+    last_epoch: Mapped[float] = mapped_column(Float)
+
+
+class AuditEvent(Base):
+    """Append-only log of organiser actions (create, revoke, restore, close, reopen, sessions)."""
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_utc: Mapped[_dt.datetime] = mapped_column(DateTime)
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    study_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    expert_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+
+
 # ====================================================================== engine
 def default_database_url(env=None) -> str:
     env = os.environ if env is None else env
@@ -179,7 +215,7 @@ def get_engine(url: str | None = None):
         if url.startswith("sqlite"):
             path = url.split(":///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                private_sqlite_file(path)
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
             kwargs["pool_pre_ping"] = True
@@ -205,6 +241,45 @@ def get_engine(url: str | None = None):
                 time.sleep(0.2 * (attempt + 1))
         _ENGINES[key] = engine
         return engine
+
+
+def private_sqlite_file(path) -> None:
+    """Create the SQLite file mode 0600 (its folder 0700 if we create it) or tighten both.
+
+    The database holds ``candidate_sources`` (which method found which image) and every
+    rating: no other local user may read it, however the app or the CLI was started (a
+    umask of 022 would otherwise give 0755 / 0644). SQLite gives its -wal and -shm files the
+    database file's mode; they are tightened too when they exist. Files of another user are
+    left alone (we could not change them)."""
+    import stat
+
+    path = Path(path)
+    if not path.parent.exists():
+        os.makedirs(path.parent, mode=0o700, exist_ok=True)
+    try:
+        # only ever create: opening and closing an existing database file would drop the POSIX
+        # locks SQLite holds on it in this process (a documented way to corrupt it)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    for p in (path, Path(str(path) + "-wal"), Path(str(path) + "-shm")):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
+            os.chmod(p, 0o600)
+
+
+def private_folder(path) -> None:
+    """Create ``path`` mode 0700 or tighten it to 0700 (only a folder this user owns)."""
+    import stat
+
+    path = Path(path)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = path.stat()
+    if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
+        os.chmod(path, 0o700)
 
 
 def hash_token(token: str) -> str:
@@ -434,6 +509,140 @@ class StudyStore:
             if expert.revoked_utc is None:
                 expert.revoked_utc = utcnow()
             return expert
+
+    def restore(self, expert_id: int) -> Expert:
+        """Undo a revocation: the expert's link and answers work again (their answers were kept)."""
+        with self.session() as s, s.begin():
+            expert = s.get(Expert, int(expert_id))
+            if expert is None:
+                raise StudyError("restore", f"no expert {expert_id}")
+            expert.revoked_utc = None
+            return expert
+
+    def reopen(self, study_id: int) -> Study:
+        """Reopen a closed study: its links work again (unless revoked or expired)."""
+        with self.session() as s, s.begin():
+            study = s.get(Study, int(study_id))
+            if study is None:
+                raise StudyError("study", f"no study {study_id}")
+            study.status, study.closed_utc = "open", None
+            return study
+
+    def open_study_datasets(self) -> list[tuple[int, str]]:
+        """(study id, dataset path) of every open study: the datasets under blind evaluation."""
+        with self.engine.connect() as c:
+            return [(int(r.id), r.dataset_path) for r in
+                    c.execute(select(Study.id, Study.dataset_path).where(Study.status == "open"))]
+
+    # ---------------------------------------------------------------- audit log
+    def audit(self, actor: str, action: str, study_id: int | None = None, expert_id: int | None = None,
+              detail: str = "") -> None:
+        """Append one organiser action to ``audit_events`` (committed before returning)."""
+        with self.session() as s, s.begin():
+            s.add(AuditEvent(created_utc=utcnow(), actor=str(actor)[:64], action=str(action)[:32],
+                             study_id=study_id, expert_id=expert_id, detail=str(detail)[:2000]))
+
+    def audit_events(self, limit: int = 50) -> list[dict]:
+        """The newest ``limit`` audit events, newest first."""
+        with self.session() as s:
+            rows = s.scalars(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(int(limit))).all()
+            return [{"id": r.id, "utc": _fmt(r.created_utc), "actor": r.actor, "action": r.action,
+                     "study_id": r.study_id, "expert_id": r.expert_id, "detail": r.detail} for r in rows]
+
+    # ---------------------------------------------------------------- web sessions
+    def create_web_session(self, role: str, fingerprint: str, hours: float) -> str:
+        """A new server-side session; returns the random id for the (signed) cookie."""
+        sid = secrets.token_urlsafe(32)
+        now = utcnow()
+        with self.session() as s, s.begin():
+            s.add(WebSession(id_hash=hash_token(sid), role=role, fingerprint=fingerprint, created_utc=now,
+                             expires_utc=now + _dt.timedelta(hours=float(hours))))
+        return sid
+
+    def web_session(self, sid: str) -> dict | None:
+        """The live session of ``sid`` (role, fingerprint, created), or None when unknown,
+        revoked or expired."""
+        if not isinstance(sid, str) or not 20 <= len(sid) <= 100:
+            return None
+        with self.engine.connect() as c:
+            row = c.execute(select(WebSession.role, WebSession.fingerprint, WebSession.created_utc,
+                                   WebSession.expires_utc, WebSession.revoked_utc)
+                            .where(WebSession.id_hash == hash_token(sid))).first()
+        if row is None or row.revoked_utc is not None or row.expires_utc < utcnow():
+            return None
+        return {"role": row.role, "fingerprint": row.fingerprint, "created_utc": row.created_utc,
+                "id": hash_token(sid)[:12]}
+
+    def end_web_session(self, sid: str, reason: str = "logout") -> bool:
+        """Revoke one session (logout); True if it was live."""
+        if not isinstance(sid, str) or not sid:
+            return False
+        with self.session() as s, s.begin():
+            row = s.get(WebSession, hash_token(sid))
+            if row is None or row.revoked_utc is not None:
+                return False
+            row.revoked_utc, row.revoke_reason = utcnow(), reason[:64]
+            return True
+
+    def end_all_web_sessions(self, reason: str = "log out everywhere", role: str | None = None) -> int:
+        """Revoke every live session (of ``role``, or all); returns how many were ended."""
+        now = utcnow()
+        with self.session() as s, s.begin():
+            q = select(WebSession).where(WebSession.revoked_utc.is_(None), WebSession.expires_utc >= now)
+            if role:
+                q = q.where(WebSession.role == role)
+            rows = s.scalars(q).all()
+            for row in rows:
+                row.revoked_utc, row.revoke_reason = now, reason[:64]
+            # expired rows are of no use: keep the table small
+            s.execute(WebSession.__table__.delete().where(WebSession.expires_utc < now - _dt.timedelta(days=7)))
+            return len(rows)
+
+    def live_web_sessions(self) -> dict[str, int]:
+        """Number of live sessions per role."""
+        now = utcnow()
+        with self.engine.connect() as c:
+            rows = c.execute(select(WebSession.role, func.count()).where(WebSession.revoked_utc.is_(None),
+                                                                         WebSession.expires_utc >= now)
+                             .group_by(WebSession.role)).all()
+        return {r[0]: int(r[1]) for r in rows}
+
+    # ---------------------------------------------------------------- login attempts
+    def count_login_attempt(self, key: str, window_s: float) -> int:
+        """Count one attempt of ``key`` atomically and return the count within the window.
+
+        One ``INSERT ... ON CONFLICT DO UPDATE ... RETURNING`` statement: the database
+        serialises concurrent attempts (SQLite: its write lock; PostgreSQL: the row lock), so
+        N concurrent attempts get the counts 1..N, each exactly once (no read-then-write race).
+        The count restarts at 1 when the previous attempt is older than ``window_s``."""
+        import time as _time
+
+        now = _time.time()
+        table = LoginCounter.__table__
+        with self._write_lock(), self.engine.connect() as c:
+            if c.dialect.name == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert as _insert
+            elif c.dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as _insert
+            else:  # pragma: no cover
+                raise StudyError("database", f"login counting needs SQLite or PostgreSQL, not {c.dialect.name}")
+            from sqlalchemy import case
+
+            stmt = _insert(table).values(key=key, count=1, last_epoch=now)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[table.c.key],
+                set_={"count": case((table.c.last_epoch < now - float(window_s), 1), else_=table.c.count + 1),
+                      "last_epoch": now}).returning(table.c.count)
+            count = int(c.execute(stmt).scalar_one())
+            c.commit()
+        return count
+
+    def uncount_login_attempt(self, key: str) -> None:
+        """Take back one attempt of ``key`` (a successful login is no failure)."""
+        table = LoginCounter.__table__
+        with self._write_lock(), self.engine.connect() as c:
+            c.execute(table.update().where(table.c.key == key, table.c.count > 0).values(count=table.c.count - 1))
+            c.commit()
 
     def list_studies(self) -> list[dict]:
         with self.session() as s:

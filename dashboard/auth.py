@@ -23,18 +23,25 @@ A refused browser navigation (GET/HEAD asking for HTML) is redirected (302) to
 ``/login?next=<path>``; any other refused request gets JSON with 401 (not logged in) or
 403 (logged in without the needed role, or admin pages off).
 
-Sessions are Flask's signed cookies (key ``AINERD_SECRET_KEY``, the same in every worker).
-A session stores the role, the login time and a fingerprint of that role's current password,
-so changing a password ends its sessions. Sessions last ``AINERD_SESSION_HOURS``.
+Sessions are server-side (table ``web_sessions`` of the evaluation database): the signed
+Flask cookie (key ``AINERD_SECRET_KEY``) holds only a random session id; the database row holds
+the role, the expiry (``AINERD_SESSION_HOURS``), a fingerprint of the role's password at login
+(a new password ends the role's sessions) and ``revoked_utc``. Logout (POST with the CSRF
+token) and "log out everywhere" (admin page) revoke rows, so a copied cookie stops working at
+once in every worker. ``GET /logout`` only shows the logout button (no state change: a
+cross-site link cannot log anybody out).
 
-Failed logins are counted per client address in a store all workers share: the diskcache
-folder under ``AINERD_CACHE_DIR`` (all workers of one host or container), or Redis
-(``AINERD_REDIS_URL``) when ``AINERD_BACKGROUND=celery`` (all hosts). After
-``AINERD_LOGIN_MAX_FAILURES`` failures within ``AINERD_LOGIN_WINDOW_S`` seconds the address
-gets 429 until the window has passed since its last failure. Behind a reverse proxy set
-``AINERD_TRUSTED_PROXIES`` so that the client address is the proxy's ``X-Forwarded-For``.
+Login attempts are counted per client address before the password is checked, by one atomic
+database upsert (``StudyStore.count_login_attempt``: SQLite's write lock or PostgreSQL's row
+lock serialise concurrent attempts), or Redis ``INCR`` when ``AINERD_BACKGROUND=celery``; a
+correct password takes its attempt back. Attempt number ``AINERD_LOGIN_MAX_FAILURES + 1``
+within ``AINERD_LOGIN_WINDOW_S`` seconds of the previous attempt gets 429 without its password
+being checked, so under any number of concurrent attempts exactly ``AINERD_LOGIN_MAX_FAILURES``
+wrong passwords are tried per window. Behind a reverse proxy set ``AINERD_TRUSTED_PROXIES`` so
+that the client address is the proxy's ``X-Forwarded-For``.
 
-The login form carries a per-session CSRF token (and the session cookie is SameSite=Lax).
+The login and logout forms carry a per-session CSRF token (and the cookie is SameSite=Lax).
+The instance folder is made 0700 and the SQLite database 0600 when the app starts.
 """
 from __future__ import annotations
 
@@ -42,7 +49,6 @@ import hashlib
 import hmac
 import html
 import secrets
-import time
 from datetime import timedelta
 from urllib.parse import quote, urlsplit
 
@@ -82,28 +88,72 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(hashlib.sha256(a.encode()).digest(), hashlib.sha256(b.encode()).digest())
 
 
+def _store(config=None):
+    """The database of sessions, login counts and the audit log (one per database URL)."""
+    from ainerd_core.studies import StudyStore
+
+    config = config or _config()
+    store = _STORES.get(config.database_url)
+    if store is None:
+        store = _STORES.setdefault(config.database_url, StudyStore(config.database_url))
+    return store
+
+
+_STORES: dict = {}
+
+
 def session_values(config, role: str) -> dict:
-    """The session entries of a login as ``role`` (tests: ``session_transaction().update``)."""
+    """The session entries of a new login as ``role``: a server-side session is created and its
+    id returned for the cookie (tests: ``session_transaction().update``)."""
     if role not in ROLES:
         raise ValueError(role)
-    return {SESSION_KEY: {"role": role, "at": int(time.time()), "fp": _fingerprint(config, role)}}
+    sid = _store(config).create_web_session(role, _fingerprint(config, role), config.session_hours)
+    return {SESSION_KEY: {"sid": sid}}
+
+
+def _session_id() -> str | None:
+    data = session.get(SESSION_KEY)
+    sid = data.get("sid") if isinstance(data, dict) else None
+    return sid if isinstance(sid, str) else None
+
+
+def session_record() -> dict | None:
+    """The live server-side session of this request (role, fingerprint...), looked up once per
+    request; None when there is none or it was revoked, expired or is of an old password."""
+    sid = _session_id()
+    cached = getattr(flask.g, "ainerd_web_session", None)
+    if cached is not None and cached[0] == sid:
+        return cached[1]
+    config = _config()
+    rec = None
+    if sid:
+        rec = _store(config).web_session(sid)
+        if rec is not None:
+            role = rec["role"]
+            if (role not in ROLES or not _password(config, role)
+                    or not hmac.compare_digest(rec["fingerprint"], _fingerprint(config, role))):
+                rec = None
+    flask.g.ainerd_web_session = (sid, rec)
+    return rec
 
 
 def logged_in_role() -> str | None:
     """The role this request's session logged in as ('admin' or 'viewer'), else None."""
-    config = _config()
-    data = session.get(SESSION_KEY)
-    if not isinstance(data, dict):
-        return None
-    role = data.get("role")
-    if role not in ROLES or not _password(config, role):
-        return None
-    if not isinstance(data.get("fp"), str) or not hmac.compare_digest(data["fp"], _fingerprint(config, role)):
-        return None
-    at = data.get("at")
-    if not isinstance(at, int) or time.time() - at > config.session_hours * 3600 or at > time.time() + 60:
-        return None
-    return role
+    rec = session_record()
+    return rec["role"] if rec else None
+
+
+def actor() -> str:
+    """Who acts in this request, for the audit log: 'admin session 1a2b3c...' (no secret)."""
+    rec = session_record()
+    return f"{rec['role']} session {rec['id']}" if rec else "anonymous"
+
+
+def end_all_sessions(reason: str = "log out everywhere") -> int:
+    """Revoke every live viewer and admin session (this one included); returns the number."""
+    n = _store().end_all_web_sessions(reason)
+    flask.g.pop("ainerd_web_session", None)
+    return n
 
 
 def current_role() -> str | None:
@@ -184,44 +234,46 @@ def _enforce():
 # ------------------------------------------------------------------ rate limiting
 
 class LoginRateLimiter:
-    """Failed logins per client address, in a store every worker shares (see module doc)."""
+    """Login attempts per client address, counted atomically before the password is checked
+    (see module doc): the database of the app, or Redis with ``AINERD_BACKGROUND=celery``."""
 
     def __init__(self, config):
         self.max_failures = config.login_max_failures
         self.window = max(1, config.login_window_s)
-        self._redis = self._cache = None
+        self._redis = None
+        self._store = _store(config)
         if config.background == "celery":
             import redis
 
             self._redis = redis.Redis.from_url(config.redis_url, socket_timeout=5)
-        else:
-            import diskcache
-
-            from .background import private_dir
-
-            self._cache = diskcache.Cache(private_dir(config.cache_dir / "login-failures"))
 
     @staticmethod
     def _key(client: str) -> str:
         return "ainerd-login-fail:" + hashlib.sha256(client.encode()).hexdigest()[:32]
 
-    def blocked(self, client: str) -> bool:
+    def attempt(self, client: str) -> bool:
+        """Count one attempt; False when it is beyond the limit (answer 429, check nothing)."""
         if self.max_failures <= 0:
-            return False
-        key = self._key(client)
-        count = self._redis.get(key) if self._redis is not None else self._cache.get(key, 0)
-        return int(count or 0) >= self.max_failures
-
-    def failed(self, client: str) -> None:
+            return True
         key = self._key(client)
         if self._redis is not None:
-            pipe = self._redis.pipeline()
+            pipe = self._redis.pipeline(transaction=True)  # MULTI: INCR and EXPIRE as one
             pipe.incr(key)
             pipe.expire(key, self.window)
-            pipe.execute()
+            count = int(pipe.execute()[0])
+        else:
+            count = self._store.count_login_attempt(key, self.window)
+        return count <= self.max_failures
+
+    def succeeded(self, client: str) -> None:
+        """A correct password: its attempt is no failure."""
+        if self.max_failures <= 0:
             return
-        with self._cache.transact():
-            self._cache.set(key, int(self._cache.get(key, 0)) + 1, expire=self.window)
+        key = self._key(client)
+        if self._redis is not None:
+            self._redis.decr(key)
+        else:
+            self._store.uncount_login_attempt(key)
 
 
 # ------------------------------------------------------------------ pages
@@ -270,9 +322,7 @@ def _login_page(error: str | None = None, status: int = 200, next_url: str = "/"
     role = logged_in_role()
     if role:
         parts.append(f"<p>Logged in as <b>{role}</b>. <a href='{html.escape(next_url)}'>Continue</a></p>"
-                     "<form method='post' action='/logout'>"
-                     f"<input type='hidden' name='csrf_token' value='{_csrf_token()}'>"
-                     "<button type='submit' id='logout'>Log out</button></form>")
+                     + logout_form_html())
     forms = [("viewer", "Viewer", "View the explorer.")] if config.viewer_password else []
     if admin_enabled(config):
         forms.append(("admin", "Admin", "Studies, uploads and everything a viewer sees."))
@@ -298,13 +348,21 @@ def _client() -> str:
     return request.remote_addr or "unknown"
 
 
+def logout_form_html() -> str:
+    """The logout button: a POST form with this session's CSRF token."""
+    return ("<form method='post' action='/logout' id='logout-form'>"
+            f"<input type='hidden' name='csrf_token' value='{_csrf_token()}'>"
+            "<button type='submit' id='logout'>Log out</button></form>")
+
+
+def csrf_token() -> str:
+    """This session's CSRF token (for forms built elsewhere, e.g. the admin page's logout)."""
+    return _csrf_token()
+
+
 def _login_post(limiter: LoginRateLimiter):
     config = _config()
     next_url = safe_next(request.form.get("next"))
-    if limiter.blocked(_client()):
-        response = _login_page("Too many failed logins from your address; try again later.", 429, next_url)
-        response.headers["Retry-After"] = str(limiter.window)
-        return response
     token = request.form.get("csrf_token", "")
     expected = session.get(CSRF_KEY)
     if not isinstance(expected, str) or not token or not _same(token, expected):
@@ -314,12 +372,21 @@ def _login_post(limiter: LoginRateLimiter):
     expected_password = _password(config, role) if role in ROLES else None
     if not expected_password:
         return _login_page(f"This server has no {role or 'such'} login.", 400, next_url)
+    # counted before the password is compared: concurrent attempts cannot slip past the limit
+    if not limiter.attempt(_client()):
+        response = _login_page("Too many failed logins from your address; try again later.", 429, next_url)
+        response.headers["Retry-After"] = str(limiter.window)
+        return response
     if not _same(password, expected_password):
-        limiter.failed(_client())
         current_app.logger.warning("failed %s login from %s", role, _client())
         return _login_page("Wrong password.", 401, next_url)
+    limiter.succeeded(_client())
+    old = _session_id()
+    if old:
+        _store(config).end_web_session(old, "new login")
     session.pop(SESSION_KEY, None)
     session.update(session_values(config, role))
+    flask.g.pop("ainerd_web_session", None)
     session[CSRF_KEY] = secrets.token_urlsafe(32)  # a new token after login
     session.permanent = True
     if role == "viewer" and next_url.startswith(ADMIN_PREFIX):
@@ -328,11 +395,21 @@ def _login_post(limiter: LoginRateLimiter):
 
 
 def _logout():
-    if request.method == "POST":
-        token = request.form.get("csrf_token", "")
-        expected = session.get(CSRF_KEY)
-        if not isinstance(expected, str) or not _same(token, expected):
-            return _login_page("The logout form expired; please try again.", 400)
+    """GET: a page with the logout button (changes nothing). POST with the CSRF token: the
+    server-side session is revoked (a copy of the cookie stops working too)."""
+    if request.method != "POST":
+        role = logged_in_role()
+        if not role:
+            return _page("Log out", "<p>You are not logged in. <a href='/login'>Log in</a></p>")
+        return _page("Log out", f"<p>Logged in as <b>{role}</b>.</p>" + logout_form_html())
+    token = request.form.get("csrf_token", "")
+    expected = session.get(CSRF_KEY)
+    if not isinstance(expected, str) or not token or not _same(token, expected):
+        return _page("Log out", "<p class='error' role='alert'>The logout form expired or came from another "
+                                "site; nothing was changed.</p>" + logout_form_html(), status=400)
+    sid = _session_id()
+    if sid:
+        _store().end_web_session(sid, "logout")
     session.pop(SESSION_KEY, None)
     session.pop(CSRF_KEY, None)
     return flask.redirect("/login", code=303)
@@ -378,6 +455,14 @@ def _too_large(_error):
 def init_auth(server: flask.Flask, config) -> None:
     """Install the login routes, the access gate, security headers and log redaction."""
     install_log_redaction()
+    from ainerd_core.studies import private_folder
+
+    private_folder(config.instance_dir)  # 0700 however the app is started
+    if config.database_url.startswith("sqlite:///"):
+        from ainerd_core.studies import private_sqlite_file
+
+        private_sqlite_file(config.database_url.split(":///", 1)[1])  # 0600, even if made before
+    _store(config).engine  # creates the tables now, not on the first login
     if config.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 

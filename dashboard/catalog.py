@@ -2,8 +2,9 @@
 
 :class:`Catalog` scans ``config.data_dir`` for ``*.h5`` files (hidden and temporary files are
 ignored), opens each through :func:`ainerd_core.dataset.open_dataset` and keeps one
-:class:`DatasetEntry` per file, keyed by ``(path, mtime_ns, size)``: when ``precompute``
-atomically replaces a file, the next request sees a new key and reads the new file (the old
+:class:`DatasetEntry` per file, keyed by ``(path, mtime_ns, size, live signature)``: when
+``precompute`` atomically replaces a file, or a live watcher commits a segment
+(:func:`ainerd_core.dataset.live_signature`), the next request sees a new key and reads the new file (the old
 handle keeps reading the old inode until it is dropped). Small arrays (metadata, rheology,
 results such as ``labels``, ``umap``, ``tables/*``) are read once per entry and cached in memory;
 C2 maps are never cached here: they are read one by one (:meth:`DatasetEntry.read_map`) and
@@ -52,12 +53,13 @@ class DatasetEntry:
         Why the file could not be opened (then nothing else is available).
     """
 
-    def __init__(self, path: Path, mtime_ns: int, size_bytes: int):
+    def __init__(self, path: Path, mtime_ns: int, size_bytes: int, live: str = ""):
         self.path = Path(path)
         self.id = self.path.stem
         self.mtime_ns = int(mtime_ns)
         self.size_bytes = int(size_bytes)
-        self.version = f"{self.mtime_ns:x}-{self.size_bytes:x}"
+        # live datasets grow by committed segments (ainerd_core.dataset.live_signature)
+        self.version = f"{self.mtime_ns:x}-{self.size_bytes:x}" + (f"-{live}" if live else "")
         self.error: str | None = None
         self._lock = threading.RLock()
         self._cache: dict[str, object] = {}
@@ -287,6 +289,8 @@ class Catalog:
         self._scanned_at = -1e9
 
     def _scan(self) -> None:
+        from ainerd_core.dataset import live_signature
+
         files = []
         if self.data_dir.is_dir():
             for p in self.data_dir.glob("*.h5"):
@@ -296,12 +300,13 @@ class Catalog:
                     st = p.stat()
                 except OSError:
                     continue
-                files.append((p, st.st_mtime_ns, st.st_size))
+                files.append((p, st.st_mtime_ns, st.st_size, live_signature(p)))
         entries, keys = {}, {}
-        for p, mtime, size in sorted(files):
-            key = (str(p), mtime, size)
+        for p, mtime, size, live in sorted(files):
+            key = (str(p), mtime, size, live)
             old = self._entries.get(p.stem)
-            entries[p.stem] = old if old is not None and self._keys.get(p.stem) == key else DatasetEntry(p, mtime, size)
+            entries[p.stem] = old if old is not None and self._keys.get(p.stem) == key else \
+                DatasetEntry(p, mtime, size, live)
             keys[p.stem] = key
         self._entries, self._keys = entries, keys
 

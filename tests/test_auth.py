@@ -94,7 +94,7 @@ def test_exempt_routes(client):
     r = client.get("/login")
     assert r.status_code == 200 and "login-viewer" in r.text and "login-admin" in r.text
     assert client.get("/login/style.css").status_code == 200
-    assert client.get("/logout").status_code == 303
+    assert client.get("/logout").status_code == 200  # a page with the button, no state change
 
 
 def test_evaluate_prefix_is_left_to_the_expert_app(client):
@@ -209,6 +209,85 @@ def test_logout(client):
     assert client.get("/_dash-layout").status_code == 401
 
 
+def test_copied_cookie_fails_after_logout(app, client):
+    """Server-side sessions: the stolen copy of a cookie dies with the logout of its owner."""
+    login(client, "admin", ADMIN_PW)
+    cookie = client.get_cookie("session").value
+    thief = app.test_client()
+    thief.set_cookie("session", cookie)
+    assert thief.get("/admin/_dash-layout").status_code == 200
+    assert client.post("/logout", data=dict(csrf_token=csrf(client))).status_code == 303
+    assert thief.get("/admin/_dash-layout").status_code == 401
+    assert thief.get("/_dash-layout").status_code == 401
+    # and in another worker (another app on the same database)
+    other = create_app(app.extensions["ainerd_config"]).test_client()
+    other.set_cookie("session", cookie)
+    assert other.get("/admin/_dash-layout").status_code == 401
+
+
+def test_logout_by_get_or_without_csrf_changes_nothing(client):
+    login(client, "viewer", VIEWER_PW)
+    r = client.get("/logout")  # a cross-site <img src=/logout> or link
+    assert r.status_code == 200 and "logout-form" in r.text
+    assert client.get("/_dash-layout").status_code == 200
+    r = client.post("/logout", data={})  # a cross-site form post has no token
+    assert r.status_code == 400 and "nothing was changed" in r.text
+    r = client.post("/logout", data={"csrf_token": "forged-token-forged-token"})
+    assert r.status_code == 400
+    assert client.get("/_dash-layout").status_code == 200
+
+
+def test_log_out_everywhere_ends_copies(app):
+    c1, c2 = app.test_client(), app.test_client()
+    login(c1, "admin", ADMIN_PW)
+    login(c2, "viewer", VIEWER_PW)
+    thief = app.test_client()
+    thief.set_cookie("session", c2.get_cookie("session").value)
+    assert thief.get("/_dash-layout").status_code == 200
+    with app.test_request_context("/"):
+        assert auth.end_all_sessions() == 2
+    for c in (c1, c2, thief):
+        assert c.get("/_dash-layout").status_code == 401
+
+
+def test_new_login_ends_the_previous_session_of_that_browser(app, client):
+    login(client, "viewer", VIEWER_PW)
+    before = client.get_cookie("session").value
+    login(client, "admin", ADMIN_PW)
+    stale = app.test_client()
+    stale.set_cookie("session", before)
+    assert stale.get("/_dash-layout").status_code == 401
+    assert client.get("/admin/_dash-layout").status_code == 200
+
+
+def test_instance_folder_and_database_private(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        inst = tmp_path / "inst"
+        inst.mkdir(mode=0o755)
+        db = inst / "ainerd.db"
+        db.write_bytes(b"")
+        os.chmod(db, 0o644)  # made by an older version or by hand
+        app = create_app(make_config(tmp_path, instance_dir=inst, database_url=""))
+        c = app.test_client()
+        login(c, "admin", ADMIN_PW)  # writes: the -wal/-shm files appear
+        assert stat.S_IMODE(inst.stat().st_mode) == 0o700
+        for f in inst.glob("ainerd.db*"):
+            if f.is_file():
+                assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, (f.name, oct(f.stat().st_mode))
+        assert stat.S_IMODE(db.stat().st_mode) == 0o600
+        # a fresh instance folder
+        inst2 = tmp_path / "fresh" / "inst"
+        create_app(make_config(tmp_path, instance_dir=inst2, database_url=""))
+        assert stat.S_IMODE(inst2.stat().st_mode) == 0o700
+        assert stat.S_IMODE((inst2 / "ainerd.db").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+
+
 def test_password_change_ends_sessions(tmp_path):
     (tmp_path / "data").mkdir()
     app1 = create_app(make_config(tmp_path))
@@ -237,17 +316,28 @@ def test_session_from_another_secret_refused(tmp_path):
 
 
 def test_expired_session_refused(app, client):
+    import datetime
+
+    from ainerd_core.studies import WebSession, hash_token
+
     cfg = app.extensions["ainerd_config"]
+    values = auth.session_values(cfg, "admin")
     with client.session_transaction() as s:
-        values = auth.session_values(cfg, "admin")
-        values[auth.SESSION_KEY]["at"] -= int(cfg.session_hours * 3600) + 10
         s.update(values)
+    assert client.get("/_dash-layout").status_code == 200
+    store = auth._store(cfg)
+    with store.session() as db, db.begin():
+        row = db.get(WebSession, hash_token(values[auth.SESSION_KEY]["sid"]))
+        row.expires_utc = datetime.datetime(2000, 1, 1)
     assert client.get("/_dash-layout").status_code == 401
 
 
 def test_forged_session_role_refused(client):
     with client.session_transaction() as s:
         s[auth.SESSION_KEY] = {"role": "admin", "at": 2**40, "fp": "0" * 32}
+    assert client.get("/admin/_dash-layout").status_code == 401
+    with client.session_transaction() as s:
+        s[auth.SESSION_KEY] = {"sid": "A" * 43}  # a made-up id: no such session
     assert client.get("/admin/_dash-layout").status_code == 401
 
 
@@ -399,3 +489,29 @@ def test_gunicorn_access_log_redacted():
     for secret in ("tok-en123456", "token=abc", "abc.def.ghi", "Zm9vOmJhcg==", "session=xyz"):
         assert secret not in text, secret
     assert atoms["r"] == "GET /evaluate/[redacted]?token=[redacted] HTTP/1.1"
+
+
+def test_login_counter_is_atomic(tmp_path):
+    """N threads counting at once get each of the counts 1..N exactly once (no lost update)."""
+    import threading
+
+    from ainerd_core.studies import StudyStore
+
+    store = StudyStore(f"sqlite:///{tmp_path / 'c.db'}")
+    n = 48
+    barrier = threading.Barrier(n)
+    got = []
+
+    def hit():
+        barrier.wait()
+        got.append(store.count_login_attempt("k", 600))
+
+    threads = [threading.Thread(target=hit) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(got) == list(range(1, n + 1))
+    store.uncount_login_attempt("k")
+    assert store.count_login_attempt("k", 600) == n
+    assert store.count_login_attempt("k", 0) == 1  # the previous attempt is outside a 0 s window

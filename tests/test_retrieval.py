@@ -87,3 +87,58 @@ def test_cli_on_a_dataset_with_truth(tmp_path, rng, capsys):
     q = write_dataset(tmp_path / "u.h5", meta=small_meta(n), latents=rng.random((n, 4)))
     assert main(["benchmark-retrieval", str(q)]) == 2
     assert "ground truth" in capsys.readouterr().err
+
+
+def test_relevance_rules_by_hand():
+    cols = {"rate": np.array([1.0, 1.7, 1.9, 3.0, np.nan, 1.0]),
+            "fringe": np.array([0.0, 0.4, 0.0, 0.0, 0.0, 0.6]),
+            "aging": np.array(["a", "a", "a", "a", "a", "b"])}
+    rules = R.parse_relevance("rate:ratio=1.8, fringe:abs=0.5,aging:eq")
+    assert rules == [("rate", "ratio", 1.8), ("fringe", "abs", 0.5), ("aging", "eq", None)]
+    rel = R.relevance_from_rules(cols, rules, np.array([0, 3]))
+    # target 0: 1 (x1.7, fringe 0.4) yes; 2 (x1.9) no; 3 no; 4 (rate missing) no; 5 (other aging) no
+    np.testing.assert_array_equal(rel[0], [False, True, False, False, False, False])
+    np.testing.assert_array_equal(rel[1], [False, True, True, False, False, False])  # 3.0 / 1.7, 3.0 / 1.9
+    np.testing.assert_array_equal(R.complete_rows(cols, rules), [True, True, True, True, False, True])
+    for bad in ("rate", "rate:near", "rate:ratio=0.5", "rate:abs=x", "rate:eq=1", ""):
+        with pytest.raises(R.InputError):
+            R.parse_relevance(bad)
+    with pytest.raises(R.InputError, match="no column"):
+        R.relevance_from_rules(cols, [("speed", "eq", None)], np.array([0]))
+
+
+def test_external_truth_csv_on_the_cli(tmp_path, rng, capsys):
+    """A user's own labels: two groups of maps that differ in raw pixels only by a small offset,
+    a latent that knows the groups. The table has latent, raw and exact PCA with paired CIs."""
+    n = 36
+    group = np.repeat(["slow", "fast"], n // 2)
+    base = rng.random((n, 256, 256)).astype(np.float32)
+    maps = np.clip(base * 0.9 + (group == "fast")[:, None, None] * 0.02, 0, 1).astype(np.float32)
+    latent = np.c_[(group == "fast") * 5.0, rng.normal(0, 0.1, n)].astype(np.float32)
+    p = write_dataset(tmp_path / "u.h5", meta=small_meta(n), maps=maps, latents=latent)
+    csv_path = tmp_path / "truth.csv"
+    rows = ["index,group,rate"] + [f"{i},{group[i]},{1.0 if group[i] == 'slow' else 9.0}" for i in range(n)][::-1]
+    csv_path.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "t.json"
+    assert main(["benchmark-retrieval", str(p), "--truth-csv", str(csv_path), "--targets", "all",
+                 "--ks", "5,10", "--json", str(out)]) == 0
+    table = json.loads(out.read_text())
+    assert table["n_targets"] == n and set(table["spaces"]) == {"latent", "raw", "pca"}
+    assert table["spaces"]["latent"]["5"]["mean"] == 1.0
+    t = table["tests"]["latent_vs_raw"]["5"]
+    assert t["ci_low"] > 0.2 and t["ci_low"] <= t["mean_difference"] <= t["ci_high"]
+    assert "group equal" in capsys.readouterr().out
+    # numeric rule on the same CSV: same answer
+    assert main(["benchmark-retrieval", str(p), "--truth-csv", str(csv_path), "--relevance", "rate:ratio=2",
+                 "--targets", "all", "--ks", "5", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["spaces"]["latent"]["5"]["mean"] == 1.0
+    # bad CSVs: one error line naming the file, status 2
+    bad = tmp_path / "bad.csv"
+    bad.write_text("index,group\n0,a\n99,b\n")
+    assert main(["benchmark-retrieval", str(p), "--truth-csv", str(bad)]) == 2
+    assert "bad.csv" in capsys.readouterr().err
+    bad.write_text("group,x\na,1\n")
+    assert main(["benchmark-retrieval", str(p), "--truth-csv", str(bad)]) == 2
+    assert "1 rows for 36 maps" in capsys.readouterr().err
+    assert main(["benchmark-retrieval", str(p), "--truth-csv", str(csv_path), "--relevance", "speed:eq"]) == 2
+    assert "no column 'speed'" in capsys.readouterr().err

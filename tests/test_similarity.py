@@ -140,3 +140,45 @@ def test_distance_distributions():
     assert set(out) == {1, 10, 100}
     np.testing.assert_array_equal(out[10], d[:, 9])
     assert set(S.distance_distributions(d[:, :50])) == {1, 10}
+
+
+def slow_spectrum_maps(rng, n=150, size=24):
+    """Maps whose PCA spectrum decays slowly (the regime where a randomized sketch drifts)."""
+    basis = rng.random((40, size * size))
+    coef = rng.normal(size=(n, 40)) * (0.9 ** np.arange(40))
+    return (coef @ basis / 10 + 0.4 + rng.normal(0, 0.02, (n, size * size))).astype(np.float32).reshape(n, size, size)
+
+
+@pytest.mark.parametrize("route", ["raw_knn", "own_pass"])
+def test_exact_pca_equals_svd(rng, route):
+    """The exact PCA (Gram matrix from the raw-neighbour pass, or its own streamed pass) equals a
+    float64 SVD of the centred maps: same explained variance, same top-10 neighbours, subspace
+    angles ~0, and uploads project onto the same scores."""
+    maps = slow_spectrum_maps(rng)
+    flat = maps.reshape(len(maps), -1)
+    xc = flat.astype(np.float64) - flat.mean(0, dtype=np.float64)
+    _, s, vt = np.linalg.svd(xc, full_matrices=False)
+    ref_scores, ref_comp = (xc @ vt[:20].T), vt[:20]
+    if route == "raw_knn":
+        pca = S.ExactPCA(len(maps), flat.shape[1], 20)
+        for st in range(0, len(maps), 32):
+            pca.add_sketch(st, flat[st:st + 32])
+        S.raw_knn(maps, 10, block_rows=64, col_batch=16, gram=pca.gram)
+        pca.finish(S.MapSource(maps), batch_size=40)
+    else:
+        pca, _, rule = S.fit_pca(maps, 20, batch_size=40)
+        assert rule.startswith("exact PCA")
+    np.testing.assert_allclose(pca.explained_variance_ratio_, s[:20] ** 2 / (s ** 2).sum(), rtol=1e-4)
+    assert S.subspace_angles_deg(pca.components_, ref_comp).max() < 0.05
+    np.testing.assert_allclose(np.abs(pca.scores_), np.abs(ref_scores), atol=2e-3 * np.abs(ref_scores).max())
+    assert S.neighbour_overlap(S.knn_array(pca.scores_, 10)[0], S.knn_array(ref_scores, 10)[0]) == 1.0
+    np.testing.assert_allclose(S.pca_transform(pca.components_, pca.mean_, maps), pca.scores_, atol=1e-3)
+
+
+def test_randomized_pca_with_one_power_iteration_is_not_exact(rng):
+    """The old baseline: the 1-iteration sketch drifts from the exact subspace on a slowly
+    decaying spectrum (which is why the exact PCA replaced it)."""
+    maps = slow_spectrum_maps(rng)
+    exact, _, _ = S.fit_pca(maps, 20)
+    sketch, _ = S.fit_pca_stream(maps, 20, n_iter=1, seed=0)
+    assert S.subspace_angles_deg(sketch.components_, exact.components_).max() > 1.0

@@ -1,0 +1,354 @@
+"""Dynamics of C2 maps as beamline analysis measures them: one-time g2 from the two-time map,
+aged g2, and a batched robust fit of a stretched exponential (METHOD.md section 8).
+
+``g2(tau) = baseline + contrast * exp(-2 (rate * tau)^stretching)``
+
+* :func:`g2_from_c2`: g2 of each map by averaging C2 along its diagonals (lag 0 excluded by
+  default: the diagonal is dominated by shot noise in real correlator output).
+* :func:`aged_g2`: the same within age windows (square sub-maps along the diagonal), so aging
+  *within* one map shows as slower decay in later windows.
+* :func:`fit_g2`: all curves at once. A coarse grid over (rate, stretching) with the linear
+  parameters (baseline, contrast >= 0) solved in closed form for every grid node, then a batched
+  Levenberg-Marquardt refinement of all four parameters with Huber weights (iteratively
+  reweighted, robust to spikes and fringes), bounds by projection, standard errors from the
+  weighted Jacobian, a goodness of fit and a status per map (:data:`STATUS_NAMES`).
+* :func:`measure_dynamics`: the arrays stored under ``/results/dynamics`` by precompute.
+
+Everything is in numpy and vectorised over maps; no per-map Python loop in the fit.
+Units: lags in seconds when the time step per C2 pixel is known (``c2_time_step_s``), else in
+pixels; rates in 1/s or 1/pixel accordingly. Works on raw maps (baseline ~1, contrast ~0.2) and
+on maps min-max normalised to [0, 1] (baseline and contrast free).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+STATUS_NAMES = ("ok", "no decay within window", "decays within first lag", "failed")
+STATUS_OK, STATUS_NO_DECAY, STATUS_FIRST_LAG, STATUS_FAILED = 0, 1, 2, 3
+STRETCH_BOUNDS = (0.3, 2.0)
+# rate bounds relative to the lag window: 0.02 / tau_max (1/e decay far beyond the window) to
+# 5 / tau_min (fully decayed well within the first lag)
+RATE_LO_FACTOR, RATE_HI_FACTOR = 0.02, 5.0
+HUBER_C = 1.345        # Huber threshold in robust standard deviations (95 % efficiency for Gaussian noise)
+NO_DECAY_FRACTION = 0.5   # < half of the contrast decayed by the last fitted lag -> 'no decay within window'
+FIRST_LAG_FRACTION = 0.9  # > 90 % decayed by the first lag -> 'decays within first lag'
+ORDER_RULE = ("clusters renumbered by the median fitted relaxation rate of their maps (fit of "
+              "g2 = baseline + contrast exp(-2 (rate tau)^stretching) to each map's one-time g2): "
+              "0 = slowest, last = fastest; failed fits use the latent-regression fill")
+ORDER_UNKNOWN = ("order UNKNOWN: no C2 maps and no decoder for the latents, so no dynamics can be "
+                 "measured; cluster numbers are k-means' own and carry no meaning")
+
+
+# --------------------------------------------------------------------------- model
+def stretched_exponential(tau, rate, stretching, contrast, baseline):
+    """``baseline + contrast * exp(-2 (rate * tau)^stretching)``, broadcasting numpy arrays.
+
+    Parameters
+    ----------
+    tau : lag(s), s or pixels (>= 0)
+    rate : relaxation rate Gamma, 1/s or 1/pixel (same time unit as tau)
+    stretching : gamma (< 1 stretched, > 1 compressed)
+    contrast : beta (speckle visibility, or the normalised map's decay amplitude)
+    baseline : g2 at infinite lag
+    """
+    x = np.power(np.abs(np.asarray(rate, dtype=np.float64) * np.asarray(tau, dtype=np.float64)), stretching)
+    return baseline + contrast * np.exp(-2.0 * x)
+
+
+# --------------------------------------------------------------------------- g2 from C2
+def _as_maps(maps) -> np.ndarray:
+    m = np.asarray(maps, dtype=np.float32)
+    if m.ndim == 2:
+        m = m[None]
+    if m.ndim != 3 or m.shape[1] != m.shape[2]:
+        raise ValueError(f"maps must be (N, L, L) square C2 maps, got shape {m.shape}")
+    return m
+
+
+def g2_from_c2(maps, *, exclude_lag0: bool = True):
+    """One-time g2 of each two-time map by averaging along its diagonals.
+
+    Parameters
+    ----------
+    maps : (N, L, L) or (L, L) float array, C2(t1, t2) on a uniform time grid.
+    exclude_lag0 : drop lag 0 (the main diagonal; spiky in real correlator output).
+
+    Returns
+    -------
+    lag_px : (L',) int, lags in C2 pixels (1..L-1, or 0..L-1 with lag 0)
+    g2 : (N, L') float32, mean of C2 over all (t1, t2) with |t2 - t1| = lag (both triangles
+        are averaged, so a map stored with only its upper triangle must be made symmetric first)
+    counts : (L',) int, distinct (t1, t2) pairs per lag (L - lag): the weight of each point
+    """
+    m = _as_maps(maps)
+    n, L = m.shape[0], m.shape[1]
+    g2 = np.empty((n, L), np.float32)
+    g2[:, 0] = np.diagonal(m, 0, 1, 2).mean(axis=-1)
+    for d in range(1, L):
+        up = np.diagonal(m, d, 1, 2).sum(axis=-1, dtype=np.float64)
+        lo = np.diagonal(m, -d, 1, 2).sum(axis=-1, dtype=np.float64)
+        g2[:, d] = (up + lo) / (2.0 * (L - d))
+    lag = np.arange(L)
+    counts = (L - lag).astype(np.int64)
+    if exclude_lag0:
+        return lag[1:], g2[:, 1:], counts[1:]
+    return lag, g2, counts
+
+
+def aged_g2(maps, n_windows: int = 4, *, exclude_lag0: bool = True):
+    """g2 within age windows along the diagonal (age = (t1 + t2) / 2).
+
+    The map is cut into ``n_windows`` square blocks ``C2[a:a+w, a:a+w]`` (w = L // n_windows)
+    along its diagonal; each block's g2 (:func:`g2_from_c2`) is the g2 of the sample at that
+    age, so aging within one measurement shows as slower decay in later windows.
+
+    Returns
+    -------
+    age_px : (W,) float, window centres in C2 pixels from the map's first frame
+    lag_px : (Lw,) int, lags in pixels (1..w-1 by default)
+    g2 : (N, W, Lw) float32
+    """
+    m = _as_maps(maps)
+    n, L = m.shape[0], m.shape[1]
+    n_windows = int(n_windows)
+    if n_windows < 1 or L // n_windows < 3:
+        raise ValueError(f"n_windows must be 1..{L // 3} for {L}-pixel maps, got {n_windows}")
+    w = L // n_windows
+    out = None
+    ages = np.empty(n_windows)
+    for k in range(n_windows):
+        a = k * w
+        lag, g, _ = g2_from_c2(m[:, a:a + w, a:a + w], exclude_lag0=exclude_lag0)
+        if out is None:
+            out = np.empty((n, n_windows, lag.size), np.float32)
+        out[:, k] = g
+        ages[k] = a + (w - 1) / 2.0
+    return ages, lag, out
+
+
+# --------------------------------------------------------------------------- batched fit
+def _wls_linear(E, Y, w):
+    """Weighted linear least squares of Y on [1, E] for every (map, grid node).
+
+    E (G, L) basis curves, Y (N, L) data, w (L,) weights. Returns (baseline (N, G),
+    contrast (N, G), weighted SSR (N, G)) with contrast constrained >= 0 (a rising curve is
+    no decay: contrast 0, baseline = weighted mean)."""
+    sw = w.sum()
+    swe = E @ w                      # (G,)
+    swee = (E * E) @ w               # (G,)
+    Yw = Y * w
+    swy = Yw.sum(axis=1)             # (N,)
+    swyy = (Yw * Y).sum(axis=1)      # (N,)
+    swey = Yw @ E.T                  # (N, G)
+    det = sw * swee - swe * swe      # (G,)
+    det = np.where(np.abs(det) > 1e-300, det, np.inf)
+    beta = (sw * swey - swe[None] * swy[:, None]) / det[None]
+    neg = beta < 0
+    beta = np.where(neg, 0.0, beta)
+    base = np.where(neg, (swy / sw)[:, None], (swy[:, None] - beta * swe[None]) / sw)
+    # SSR = sum w (y - b - beta e)^2 expanded
+    ssr = (swyy[:, None] - 2 * base * swy[:, None] - 2 * beta * swey + base * base * sw
+           + 2 * base * beta * swe[None] + beta * beta * swee[None])
+    return base, beta, np.maximum(ssr, 0.0)
+
+
+def _model_and_jac(tau, p):
+    """Model (N, L) and Jacobian (N, L, 4) wrt (baseline, contrast, ln rate, stretching)."""
+    b, beta, lnr, g = (p[:, i:i + 1] for i in range(4))
+    lx = lnr + np.log(tau)[None]           # ln(rate tau)
+    u = np.exp(np.clip(g * lx, -700, 50))  # (rate tau)^stretching
+    e = np.exp(-2.0 * u)
+    f = b + beta * e
+    J = np.empty(f.shape + (4,))
+    J[..., 0] = 1.0
+    J[..., 1] = e
+    de = -2.0 * beta * e * u
+    J[..., 2] = de * g
+    J[..., 3] = de * lx
+    return f, J
+
+
+def _robust_sigma(r, w):
+    """Per-map robust residual scale: 1.4826 x median |r sqrt(w / mean w)|."""
+    z = np.abs(r) * np.sqrt(w / w.mean())[None]
+    s = 1.4826 * np.median(z, axis=1)
+    return np.maximum(s, 1e-12 + 1e-9 * np.abs(r).max(axis=1))
+
+
+def fit_g2(tau, g2, counts=None, *, lag0=None, n_iter: int = 30, rate_bounds=None,
+           stretch_bounds=STRETCH_BOUNDS) -> dict:
+    """Fit ``baseline + contrast exp(-2 (rate tau)^stretching)`` to many g2 curves at once.
+
+    Parameters
+    ----------
+    tau : (L,) float, lags > 0 (s or pixels)
+    g2 : (N, L) float, the curves
+    counts : (L,) pairs averaged per lag (weights; default 1)
+    lag0 : (N,) optional g2 at lag 0: only used to tell 'decays within first lag' (the
+        diagonal stands out above a flat curve) from 'no decay within window' when the curve
+        shows no significant decay.
+    n_iter : Levenberg-Marquardt iterations (Huber weights are recomputed every 5)
+    rate_bounds : (lo, hi), default (0.02 / tau_max, 5 / tau_min)
+    stretch_bounds : (lo, hi) for the stretching exponent, default (0.3, 2)
+
+    Returns
+    -------
+    dict of (N,) float64 arrays ``rate``, ``rate_stderr``, ``stretching``, ``stretching_stderr``,
+    ``contrast``, ``contrast_stderr``, ``baseline``, ``baseline_stderr``, ``fit_r2``, and
+    ``fit_status`` (N,) int8 (codes of :data:`STATUS_NAMES`).
+    """
+    tau = np.asarray(tau, dtype=np.float64)
+    y = np.asarray(g2, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[None]
+    n, L = y.shape
+    if tau.shape != (L,) or np.any(tau <= 0):
+        raise ValueError("tau must be (L,) positive lags matching g2's last axis")
+    w = np.ones(L) if counts is None else np.asarray(counts, dtype=np.float64)
+    w = w / w.mean()
+    lo_r, hi_r = rate_bounds or (RATE_LO_FACTOR / tau.max(), RATE_HI_FACTOR / tau.min())
+    lo_g, hi_g = stretch_bounds
+    out = {k: np.full(n, np.nan) for k in ("rate", "rate_stderr", "stretching", "stretching_stderr", "contrast",
+                                           "contrast_stderr", "baseline", "baseline_stderr", "fit_r2")}
+    status = np.full(n, STATUS_FAILED, np.int8)
+    good = np.all(np.isfinite(y), axis=1) & (np.ptp(y, axis=1) > 0)
+    if not good.any() or L < 5:
+        out["fit_status"] = status
+        return out
+    idx = np.nonzero(good)[0]
+    Y = y[idx]
+    # 1. grid: 48 rates (log-spaced over the bounds) x 8 stretchings, linear parameters exact
+    lr_grid = np.linspace(math.log(lo_r), math.log(hi_r), 48)
+    g_grid = np.linspace(lo_g, hi_g, 8)
+    LR, GG = (a.ravel() for a in np.meshgrid(lr_grid, g_grid, indexing="ij"))
+    E = np.exp(-2.0 * np.exp(np.clip(GG[:, None] * (LR[:, None] + np.log(tau)[None]), -700, 50)))
+    base, beta, ssr = _wls_linear(E, Y, w)
+    best = np.argmin(ssr, axis=1)
+    rows = np.arange(len(idx))
+    p = np.stack([base[rows, best], beta[rows, best], LR[best], GG[best]], axis=1)
+    # 2. batched Levenberg-Marquardt with Huber weights (iteratively reweighted)
+    lo_p = np.array([-np.inf, 0.0, math.log(lo_r), lo_g])
+    hi_p = np.array([np.inf, np.inf, math.log(hi_r), hi_g])
+    lam = np.full(len(idx), 1e-2)
+    f, J = _model_and_jac(tau, p)
+    r = Y - f
+    W = np.broadcast_to(w, Y.shape).copy()
+    for it in range(n_iter):
+        if it % 5 == 0:
+            s = _robust_sigma(r, w)
+            z = np.abs(r) / s[:, None]
+            W = w[None] * np.where(z <= HUBER_C, 1.0, HUBER_C / np.maximum(z, 1e-300))
+        cost = (W * r * r).sum(axis=1)
+        A = np.einsum("nl,nli,nlj->nij", W, J, J)
+        gvec = np.einsum("nl,nli,nl->ni", W, J, r)
+        D = np.einsum("nii->ni", A) + 1e-12
+        Al = A + lam[:, None, None] * (D[:, :, None] * np.eye(4)[None])
+        try:
+            step = np.linalg.solve(Al, gvec[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            step = np.stack([np.linalg.lstsq(a, g_, rcond=None)[0] for a, g_ in zip(Al, gvec)])
+        pn = np.clip(p + step, lo_p, hi_p)
+        fn, Jn = _model_and_jac(tau, pn)
+        rn = Y - fn
+        cost_n = (W * rn * rn).sum(axis=1)
+        acc = np.isfinite(cost_n) & (cost_n <= cost)
+        p[acc], f[acc], J[acc], r[acc] = pn[acc], fn[acc], Jn[acc], rn[acc]
+        lam = np.where(acc, np.maximum(lam / 3.0, 1e-7), np.minimum(lam * 4.0, 1e7))
+    # 3. uncertainties, goodness of fit, status
+    A = np.einsum("nl,nli,nlj->nij", W, J, J)
+    dof = max(L - 4, 1)
+    s2 = (W * r * r).sum(axis=1) / dof
+    cov = np.full_like(A, np.nan)
+    okA = np.isfinite(A).all(axis=(1, 2))
+    if okA.any():
+        cov[okA] = np.linalg.pinv(A[okA], hermitian=True)
+    se = np.sqrt(np.maximum(np.einsum("nii->ni", cov), 0.0) * s2[:, None])
+    ybar = (w[None] * Y).sum(axis=1) / w.sum()
+    sst = (w[None] * (Y - ybar[:, None]) ** 2).sum(axis=1)
+    ssr_fin = (w[None] * r * r).sum(axis=1)
+    r2 = 1.0 - ssr_fin / np.where(sst > 0, sst, np.nan)
+    b, bet, lnr, gam = p.T
+    rate = np.exp(lnr)
+    for key, val in (("baseline", b), ("contrast", bet), ("rate", rate), ("stretching", gam), ("fit_r2", r2),
+                     ("baseline_stderr", se[:, 0]), ("contrast_stderr", se[:, 1]),
+                     ("rate_stderr", rate * se[:, 2]), ("stretching_stderr", se[:, 3])):
+        out[key][idx] = val
+    st = np.full(len(idx), STATUS_OK, np.int8)
+    dec_first = 1.0 - np.exp(-2.0 * (rate * tau.min()) ** gam)
+    dec_last = 1.0 - np.exp(-2.0 * (rate * tau.max()) ** gam)
+    # the visible decay (from the first to the last lag) against the noise of one lag's mean
+    sig = _robust_sigma(r, w)
+    visible = bet * (dec_last - dec_first)
+    flat = visible < 3.0 * sig / math.sqrt(max(L / 8.0, 1.0))
+    st[dec_last < NO_DECAY_FRACTION] = STATUS_NO_DECAY
+    st[dec_first > FIRST_LAG_FRACTION] = STATUS_FIRST_LAG
+    if np.any(flat):
+        # no significant decay inside the window: faster than the first lag if the diagonal
+        # (lag 0) stands out above the plateau, else slower than the window
+        plateau = Y[:, : max(3, L // 16)].mean(axis=1)
+        spread = np.maximum(sig * 3.0, 1e-12)
+        fast = np.zeros(len(idx), bool) if lag0 is None else (np.asarray(lag0, np.float64)[idx] - plateau > spread)
+        st[flat & fast] = STATUS_FIRST_LAG
+        st[flat & ~fast] = STATUS_NO_DECAY
+        out["rate"][idx[flat & fast]] = hi_r
+        out["rate"][idx[flat & ~fast]] = lo_r
+    bad = ~(np.isfinite(p).all(axis=1) & np.isfinite(r2))
+    st[bad] = STATUS_FAILED
+    status[idx] = st
+    out["fit_status"] = status
+    return out
+
+
+# --------------------------------------------------------------------------- all of it
+def measure_dynamics(maps, time_step_s=None, *, exclude_lag0: bool = True, max_lag=None, n_windows: int = 4,
+                     n_iter: int = 30) -> dict:
+    """g2, aged g2 and the stretched-exponential fit of a batch of C2 maps.
+
+    Parameters
+    ----------
+    maps : (N, L, L) float, C2 maps (raw or min-max normalised)
+    time_step_s : seconds per C2 pixel (dataset attr ``c2_time_step_s``); None -> pixel units
+    exclude_lag0 : exclude lag 0 from the stored g2 and from the fit
+    max_lag : last lag (pixels) used in the fit; default 3 L / 4 (at least L / 4 pairs per lag)
+    n_windows : age windows of the aged g2
+
+    Returns
+    -------
+    dict with the arrays of ``/results/dynamics`` (see RULES / docs/dynamics.md):
+    ``relaxation_rate``, ``rate_stderr``, ``stretching``, ``stretching_stderr``, ``contrast``,
+    ``contrast_stderr``, ``baseline``, ``baseline_stderr``, ``fit_r2`` (N,) float32,
+    ``fit_status`` (N,) int8, ``g2`` (N, L') float32, ``g2_lag`` (L',) float32, ``g2_count``
+    (L',) int32, ``aged_g2`` (N, W, Lw) float32, ``aged_g2_age`` (W,) float32, ``aged_g2_lag``
+    (Lw,) float32, and ``units``: {name: unit}.
+    """
+    m = _as_maps(maps)
+    L = m.shape[-1]
+    if time_step_s is not None and not (np.isfinite(time_step_s) and time_step_s > 0):
+        raise ValueError(f"time_step_s must be a positive number, got {time_step_s}")
+    dt = float(time_step_s) if time_step_s is not None else 1.0
+    lag_all, g_all, c_all = g2_from_c2(m, exclude_lag0=False)
+    max_lag = int(max_lag) if max_lag is not None else (3 * L) // 4
+    if not 5 <= max_lag <= L - 1:
+        raise ValueError(f"max_lag must be 5..{L - 1} pixels, got {max_lag}")
+    sel = (lag_all >= 1) & (lag_all <= max_lag)
+    fit = fit_g2(lag_all[sel] * dt, g_all[:, sel], c_all[sel], lag0=g_all[:, 0], n_iter=n_iter)
+    keep = slice(1, None) if exclude_lag0 else slice(None)
+    age, alag, ag = aged_g2(m, n_windows, exclude_lag0=exclude_lag0)
+    t_unit, r_unit = ("s", "1/s") if time_step_s is not None else ("pixel", "1/pixel")
+    out = {
+        "relaxation_rate": fit["rate"], "rate_stderr": fit["rate_stderr"],
+        "stretching": fit["stretching"], "stretching_stderr": fit["stretching_stderr"],
+        "contrast": fit["contrast"], "contrast_stderr": fit["contrast_stderr"],
+        "baseline": fit["baseline"], "baseline_stderr": fit["baseline_stderr"], "fit_r2": fit["fit_r2"],
+    }
+    out = {k: np.asarray(v, np.float32) for k, v in out.items()}
+    out.update(fit_status=fit["fit_status"].astype(np.int8), g2=g_all[:, keep].astype(np.float32),
+               g2_lag=(lag_all[keep] * dt).astype(np.float32), g2_count=c_all[keep].astype(np.int32),
+               aged_g2=ag.astype(np.float32), aged_g2_age=(age * dt).astype(np.float32),
+               aged_g2_lag=(alag * dt).astype(np.float32))
+    out["units"] = {"relaxation_rate": r_unit, "rate_stderr": r_unit, "g2_lag": t_unit, "aged_g2_age": t_unit,
+                    "aged_g2_lag": t_unit, "stretching": "1", "contrast": "g2 units", "baseline": "g2 units"}
+    out["fit_max_lag"] = float(max_lag * dt)
+    return out
