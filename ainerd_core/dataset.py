@@ -507,6 +507,10 @@ def append_segment(path, number: int, *, maps=None, meta: Mapping | None = None,
     for name, values in (rows or {}).items():
         if np.shape(values)[:1] != (n,):
             raise InputError(path, f"per-map result {name} has shape {np.shape(values)}, expected ({n}, ...)")
+    from .results import check_results  # the /results contract covers appended rows and state too
+
+    rows = check_results(rows or {}, state_attrs, n_maps=n) if rows else rows
+    state = check_results(state or {}, state_attrs) if (state or state_attrs) else state
     d = segment_dir(path)
     d.mkdir(exist_ok=True)
     final = d / f"seg_{int(number):06d}.h5"

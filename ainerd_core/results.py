@@ -22,7 +22,7 @@ undeclared name is a ``ValueError`` naming this module.
 
 Shape symbols: ``N`` maps, ``D`` latent size, ``k`` clusters (the entry's own k, or the chosen
 k), ``C`` k values swept, ``T`` distinct times, ``S`` sectors, ``G`` flow-share grid nodes per side,
-``K`` neighbours per map, ``P`` pixels per map (65,536), ``R`` example maps (16), ``L`` g2 lags,
+``K`` neighbours per map, ``P`` pixels per map (65,536), ``J`` PCA components, ``R`` example maps (16), ``L`` g2 lags,
 ``W`` age windows; other capital letters are lengths of their own. Within one write a symbol
 has one value.
 """
@@ -115,9 +115,10 @@ ENTRIES: tuple[Entry, ...] = (
           "raw and pca: with maps"),
     Entry("similarity/{space}_distance", ("N", "K"), F32, "space units", "their distances, ascending",
           "raw and pca: with maps"),
-    Entry("similarity/pca_components", (64, "P"), F32, "", "the raw-pixel PCA (to project an uploaded map)", _WITH_MAPS),
+    Entry("similarity/pca_components", ("J", "P"), F32, "",
+          "the raw-pixel PCA (to project an uploaded map); J = min(64, N - 1) components", _WITH_MAPS),
     Entry("similarity/pca_mean", ("P",), F32, "", "the raw-pixel mean map, flattened", _WITH_MAPS),
-    Entry("similarity/pca_scores", ("N", 64), F32, "", "every map's PCA-64 coordinates", _WITH_MAPS),
+    Entry("similarity/pca_scores", ("N", "J"), F32, "", "every map's PCA-64 coordinates", _WITH_MAPS),
     # dynamics (measured; ainerd_core.dynamics)
     Entry("decay_rate", ("N",), F32, "1/s or 1/pixel",
           "1 / half-decay lag of the map's diagonal profile (1/s when c2_time_step_s is known)", _WITH_MAPS),
@@ -191,6 +192,9 @@ ATTRS: tuple[Attr, ...] = (
     Attr("noise_sigma", "float", "latent units", "sigma of `model/noise_maps`", "latents from this model"),
     Attr("noise_center_index", "int", "", "the map whose latent `model/noise_maps` perturb", "latents from this model"),
     Attr("latent_sweep_schedule", "str", "", "how the latent-size sweep was trained", "with a latent-size sweep"),
+    Attr("live_rule", "str", "", "how live mode labels and places appended maps", "live datasets"),
+    Attr("live_reference", "str", "", "the precomputed dataset whose centroids and UMAP live mode uses",
+         "live datasets"),
     Attr("timings_json", "json", "s", "seconds per precompute stage and `total` (see Timings)"),
     Attr("substage_timings_json", "json", "s", "seconds of the parts of a stage: {stage: {part: s}}"),
 )
@@ -466,16 +470,68 @@ def write_results(path, results: Mapping[str, object], attrs: Mapping[str, objec
 
 
 # --------------------------------------------------------------------------- reading
-class Results:
+class ResultsView:
+    """What every reader of ``/results`` asks, on top of three primitives a subclass provides:
+    ``result(name, default=None)``, ``has_result(name)`` and ``result_attrs`` (a dict). Used by
+    :class:`Results` and by the dashboard's catalog entries."""
+
+    result_attrs: dict
+
+    def result(self, name: str, default=None):  # pragma: no cover - provided by subclasses
+        raise NotImplementedError
+
+    def has_result(self, name: str) -> bool:  # pragma: no cover - provided by subclasses
+        raise NotImplementedError
+
+    @property
+    def k(self) -> int | None:
+        """The chosen k (attr ``k``; from the labels for files without it), or None."""
+        k = self.result_attrs.get("k")
+        if k is not None:
+            return int(k)
+        labels = self.result("labels")
+        return int(labels.max()) + 1 if labels is not None and labels.size else None
+
+    def available_k(self) -> list[int]:
+        """k values with labels: those of :data:`K_SET` present and the chosen k (sorted)."""
+        ks = {k for k in K_SET if self.has_result(labels_name(k))}
+        if self.has_result("labels") and self.k:
+            ks.add(self.k)
+        return sorted(ks)
+
+    def labels(self, k: int | None = None):
+        """Cluster labels (N,) at ``k`` (None or the chosen k: ``labels``), or None."""
+        return self.result(labels_name(k, self.k))
+
+    def counts(self, k: int | None = None):
+        """The (T, k) table of maps per cluster at each time, or None."""
+        return self.result(counts_name(k, self.k))
+
+    @property
+    def timings(self) -> Timings:
+        """Seconds per precompute stage, their parts and the real total (empty if unknown)."""
+        return Timings.from_attrs(self.result_attrs)
+
+    @property
+    def provenance(self) -> ModelProvenance:
+        """Which checkpoint made the latents (path, SHA-256, latent source)."""
+        return ModelProvenance.from_attrs(self.result_attrs)
+
+
+class Results(ResultsView):
     """``/results`` of an open :class:`~ainerd_core.dataset.Dataset`, read through the contract.
 
-    ``res["labels"]`` reads (and caches) one array; ``res.get(name)`` returns None when absent.
+    ``res["labels"]`` reads (and caches) one array; ``res.result(name)`` returns None when absent.
     """
 
     def __init__(self, dataset):
         self._ds = dataset
         self.names = frozenset(dataset.result_names())
-        self.attrs = dict(dataset.result_attrs)
+        self.result_attrs = dict(dataset.result_attrs)
+
+    @property
+    def attrs(self) -> dict:
+        return self.result_attrs
 
     def __contains__(self, name: str) -> bool:
         return name in self.names
@@ -485,38 +541,11 @@ class Results:
             raise KeyError(name)
         return self._ds.read_result(name)
 
-    def get(self, name: str, default=None):
+    def has_result(self, name: str) -> bool:
+        return name in self.names
+
+    def result(self, name: str, default=None):
         return self._ds.read_result(name) if name in self.names else default
-
-    @property
-    def k(self) -> int | None:
-        """The chosen k (attr ``k``; from the labels for files without it)."""
-        k = self.attrs.get("k")
-        if k is not None:
-            return int(k)
-        labels = self.get("labels")
-        return int(labels.max()) + 1 if labels is not None and labels.size else None
-
-    def available_k(self) -> list[int]:
-        """k values with labels: those of :data:`K_SET` present and the chosen k."""
-        ks = {k for k in K_SET if labels_name(k) in self.names}
-        if "labels" in self.names and self.k:
-            ks.add(self.k)
-        return sorted(ks)
-
-    def labels(self, k: int | None = None):
-        return self.get(labels_name(k, self.k))
-
-    def counts(self, k: int | None = None):
-        return self.get(counts_name(k, self.k))
-
-    @property
-    def timings(self) -> Timings:
-        return Timings.from_attrs(self.attrs)
-
-    @property
-    def provenance(self) -> ModelProvenance:
-        return ModelProvenance.from_attrs(self.attrs)
 
 
 def read_results(dataset) -> Results:

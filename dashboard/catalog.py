@@ -30,15 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ainerd_core.results import K_SET, ModelProvenance, Timings, counts_name, labels_name
+from ainerd_core.results import ResultsView
 
 log = logging.getLogger(__name__)
 
 _MISSING = object()
 
 
-class DatasetEntry:
-    """One dataset file, opened read-only, with its small arrays cached.
+class DatasetEntry(ResultsView):
+    """One dataset file, opened read-only, with its small arrays cached (k, labels, counts,
+    timings and provenance come from :class:`ainerd_core.results.ResultsView`).
 
     Attributes
     ----------
@@ -131,40 +132,6 @@ class DatasetEntry:
         if name not in self._result_names:
             return default
         return self.cached("results/" + name, lambda: self._ds.read_result(name))
-
-    @property
-    def timings(self) -> Timings:
-        """Seconds per precompute stage, their parts and the real total (empty if unknown)."""
-        return Timings.from_attrs(self.result_attrs)
-
-    @property
-    def provenance(self) -> ModelProvenance:
-        """Which checkpoint made the latents (path, SHA-256, latent source)."""
-        return ModelProvenance.from_attrs(self.result_attrs)
-
-    @property
-    def k(self) -> int | None:
-        """The chosen k of the precomputation (``/results`` attr ``k``), or None."""
-        k = self.result_attrs.get("k")
-        if k is None:
-            labels = self.result("labels")
-            return int(labels.max()) + 1 if labels is not None and labels.size else None
-        return int(k)
-
-    def available_k(self) -> list[int]:
-        """k values with labels: those of ``K_SET`` (3, 5, 8) and the chosen k (sorted, unique)."""
-        ks = {k for k in K_SET if self.has_result(labels_name(k))}
-        if self.has_result("labels") and self.k:
-            ks.add(self.k)
-        return sorted(ks)
-
-    def labels(self, k: int | None = None):
-        """Cluster labels at ``k`` (None or the chosen k: ``labels``), or None."""
-        return self.result(labels_name(k, self.k))
-
-    def counts(self, k: int | None = None):
-        """The (T, k) table of maps per cluster at each time, or None."""
-        return self.result(counts_name(k, self.k))
 
     def sector_class(self) -> np.ndarray:
         """'flow' / 'vorticity' / 'other' per map (precomputed, else derived from phi)."""
