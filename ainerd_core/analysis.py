@@ -6,12 +6,14 @@ stream the maps. ``ainerd_core.precompute`` chains these functions and writes ``
 
 Conventions
 -----------
-* Cluster labels are renumbered so that cluster 0 = slowest dynamics (broad diagonal band),
-  the last cluster = fastest; noise of density methods stays -1.
-* The ordering feature ("slowness", high = slow) is, with C2 maps, the mean of the diagonal
-  profile of the map over all lags (see :func:`diagonal_profile`); without maps (latents-only
-  data) a documented proxy: the first principal component of the latents, oriented so that it
-  increases with acquisition time (aging after cessation of shear slows the dynamics).
+* Cluster labels are renumbered so that cluster 0 = slowest dynamics, the last cluster =
+  fastest; noise of density methods stays -1.
+* The ordering feature ("slowness", high = slow) is minus log10 of the fitted relaxation rate
+  of each map's g2 (:mod:`ainerd_core.dynamics`, computed by precompute; on latents-only data
+  from the decoded maps when the decoder is known). Without maps and without a decoder the
+  order is unknown: no time-based or latent proxy is used (it would be circular against the
+  time axis of the timeline figure). The diagonal-profile features below are kept for
+  diagnostics only: after min-max normalisation their band area is U-shaped in the true rate.
 """
 from __future__ import annotations
 
@@ -91,32 +93,21 @@ def map_profile_features(maps: np.ndarray) -> dict[str, np.ndarray]:
     return profile_features(diagonal_profile(maps))
 
 
-def latent_slowness_proxy(latents: np.ndarray, time: np.ndarray) -> tuple[np.ndarray, str]:
-    """Slowness proxy for latents-only data: PC1 of the (centred) latents, sign chosen so that it
-    correlates positively (Spearman) with acquisition time since cessation of shear (aging
-    slows the dynamics, so later maps are on average slower)."""
-    from scipy.stats import spearmanr
-
-    x = np.asarray(latents, dtype=np.float64)
-    x = x - x.mean(axis=0)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    pc1 = x @ vt[0]
-    rho = spearmanr(pc1, time).statistic if np.ptp(time) > 0 else 0.0
-    if np.isfinite(rho) and rho < 0:
-        pc1 = -pc1
-    name = ("latent_pc1_time_oriented: first principal component of the latents, oriented to "
-            f"increase with time since cessation (aging slows dynamics); |Spearman with time| = "
-            f"{abs(rho):.2f}")
-    return pc1.astype(np.float32), name
-
-
 # --------------------------------------------------------------------------- clustering
 def order_labels(labels: np.ndarray, slowness: np.ndarray) -> np.ndarray:
-    """Renumber labels so that 0 = highest mean slowness (slowest dynamics); -1 stays -1."""
+    """Renumber labels so that 0 = highest median slowness (slowest dynamics); -1 stays -1.
+
+    ``slowness`` (N,): high = slow, e.g. minus log10 fitted relaxation rate (the median of a
+    monotone transform orders clusters as the median rate does). NaN entries are ignored."""
     labels = np.asarray(labels)
+    slowness = np.asarray(slowness, dtype=np.float64)
     out = np.full(labels.shape, -1, dtype=np.int32)
     ids = [c for c in np.unique(labels) if c >= 0]
-    means = [float(np.mean(slowness[labels == c])) for c in ids]
+    means = []
+    for c in ids:
+        v = slowness[labels == c]
+        v = v[np.isfinite(v)]
+        means.append(float(np.median(v)) if v.size else -np.inf)
     for new, i in enumerate(np.argsort(means, kind="stable")[::-1]):
         out[labels == ids[i]] = new
     return out
@@ -483,6 +474,18 @@ def dynamics_regression(latents: np.ndarray, target: np.ndarray, seed: int = 0, 
     pred = cross_val_predict(model, x, y, cv=KFold(folds, shuffle=True, random_state=seed))
     r = float(np.corrcoef(pred, y)[0, 1]) if np.std(pred) > 0 and np.std(y) > 0 else float("nan")
     return pred.astype(np.float32), r
+
+
+def ridge_fill(x_fit: np.ndarray, y_fit: np.ndarray, x_new: np.ndarray) -> np.ndarray:
+    """Predictions for ``x_new`` of the ridge regression (standardised inputs, RidgeCV alpha
+    1e-3..1e3) fitted on (x_fit, y_fit): fills the dynamics score of maps whose fit failed."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
+    model.fit(np.asarray(x_fit, np.float64), np.asarray(y_fit, np.float64))
+    return model.predict(np.asarray(x_new, np.float64)).astype(np.float32)
 
 
 def to_json(obj) -> str:

@@ -336,8 +336,6 @@ def write_results(path, results: Mapping[str, object], attrs: Mapping[str, objec
 # --------------------------------------------------------------------------- appending (segments)
 SEGMENTS_SUFFIX = ".segments"
 _SEG_NAME = re.compile(r"^seg_(\d{6,})\.h5$")
-#: dynamics arrays indexed by lag or age, not by map: whole-dataset state in a segment
-STATE_DYNAMICS = ("dynamics/g2_lag", "dynamics/g2_count", "dynamics/aged_g2_age")
 
 
 def segment_dir(path) -> Path:
@@ -605,6 +603,21 @@ def _write_rebuilt(ds: "Dataset", tmp: Path, results: Mapping, attrs: Mapping | 
                 g.create_dataset(name, data=arr.astype(str).astype(object), dtype=_STR)
             else:
                 g.create_dataset(name, data=arr)
+        _set_units(g, attrs or {})
+
+
+def _set_units(g: h5py.Group, attrs: Mapping) -> None:
+    """``unit`` attributes of the /results/dynamics arrays (and dynamics_score) from the results
+    attr ``dynamics_units_json`` ({name: unit}), so a rebuild (compaction) keeps them."""
+    try:
+        units = json.loads(attrs.get("dynamics_units_json") or "{}")
+    except (TypeError, ValueError):
+        return
+    for name, unit in (units.items() if isinstance(units, dict) else ()):
+        if f"dynamics/{name}" in g:
+            g[f"dynamics/{name}"].attrs["unit"] = str(unit)
+    if "dynamics_score" in g and "relaxation_rate" in units:
+        g["dynamics_score"].attrs["unit"] = f"log10({units['relaxation_rate']})"
 
 
 def compact(path) -> None:
@@ -973,6 +986,28 @@ class Dataset:
                 value = parts[0] if len(parts) == 1 else np.concatenate([np.asarray(p) for p in parts])
             self._cache[key] = value
         return self._cache[key]
+
+    def read_result_row(self, name: str, index: int, default=None):
+        """Row ``index`` of a (N, ...) result array (``'dynamics/g2'``...), read from the file
+        without loading or caching the whole array (per-map curves of big sets)."""
+        where = self._resolve().get(name)
+        if where is None:
+            return default
+        index = int(index)
+        local = index
+        if where[0] == "base":
+            dset = self._h5[f"results/{name}"]
+        elif where[0] == "state":
+            dset = where[1][f"results_state/{name}"]
+        else:  # per-map rows spread over the base and the appended segments
+            if not 0 <= index < self.n_maps:
+                raise IndexError(f"row {index} outside the result {name} of {self.n_maps} rows")
+            h, start, _ = self._parts[int(self._part_of(np.array([index]))[0])]
+            dset = h[f"results/{name}"] if h is self._h5 else h[f"results_rows/{name}"]
+            local = index - start
+        if not dset.shape or not 0 <= local < dset.shape[0]:
+            raise IndexError(f"row {index} outside the result {name} of shape {dset.shape}")
+        return np.asarray(dset[local])
 
 
 def _read(dset: h5py.Dataset):

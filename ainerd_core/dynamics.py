@@ -129,12 +129,13 @@ def aged_g2(maps, n_windows: int = 4, *, exclude_lag0: bool = True):
 
 
 # --------------------------------------------------------------------------- batched fit
-def _wls_linear(E, Y, w):
+def _wls_linear(E, Y, w, top_max):
     """Weighted linear least squares of Y on [1, E] for every (map, grid node).
 
-    E (G, L) basis curves, Y (N, L) data, w (L,) weights. Returns (baseline (N, G),
-    contrast (N, G), weighted SSR (N, G)) with contrast constrained >= 0 (a rising curve is
-    no decay: contrast 0, baseline = weighted mean)."""
+    E (G, L) basis curves, Y (N, L) data, w (L,) weights, top_max (N,) upper bound of the
+    curve at lag 0 (baseline + contrast). Returns (baseline (N, G), contrast (N, G), weighted
+    SSR (N, G)) with contrast >= 0 (a rising curve is no decay: contrast 0, baseline = weighted
+    mean) and baseline + contrast <= top_max (then the contrast is re-solved with the top fixed)."""
     sw = w.sum()
     swe = E @ w                      # (G,)
     swee = (E * E) @ w               # (G,)
@@ -144,10 +145,16 @@ def _wls_linear(E, Y, w):
     swey = Yw @ E.T                  # (N, G)
     det = sw * swee - swe * swe      # (G,)
     det = np.where(np.abs(det) > 1e-300, det, np.inf)
-    beta = (sw * swey - swe[None] * swy[:, None]) / det[None]
-    neg = beta < 0
-    beta = np.where(neg, 0.0, beta)
-    base = np.where(neg, (swy / sw)[:, None], (swy[:, None] - beta * swe[None]) / sw)
+    beta = np.maximum((sw * swey - swe[None] * swy[:, None]) / det[None], 0.0)
+    base = (swy[:, None] - beta * swe[None]) / sw
+    T = top_max[:, None]
+    over = base + beta > T
+    if np.any(over):
+        # top fixed at T: y - T = -beta (1 - e)  ->  beta = sum w (T - y)(1 - e) / sum w (1 - e)^2
+        shh = np.maximum(sw - 2 * swe + swee, 1e-300)[None]
+        bc = np.maximum((T * (sw - swe)[None] - (swy[:, None] - swey)) / shh, 0.0)
+        beta = np.where(over, bc, beta)
+        base = np.where(over, T - bc, base)
     # SSR = sum w (y - b - beta e)^2 expanded
     ssr = (swyy[:, None] - 2 * base * swy[:, None] - 2 * beta * swey + base * base * sw
            + 2 * base * beta * swe[None] + beta * beta * swee[None])
@@ -155,15 +162,16 @@ def _wls_linear(E, Y, w):
 
 
 def _model_and_jac(tau, p):
-    """Model (N, L) and Jacobian (N, L, 4) wrt (baseline, contrast, ln rate, stretching)."""
-    b, beta, lnr, g = (p[:, i:i + 1] for i in range(4))
+    """Model (N, L) and Jacobian (N, L, 4) wrt (top = baseline + contrast, contrast, ln rate,
+    stretching); the top parameter makes the bound 'curve at lag 0 <= diagonal' a box bound."""
+    top, beta, lnr, g = (p[:, i:i + 1] for i in range(4))
     lx = lnr + np.log(tau)[None]           # ln(rate tau)
     u = np.exp(np.clip(g * lx, -700, 50))  # (rate tau)^stretching
     e = np.exp(-2.0 * u)
-    f = b + beta * e
+    f = top - beta + beta * e
     J = np.empty(f.shape + (4,))
     J[..., 0] = 1.0
-    J[..., 1] = e
+    J[..., 1] = e - 1.0
     de = -2.0 * beta * e * u
     J[..., 2] = de * g
     J[..., 3] = de * lx
@@ -186,9 +194,11 @@ def fit_g2(tau, g2, counts=None, *, lag0=None, n_iter: int = 30, rate_bounds=Non
     tau : (L,) float, lags > 0 (s or pixels)
     g2 : (N, L) float, the curves
     counts : (L,) pairs averaged per lag (weights; default 1)
-    lag0 : (N,) optional g2 at lag 0: only used to tell 'decays within first lag' (the
-        diagonal stands out above a flat curve) from 'no decay within window' when the curve
-        shows no significant decay.
+    lag0 : (N,) optional g2 at lag 0. It bounds the fitted curve at lag 0 (baseline +
+        contrast <= the diagonal + 5 % of its excess: without it a tiny stretching with a huge
+        contrast can mimic a drop before the first lag) and tells 'decays within first lag' (the diagonal
+        stands out above a flat curve) from 'no decay within window' when the curve shows no
+        significant decay.
     n_iter : Levenberg-Marquardt iterations (Huber weights are recomputed every 5)
     rate_bounds : (lo, hi), default (0.02 / tau_max, 5 / tau_min)
     stretch_bounds : (lo, hi) for the stretching exponent, default (0.3, 2)
@@ -219,18 +229,25 @@ def fit_g2(tau, g2, counts=None, *, lag0=None, n_iter: int = 30, rate_bounds=Non
         return out
     idx = np.nonzero(good)[0]
     Y = y[idx]
+    top_max = np.full(len(idx), np.inf)
+    if lag0 is not None:
+        # the fitted curve at lag 0 may not rise above the diagonal (plus 5 % of the diagonal's
+        # excess): else a tiny stretching with a huge contrast mimics a drop before the first lag
+        l0 = np.asarray(lag0, np.float64)[idx]
+        top_max = np.where(np.isfinite(l0), l0 + 0.05 * np.abs(l0 - Y.min(axis=1)) + 1e-9, np.inf)
     # 1. grid: 48 rates (log-spaced over the bounds) x 8 stretchings, linear parameters exact
     lr_grid = np.linspace(math.log(lo_r), math.log(hi_r), 48)
     g_grid = np.linspace(lo_g, hi_g, 8)
     LR, GG = (a.ravel() for a in np.meshgrid(lr_grid, g_grid, indexing="ij"))
     E = np.exp(-2.0 * np.exp(np.clip(GG[:, None] * (LR[:, None] + np.log(tau)[None]), -700, 50)))
-    base, beta, ssr = _wls_linear(E, Y, w)
+    base, beta, ssr = _wls_linear(E, Y, w, top_max)
     best = np.argmin(ssr, axis=1)
     rows = np.arange(len(idx))
-    p = np.stack([base[rows, best], beta[rows, best], LR[best], GG[best]], axis=1)
+    p = np.stack([base[rows, best] + beta[rows, best], beta[rows, best], LR[best], GG[best]], axis=1)
     # 2. batched Levenberg-Marquardt with Huber weights (iteratively reweighted)
-    lo_p = np.array([-np.inf, 0.0, math.log(lo_r), lo_g])
-    hi_p = np.array([np.inf, np.inf, math.log(hi_r), hi_g])
+    lo_p = np.broadcast_to(np.array([-np.inf, 0.0, math.log(lo_r), lo_g]), p.shape)
+    hi_p = np.stack([top_max, np.full(len(idx), np.inf), np.full(len(idx), math.log(hi_r)),
+                     np.full(len(idx), hi_g)], axis=1)
     lam = np.full(len(idx), 1e-2)
     f, J = _model_and_jac(tau, p)
     r = Y - f
@@ -269,10 +286,13 @@ def fit_g2(tau, g2, counts=None, *, lag0=None, n_iter: int = 30, rate_bounds=Non
     sst = (w[None] * (Y - ybar[:, None]) ** 2).sum(axis=1)
     ssr_fin = (w[None] * r * r).sum(axis=1)
     r2 = 1.0 - ssr_fin / np.where(sst > 0, sst, np.nan)
-    b, bet, lnr, gam = p.T
+    top, bet, lnr, gam = p.T
+    b = top - bet
     rate = np.exp(lnr)
+    # baseline = top - contrast: var = var(top) + var(contrast) - 2 cov
+    se_b = np.sqrt(np.maximum(cov[:, 0, 0] + cov[:, 1, 1] - 2 * cov[:, 0, 1], 0.0) * s2)
     for key, val in (("baseline", b), ("contrast", bet), ("rate", rate), ("stretching", gam), ("fit_r2", r2),
-                     ("baseline_stderr", se[:, 0]), ("contrast_stderr", se[:, 1]),
+                     ("baseline_stderr", se_b), ("contrast_stderr", se[:, 1]),
                      ("rate_stderr", rate * se[:, 2]), ("stretching_stderr", se[:, 3])):
         out[key][idx] = val
     st = np.full(len(idx), STATUS_OK, np.int8)
@@ -320,8 +340,9 @@ def measure_dynamics(maps, time_step_s=None, *, exclude_lag0: bool = True, max_l
     ``relaxation_rate``, ``rate_stderr``, ``stretching``, ``stretching_stderr``, ``contrast``,
     ``contrast_stderr``, ``baseline``, ``baseline_stderr``, ``fit_r2`` (N,) float32,
     ``fit_status`` (N,) int8, ``g2`` (N, L') float32, ``g2_lag`` (L',) float32, ``g2_count``
-    (L',) int32, ``aged_g2`` (N, W, Lw) float32, ``aged_g2_age`` (W,) float32, ``aged_g2_lag``
-    (Lw,) float32, and ``units``: {name: unit}.
+    (L',) int32, ``aged_g2`` (N, W, Lw) float32 (its lags are the first Lw entries of
+    ``g2_lag``: 1..L/W - 1 pixels), ``aged_g2_age`` (W,) float32, ``units`` {name: unit} and
+    ``fit_max_lag`` (float, the last lag fitted, in g2_lag's unit).
     """
     m = _as_maps(maps)
     L = m.shape[-1]
@@ -346,9 +367,7 @@ def measure_dynamics(maps, time_step_s=None, *, exclude_lag0: bool = True, max_l
     out = {k: np.asarray(v, np.float32) for k, v in out.items()}
     out.update(fit_status=fit["fit_status"].astype(np.int8), g2=g_all[:, keep].astype(np.float32),
                g2_lag=(lag_all[keep] * dt).astype(np.float32), g2_count=c_all[keep].astype(np.int32),
-               aged_g2=ag.astype(np.float32), aged_g2_age=(age * dt).astype(np.float32),
-               aged_g2_lag=(alag * dt).astype(np.float32))
-    out["units"] = {"relaxation_rate": r_unit, "rate_stderr": r_unit, "g2_lag": t_unit, "aged_g2_age": t_unit,
-                    "aged_g2_lag": t_unit, "stretching": "1", "contrast": "g2 units", "baseline": "g2 units"}
+               aged_g2=ag.astype(np.float32), aged_g2_age=(age * dt).astype(np.float32))
+    out["units"] = {"relaxation_rate": r_unit, "rate_stderr": r_unit, "g2_lag": t_unit, "aged_g2_age": t_unit, "stretching": "1", "contrast": "g2 units", "baseline": "g2 units"}
     out["fit_max_lag"] = float(max_lag * dt)
     return out

@@ -3,10 +3,13 @@
 Stages (each timed and printed; seconds stored as :class:`ainerd_core.results.Timings`):
 
 1. maps pass  one streaming read of ``/c2`` (if any): latents from the model (unless the dataset
-              carries ``/latents``, which are copied), diagonal-profile dynamics features, the
-              raw-pixel PCA mean and squared norms.
+              carries ``/latents``, which are copied), the dynamics of every map (g2, aged g2,
+              stretched-exponential fit: :mod:`ainerd_core.dynamics`, ``/results/dynamics/*``),
+              the raw-pixel PCA mean and squared norms. Latents-only data with a
+              known decoder: the dynamics of the decoded maps (reconstructions).
 2. kmeans     sweep k = 2..12 (inertia, silhouette, Davies-Bouldin, Calinski-Harabasz), the
-              suggested k, labels at the chosen k and at k = 3, 5, 8, renumbered 0 = slowest.
+              suggested k, labels at the chosen k and at k = 3, 5, 8, renumbered 0 = slowest
+              median fitted relaxation rate (k-means' own numbers when the order is unknown).
 3. algorithms spectral, agglomerative, BIRCH, Gaussian mixture, HDBSCAN, OPTICS.
 4. stability  ARI across 10 seeds and bootstrap resamples.
 5. similarity exact K nearest neighbours in latent, raw-pixel (chunked BLAS, all pairs) and
@@ -14,7 +17,8 @@ Stages (each timed and printed; seconds stored as :class:`ainerd_core.results.Ti
 6. umap       seeded UMAP of the latents, and of the raw pixels (PCA-50 first).
 7. tables     Figure-3 tables, stress minima, flow/vorticity share over the UMAP plane.
 8. retrieval  precision@k benchmark (datasets with ground truth only).
-9. dynamics   continuous dynamics score (ridge regression latents -> measured decay rate).
+9. dynamics   dynamics score = log10 fitted relaxation rate (cross-validated ridge regression
+              from the latents fills failed fits).
 10. model     reconstructions, latent-noise maps, learning curve (with a model and maps).
 
 Everything is written with one :func:`ainerd_core.results.write_results` call at the end (checked
@@ -32,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from . import analysis as A
+from . import dynamics as D
 from .errors import InputError
 from .mapstack import MAP_SIZE
 from .results import K_SET, Timings
@@ -126,6 +131,50 @@ def _load_model(model_path, clock: _Clock):
     return M.load_model(model_path)
 
 
+class _DynamicsCollector:
+    """Streams :func:`ainerd_core.dynamics.measure_dynamics` over batches of maps into
+    preallocated (N, ...) arrays (memory bounded by the batch, not by N)."""
+
+    def __init__(self, n: int, time_step_s):
+        self.n, self.dt = n, time_step_s
+        self.arrays: dict[str, np.ndarray] = {}
+        self.axes: dict[str, np.ndarray] = {}
+        self.units: dict[str, str] = {}
+        self.fit_max_lag = float("nan")
+
+    def add(self, start: int, maps) -> None:
+        out = D.measure_dynamics(maps, self.dt)
+        self.units, self.fit_max_lag = out.pop("units"), out.pop("fit_max_lag")
+        for key, val in out.items():
+            if key in ("g2_lag", "g2_count", "aged_g2_age"):
+                self.axes[key] = val
+                continue
+            if key not in self.arrays:
+                dtype = np.float16 if key == "aged_g2" else val.dtype  # (N, W, L): half the bytes
+                self.arrays[key] = np.empty((self.n,) + val.shape[1:], dtype)
+            self.arrays[key][start:start + len(val)] = val
+
+    def result(self) -> dict:
+        return {**self.arrays, **self.axes}
+
+
+def _shipped_decoder_for(ds, clock):
+    """The shipped demo weights, when the dataset's own ``model_sha256`` attribute says they made
+    its latents; else None (a decoder that did not make the latents would decode nonsense)."""
+    want = ds.attrs.get("model_sha256")
+    if not isinstance(want, str) or not want:
+        return None
+    try:
+        from . import model as M
+    except ImportError:  # pragma: no cover - torch missing
+        return None
+    weights = Path(M.DEMO_WEIGHTS)
+    if not weights.exists() or M.checkpoint_sha256(weights) != want:
+        clock.say("note: the dataset's model_sha256 does not match the shipped weights: no decoder, order unknown")
+        return None
+    return M.load_model(weights)
+
+
 def _import_analysis_libraries() -> None:
     import scipy.signal  # noqa: F401
     import scipy.spatial  # noqa: F401
@@ -180,6 +229,8 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
             ds.check_maps(size=MAP_SIZE)  # the autoencoder's input; values are checked as maps are read
         if model is None and use_model and (ds.has_maps or model_path is not None):
             model = _load_model(model_path, clock)  # latents-only data needs no model
+        elif model is None and use_model and not ds.has_maps and ds.latents is not None:
+            model = _shipped_decoder_for(ds, clock)  # only when the dataset names its checksum
         attrs["model"] = str(getattr(model, "checkpoint_path", "given")) if model is not None else "none"
         if getattr(model, "checkpoint_path", None) and Path(model.checkpoint_path).is_file():
             # the checksum lets the dashboard find the same checkpoint after a folder moves
@@ -200,7 +251,10 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
         # ---------------------------------------------------------------- 1. maps pass
         latent = None if shipped is None else np.asarray(shipped, np.float32)
         attrs["latent_source"] = "dataset /latents" if shipped is not None else "model"
-        slowness = half_lag = None
+        dyn = None  # /results/dynamics arrays
+        dt_c2 = ds.attrs.get("c2_time_step_s")
+        dt_c2 = float(dt_c2) if dt_c2 is not None and np.isfinite(float(dt_c2)) and float(dt_c2) > 0 else None
+        dyn_source = "none"
         pca = norms = None
         if ds.has_maps:
             with clock.stage(MAPS_PASS):
@@ -209,8 +263,8 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
                     from .model import BULK_MIN_MAPS
                     from .model import encode as _encode
                 lat_parts = np.empty((n, model.latent_size), np.float32) if need_encode else None
-                feats = {"slowness": np.empty(n, np.float32), "half_lag": np.empty(n, np.float32)}
-                sub = {"encode": 0.0, "features": 0.0}
+                dyn = _DynamicsCollector(n, dt_c2)
+                sub = {"encode": 0.0, "dynamics": 0.0}
 
                 def on_batch(s, flat):
                     side = ds.map_size
@@ -220,11 +274,9 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
                         # the dataset's size, not this piece's, decides the bulk encoder path
                         lat_parts[s:s + len(maps)] = _encode(model, maps, batch_size=64, bulk=n >= BULK_MIN_MAPS)
                     t1 = time.perf_counter()
-                    f = A.map_profile_features(maps)
-                    feats["slowness"][s:s + len(maps)] = f["slowness"]
-                    feats["half_lag"][s:s + len(maps)] = f["half_lag"]
+                    dyn.add(s, maps)
                     sub["encode"] += t1 - t0
-                    sub["features"] += time.perf_counter() - t1
+                    sub["dynamics"] += time.perf_counter() - t1
 
                 src = S.MapSource(ds)
                 # exact PCA (Gram matrix from the raw pass) unless too many maps for an N x N matrix
@@ -239,22 +291,69 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
                     sub["pca_sketch"] = sub.get("pca_sketch", 0.0) + time.perf_counter() - t0
                 if need_encode:
                     latent = lat_parts
-                slowness, half_lag = feats["slowness"], feats["half_lag"]
+                dyn_source = "maps"
                 for key, v in sub.items():
                     clock.add_part(MAPS_PASS, key, v)
                 clock.say("    " + ", ".join(f"{key} {v:.2f} s" for key, v in sub.items()))
         if latent.shape[0] != n:
             raise InputError(path, f"latents have {latent.shape[0]} rows for {n} maps")
         res["latent"] = latent.astype(np.float32)
+        if dyn is None and model is not None:
+            if latent.shape[1] != model.latent_size:
+                clock.say(f"    note: latents have {latent.shape[1]} dimensions, the model {model.latent_size}: "
+                          "cannot decode them, the cluster order is unknown")
+            else:
+                with clock.stage("1c. dynamics of the decoded latents"):
+                    from .model import decode as _decode
 
-        # ordering feature
-        if slowness is not None:
-            order_feature = slowness
-            attrs["order_feature_name"] = ("c2_band_area: mean of the map's diagonal profile over lags 1..L-1 "
-                                           "(broad band = slow = high)")
+                    dyn = _DynamicsCollector(n, dt_c2)
+                    for s in range(0, n, 64):
+                        dyn.add(s, _decode(model, latent[s:s + 64], batch_size=64))
+                    dyn_source = "decoded latents (reconstruction)"
+        attrs["dynamics_source"] = dyn_source
+
+        # dynamics score and ordering feature: log10 fitted rate, failed fits filled from the latents
+        order_feature = None
+        if dyn is not None:
+            dres = dyn.result()
+            for key, val in dres.items():
+                if key != "units":
+                    res[f"dynamics/{key}"] = val
+            rate = dres["relaxation_rate"].astype(np.float64)
+            failed = (dres["fit_status"] == 3) | ~(rate > 0)
+            score = np.where(failed, np.nan, np.log10(np.where(rate > 0, rate, 1.0)))
+            r_cv = float("nan")
+            if (~failed).sum() >= 10:
+                pred, r_cv = A.dynamics_regression(latent[~failed], score[~failed], seed=seed)
+                if failed.any():
+                    score[failed] = A.ridge_fill(latent[~failed], score[~failed], latent[failed])
+            elif failed.any():
+                score[failed] = np.nanmedian(score) if (~failed).any() else 0.0
+            res["dynamics_score"] = score.astype(np.float32)
+            res["dynamics/score_filled"] = failed
+            order_feature = -score  # high = slow, as A.order_labels expects
+            res["order_feature"] = order_feature.astype(np.float32)
+            unit = dyn.units["relaxation_rate"]
+            attrs["dynamics_units_json"] = json.dumps(dyn.units)
+            attrs["dynamics_fit_max_lag"] = dyn.fit_max_lag
+            attrs["order_feature_name"] = (f"minus log10 fitted relaxation rate ({unit}; dynamics_score negated): "
+                                           "high = slow")
+            attrs["order_rule"] = D.ORDER_RULE + (" (measured on the decoded latents: reconstructions)"
+                                                  if dyn_source != "maps" else "")
+            attrs["dynamics_score_rule"] = (
+                f"log10 of the fitted relaxation rate ({unit}) of the stretched-exponential g2 fit "
+                f"({'maps' if dyn_source == 'maps' else 'decoded latents: reconstructions'}); "
+                f"{int(failed.sum())} failed fit(s) filled by a ridge regression (standardised latents, RidgeCV "
+                "alpha 1e-3..1e3) fitted on the others (dynamics/score_filled); higher = faster")
+            attrs["dynamics_score_r"] = float(r_cv)
+            attrs["dynamics_status_counts_json"] = json.dumps(
+                {name: int((dres["fit_status"] == c).sum()) for c, name in enumerate(D.STATUS_NAMES)})
         else:
-            order_feature, attrs["order_feature_name"] = A.latent_slowness_proxy(latent, time_)
-        res["order_feature"] = order_feature.astype(np.float32)
+            attrs["order_rule"] = D.ORDER_UNKNOWN
+            attrs["order_feature_name"] = "none (order unknown)"
+
+        def ordered(lab):
+            return A.order_labels(lab, order_feature) if order_feature is not None else np.asarray(lab, np.int32)
 
         # ---------------------------------------------------------------- 2. k-means
         # Small-matrix work runs on ONE BLAS/OpenMP thread: on 2 busy cores, 2 OpenBLAS/OpenMP
@@ -275,7 +374,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
                 lab = sweep["labels"].get(kk)
                 if lab is None:
                     lab = A.kmeans_labels(latent, kk, seed, n_init)
-                return A.order_labels(lab, order_feature)
+                return ordered(lab)
 
             labels = labels_at(chosen)
             res["labels"] = labels
@@ -298,7 +397,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
             algo, info = A.other_algorithms(latent, chosen, seed=seed, max_fit=max_fit)
             summary = {}
             for name, lab in algo.items():
-                lab = A.order_labels(lab, order_feature)
+                lab = ordered(lab)
                 res[f"algorithms/{name}"] = lab
                 summary[name] = {**A.cluster_sizes(lab), **info[name]}
             summary["kmeans"] = {**A.cluster_sizes(labels), "n_fit": n, "extension": "none (fitted on all points)"}
@@ -389,31 +488,27 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
                 attrs["retrieval_json"] = json.dumps(table)
                 clock.say(format_table(table))
 
-        # ---------------------------------------------------------------- 9. dynamics score
-        with clock.stage("9. dynamics score"):
-            if half_lag is not None:
-                dt = float(ds.attrs.get("c2_time_step_s", 1.0) or 1.0)
-                unit = "1/s" if "c2_time_step_s" in ds.attrs else "1/pixel"
-                decay = 1.0 / (np.asarray(half_lag, np.float64) * dt)
-                res["decay_rate"] = decay.astype(np.float32)
-                score, r = A.dynamics_regression(latent, np.log10(decay), seed=seed)
-                attrs["dynamics_score_rule"] = (
-                    "out-of-fold (5-fold, seeded) ridge regression (standardised latents, RidgeCV alpha 1e-3..1e3) "
-                    f"of log10 measured decay rate; decay rate = 1 / (half-decay lag of the map's diagonal profile) "
-                    f"in {unit} (results 'decay_rate'); higher = faster")
-            else:
-                z = (order_feature - order_feature.mean()) / (order_feature.std() or 1.0)
-                score, r = (-z).astype(np.float32), float("nan")
-                attrs["dynamics_score_rule"] = ("no maps: minus the standardised ordering proxy ("
-                                                + attrs["order_feature_name"].split(":")[0] + "); higher = faster")
-            res["dynamics_score"] = np.asarray(score, np.float32)
-            attrs["dynamics_score_r"] = float(r)
-            if truth is not None and "relaxation_rate" in truth:
+        # ---------------------------------------------------------------- 9. order check
+        with clock.stage("9. dynamics order check"):
+            if dyn is not None:
                 from scipy.stats import spearmanr
 
-                rho = float(spearmanr(score, truth["relaxation_rate"]).statistic)
-                attrs["dynamics_score_spearman_truth"] = rho
-                clock.say(f"    CV r with measured decay {r:.3f}; Spearman with true relaxation rate {rho:.3f}")
+                rate = np.asarray(res["dynamics/relaxation_rate"], np.float64)
+                fitted = np.asarray(res["dynamics/fit_status"]) != 3
+                rho = {}
+                for kk, lab in sorted({chosen: labels, **extra_k}.items()):
+                    m = fitted & (lab >= 0)
+                    rho[str(kk)] = (float(spearmanr(lab[m], rate[m]).statistic)
+                                    if m.sum() > 2 and np.ptp(lab[m]) > 0 else float("nan"))
+                attrs["order_spearman_json"] = A.to_json(rho)
+                clock.say("    Spearman(cluster label, fitted rate): " + ", ".join(
+                    f"k={k_} {v:.3f}" for k_, v in rho.items()))
+                if truth is not None and "relaxation_rate" in truth:
+                    t_rho = float(spearmanr(res["dynamics_score"], truth["relaxation_rate"]).statistic)
+                    attrs["dynamics_score_spearman_truth"] = t_rho
+                    clock.say(f"    Spearman(dynamics score, true relaxation rate) {t_rho:.3f}")
+            else:
+                attrs["order_spearman_json"] = A.to_json({})
 
         omp_limit.restore_original_limits()  # torch keeps its own threads
 

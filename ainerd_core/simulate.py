@@ -21,6 +21,9 @@ The simulated experiment follows METHOD.md section 7 (see docs/simulator.md):
   burst of faster dynamics (and a velocity / strain-rate kick) follows each minimum.
 * Speckle noise ~ 1/sqrt(ROI pixel count), frame-flux fluctuations, contrast and baseline; each map
   min-max normalised to [0, 1].
+* Widened options (issue 11; defaults reproduce the demo bit for bit): ``--contrast``,
+  ``--baseline-offset``, ``--noise-scale`` (noise floors up to ~0.4 after normalisation, truth
+  ``noise_floor``), ``--alpha`` (aging exponent), ``--fringe-strength`` (x heterodyne fraction).
 
 Everything is seeded: run parameters come from ``default_rng([seed, ...])`` and each map's noise
 from ``default_rng([seed, 1, time_index, sector])``, so results do not depend on batching.
@@ -74,6 +77,7 @@ TRUTH_DOC = {
     "stress": "Pa, simulated shear stress at the window centre",
     "n_pixels": "detector pixels in the ROI (sets the speckle noise)",
     "noise_std": "std of the speckle noise before normalisation (c2 units)",
+    "noise_floor": "0..1, the c2 baseline's level after min-max normalisation (fast maps sit on it)",
 }
 
 
@@ -89,6 +93,12 @@ class SimConfig:
     window: float = 25.6
     q: float = 0.01
     flow_axis_deg: float = 90.0
+    # widened options (issue 11); the defaults reproduce the demo exactly
+    contrast: float | None = None     # speckle contrast beta of the run (None: drawn in 0.18..0.25)
+    baseline_offset: float = 0.0      # added to the c2 baseline (1 + U(0, 0.02))
+    noise_scale: float = 1.0          # x speckle noise (~4 gives noise floors near 0.4 after normalisation)
+    alpha: float | None = None        # aging exponent of D(t) (None: drawn in -1.05..-0.85)
+    fringe_strength: float = 1.0      # x heterodyne (flowing) fraction, capped at 0.5 (0 = no fringes)
 
     def validate(self) -> None:
         def bad(opt, problem):
@@ -115,6 +125,13 @@ class SimConfig:
             bad("--window", f"must be in (0, 3600] s, got {self.window}")
         if not 1e-4 <= self.q <= 1.0:
             bad("--q", f"must be in [1e-4, 1] 1/Angstrom, got {self.q}")
+        for opt, v, lo, hi in (("--contrast", self.contrast, 1e-3, 10.0),
+                               ("--baseline-offset", self.baseline_offset, -0.9, 100.0),
+                               ("--noise-scale", self.noise_scale, 0.0, 100.0),
+                               ("--alpha", self.alpha, -3.0, 0.0),
+                               ("--fringe-strength", self.fringe_strength, 0.0, 10.0)):
+            if v is not None and not (math.isfinite(v) and lo <= v <= hi):
+                bad(opt, f"must be a number in [{lo:g}, {hi:g}], got {v}")
 
     @property
     def n_maps(self) -> int:
@@ -191,6 +208,13 @@ class Experiment:
         e.stress_tau1 = _u(rng, 40.0, 80.0)
         e.stress_slow = _u(rng, 3.0, 8.0)
         e.beamstop_deg = _u(rng, 0.0, 360.0)
+        # widened options override the drawn values after drawing, so the rng stream (and every
+        # other parameter) is the same as with the defaults
+        if cfg.alpha is not None:
+            e.alpha = float(cfg.alpha)
+        if cfg.contrast is not None:
+            e.contrast0 = float(cfg.contrast)
+        e.het_frac = min(e.het_frac * cfg.fringe_strength, 0.5)
         # stress minima, >= 300 s apart, in [250 s, t_end - 150 s]
         lo, hi = 250.0, cfg.t_end - 150.0
         n_events = int(rng.integers(4, 6))
@@ -357,9 +381,9 @@ class Experiment:
         # contrast, baseline, speckle noise, frame-flux fluctuations
         rng = np.random.default_rng([c.seed, 1, i_time, sector])
         beta = float(self.sector_contrast[s] * rng.uniform(0.97, 1.03))
-        base = float(1.0 + rng.uniform(0.0, 0.02))
+        base = float(1.0 + rng.uniform(0.0, 0.02)) + c.baseline_offset
         n_pix = int(self.sector_pixels[s])
-        noise_std = beta * 2.4 / math.sqrt(n_pix)
+        noise_std = beta * 2.4 / math.sqrt(n_pix) * c.noise_scale
         c2 = h
         c2 *= np.float32(beta)
         c2 += np.float32(base)
@@ -370,6 +394,8 @@ class Experiment:
         flux = (1.0 + rng.normal(0.0, 0.002, n)).astype(np.float32)
         c2 *= flux[:, None]
         c2 *= flux[None, :]
+        lo_c2, hi_c2 = float(c2.min()), float(c2.max())
+        floor = (base - lo_c2) / (hi_c2 - lo_c2) if hi_c2 > lo_c2 else 0.0
         img = normalise_map(c2)
         # truth
         tc = t0 + c.window / 2
@@ -419,6 +445,7 @@ class Experiment:
             "stress": float(self.stress(np.array([tc]))[0]),
             "n_pixels": n_pix,
             "noise_std": noise_std,
+            "noise_floor": floor,
         }
         return img, truth
 
@@ -516,6 +543,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--q", type=float, default=d.q, help="momentum transfer, 1/Angstrom (default 0.01)")
     parser.add_argument("--flow-axis", type=float, default=d.flow_axis_deg, dest="flow_axis",
                         help="azimuth of the flow direction, degrees (default 90: sectors 5, 14 of 18)")
+    parser.add_argument("--contrast", type=float, default=None,
+                        help="speckle contrast beta of the run (default: drawn in 0.18..0.25)")
+    parser.add_argument("--baseline-offset", type=float, default=d.baseline_offset,
+                        help="added to the c2 baseline 1 + U(0, 0.02) (default 0)")
+    parser.add_argument("--noise-scale", type=float, default=d.noise_scale,
+                        help="multiplies the speckle noise (default 1; ~4 puts fast maps' noise floor near 0.4 "
+                             "after normalisation)")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="aging exponent of D(t) = D0 t^alpha + D_off (default: drawn in -1.05..-0.85)")
+    parser.add_argument("--fringe-strength", type=float, default=d.fringe_strength,
+                        help="multiplies the heterodyne (flowing) fraction, capped at 0.5 (default 1; 0 = no fringes)")
     parser.add_argument("--batch", type=int, default=32, help="maps per write batch (default 32)")
     parser.add_argument("--quiet", action="store_true", help="print nothing on success")
 
@@ -523,7 +561,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     cfg = SimConfig(times=args.times, sectors=args.sectors, size=args.size, seed=args.seed,
                     t_start=args.t_start, t_end=args.t_end, window=args.window, q=args.q,
-                    flow_axis_deg=args.flow_axis)
+                    flow_axis_deg=args.flow_axis, contrast=args.contrast, baseline_offset=args.baseline_offset,
+                    noise_scale=args.noise_scale, alpha=args.alpha, fringe_strength=args.fringe_strength)
     cfg.validate()
     if args.batch < 1:
         raise InputError("--batch", f"must be at least 1, got {args.batch}")

@@ -59,7 +59,8 @@ APS_SUFFIXES = (".h5", ".hdf", ".hdf5", ".nxs")
 UMAP_NEIGHBOURS = 10
 EXTRA_K = K_SET  # labels and tables kept side by side, as precompute keeps them
 #: rows of the processed-files ledger, per taken or failed file
-LEDGER_FIELDS = ("file", "size", "mtime_ns", "n_maps", "status", "start_time", "time_s", "message")
+LEDGER_FIELDS = ("file", "size", "mtime_ns", "n_maps", "status", "start_time", "time_s", "message", "utc",
+                 "folder")
 ALERT_FIELDS = ("utc", "kind", "file", "map", "message")
 
 
@@ -169,7 +170,7 @@ def compute_file(path, settings: FileSettings) -> dict:
     return out
 
 
-_STATE_DYNAMICS_NAMES = ("dynamics/g2_lag", "dynamics/g2_count", "dynamics/aged_g2_age")
+_STATE_DYNAMICS_NAMES = ("dynamics/g2_lag", "dynamics/g2_count", "dynamics/aged_g2_age", "dynamics/aged_g2_lag")
 
 
 # JSON-safe transport of the per-file result (no pickle on the broker)
@@ -687,9 +688,11 @@ class Watcher:
             if k.startswith("dynamics_state/"):
                 state["dynamics/" + k.split("/", 1)[1]] = v
         if "dynamics/relaxation_rate" in rows:
+            # log10 of the fitted rate; NaN where the fit failed (precompute fills those by regression)
             rate = np.asarray(rows["dynamics/relaxation_rate"], np.float64)
+            ok = np.asarray(rows.get("dynamics/fit_status", np.zeros(rate.size))) == 0
             with np.errstate(divide="ignore", invalid="ignore"):
-                rows["dynamics_score"] = np.where(rate > 0, np.log10(rate), np.nan).astype(np.float32)
+                rows["dynamics_score"] = np.where(ok & (rate > 0), np.log10(rate), np.nan).astype(np.float32)
         score = self._novelty(latent, res)
         if score is not None:
             rows["novelty/score"] = score
@@ -775,7 +778,8 @@ class Watcher:
         if failed is not None:
             fpath, seen, message = failed
             ledger = {"file": [fpath.name], "size": [seen.size], "mtime_ns": [seen.mtime_ns], "n_maps": [0],
-                      "status": ["failed"], "start_time": [""], "time_s": [np.nan], "message": [message]}
+                      "status": ["failed"], "start_time": [""], "time_s": [np.nan], "message": [message],
+                      "utc": [_utc_now()], "folder": [str(Path(self.o.folder).resolve())]}
             for k, v in zip(ALERT_FIELDS, (_utc_now(), "file failed", fpath.name, -1, message)):
                 alerts[k].append(v)
             kwargs["attrs"] = {"file": fpath.name, "kind": "failed file"}
@@ -813,7 +817,8 @@ class Watcher:
                 ledger = {"file": [path.name], "size": [int(self._seen.get(path.name, _Seen(0, 0, 0)).size)],
                           "mtime_ns": [int(self._seen.get(path.name, _Seen(0, 0, 0)).mtime_ns)],
                           "n_maps": [n_new], "status": ["ok"], "start_time": [str(res.get("start_time", ""))],
-                          "time_s": [float(t)], "message": [""]}
+                          "time_s": [float(t)], "message": [""], "utc": [_utc_now()],
+                          "folder": [str(Path(self.o.folder).resolve())]}
                 kwargs.update(maps=res["maps"], meta=meta, rows=rows, state=state, state_attrs=st["attrs"],
                               attrs={"file": path.name, "kind": "maps", "folder": str(Path(self.o.folder).resolve()),
                                      "compute_s": float(compute_s)})
@@ -830,8 +835,9 @@ class Watcher:
             kwargs["alerts"] = {k: np.asarray(v, dtype=object if k in ("utc", "kind", "file", "message") else None)
                                 for k, v in alerts.items()}
         if ledger is not None:
-            kwargs["ledger"] = {k: np.asarray(v, dtype=object if k in ("file", "status", "start_time", "message")
-                                              else None) for k, v in ledger.items()}
+            kwargs["ledger"] = {k: np.asarray(v, dtype=object if k in ("file", "status", "start_time", "message",
+                                                                       "utc", "folder") else None)
+                                for k, v in ledger.items()}
         try:
             seg = D.append_segment(self.o.out, number, **kwargs)
         except BaseException:

@@ -117,6 +117,22 @@ class DatasetEntry(ResultsView):
     def truth(self) -> dict[str, np.ndarray] | None:
         return self.cached("truth", lambda: self._ds.truth)
 
+    @property
+    def live_info(self) -> dict:
+        """Attributes of the last appended segment (``file``, ``committed_utc``, ``folder``...),
+        {} when the dataset is not growing (see :mod:`dashboard.live`)."""
+        return self.cached("live/info", lambda: self._ds.live_info) or {}
+
+    @property
+    def ledger(self) -> dict | None:
+        """The live watcher's processed-files ledger (file, status, utc, ...) or None."""
+        return self.cached("live/ledger", lambda: self._ds.ledger)
+
+    @property
+    def alerts(self) -> dict | None:
+        """Live alerts (utc, kind, file, map, message) or None."""
+        return self.cached("live/alerts", lambda: self._ds.alerts)
+
     def has_result(self, name: str) -> bool:
         return name in self._result_names
 
@@ -132,6 +148,14 @@ class DatasetEntry(ResultsView):
         if name not in self._result_names:
             return default
         return self.cached("results/" + name, lambda: self._ds.read_result(name))
+
+    def result_row(self, name: str, index: int, default=None):
+        """Row ``index`` of a (N, ...) result (``"dynamics/g2"``), read from the file and not
+        cached (per-map curves: a whole 13,000-map stack is not wanted in memory)."""
+        if name not in self._result_names:
+            return default
+        with self._lock:
+            return self._ds.read_result_row(name, int(index), default)
 
     def sector_class(self) -> np.ndarray:
         """'flow' / 'vorticity' / 'other' per map (precomputed, else derived from phi)."""

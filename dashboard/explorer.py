@@ -27,6 +27,7 @@ from dash import Input, Output, State, dcc, html
 
 from . import pages as pages_pkg
 from .catalog import Catalog
+from .live import live_bar, register_live_callbacks
 from .pages import DATASET_STORE, PageContext, Services, missing_requirements, parse_query
 
 log = logging.getLogger(__name__)
@@ -150,9 +151,13 @@ def map_caption(entry, index: int, labels=None) -> str:
     return " · ".join(parts)
 
 
-def thumbnail_grid(entry, indices, labels=None, *, id_prefix: str = "thumb", max_items: int = 48):
+def thumbnail_grid(entry, indices, labels=None, *, id_prefix: str = "thumb", max_items: int = 48,
+                   click_type: str | None = None):
     """A grid of map thumbnails (PNG route) with captions; a clear message and a metadata list
-    for a latents-only dataset. Never more than ``max_items`` images."""
+    for a latents-only dataset. Never more than ``max_items`` images.
+
+    With ``click_type`` each thumbnail is a button with id ``{"type": click_type, "index": map
+    index}`` (its ``n_clicks`` opens the page's enlarged view) instead of a link to the PNG."""
     from .images import map_image_url
 
     indices = [int(i) for i in indices][:max_items]
@@ -162,19 +167,27 @@ def thumbnail_grid(entry, indices, labels=None, *, id_prefix: str = "thumb", max
     cells = []
     for i in indices:
         caption = map_caption(entry, i, labels)
+        img = html.Img(src=map_image_url(entry.id, i, thumb=True), alt=caption, title=caption,
+                       width=96, height=96, className="map-thumb")
+        if click_type:
+            link = html.A(img, id={"type": click_type, "index": i}, n_clicks=0, role="button",
+                          style={"cursor": "pointer"}, title=f"{caption}: click to enlarge with its g2")
+        else:
+            link = html.A(img, href=map_image_url(entry.id, i), target="_blank")
         cells.append(html.Figure([
-            html.A(html.Img(src=map_image_url(entry.id, i, thumb=True), alt=caption, title=caption,
-                            width=96, height=96, className="map-thumb"),
-                   href=map_image_url(entry.id, i), target="_blank"),
+            link,
             html.Figcaption(" · ".join(caption.split(" · ")[2:]) or caption, className="small text-muted")],
             className="thumb-cell m-1"))
     return html.Div(cells, className="thumb-grid d-flex flex-wrap", id=f"{id_prefix}-grid")
 
 
-def map_detail(entry, index: int, labels=None, *, reconstruction: bool = False, extra_rows=()):
-    """One map large (PNG route), optionally its reconstruction, and its metadata table."""
-    from .images import map_image_url
+def map_detail(entry, index: int, labels=None, *, reconstruction: bool = False, extra_rows=(), key: str = "detail"):
+    """One map drawn as a beamline viewer does (t1 / t2 in s, colour bar, percentile limits,
+    diagonal fix) next to its g2 and fit (:func:`dashboard.c2view.c2_view`, ids from ``key``),
+    optionally its reconstruction, and its metadata table."""
+    from .c2view import c2_view
 
+    view_key = key  # ``key`` is reused by the metadata loop below
     index = int(index)
     meta = entry.meta
     rows = [("map index", index), ("time (s)", f"{float(meta['time'][index]):.1f}")]
@@ -193,25 +206,20 @@ def map_detail(entry, index: int, labels=None, *, reconstruction: bool = False, 
     rows += list(extra_rows)
     table = dbc.Table([html.Tbody([html.Tr([html.Th(k, className="fw-normal text-muted"), html.Td(str(v))])
                                    for k, v in rows])], size="sm", className="map-meta mb-0")
+    images = []
     if not entry.has_maps:
-        images = [message(NO_MAPS_TEXT.split(", so")[0] + ": no image to show.", color="secondary",
-                          className="no-maps-message")]
-    else:
-        caption = map_caption(entry, index, labels)
-        images = [html.Figure([html.Img(src=map_image_url(entry.id, index), alt=caption, title=caption,
-                                        className="map-full", width=256, height=256),
-                               html.Figcaption("C2 (t1 →, t2 ↑)", className="small text-muted")],
-                              className="me-2")]
+        images.append(message(NO_MAPS_TEXT.split(", so")[0] + ": no measured map to show.", color="secondary",
+                              className="no-maps-message"))
+    source = "map"
     if reconstruction:
         ok, note = entry.reconstruction_status()
         if ok:
-            images.append(html.Figure([html.Img(src=map_image_url(entry.id, index, variant="recon"),
-                                                alt="reconstruction", className="map-recon", width=256, height=256),
-                                       html.Figcaption(f"reconstruction ({note})", className="small text-muted")]))
+            source = "map+recon"
         else:
             images.append(html.Div(f"No reconstruction: {note}.", className="small text-muted recon-note"))
-    return html.Div([html.Div(images, className="d-flex flex-wrap align-items-start"), table],
-                    className="map-detail")
+    caption = html.Div(map_caption(entry, index, labels), className="small fw-semibold map-caption")
+    view = c2_view(entry, index, key=view_key, source=source, title=f"C2 of map {index}")
+    return html.Div([caption, *images, view, table], className="map-detail")
 
 
 # --------------------------------------------------------------------------- the app
@@ -241,6 +249,7 @@ def _shell(services: Services):
             dcc.Location(id="url", refresh=False),
             dcc.Store(id=DATASET_STORE),
             nav,
+            live_bar(),  # live updates while a watcher appends (dashboard.live)
             dbc.Container(dcc.Loading(html.Div(id="page-content"), delay_show=400, type="dot",
                                       # only page routing blanks the page; jobs show their own progress
                                       target_components={"page-content": "children"}), fluid=True,
@@ -318,6 +327,10 @@ def init_explorer(server, config) -> dash.Dash:
     server.extensions["ainerd_explorer"] = services
     app.layout = _shell(services)
     _register_router(app, services)
+    register_live_callbacks(app, services)
+    from .c2view import register_callbacks as register_c2view
+
+    register_c2view(app, catalog)  # the C2-map views' diagonal / colour-limit controls, all pages
     for page in services.pages:
         register = getattr(page, "register_callbacks", None)
         if register is None:

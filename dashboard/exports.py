@@ -2,7 +2,8 @@
 
 - :func:`figure_to_csv` any plotly figure (a ``go.Figure`` or the JSON dict the browser holds,
   base64 typed arrays included) in long format: one row per data point of every trace.
-- :func:`counts_csv` Figure 3B's table: time and maps per cluster (wide).
+- :func:`counts_csv` Figure 3B's table: time and maps per cluster (wide), optional extra
+  columns per time (the fitted rate per time point).
 - :func:`sector_time_csv` Figure 3C's matrix in long format (sector, class, time, label, map).
 - :func:`points_csv` a list of maps with their metadata (the latent map, a lasso selection).
 """
@@ -81,32 +82,43 @@ def figure_to_csv(figure) -> str:
     return _write(("trace", "name", "type", "point", "x", "y", "z", "customdata"), rows)
 
 
-def counts_csv(times, counts, minima=None) -> str:
+def counts_csv(times, counts, minima=None, extra_columns: Mapping[str, Sequence] | None = None) -> str:
     """Wide table: ``time_s, n_maps, cluster_0 .. cluster_{k-1}, stress_minimum`` (1 if a
-    stress minimum is the nearest time point, else 0)."""
+    stress minimum is the nearest time point, else 0), then ``extra_columns`` (name -> (T,)
+    values, e.g. the fitted rate per time point; NaN is written empty)."""
     times = np.asarray(times, dtype=float)
     counts = np.asarray(counts)
     near = np.zeros(times.size, dtype=int)
     for m in np.asarray([] if minima is None else minima, dtype=float):
         if times.size:
             near[int(np.argmin(np.abs(times - m)))] = 1
-    header = ["time_s", "n_maps"] + [f"cluster_{c}" for c in range(counts.shape[1])] + ["stress_minimum"]
-    rows = ([t, int(row.sum()), *[int(v) for v in row], near[i]] for i, (t, row) in enumerate(zip(times, counts)))
+    extra = {k: np.asarray(v) for k, v in (extra_columns or {}).items()}
+    for name, v in extra.items():
+        if len(v) != times.size:
+            raise ValueError(f"column {name} has {len(v)} values for {times.size} times")
+    header = ["time_s", "n_maps"] + [f"cluster_{c}" for c in range(counts.shape[1])] + ["stress_minimum"] + list(extra)
+    rows = ([t, int(row.sum()), *[int(v) for v in row], near[i], *[v[i] for v in extra.values()]]
+            for i, (t, row) in enumerate(zip(times, counts)))
     return _write(header, rows)
 
 
-def sector_time_csv(times, sectors, labels, sector_classes: Mapping | None = None, map_index=None) -> str:
-    """Long table ``sector, class, time_s, label, map_index`` (label -1 / empty map: no map)."""
+def sector_time_csv(times, sectors, labels, sector_classes: Mapping | None = None, map_index=None,
+                    map_columns: Mapping[str, Sequence] | None = None) -> str:
+    """Long table ``sector, class, time_s, label, map_index`` (label -1 / empty map: no map),
+    then ``map_columns`` (name -> (N,) per-map values, e.g. the fitted parameters) of each
+    cell's map (empty where the cell has no map)."""
     times = np.asarray(times, dtype=float)
     labels = np.asarray(labels)
     classes = sector_classes or {}
     mi = None if map_index is None else np.asarray(map_index)
+    extra = {k: np.asarray(v) for k, v in (map_columns or {}).items()} if mi is not None else {}
     rows = []
     for i, s in enumerate(np.asarray(sectors)):
         for j, t in enumerate(times):
             idx = None if mi is None or mi[i, j] < 0 else int(mi[i, j])
-            rows.append((int(s), classes.get(int(s), ""), t, int(labels[i, j]), idx))
-    return _write(("sector", "class", "time_s", "label", "map_index"), rows)
+            rows.append((int(s), classes.get(int(s), ""), t, int(labels[i, j]), idx,
+                         *[(None if idx is None else v[idx]) for v in extra.values()]))
+    return _write(("sector", "class", "time_s", "label", "map_index", *extra), rows)
 
 
 def points_csv(columns: Mapping[str, Sequence], indices=None) -> str:

@@ -92,6 +92,14 @@ def images_loaded(driver, sel):
         "return im.length > 0 && im.every(i => i.complete && i.naturalWidth > 0) ? im.length : 0;", sel)
 
 
+def c2_views_drawn(driver, sel):
+    """How many C2-map figures under ``sel`` show their map (a PNG layout image with axes)."""
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0] + ' .js-plotly-plot')).filter(gd =>"
+        " gd._fullLayout && (gd._fullLayout.images || []).some(im => String(im.source).startsWith('data:image/png'))"
+        " && gd.querySelector('image')).length;", sel)
+
+
 def assert_clean_console(driver):
     errors = console_errors(driver)
     assert not errors, errors
@@ -119,11 +127,14 @@ def test_timeline_is_figure_3ab_and_k_and_bar_clicks_work(driver, server, demo):
         np.testing.assert_allclose(bar["x"], demo["tables/times"])
     stress = [t for t in g["data"] if t["type"] == "scatter" and t["name"] == "shear stress"][0]
     np.testing.assert_allclose(stress["y"], demo["rheology"]["shear_stress"])
-    assert g["matches"] == "x2" and stress["xaxis"] == "x" and bars[0]["xaxis"] == "x2"
+    # rows share the bottom axis: x2 (histogram), or x3 when the fitted-rate row is drawn below it
+    rate_row = any(t["name"] == "flow median rate" for t in g["data"])
+    assert g["matches"] == ("x3" if rate_row else "x2") and stress["xaxis"] == "x" and bars[0]["xaxis"] == "x2"
     minima = demo["stress_minima/time"]
     lines = [s for s in g["shapes"] if s["type"] == "line"]
-    assert len(lines) == 2 * len(minima)
-    assert sorted(s["x0"] for s in lines) == pytest.approx(sorted(list(minima) * 2))
+    n_rows = 3 if rate_row else 2  # a dashed line at every minimum on every row
+    assert len(lines) == n_rows * len(minima)
+    assert sorted(s["x0"] for s in lines) == pytest.approx(sorted(list(minima) * n_rows))
     # change k: three stacked series equal to counts_k3
     driver.find_element("css selector", "label[for='_dbcprivate_radioitems_timeline-k_input_3'], "
                                         "#timeline-k input[value='3']").click()
@@ -150,7 +161,7 @@ def test_sectors_heatmap_is_the_label_matrix_and_click_shows_the_map(driver, ser
     names = {s["name"] for s in g["shapes"]}
     assert {"flow-sector-5", "flow-sector-14", "vorticity-sector-1", "vorticity-sector-18"} <= names
     click_plot_element(driver, "#sectors-graph .nsewdrag")  # the centre cell of the plot
-    wait_for(lambda: images_loaded(driver, "#sectors-map img.map-full"), what="clicked map")
+    wait_for(lambda: c2_views_drawn(driver, "#sectors-map .c2view-map"), what="clicked map")
     meta = text(driver, "#sectors-map .map-meta")
     assert "sector" in meta and "cluster" in meta
     assert_clean_console(driver)
@@ -180,10 +191,10 @@ def test_latent_map_recolour_click_and_lasso(driver, server, demo):
         const c = gd.data.findIndex(t => t.type.startsWith('scatter') && t.name === 'time (s)');
         gd.emit('plotly_click', {points: [{curveNumber: c, pointNumber: 7, pointIndex: 7,
                                             x: gd.data[c].x[7], y: gd.data[c].y[7]}]});""")
-    wait_for(lambda: images_loaded(driver, "#latent-detail img"), what="map and reconstruction")
+    wait_for(lambda: c2_views_drawn(driver, "#latent-detail .c2view-map"), what="map and reconstruction")
     detail = text(driver, "#latent-detail")
     assert "map index" in detail and "7" in detail
-    assert driver.find_elements("css selector", "#latent-detail img.map-recon") or "No reconstruction" in detail
+    assert c2_views_drawn(driver, "#latent-detail .c2view-recon") or "No reconstruction" in detail
     # lasso: the selection is listed and can be exported
     driver.execute_script("""
         const gd = document.querySelector('#latent-graph .js-plotly-plot');

@@ -60,7 +60,11 @@ CONTRACT = {  # name: (shape as a function of N, T, S, k), dtype kind
     "similarity/latent_index": "i", "similarity/latent_distance": "f", "similarity/raw_index": "i",
     "similarity/raw_distance": "f", "similarity/pca_index": "i", "similarity/pca_distance": "f",
     "similarity/pca_components": "f", "similarity/pca_mean": "f", "similarity/pca_scores": "f",
-    "dynamics_score": "f", "decay_rate": "f",
+    "dynamics_score": "f", "dynamics/relaxation_rate": "f", "dynamics/rate_stderr": "f",
+    "dynamics/stretching": "f", "dynamics/stretching_stderr": "f", "dynamics/contrast": "f",
+    "dynamics/contrast_stderr": "f", "dynamics/baseline": "f", "dynamics/baseline_stderr": "f",
+    "dynamics/fit_r2": "f", "dynamics/fit_status": "i", "dynamics/g2": "f", "dynamics/g2_lag": "f",
+    "dynamics/g2_count": "i", "dynamics/aged_g2": "f", "dynamics/aged_g2_age": "f", "dynamics/score_filled": "b",
 }
 ALGOS = ("spectral", "agglomerative", "birch", "gmm", "hdbscan", "optics")
 
@@ -90,7 +94,27 @@ def test_results_contract(sim_pair):
         assert g.shape == (64, 64) and np.nanmin(g) >= -1 and np.nanmax(g) <= 1
         at = ds.result_attrs
         assert at["k"] == 5 and 4 <= at["suggested_k"] <= 8 and "silhouette" in at["k_rule"]
-        assert "c2_band_area" in at["order_feature_name"]
+        assert "log10 fitted relaxation rate" in at["order_feature_name"]
+        assert at["dynamics_source"] == "maps" and "median fitted relaxation rate" in at["order_rule"]
+        rho = json.loads(at["order_spearman_json"])
+        assert set(rho) == {"3", "5", "8"} and all(v > 0 for v in rho.values())
+        # units travel with the arrays (the simulator records the time step per C2 pixel)
+        import h5py
+
+        with h5py.File(a, "r") as f:
+            g = f["results/dynamics"]
+            assert g["relaxation_rate"].attrs["unit"] == "1/s" and g["g2_lag"].attrs["unit"] == "s"
+            assert g["relaxation_rate"].dtype == np.float32 and g["fit_status"].dtype == np.int8
+            assert g["g2_count"].dtype == np.int32 and f["results/dynamics_score"].attrs["unit"] == "log10(1/s)"
+        assert r("dynamics/g2").shape == (n, 255) and r("dynamics/g2_lag").shape == (255,)
+        np.testing.assert_allclose(r("dynamics/g2_lag")[:2], np.array([1, 2]) * ds.attrs["c2_time_step_s"], rtol=1e-5)
+        np.testing.assert_array_equal(r("dynamics/g2_count")[:2], [255, 254])
+        assert r("dynamics/aged_g2").shape == (n, 4, 63) and r("dynamics/aged_g2_age").shape == (4,)
+        filled = r("dynamics/score_filled")
+        fitted = r("dynamics/fit_status") != 3
+        np.testing.assert_array_equal(filled, ~fitted)
+        np.testing.assert_allclose(r("dynamics_score")[fitted], np.log10(r("dynamics/relaxation_rate")[fitted]),
+                                   rtol=1e-5)
         timings = json.loads(at["timings_json"])
         assert "2. kmeans sweep" in timings and timings["total"] > 0
         table = json.loads(at["retrieval_json"])
@@ -100,11 +124,12 @@ def test_results_contract(sim_pair):
         assert at["latent_source"] == "dataset /latents"
         assert np.isfinite(at["dynamics_score_r"]) and "dynamics_score_spearman_truth" in at
         assert at["stress_minima_prominence"] > 0
-        # labels of every k: 0 = slowest -> mean order feature decreases with the label
-        for name in ("labels", "labels_k3", "labels_k5", "labels_k8"):
+        # labels of every k and algorithm: 0 = slowest median fitted rate
+        rate = r("dynamics/relaxation_rate")
+        for name in ("labels", "labels_k3", "labels_k5", "labels_k8", *(f"algorithms/{x}" for x in ALGOS)):
             lab = r(name)
-            means = [r("order_feature")[lab == c].mean() for c in range(lab.max() + 1)]
-            assert np.all(np.diff(means) < 0), name
+            med = [np.median(rate[lab == c]) for c in range(lab.max() + 1) if (lab == c).any()]
+            assert np.all(np.diff(med) >= 0), name
 
 
 def test_labels_ordered_by_dynamics(sim_pair):
@@ -115,6 +140,8 @@ def test_labels_ordered_by_dynamics(sim_pair):
         assert rho >= 0.7, rho  # cluster 0 = slowest = lowest relaxation rate
         score = ds.read_result("dynamics_score")
         assert spearmanr(score, truth["relaxation_rate"]).statistic >= 0.7
+        rate = ds.read_result("dynamics/relaxation_rate")
+        assert spearmanr(rate, truth["relaxation_rate"]).statistic >= 0.7
         assert ds.result_attrs["dynamics_score_spearman_truth"] >= 0.7
 
 
@@ -191,18 +218,21 @@ def e031_dataset(e031_dir, path):
 
 
 def test_latents_only_e031(e031_dir, tmp_path):
+    """No maps and no decoder: the order is unknown (never time-based), nothing dynamic is stored."""
     p = e031_dataset(e031_dir, tmp_path / "e031.h5")
     res = precompute(p, **FAST)
     with open_dataset(p) as ds:
         names = set(ds.result_names())
         for name in ("latent", "labels", "umap", "labels_k3", "labels_k5", "labels_k8", "tables/counts",
                      "tables/sector_time_labels", "flow_share/share", "similarity/latent_index",
-                     "stress_minima/time", "dynamics_score", "order_feature"):
+                     "stress_minima/time"):
             assert name in names, name
-        for name in ("umap_raw", "similarity/raw_index", "similarity/pca_index", "model/recon_input"):
+        for name in ("umap_raw", "similarity/raw_index", "similarity/pca_index", "model/recon_input",
+                     "dynamics_score", "order_feature", "dynamics/relaxation_rate"):
             assert name not in names, name
         at = ds.result_attrs
-        assert "latent_pc1_time_oriented" in at["order_feature_name"]
+        assert "UNKNOWN" in at["order_rule"] and at["dynamics_source"] == "none"
+        assert json.loads(at["order_spearman_json"]) == {}
         assert "retrieval_json" not in at
         lab = ds.read_result("labels")
         assert lab.shape == (900,) and set(np.unique(lab)) == set(range(5))
@@ -250,8 +280,9 @@ def test_model_path_and_diagnostics(tmp_path, rng):
         # maps ordered by decay time: cluster 0 holds the slowest (largest tau)
         lab = r("labels")
         assert lab[-1] == 0 and lab[0] == 2
-        hl = 1 / r("decay_rate")
-        assert spearmanr(hl, taus).statistic > 0.99
+        assert ds.result_attrs["dynamics_source"] == "maps"
+        assert ds.result_attrs["dynamics_units_json"] and "1/pixel" in ds.result_attrs["dynamics_units_json"]
+        assert spearmanr(1 / r("dynamics/relaxation_rate"), taus).statistic > 0.99
 
 
 def test_cli_errors(tmp_path, rng, capsys):

@@ -344,3 +344,16 @@ def test_watch_cli_errors(tmp_path):
                           "--cessation-time", "first", "--once"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.strip() == f"error: {tmp_path / 'nope'}: is not a folder"
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_result_row_reads_appended_rows(tmp_path):
+    p = D.create_live_dataset(tmp_path / "live.h5")
+    _append(p, 0, seed=1)
+    _append(p, 60, seed=2)
+    with open_dataset(p) as ds:
+        lat = ds.read_result("latent")
+        for i in (0, 2, 3, 5):
+            assert np.array_equal(ds.read_result_row("latent", i), lat[i])
+        with pytest.raises(IndexError):
+            ds.read_result_row("latent", 6)
+        assert ds.read_result_row("nope", 0, default="x") == "x"

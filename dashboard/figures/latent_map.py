@@ -15,13 +15,14 @@ from .common import (CLASS_COLORS, FLOW_SHARE_COLORSCALE, SCORE_COLORSCALE, SECT
                      TIME_COLORSCALE, cluster_color, event_list, scatter_trace)
 
 COLOR_BY = {"cluster": "cluster", "time": "time (s)", "sector": "sector", "class": "flow / vorticity",
-            "dynamics": "dynamics score"}
+            "dynamics": "dynamics score", "rate": "log10 fitted rate"}
+NO_FIT_COLOR = "#bdbdbd"
 HIGHLIGHT_SYMBOLS = ("diamond", "square", "triangle-up")
 HIGHLIGHT_COLORS = ("#000000", "#ff00ff", "#00c8c8")
 
 
 def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=None, selected: int | None = None,
-                  height: int = 620, point_size: float | None = None) -> go.Figure:
+                  height: int = 620, point_size: float | None = None, color_title: str | None = None) -> go.Figure:
     """The UMAP scatter.
 
     Parameters
@@ -30,8 +31,8 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
         Coordinates of the maps (``results/umap``).
     color_by : str
         One of :data:`COLOR_BY`: ``"cluster"`` (values = int labels, -1 noise), ``"class"``
-        (values = 'flow' / 'vorticity' / 'other'), ``"time"``, ``"sector"``, ``"dynamics"``
-        (values = numbers).
+        (values = 'flow' / 'vorticity' / 'other'), ``"time"``, ``"sector"``, ``"dynamics"``,
+        ``"rate"`` (values = numbers; NaN, e.g. a failed fit, drawn grey in a trace of its own).
     values : (N,) array
         The colouring variable.
     flow_share : tuple (x (G,), y (G,), share (G, G)), optional
@@ -40,6 +41,8 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
         Up to three groups (e.g. the 18 maps of a time point) drawn on top with big symbols.
     selected : int, optional
         One map index drawn with a ring (the clicked map).
+    color_title : str, optional
+        Colour-bar title of a continuous colouring (default: the :data:`COLOR_BY` label).
     """
     xy = np.asarray(umap, dtype=np.float32)
     n = xy.shape[0]
@@ -78,11 +81,18 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
                                        marker=dict(color=colors[c], size=size, line=dict(width=0)),
                                        hovertemplate=hover))
     else:
-        scale = {"time": TIME_COLORSCALE, "sector": SECTOR_COLORSCALE, "dynamics": SCORE_COLORSCALE}[color_by]
-        fig.add_trace(Sc(x=xy[:, 0], y=xy[:, 1], mode="markers", name=COLOR_BY[color_by], customdata=event_list(index),
-                                   marker=dict(color=values.astype(np.float32), colorscale=scale, size=size,
+        scale = {"time": TIME_COLORSCALE, "sector": SECTOR_COLORSCALE, "dynamics": SCORE_COLORSCALE,
+                 "rate": SCORE_COLORSCALE}[color_by]
+        numbers = values.astype(np.float32)
+        have = np.isfinite(numbers)
+        if not have.all():  # NaN colours are undefined in plotly: such points get a grey trace
+            fig.add_trace(Sc(x=xy[~have, 0], y=xy[~have, 1], mode="markers", name="no fit" if color_by == "rate" else "no value",
+                             customdata=event_list(index[~have]), marker=dict(color=NO_FIT_COLOR, size=size, line=dict(width=0)),
+                             hovertemplate=hover))
+        fig.add_trace(Sc(x=xy[have, 0], y=xy[have, 1], mode="markers", name=COLOR_BY[color_by], customdata=event_list(index[have]),
+                                   marker=dict(color=numbers[have], colorscale=scale, size=size,
                                                line=dict(width=0),
-                                               colorbar=dict(title=dict(text=COLOR_BY[color_by]), len=0.5, y=0.75)),
+                                               colorbar=dict(title=dict(text=color_title or COLOR_BY[color_by]), len=0.5, y=0.75)),
                                    hovertemplate="map %{customdata}<br>" + COLOR_BY[color_by]
                                    + " %{marker.color:.3g}<extra></extra>", showlegend=False))
     for i, (name, idx) in enumerate((highlights or [])[:3]):

@@ -1,7 +1,8 @@
 """Figure 3A+B: shear stress vs time above the time-resolved cluster histogram.
 
 One figure with two rows on a shared time axis (``make_subplots(shared_xaxes=True)``), so
-zooming one zooms both; vertical dashed lines at the stress minima on both rows. Without
+zooming one zooms both; vertical dashed lines at the stress minima on every row; with fitted
+rates a third row of the relaxation rate per time point (flow and vorticity sectors). Without
 rheology the histogram is drawn alone.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ DENSE_TIMES = 150
 
 
 def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *, k_label: str | None = None,
-                    selected_time_index: int | None = None, height: int | None = None) -> go.Figure:
+                    selected_time_index: int | None = None, height: int | None = None,
+                    rates=None, rate_unit: str = "1/s") -> go.Figure:
     """Stress curve (top) and stacked cluster counts per time (bottom).
 
     Parameters
@@ -39,18 +41,25 @@ def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *
         Legend title, e.g. ``"k = 5"``.
     selected_time_index : int, optional
         Outline that time's bar stack (the time whose maps are shown).
+    rates : dict, optional
+        Fitted relaxation rate per time point and sector class
+        (:func:`dashboard.figures.dynamics.rate_per_time`): drawn as a further row below the
+        histogram on the same time axis (log y, ``rate_unit`` in the axis title).
     """
     times = np.asarray(times, dtype=float)
     counts = np.asarray(counts)
     if counts.ndim != 2 or counts.shape[0] != times.size:
         raise ValueError(f"counts must be (T, k) with T = {times.size}, got {counts.shape}")
     has_stress = stress_time is not None and stress is not None and np.size(stress) > 0
-    rows = 2 if has_stress else 1
-    if has_stress:
-        fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[0.42, 0.58])
+    has_rates = bool(rates)
+    bar_row = 2 if has_stress else 1
+    rows = bar_row + (1 if has_rates else 0)
+    if rows > 1:
+        heights = ([0.42, 0.58] if has_stress else [1.0]) + ([0.4] if has_rates else [])
+        heights = [h / sum(heights) for h in heights][:rows]
+        fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=heights)
     else:
         fig = make_subplots(rows=1, cols=1)
-    bar_row = rows
     if has_stress:
         fig.add_trace(go.Scatter(x=np.asarray(stress_time, dtype=float), y=np.asarray(stress, dtype=float),
                                  mode="lines", name="shear stress", line=dict(color="#222", width=1.5),
@@ -70,6 +79,10 @@ def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *
             trace = go.Bar(x=times, y=counts[:, c].astype(np.int32), name=f"cluster {c}", customdata=event_list(index),
                            marker=dict(color=cluster_color(c), line=dict(width=0)), width=width, hovertemplate=hover)
         fig.add_trace(trace, row=bar_row, col=1)
+    if has_rates:
+        from .dynamics import add_rate_panel
+
+        add_rate_panel(fig, times, rates, row=rows, col=1, rate_unit=rate_unit)
     minima = np.asarray([] if minima is None else minima, dtype=float)
     for t in minima:
         for r in range(1, rows + 1):
@@ -81,10 +94,10 @@ def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *
                       line=dict(color="#000", width=2), fillcolor="rgba(0,0,0,0)", row=bar_row, col=1,
                       name="selected-time")
     fig.update_layout(template=TEMPLATE, barmode="stack", bargap=0.1, hovermode="x" if dense else "closest",
-                      height=height or (620 if has_stress else 380), uirevision="timeline",
+                      height=height or ((620 if has_stress else 380) + (220 if has_rates else 0)), uirevision="timeline",
                       legend=dict(title=dict(text=k_label or "cluster"), orientation="v", x=1.01, y=0),
                       margin=dict(l=70, r=120, t=30, b=50), clickmode="event")
-    fig.update_xaxes(title_text="time since shear cessation (s)", row=bar_row, col=1)
+    fig.update_xaxes(title_text="time since shear cessation (s)", row=rows, col=1)
     fig.update_yaxes(title_text="maps per cluster", row=bar_row, col=1)
     if has_stress:
         fig.update_yaxes(title_text="shear stress (Pa)", row=1, col=1)
@@ -94,7 +107,7 @@ def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *
             # magnitude larger and would flatten the relaxation (double-click autoscales)
             half = (width or 0.0) / 0.85 / 2 if width else 0.0
             lo, hi = float(times.min()) - half, float(times.max()) + half
-            fig.update_xaxes(range=[lo, hi], row=bar_row, col=1)
+            fig.update_xaxes(range=[lo, hi], row=rows, col=1)  # the bottom axis: the others match it
             inside = (st > max(lo, 0.0)) & (st <= hi)
             if inside.sum() >= 2:
                 y0, y1 = float(sv[inside].min()), float(sv[inside].max())

@@ -127,9 +127,11 @@ def _retrieval_table(entry):
 # --------------------------------------------------------------------------- layout
 def layout(ctx):
     entry, dsid = ctx.dataset, ctx.dataset_id
+    from dashboard.c2view import order_note
+
     cards = [html.H3("Clusters"),
-             html.P("Clustering is done in the latent space; UMAP is for display only. Cluster 0 = slowest "
-                    "dynamics (broad band), the last = fastest.", className="text-muted")]
+             html.P("Clustering is done in the latent space; UMAP is for display only.", className="text-muted"),
+             order_note(entry, "clusters")]  # how clusters are numbered, and how well that follows the fitted rate
     labels = entry.result("labels")
     if labels is None:
         return html.Div(cards + [message_box("This dataset has no cluster labels (run precompute).", "warning")])

@@ -9,6 +9,7 @@ import dash_bootstrap_components as dbc
 import numpy as np
 from dash import Input, Output, State, dcc, html
 
+from ..c2view import fit_columns, fitted_log_rate, order_note, rate_unit
 from ..exports import points_csv
 from ..explorer import graph_card, map_detail, message, register_csv_download
 from ..figures.common import empty_figure
@@ -35,6 +36,8 @@ def color_values(entry, color_by: str, k):
         return entry.sector_class()
     if color_by == "dynamics":
         return entry.result("dynamics_score")
+    if color_by == "rate":
+        return fitted_log_rate(entry)
     return None
 
 
@@ -62,7 +65,8 @@ def build_figure(entry, color_by, k, flow_share_on, time_indices):
         ti = int(ti)
         if times is not None and 0 <= ti < len(times):
             highlights.append((f"t = {float(times[ti]):.0f} s", maps_at_time(entry, ti)))
-    return latent_figure(umap, color_by, values, flow_share=share, highlights=highlights)
+    title = f"log10 fitted Γ ({rate_unit(entry)})" if color_by == "rate" else None
+    return latent_figure(umap, color_by, values, flow_share=share, highlights=highlights, color_title=title)
 
 
 def layout(ctx):
@@ -70,7 +74,9 @@ def layout(ctx):
     k = pick_k(entry, ctx.query.get("k"))
     color_by = ctx.query.get("color", "cluster")
     color_by = color_by if color_by in COLOR_BY else "cluster"
-    color_options = [{"label": label, "value": key, "disabled": key == "dynamics" and not entry.has_result("dynamics_score")}
+    color_options = [{"label": label, "value": key,
+                      "disabled": (key == "dynamics" and not entry.has_result("dynamics_score"))
+                      or (key == "rate" and fitted_log_rate(entry) is None)}
                      for key, label in COLOR_BY.items()]
     times = entry.result("tables/times")
     time_options = [] if times is None else [{"label": f"{float(t):.0f} s", "value": i} for i, t in enumerate(times)]
@@ -107,7 +113,7 @@ def layout(ctx):
                              color="secondary", className="no-maps-message"))
     return html.Div([
         html.H4(["The latent space, flattened by UMAP ", html.Small(f"· {entry.id}", className="text-muted")]),
-        *notes, controls,
+        *notes, order_note(entry, "latent"), controls,
         dbc.Row([dbc.Col(graph_card("latent-graph", figure, title="Figure 3D / Suppl. Fig. 4: UMAP of the latents "
                                     "(display only; clusters were found in the full latent space)"), lg=8),
                  dbc.Col([detail, selection], lg=4)]),
@@ -138,6 +144,7 @@ def _points_columns(entry, k):
     score = entry.result("dynamics_score")
     if score is not None:
         cols["dynamics_score"] = score
+    cols.update(fit_columns(entry))  # the fitted g2 parameters of every map (empty without dynamics)
     if "source" in meta:
         cols["source"] = meta["source"]
     return cols
@@ -168,7 +175,7 @@ def register_callbacks(app, services) -> None:
         idx = _selected_indices(click)
         if entry is None or not idx or not 0 <= idx[0] < entry.n_maps:
             return dash.no_update
-        return map_detail(entry, idx[0], entry.labels(pick_k(entry, k)), reconstruction=True)
+        return map_detail(entry, idx[0], entry.labels(pick_k(entry, k)), reconstruction=True, key="latent")
 
     @app.callback(Output("latent-selection", "children"), Output("latent-selection-store", "data"),
                   Output("latent-selection-csv", "disabled"), Input("latent-graph", "selectedData"),

@@ -150,6 +150,9 @@ def layout(ctx):
         note = html.P(f"{len(idx)} maps drawn at random by precompute (seed {attrs.get('seed', '?')})"
                       + (f" from the {pool}" if pool else "") + "; not hand-picked.", className="small text-muted mb-1")
         parts.append(graph_card_safe("model-recon", fig, title="Reconstructions next to inputs", note=note))
+        parts.append(html.Div(html.Div("Click a tile to enlarge the map and its reconstruction next to the map's g2 "
+                                       "and fit.", className="small text-muted"), id="model-view-recon",
+                              className="mb-3"))
         if _has_model_file(entry):
             ctrl = html.Div([
                 dbc.Button("draw other maps", id="model-draw", size="sm", color="primary", className="me-2"),
@@ -160,6 +163,7 @@ def layout(ctx):
             ], className="d-flex align-items-center mb-2")
             parts.append(graph_card_safe("model-draw-grid", _draw_fig(entry, dsid, 1),
                                          title="More random reconstructions", note=ctrl))
+            parts.append(html.Div(id="model-view-draw", className="mb-3"))
     elif not entry.has_maps:
         parts.append(message_box("Reconstructions need C2 maps; this dataset holds latents only.", "warning",
                                  id="model-recon-missing"))
@@ -224,6 +228,37 @@ def register_callbacks(app, services):
         if dash.callback_context.triggered_id == "model-draw":
             seed += 1
         return _draw_fig(entry, dataset_id, seed), seed
+
+    def _clicked_index(click):
+        try:
+            cd = click["points"][0]["customdata"]
+            return int(cd[0] if isinstance(cd, list) else cd)
+        except (KeyError, IndexError, TypeError, ValueError):
+            return None
+
+    @app.callback(Output("model-view-recon", "children"), Input("model-recon", "clickData"),
+                  State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def enlarge_recon(click, dataset_id):
+        from dashboard.c2view import c2_view
+
+        entry = catalog.get(dataset_id)
+        index = _clicked_index(click)
+        ridx = entry.result("model/recon_index") if entry is not None else None
+        if ridx is None or index is None or index not in set(np.asarray(ridx).tolist()):
+            return dash.no_update
+        row = int(np.flatnonzero(np.asarray(ridx) == index)[0])
+        return c2_view(entry, index, key="model-recon", source="stack", stack_row=row, title=f"C2 of map {index} (input)")
+
+    @app.callback(Output("model-view-draw", "children"), Input("model-draw-grid", "clickData"),
+                  State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def enlarge_draw(click, dataset_id):
+        from dashboard.c2view import c2_view
+
+        entry = catalog.get(dataset_id)
+        index = _clicked_index(click)
+        if entry is None or index is None or not 0 <= index < entry.n_maps:
+            return dash.no_update
+        return c2_view(entry, index, key="model-draw", source="map+recon", title=f"C2 of map {index} (input)")
 
     def recon_csv(fig, dataset_id):
         entry = catalog.get(dataset_id)

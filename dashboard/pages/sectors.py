@@ -7,6 +7,7 @@ import dash_bootstrap_components as dbc
 import numpy as np
 from dash import Input, Output, State, html
 
+from ..c2view import fit_columns, order_note
 from ..exports import sector_time_csv
 from ..explorer import graph_card, map_detail, register_csv_download
 from ..figures.sectors import sector_heatmap
@@ -65,6 +66,7 @@ def layout(ctx):
         "This dataset holds latents only: cells show metadata, no images."
     return html.Div([
         html.H4(["Cluster of every sector over time ", html.Small(f"· {entry.id}", className="text-muted")]),
+        order_note(entry, "sectors"),
         dbc.Row([dbc.Col(html.Label("clusters", className="me-2 fw-semibold"), width="auto"),
                  dbc.Col(dbc.RadioItems(id="sectors-k", options=k_options(entry), value=k, inline=True), width="auto")],
                 className="align-items-center mb-2"),
@@ -130,7 +132,7 @@ def register_callbacks(app, services) -> None:
         idx = _cell_index(entry, click)
         if idx is None:
             return dash.no_update
-        return map_detail(entry, idx, entry.labels(pick_k(entry, k)))
+        return map_detail(entry, idx, entry.labels(pick_k(entry, k)), key="sectors")
 
     def to_csv(dataset_id, k):
         entry = catalog.get(dataset_id)
@@ -138,7 +140,8 @@ def register_callbacks(app, services) -> None:
             return ""
         k = pick_k(entry, k)
         times, sectors, mi = sector_time_index(entry)
-        return sector_time_csv(times, sectors, label_matrix(entry, k), entry.sector_classes_by_number(sectors), mi)
+        return sector_time_csv(times, sectors, label_matrix(entry, k), entry.sector_classes_by_number(sectors), mi,
+                               map_columns=fit_columns(entry))
 
     register_csv_download(app, "sectors-graph", "sector_time_labels.csv", to_csv=to_csv,
                           states=(State(DATASET_STORE, "data"), State("sectors-k", "value")))

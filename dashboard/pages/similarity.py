@@ -225,6 +225,9 @@ def layout(ctx):
         dcc.Store(id="similarity-target", data={"kind": "index", "index": start, "t": 0}),
         dcc.Store(id="similarity-upload-result"),
         dbc.Row([dbc.Col(picker, md=3), dbc.Col(grids, md=9)]),
+        dbc.Card([dbc.CardHeader("The target map, its g2 and fit (click a neighbour to make it the target)",
+                                 className="fw-semibold"),
+                  dbc.CardBody(html.Div(id="similarity-view"))], className="mb-3"),
         table,
         graph_card_safe("similarity-dist", dist_fig, title="Neighbour-distance distributions (all maps)"),
     ], id="similarity-page")
@@ -326,6 +329,7 @@ def register_callbacks(app, services):
     @app.callback(Output("similarity-latent-grid", "figure"), Output("similarity-raw-grid", "figure"),
                   Output("similarity-table", "data"), Output("similarity-dist", "figure"),
                   Output("similarity-umap", "figure"), Output("similarity-target-view", "children"),
+                  Output("similarity-view", "children"),
                   Input("similarity-target", "data"), Input("similarity-upload-result", "data"),
                   Input("similarity-k", "value"), State(DATASET_STORE, "data"))
     def render(target, upload, k, dataset_id):
@@ -381,7 +385,14 @@ def register_callbacks(app, services):
         umap_fig = F.target_umap_figure(umap, labels=entry.result("labels"), target=tindex,
                                         latent_nn=nn.get("latent", (None,))[0], raw_nn=nn.get("raw", (None,))[0]) \
             if umap is not None else dash.no_update
-        return figs["latent"], figs["raw"], rows, dist_fig, umap_fig, view
+        if tindex is None:
+            big = html.Div("An uploaded map has no precomputed g2 or fit: pick a map of the dataset to see them.",
+                           className="small text-muted")
+        else:
+            from dashboard.c2view import c2_view
+
+            big = c2_view(entry, tindex, key="similarity", title=f"C2 of map {tindex} (target)")
+        return figs["latent"], figs["raw"], rows, dist_fig, umap_fig, view, big
 
     def grid_csv(fig, dataset_id):
         meta = (fig or {}).get("layout", {}).get("meta") or {}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dash
 import dash_bootstrap_components as dbc
 import numpy as np
-from dash import Input, Output, State, html
+from dash import ALL, Input, Output, State, html
 
+from ..c2view import c2_view, order_note, rate_table, rate_unit
 from ..exports import counts_csv
 from ..explorer import graph_card, message, register_csv_download, thumbnail_grid
 from ..figures.common import empty_figure
@@ -41,8 +42,26 @@ def build_figure(entry, k):
     if times is None or counts is None:
         return empty_figure("No cluster-count table for this k (run precompute).")
     rh = entry.rheology if entry.has_rheology else None
+    rates = rate_table(entry)
+    rates = {c: rates[c] for c in ("flow", "vorticity")} if rates else None
     return timeline_figure(times, counts, rh["time"] if rh else None, rh["shear_stress"] if rh else None,
-                           entry.result("stress_minima/time") if rh else None, k_label=f"k = {k}")
+                           entry.result("stress_minima/time") if rh else None, k_label=f"k = {k}",
+                           rates=rates, rate_unit=rate_unit(entry))
+
+
+def rate_columns(entry) -> dict:
+    """The timeline CSV's fitted-rate columns (median, quartiles, number of fits (failed ones left out) per time
+    point, for all maps and the flow and vorticity sectors); {} without dynamics."""
+    rates = rate_table(entry)
+    if not rates:
+        return {}
+    unit = rate_unit(entry).replace("1/", "per_")
+    cols = {}
+    for cls in ("all", "flow", "vorticity"):
+        for stat in ("median", "q25", "q75"):
+            cols[f"rate_{stat}_{cls}_{unit}"] = rates[cls][stat]
+        cols[f"n_fits_{cls}"] = rates[cls]["n"]
+    return cols
 
 
 def maps_at_time(entry, time_index: int) -> np.ndarray:
@@ -73,13 +92,17 @@ def layout(ctx):
         dbc.Col(dbc.RadioItems(id="timeline-k", options=k_options(entry), value=k, inline=True), width="auto"),
     ], className="align-items-center mb-2")
     hint = html.Div("Click a bar to see the maps of that time point.", className="text-muted small")
+    title = "Figure 3A-B: shear stress (top), maps per cluster at each time"
+    if rate_table(entry):
+        title += f", fitted relaxation rate Γ ({rate_unit(entry)}; median and IQR over the maps whose fit did not fail, flow and vorticity sectors)"
+    title += "; dashed lines: stress minima"
     return html.Div([
         html.H4(["Stress and cluster populations over time ", html.Small(f"· {entry.id}", className="text-muted")]),
-        controls,
-        graph_card("timeline-graph", build_figure(entry, k), title="Figure 3A-B: shear stress (top), maps per "
-                   "cluster at each time (bottom); dashed lines: stress minima", note=note),
+        order_note(entry, "timeline"), controls,
+        graph_card("timeline-graph", build_figure(entry, k), title=title, note=note),
         dbc.Card([dbc.CardHeader("Maps of the selected time point", className="fw-semibold"),
-                  dbc.CardBody(html.Div(hint, id="timeline-maps"))], className="mb-3"),
+                  dbc.CardBody([html.Div(hint, id="timeline-maps"), html.Div(id="timeline-view")])],
+                 className="mb-3"),
     ], id="timeline-page")
 
 
@@ -113,7 +136,29 @@ def register_callbacks(app, services) -> None:
         labels = entry.labels(pick_k(entry, k))
         title = html.Div([html.B(f"t = {float(times[ti]):.0f} s"), f" · {len(idx)} maps · k = {pick_k(entry, k)}"],
                          className="mb-2", id="timeline-maps-title")
-        return html.Div([title, thumbnail_grid(entry, idx, labels, id_prefix="timeline")])
+        return html.Div([title, html.Div("Click a thumbnail to enlarge it next to its g2 and fit.",
+                                         className="small text-muted"),
+                         thumbnail_grid(entry, idx, labels, id_prefix="timeline", click_type="timeline-thumb")])
+
+    @app.callback(Output("timeline-view", "children"), Input({"type": "timeline-thumb", "index": ALL}, "n_clicks"),
+                  State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def enlarge(clicks, dataset_id):
+        entry = catalog.get(dataset_id)
+        trig = dash.callback_context.triggered_id
+        if entry is None or not isinstance(trig, dict) or not any(clicks or []):
+            return dash.no_update
+        if not dash.callback_context.triggered or not dash.callback_context.triggered[0].get("value"):
+            return dash.no_update  # a new grid was drawn, nothing was clicked
+        try:
+            index = int(trig.get("index"))
+        except (TypeError, ValueError):
+            return dash.no_update
+        if not 0 <= index < entry.n_maps:
+            return dash.no_update
+        from ..explorer import map_caption
+
+        return html.Div([html.Div(map_caption(entry, index), className="fw-semibold small mt-2"),
+                         c2_view(entry, index, key="timeline", title=f"C2 of map {index}")])
 
     def to_csv(dataset_id, k):
         entry = catalog.get(dataset_id)
@@ -121,7 +166,7 @@ def register_callbacks(app, services) -> None:
             return ""
         k = pick_k(entry, k)
         minima = entry.result("stress_minima/time") if entry.has_rheology else None
-        return counts_csv(entry.result("tables/times"), entry.counts(k), minima)
+        return counts_csv(entry.result("tables/times"), entry.counts(k), minima, extra_columns=rate_columns(entry))
 
     register_csv_download(app, "timeline-graph", "timeline_counts.csv", to_csv=to_csv,
                           states=(State(DATASET_STORE, "data"), State("timeline-k", "value")))

@@ -1,0 +1,132 @@
+"""The measured dynamics in headless Chromium against a real server: clicking a point of the
+latent map shows the C2 map in seconds with a colour bar next to its g2, the fitted curve and
+the fitted numbers read from /results/dynamics; the timeline has the fitted-rate row; a
+latents-only dataset without a decoder says its cluster order is unknown."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from ainerd_core.dataset import open_dataset
+from browser_support import console_errors, make_driver, quit_driver, require_browser, start_server, wait_for
+from dashboard_fixtures import explorer_data  # noqa: F401
+from dynamics_fixtures import with_dynamics
+
+pytestmark = pytest.mark.browser
+
+FIG_JS = """
+const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');
+if (!gd || !gd._fullLayout || !gd.data) return null;
+const L = gd._fullLayout;
+return {names: gd.data.map(t => t.name), meta: gd.layout.meta || null,
+        xtitle: (L.xaxis && L.xaxis.title) ? L.xaxis.title.text : null,
+        images: (L.images || []).map(im => String(im.source).slice(0, 22)),
+        svgImages: gd.querySelectorAll('image').length,
+        colorbars: gd.querySelectorAll('.colorbar').length,
+        traces: gd._fullData.map(t => ({name: t.name, xaxis: t.xaxis || 'x', yaxis: t.yaxis || 'y',
+                                        y: t.y ? Array.from(t.y) : null})),  // decoded typed arrays
+        yaxes: Object.keys(L).filter(k => k.startsWith('yaxis')).map(k => [k, L[k].type])};
+"""
+
+
+@pytest.fixture(scope="module")
+def data_dir(explorer_data, tmp_path_factory):  # noqa: F811
+    folder = tmp_path_factory.mktemp("dyn-data")
+    with_dynamics(explorer_data / "demo.h5", folder / "demo.h5")
+    with_dynamics(explorer_data / "e031.h5", folder / "e031.h5")
+    if (explorer_data / "model.pt").exists():
+        shutil.copyfile(explorer_data / "model.pt", folder / "model.pt")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(data_dir, tmp_path_factory):
+    require_browser()
+    srv = start_server(data_dir, tmp_path_factory.mktemp("instance"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def driver(server):
+    d = make_driver()
+    yield d
+    quit_driver(d)
+
+
+def fig(driver, sel, pred=lambda g: True, what=None):
+    def get():
+        g = driver.execute_script(FIG_JS, sel)
+        return g if g and pred(g) else None
+    return wait_for(get, 30, what or sel)
+
+
+def test_clicking_a_point_shows_the_map_in_seconds_next_to_its_g2_fit_and_numbers(driver, server, data_dir):
+    from dashboard.figures.dynamics import fit_rows
+
+    with open_dataset(data_dir / "demo.h5") as ds:
+        step = ds.attrs.get("c2_time_step_s")
+        fits = {k: ds.read_result(f"dynamics/{k}") for k in
+                ("relaxation_rate", "rate_stderr", "stretching", "stretching_stderr", "contrast", "contrast_stderr",
+                 "baseline", "baseline_stderr", "fit_r2", "fit_status")}
+        n = ds.n_maps
+    ok = np.flatnonzero(fits["fit_status"] == 0)
+    assert ok.size, "the demo fixture has no successful fit"
+    target = int(ok[len(ok) // 2])
+    driver.get(server.url + "/latent-map?dataset=demo")
+    note = wait_for(lambda: driver.find_element("id", "latent-order-note").text, what="order note")
+    assert "fitted relaxation rate" in note and "Spearman" in note
+    wait_for(lambda: driver.execute_script("const gd = document.querySelector('#latent-graph .js-plotly-plot');"
+                                           "return gd && gd.data && gd.data.length > 1;"), what="latent map")
+    driver.execute_script("""
+        const gd = document.querySelector('#latent-graph .js-plotly-plot');
+        const target = arguments[0];
+        for (let c = 0; c < gd.data.length; c++) {
+          const cd = gd.data[c].customdata;
+          if (!gd.data[c].type.startsWith('scatter') || !cd) continue;
+          const p = Array.from(cd).findIndex(v => Number(v) === target);
+          if (p >= 0) { gd.emit('plotly_click', {points: [{curveNumber: c, pointNumber: p, pointIndex: p,
+                                                          customdata: target, x: gd.data[c].x[p], y: gd.data[c].y[p]}]}); break; }
+        }""", target)
+    table = wait_for(lambda: driver.find_element("id", "latent-c2view-fit").text, what="fitted numbers")
+    expected = dict(fit_rows({k: v[target].item() for k, v in fits.items()}, "1/s" if step else "1/pixel"))
+    assert expected["relaxation rate Γ"] in table and expected["stretching γ"] in table
+    assert expected["R²"] in table and "fit status ok" in table.replace("\n", " ")
+    g2 = fig(driver, "#latent-c2view-g2", lambda g: "fit" in g["names"], "g2 panel with its fit")
+    assert "g2 (map)" in g2["names"] and g2["meta"]["fit"]["relaxation rate Γ"] == expected["relaxation rate Γ"]
+    c2 = fig(driver, "#latent-c2view-map", lambda g: g["svgImages"] >= 1, "C2 map")
+    assert c2["images"][0].startswith("data:image/png") and c2["colorbars"] == 1
+    assert c2["xtitle"] == ("t1 (s)" if step else "t1 (pixel; time step unknown)")
+    span = c2["meta"]["n"] * (step or 1.0)
+    assert driver.execute_script("return document.querySelector('#latent-c2view-map .js-plotly-plot')"
+                                 "._fullLayout.xaxis.range[1];") == pytest.approx(span, rel=1e-6)
+    assert c2["meta"]["diagonal_fix"] is True and c2["meta"]["limits"] == "1-99 %"
+    # switch the diagonal correction off and the limits to min-max: the map is redrawn
+    driver.find_element("css selector", "#latent-c2view .c2view-controls input[type='checkbox']").click()
+    driver.find_element("css selector", "#latent-c2view .c2view-controls input[value='minmax']").click()
+    fig(driver, "#latent-c2view-map", lambda g: g["meta"]["diagonal_fix"] is False and g["meta"]["limits"] == "min-max",
+        "redrawn map")
+    assert 0 <= target < n
+    assert not console_errors(driver)
+
+
+def test_timeline_has_the_fitted_rate_row_and_latents_only_says_the_order_is_unknown(driver, server, data_dir):
+    from dashboard.figures.dynamics import rate_per_time
+
+    with open_dataset(data_dir / "demo.h5") as ds:
+        rates = rate_per_time(ds.read_result("tables/time_index"), len(ds.read_result("tables/times")),
+                              ds.read_result("dynamics/relaxation_rate"), ds.read_result("dynamics/fit_status"),
+                              ds.read_result("sector_class"))
+    driver.get(server.url + "/timeline?dataset=demo")
+    g = fig(driver, "#timeline-graph", lambda g: "flow median rate" in g["names"], "rate row")
+    flow = [t for t in g["traces"] if t["name"] == "flow median rate"][0]
+    have = np.isfinite(rates["flow"]["median"])
+    np.testing.assert_allclose(flow["y"], rates["flow"]["median"][have], rtol=1e-6)
+    assert flow["xaxis"] == "x3" and ["yaxis3", "log"] in g["yaxes"]
+    assert "vorticity median rate" in g["names"] and "flow IQR" in g["names"]
+    driver.get(server.url + "/latent-map?dataset=e031")
+    note = wait_for(lambda: driver.find_element("id", "latent-order-note").text, what="order note")
+    assert note.startswith("Cluster order unknown")
+    assert not console_errors(driver)

@@ -1,0 +1,107 @@
+"""Live mode in headless Chromium: a watcher appends a new time point to the dataset the open
+page shows; the timeline gains it without a page reload, the zoom is kept, the "live" indicator
+names the new file, and a corrupt file shows up in the alerts list."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+from browser_support import console_errors, make_driver, quit_driver, require_browser, start_server, wait_for
+from dashboard_fixtures import explorer_data  # noqa: F401
+from test_watch import aps_file, watcher
+
+pytestmark = pytest.mark.browser
+
+BAR_TIMES_JS = """
+const gd = document.querySelector('#timeline-graph .js-plotly-plot');
+if (!gd || !gd.data) return null;
+const TYPES = {f8: Float64Array, f4: Float32Array, i4: Int32Array};
+const arr = v => {
+  if (v == null) return [];
+  if (v.bdata === undefined) return Array.from(v);
+  const bin = atob(v.bdata), buf = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) buf[i] = bin.charCodeAt(i);
+  return Array.from(new TYPES[v.dtype](buf.buffer));
+};
+const xs = new Set();
+gd.data.filter(t => t.type === 'bar' || (t.name || '').startsWith('cluster')).forEach(t => arr(t.x).forEach(x => xs.add(x)));
+return {times: Array.from(xs).sort((a, b) => a - b), range: (gd._fullLayout.xaxis || {}).range};
+"""
+
+
+def test_new_time_point_appears_without_reload(explorer_data, tmp_path):  # noqa: F811
+    require_browser()
+    data = tmp_path / "data"
+    data.mkdir()
+    ref = data / "reference.h5"
+    shutil.copy(explorer_data / "demo.h5", ref)
+    folder = tmp_path / "beam"
+    folder.mkdir()
+    live = data / "beamtime.h5"
+    w = watcher(folder, live, ref).start()
+    server = driver = None
+    try:
+        for i in range(2):
+            aps_file(folder, i)
+        deadline = time.time() + 60
+        while w.n < 36 and time.time() < deadline:
+            w.poll_once()
+            time.sleep(0.05)
+        assert w.n == 36
+        server = start_server(data, tmp_path / "instance")
+        driver = make_driver()
+        driver.get(server.url + "/timeline?dataset=beamtime")
+        first = wait_for(lambda: driver.execute_script(BAR_TIMES_JS), what="timeline bars")
+        assert first["times"] == [0, 57]
+        wait_for(lambda: "E031_0001_results.hdf" in driver.find_element("id", "live-indicator").text,
+                 what="live indicator")
+        driver.execute_script("window.__noReload = 'still here';")
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        default = first["range"]
+        drag = driver.find_elements("css selector", "#timeline-graph .nsewdrag")[-1]  # the user zooms in x
+        ActionChains(driver).move_to_element_with_offset(drag, -150, 0).click_and_hold().move_by_offset(200, 0) \
+            .release().perform()
+        zoomed = wait_for(lambda: (lambda r: r if r != default else None)(driver.execute_script(BAR_TIMES_JS)["range"]),
+                          what="zoom")
+
+        aps_file(folder, 2)  # the next time point arrives
+        (folder / "E031_0009_results.hdf").write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(3000))
+        deadline = time.time() + 60
+        while (w.n < 54 or "E031_0009_results.hdf" not in w._failed) and time.time() < deadline:
+            w.poll_once()
+            time.sleep(0.05)
+        assert w.n == 54
+        after = wait_for(lambda: (lambda g: g if g and g["times"] == [0, 57, 114] else None)(
+            driver.execute_script(BAR_TIMES_JS)), timeout=30, what="the new time point in the timeline")
+        assert driver.execute_script("return window.__noReload;") == "still here"  # no reload
+        assert after["range"] == zoomed  # zoom kept (uirevision)
+        text = driver.find_element("id", "live-indicator").text
+        assert "LIVE" in text and "E031_0002_results.hdf" in text and "54 maps" in text
+        wait_for(lambda: "1 alert" in driver.find_element("id", "live-alerts").text, what="alerts list")
+        driver.find_element("css selector", "#live-alert-list summary").click()
+        assert "E031_0009_results.hdf" in driver.find_element("id", "live-alert-list").text
+
+        # the other live pages render and refresh without console errors
+        for path in ("/sectors", "/latent-map", "/"):
+            driver.get(server.url + path + "?dataset=beamtime")
+            wait_for(lambda: driver.find_elements("css selector", "#page-content > *"), what=path)
+            time.sleep(2.5)  # at least one poll of the live interval
+        aps_file(folder, 3)
+        deadline = time.time() + 60
+        while w.n < 72 and time.time() < deadline:
+            w.poll_once()
+            time.sleep(0.05)
+        wait_for(lambda: "E031_0003_results.hdf" in driver.find_element("id", "live-indicator").text,
+                 timeout=30, what="indicator on the overview")
+        errors = console_errors(driver)
+        assert not errors, errors
+    finally:
+        w.close()
+        if driver is not None:
+            quit_driver(driver)
+        if server is not None:
+            server.stop()
