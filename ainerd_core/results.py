@@ -142,6 +142,9 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("dynamics/aged_g2", ("N", "W", "L2"), ("float16", "float32"), "C2 units",
           "g2 within age windows of each map (aging within one map)", _FIT),
     Entry("dynamics/aged_g2_age", ("W",), F32, "s or pixel", "centre age of each window", _FIT),
+    Entry("dynamics/aged_g2_lag", ("L2",), F32, "s or pixel", "the lags of `dynamics/aged_g2`", _FIT),
+    Entry("dynamics/fit_max_lag", (), F64, "s or pixel",
+          "largest lag the fit used (live segments; precompute keeps it in attr dynamics_fit_max_lag)", "live datasets"),
     Entry("dynamics/score_filled", ("N",), BOOL, "",
           "true where `dynamics_score` was filled by regression from the latents (the fit failed)"),
     # novelty (ainerd_core.novelty)
