@@ -11,7 +11,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 RUN apt-get update \
- && apt-get install -y --no-install-recommends make \
+ && apt-get install -y --no-install-recommends make libcairo2 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 ainerd \
  && useradd --system --uid 10001 --gid ainerd --home-dir /app --shell /usr/sbin/nologin ainerd \

@@ -162,20 +162,34 @@ def _wls_linear(E, Y, w, top_max):
 
 
 def _model_and_jac(tau, p):
-    """Model (N, L) and Jacobian (N, L, 4) wrt (top = baseline + contrast, contrast, ln rate,
-    stretching); the top parameter makes the bound 'curve at lag 0 <= diagonal' a box bound."""
+    """Model (N, L) and Jacobian (4, N, L) wrt (top = baseline + contrast, contrast, ln rate,
+    stretching); the top parameter makes the bound 'curve at lag 0 <= diagonal' a box bound.
+    (Parameter-major so that each derivative is one contiguous (N, L) block.)"""
     top, beta, lnr, g = (p[:, i:i + 1] for i in range(4))
     lx = lnr + np.log(tau)[None]           # ln(rate tau)
     u = np.exp(np.clip(g * lx, -700, 50))  # (rate tau)^stretching
     e = np.exp(-2.0 * u)
     f = top - beta + beta * e
-    J = np.empty(f.shape + (4,))
-    J[..., 0] = 1.0
-    J[..., 1] = e - 1.0
+    J = np.empty((4,) + f.shape)
+    J[0] = 1.0
+    J[1] = e - 1.0
     de = -2.0 * beta * e * u
-    J[..., 2] = de * g
-    J[..., 3] = de * lx
+    J[2] = de * g
+    J[3] = de * lx
     return f, J
+
+
+def _normal_equations(W, J, r=None):
+    """J^T W J (N, 4, 4) and, with residuals r, J^T W r (N, 4) from J (4, N, L): ten
+    elementwise product sums instead of a three-operand einsum (2x faster, measured)."""
+    Jw = J * W[None]
+    A = np.empty((W.shape[0], 4, 4))
+    for i in range(4):
+        for j in range(i, 4):
+            A[:, i, j] = A[:, j, i] = np.einsum("nl,nl->n", Jw[i], J[j])
+    if r is None:
+        return A
+    return A, np.einsum("inl,nl->ni", Jw, r)
 
 
 def _robust_sigma(r, w):
@@ -185,7 +199,7 @@ def _robust_sigma(r, w):
     return np.maximum(s, 1e-12 + 1e-9 * np.abs(r).max(axis=1))
 
 
-def fit_g2(tau, g2, counts=None, *, lag0=None, n_iter: int = 30, rate_bounds=None,
+def fit_g2(tau, g2, counts=None, *, lag0=None, n_iter: int = 20, n_reweight: int = 3, rate_bounds=None,
            stretch_bounds=STRETCH_BOUNDS) -> dict:
     """Fit ``baseline + contrast exp(-2 (rate tau)^stretching)`` to many g2 curves at once.
 
@@ -199,7 +213,9 @@ def fit_g2(tau, g2, counts=None, *, lag0=None, n_iter: int = 30, rate_bounds=Non
         contrast can mimic a drop before the first lag) and tells 'decays within first lag' (the diagonal
         stands out above a flat curve) from 'no decay within window' when the curve shows no
         significant decay.
-    n_iter : Levenberg-Marquardt iterations (Huber weights are recomputed every 5)
+    n_iter : at most this many Levenberg-Marquardt iterations per reweighting round (each map
+        stops when a step no longer lowers its cost)
+    n_reweight : rounds of Huber weights recomputed from the residuals (iteratively reweighted)
     rate_bounds : (lo, hi), default (0.02 / tau_max, 5 / tau_min)
     stretch_bounds : (lo, hi) for the stretching exponent, default (0.3, 2)
 
@@ -248,33 +264,45 @@ def fit_g2(tau, g2, counts=None, *, lag0=None, n_iter: int = 30, rate_bounds=Non
     lo_p = np.broadcast_to(np.array([-np.inf, 0.0, math.log(lo_r), lo_g]), p.shape)
     hi_p = np.stack([top_max, np.full(len(idx), np.inf), np.full(len(idx), math.log(hi_r)),
                      np.full(len(idx), hi_g)], axis=1)
-    lam = np.full(len(idx), 1e-2)
     f, J = _model_and_jac(tau, p)
     r = Y - f
     W = np.broadcast_to(w, Y.shape).copy()
-    for it in range(n_iter):
-        if it % 5 == 0:
-            s = _robust_sigma(r, w)
-            z = np.abs(r) / s[:, None]
-            W = w[None] * np.where(z <= HUBER_C, 1.0, HUBER_C / np.maximum(z, 1e-300))
-        cost = (W * r * r).sum(axis=1)
-        A = np.einsum("nl,nli,nlj->nij", W, J, J)
-        gvec = np.einsum("nl,nli,nl->ni", W, J, r)
-        D = np.einsum("nii->ni", A) + 1e-12
-        Al = A + lam[:, None, None] * (D[:, :, None] * np.eye(4)[None])
-        try:
-            step = np.linalg.solve(Al, gvec[..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            step = np.stack([np.linalg.lstsq(a, g_, rcond=None)[0] for a, g_ in zip(Al, gvec)])
-        pn = np.clip(p + step, lo_p, hi_p)
-        fn, Jn = _model_and_jac(tau, pn)
-        rn = Y - fn
-        cost_n = (W * rn * rn).sum(axis=1)
-        acc = np.isfinite(cost_n) & (cost_n <= cost)
-        p[acc], f[acc], J[acc], r[acc] = pn[acc], fn[acc], Jn[acc], rn[acc]
-        lam = np.where(acc, np.maximum(lam / 3.0, 1e-7), np.minimum(lam * 4.0, 1e7))
+    eye = np.eye(4)[None]
+    for _round in range(n_reweight):
+        # Huber weights from the current residuals, then LM to convergence on that objective
+        s = _robust_sigma(r, w)
+        z = np.abs(r) / s[:, None]
+        W = w[None] * np.where(z <= HUBER_C, 1.0, HUBER_C / np.maximum(z, 1e-300))
+        lam = np.full(len(idx), 1e-2)
+        active = np.ones(len(idx), bool)
+        for _it in range(n_iter):
+            a = np.nonzero(active)[0]
+            if a.size == 0:
+                break
+            Wa, ra = W[a], r[a]
+            cost = (Wa * ra * ra).sum(axis=1)
+            A, gvec = _normal_equations(Wa, J[:, a], ra)
+            Dg = np.einsum("nii->ni", A) + 1e-12
+            Al = A + lam[a, None, None] * (Dg[:, :, None] * eye)
+            try:
+                step = np.linalg.solve(Al, gvec[..., None])[..., 0]
+            except np.linalg.LinAlgError:
+                step = np.stack([np.linalg.lstsq(m_, g_, rcond=None)[0] for m_, g_ in zip(Al, gvec)])
+            pn = np.clip(p[a] + step, lo_p[a], hi_p[a])
+            fn, Jn = _model_and_jac(tau, pn)
+            rn = Y[a] - fn
+            cost_n = (Wa * rn * rn).sum(axis=1)
+            acc = np.isfinite(cost_n) & (cost_n <= cost)
+            ia = a[acc]
+            p[ia], f[ia], r[ia] = pn[acc], fn[acc], rn[acc]
+            J[:, ia] = Jn[:, acc]
+            lam[a] = np.where(acc, np.maximum(lam[a] / 3.0, 1e-7), np.minimum(lam[a] * 4.0, 1e7))
+            # converged: an accepted step that no longer lowers the cost, or the damping saturates
+            gain = (cost - cost_n) / np.maximum(cost, 1e-300)
+            done = (acc & (gain < 1e-9)) | (~acc & (lam[a] >= 1e6))
+            active[a[done]] = False
     # 3. uncertainties, goodness of fit, status
-    A = np.einsum("nl,nli,nlj->nij", W, J, J)
+    A = _normal_equations(W, J)
     dof = max(L - 4, 1)
     s2 = (W * r * r).sum(axis=1) / dof
     cov = np.full_like(A, np.nan)
@@ -323,7 +351,7 @@ def fit_g2(tau, g2, counts=None, *, lag0=None, n_iter: int = 30, rate_bounds=Non
 
 # --------------------------------------------------------------------------- all of it
 def measure_dynamics(maps, time_step_s=None, *, exclude_lag0: bool = True, max_lag=None, n_windows: int = 4,
-                     n_iter: int = 30) -> dict:
+                     n_iter: int = 20) -> dict:
     """g2, aged g2 and the stretched-exponential fit of a batch of C2 maps.
 
     Parameters
@@ -331,7 +359,7 @@ def measure_dynamics(maps, time_step_s=None, *, exclude_lag0: bool = True, max_l
     maps : (N, L, L) float, C2 maps (raw or min-max normalised)
     time_step_s : seconds per C2 pixel (dataset attr ``c2_time_step_s``); None -> pixel units
     exclude_lag0 : exclude lag 0 from the stored g2 and from the fit
-    max_lag : last lag (pixels) used in the fit; default 3 L / 4 (at least L / 4 pairs per lag)
+    max_lag : last lag (pixels) used in the fit; default L - 8 (at least 8 pairs per lag)
     n_windows : age windows of the aged g2
 
     Returns
@@ -350,7 +378,10 @@ def measure_dynamics(maps, time_step_s=None, *, exclude_lag0: bool = True, max_l
         raise ValueError(f"time_step_s must be a positive number, got {time_step_s}")
     dt = float(time_step_s) if time_step_s is not None else 1.0
     lag_all, g_all, c_all = g2_from_c2(m, exclude_lag0=False)
-    max_lag = int(max_lag) if max_lag is not None else (3 * L) // 4
+    # all lags with at least 8 pairs averaged (weighted by their count): slow maps need the
+    # longest lags (six simulated sets of 216 maps of 128 px: Spearman with the true rate
+    # 0.917-0.990 with lags up to L - 8, 0.888-0.986 with lags up to 3 L / 4)
+    max_lag = int(max_lag) if max_lag is not None else max(L - 8, min(L - 1, 5))
     if not 5 <= max_lag <= L - 1:
         raise ValueError(f"max_lag must be 5..{L - 1} pixels, got {max_lag}")
     sel = (lag_all >= 1) & (lag_all <= max_lag)

@@ -499,7 +499,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
                 for kk, lab in sorted({chosen: labels, **extra_k}.items()):
                     m = fitted & (lab >= 0)
                     rho[str(kk)] = (float(spearmanr(lab[m], rate[m]).statistic)
-                                    if m.sum() > 2 and np.ptp(lab[m]) > 0 else float("nan"))
+                                    if m.sum() > 2 and np.ptp(lab[m]) > 0 and np.ptp(rate[m]) > 0 else float("nan"))
                 attrs["order_spearman_json"] = A.to_json(rho)
                 clock.say("    Spearman(cluster label, fitted rate): " + ", ".join(
                     f"k={k_} {v:.3f}" for k_, v in rho.items()))

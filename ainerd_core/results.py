@@ -345,18 +345,24 @@ class ModelProvenance:
     path: str | None
     sha256: str | None
     latent_source: str | None
+    decoded: bool = False
 
     @classmethod
     def from_attrs(cls, attrs: Mapping) -> "ModelProvenance":
         named = next((attrs[k].strip() for k in ("model_path", "model", "checkpoint")
                       if isinstance(attrs.get(k), str) and attrs[k].strip()), None)
         sha = attrs.get("model_sha256")
-        return cls(named, sha if isinstance(sha, str) and sha else None, attrs.get("latent_source"))
+        # precompute decodes latents that came with the data only with the model that made them
+        # (passed by the user or matched by checksum) and says so in dynamics_source
+        decoded = str(attrs.get("dynamics_source") or "").startswith("decoded latents")
+        return cls(named, sha if isinstance(sha, str) and sha else None, attrs.get("latent_source"), decoded)
 
     @property
     def from_model(self) -> bool:
-        """The latents came from a checkpoint (recorded, or not recorded at all)."""
-        return self.latent_source in (None, "model") and (self.path or "").lower() not in _NO_MODEL
+        """A checkpoint is known for the latents (it made them, or precompute decoded them with
+        it), recorded or not recorded at all."""
+        return ((self.latent_source in (None, "model") or self.decoded)
+                and (self.path or "").lower() not in _NO_MODEL)
 
     def short(self) -> str:
         """One line for the pages: the checkpoint's name and the first 12 hex digits of its checksum."""

@@ -25,7 +25,10 @@ import dash
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html
 
+from urllib.parse import urlencode
+
 from . import pages as pages_pkg
+from . import clusterings, figure_export, view_state
 from .catalog import Catalog
 from .live import live_bar, register_live_callbacks
 from .pages import DATASET_STORE, PageContext, Services, missing_requirements, parse_query
@@ -82,13 +85,21 @@ def register_background_callback(app: dash.Dash, manager, *args, progress=None, 
 
 def graph_card(graph_id: str, figure, *, title: str | None = None, csv: bool = True, height: str | None = None,
                extra=None, note=None, graph_kwargs: dict | None = None) -> dbc.Card:
-    """A figure in a card, with a CSV download button (``<graph_id>-csv``) and
-    ``dcc.Download`` (``<graph_id>-csv-download``); PNG comes from the modebar's camera button.
-    Register the CSV callback with :func:`register_csv_download`."""
+    """A figure in a card, with PNG / SVG / PDF export buttons (:mod:`dashboard.figure_export`,
+    stamped with dataset, model checksum, version and date unless the card's "stamp" box is
+    cleared), a CSV download button (``<graph_id>-csv``) and ``dcc.Download``
+    (``<graph_id>-csv-download``). Register the CSV callback with :func:`register_csv_download`."""
     config = dict(GRAPH_CONFIG, toImageButtonOptions=dict(GRAPH_CONFIG["toImageButtonOptions"], filename=graph_id))
     style = {"height": height} if height else None
     graph = dcc.Graph(id=graph_id, figure=figure, config=config, style=style, **(graph_kwargs or {}))
-    header = [html.Span(title or "", className="fw-semibold me-auto")]
+    header = [html.Span(title or "", className="fw-semibold me-auto"),
+              html.Span(id=f"{graph_id}-export-status", className="small text-muted ms-2 export-status")]
+    header += [dbc.Button(fmt.upper(), id={"type": "figure-export", "graph": graph_id, "format": fmt}, size="sm",
+                          color="secondary", outline=True, className="ms-1 export-button",
+                          title=f"save the figure as {fmt.upper()}") for fmt in ("png", "svg", "pdf")]
+    header.append(dbc.Checkbox(id={"type": "figure-stamp", "graph": graph_id}, label="stamp", value=True,
+                               className="ms-2 small mb-0", label_class_name="small",
+                               label_style={"whiteSpace": "nowrap"}))
     if csv:
         header += [dbc.Button("CSV", id=f"{graph_id}-csv", size="sm", color="secondary", outline=True,
                               className="ms-2", title="download the figure's data as CSV"),
@@ -128,6 +139,13 @@ def register_csv_download(app: dash.Dash, graph_id: str, filename: str, to_csv=N
         if not n_clicks:
             return dash.no_update
         return dict(content=to_csv(*values), filename=filename, type="text/csv")
+
+
+def help_link(path: str) -> dcc.Link:
+    """A small link to the in-app help of the view at ``path`` (``/help?view=<page>``)."""
+    view = path.strip("/").replace("-", "_") or "overview"
+    return dcc.Link("help for this view", href=f"/help?view={view}", className="small help-link",
+                    id=f"help-link-{view}")
 
 
 def message(text, color: str = "info", **kwargs) -> dbc.Alert:
@@ -248,6 +266,9 @@ def _shell(services: Services):
         return html.Div([
             dcc.Location(id="url", refresh=False),
             dcc.Store(id=DATASET_STORE),
+            dcc.Store(id=view_state.WRITTEN),
+            dcc.Store(id=clusterings.SESSION_STORE, storage_type="session"),
+            dcc.Store(id=figure_export.STAMP_STORE), dcc.Store(id="figure-export-done"),
             nav,
             live_bar(),  # live updates while a watcher appends (dashboard.live)
             dbc.Container(dcc.Loading(html.Div(id="page-content"), delay_show=400, type="dot",
@@ -258,7 +279,8 @@ def _shell(services: Services):
     return layout
 
 
-def _render(services: Services, pathname: str, dataset_id: str | None, query: dict):
+def _render(services: Services, pathname: str, dataset_id: str | None, query: dict, state: dict | None = None,
+            session_ids=None):
     page = next((p for p in services.pages if p.PATH == (pathname or "/")), None)
     if page is None:
         return message([html.B("No such page. "), "Use the links above."], color="warning")
@@ -272,7 +294,9 @@ def _render(services: Services, pathname: str, dataset_id: str | None, query: di
                          message([f"The dataset '{entry.id}' ", _REQUIREMENT_TEXT.get(missing[0], f"lacks {missing[0]}"),
                                   "."], color="warning", id="page-requirement-message")])
     ctx = PageContext(dataset=entry, dataset_id=entry.id if entry else None,
-                      datasets=services.catalog.entries(), query=query, services=services)
+                      datasets=services.catalog.entries(), query=query, services=services,
+                      state=dict(state if state is not None else view_state.parse("?" + urlencode(query))),
+                      session_clusterings=[r for r in (session_ids or []) if clusterings.is_result_id(r)][-20:])
     try:
         return page.layout(ctx)
     except Exception as exc:  # noqa: BLE001 - show, do not break the app
@@ -281,32 +305,48 @@ def _render(services: Services, pathname: str, dataset_id: str | None, query: di
 
 
 def _register_router(app: dash.Dash, services: Services) -> None:
-    from urllib.parse import urlencode
-
+    """One callback routes: the path picks the page, the query (:mod:`dashboard.view_state`)
+    its state. A query the page wrote itself (recorded in ``view_state.WRITTEN``) does not
+    rebuild the page; any other (a link, reload, back / forward) rebuilds it from the URL."""
     nav_outputs = [Output(f"nav-{_page_key(p)}", "href") for p in services.pages]
     nav_active = [Output(f"nav-{_page_key(p)}", "active") for p in services.pages]
 
     @app.callback(Output("page-content", "children"), Output(DATASET_STORE, "data"),
-                  Output("url", "search"), Output("dataset-select", "value"),
+                  Output("url", "search"), Output("dataset-select", "value"), Output(view_state.WRITTEN, "data"),
+                  Output(figure_export.STAMP_STORE, "data"),
                   *nav_outputs, *nav_active,
-                  Input("url", "pathname"), Input("url", "search"), Input("dataset-select", "value"))
-    def route(pathname, search, selected):
-        query = parse_query(search)
+                  Input("url", "pathname"), Input("url", "search"), Input("dataset-select", "value"),
+                  State(view_state.WRITTEN, "data"), State(DATASET_STORE, "data"),
+                  State(clusterings.SESSION_STORE, "data"))
+    def route(pathname, search, selected, written, shown_dataset, session_ids):
+        path = pathname or "/"
+        state = view_state.parse(search)
         triggered = dash.callback_context.triggered_id
-        if triggered == "dataset-select" and selected:
-            wanted = selected
-        else:
-            wanted = query.get("dataset")
-        entry = services.catalog.resolve(wanted)
+        if triggered == "dataset-select" and selected and selected != state.get("dataset"):
+            # another dataset: indices (times, maps, selections) mean nothing there
+            state = {k: v for k, v in state.items() if k in ("k", "color", "panels", "bg", "compare")}
+            state["dataset"] = selected
+        entry = services.catalog.resolve(state.get("dataset"))
         dataset_id = entry.id if entry else None
         if dataset_id:
-            query["dataset"] = dataset_id
-        new_search = "?" + urlencode(query) if query else ""
-        content = _render(services, pathname or "/", dataset_id, query)
-        hrefs = [services.href(p.PATH, dataset_id) for p in services.pages]
-        active = [p.PATH == (pathname or "/") for p in services.pages]
-        return (content, dataset_id, new_search if new_search != (search or "") else dash.no_update,
-                dataset_id if dataset_id != selected else dash.no_update, *hrefs, *active)
+            state["dataset"] = dataset_id
+        else:
+            state.pop("dataset", None)
+        new_search = view_state.serialise(state)
+        hrefs = [view_state.href(p.PATH, view_state.shared(new_search, dataset_id)) for p in services.pages]
+        active = [p.PATH == path for p in services.pages]
+        page_wrote_it = (triggered == "url" and isinstance(written, dict) and written.get("path") == path
+                         and written.get("search") == new_search and shown_dataset == dataset_id)
+        if page_wrote_it:
+            content = dash.no_update
+        else:
+            query = parse_query(new_search)
+            content = _render(services, path, dataset_id, query, state, session_ids)
+        return (content, dataset_id if dataset_id != shown_dataset else dash.no_update,
+                new_search if new_search != (search or "") else dash.no_update,
+                dataset_id if dataset_id != selected else dash.no_update,
+                {"path": path, "search": new_search},
+                figure_export.stamp_text(entry) if dataset_id != shown_dataset else dash.no_update, *hrefs, *active)
 
 
 def init_explorer(server, config) -> dash.Dash:
@@ -327,6 +367,13 @@ def init_explorer(server, config) -> dash.Dash:
     server.extensions["ainerd_explorer"] = services
     app.layout = _shell(services)
     _register_router(app, services)
+    view_state.register_forwarder(app)
+    figure_export.init_export_routes(server)
+    app.clientside_callback(
+        dash.ClientsideFunction("ainerd_export", "run"), Output("figure-export-done", "data"),
+        Input({"type": "figure-export", "graph": dash.ALL, "format": dash.ALL}, "n_clicks"),
+        State({"type": "figure-stamp", "graph": dash.ALL}, "value"), State(figure_export.STAMP_STORE, "data"),
+        prevent_initial_call=True)
     register_live_callbacks(app, services)
     from .c2view import register_callbacks as register_c2view
 

@@ -128,3 +128,59 @@ def points_csv(columns: Mapping[str, Sequence], indices=None) -> str:
     arrays = [np.asarray(columns[c]) for c in names]
     idx = np.arange(len(arrays[0]) if arrays else 0) if indices is None else np.asarray(indices, dtype=int)
     return _write(names, ([a[i] for a in arrays] for i in idx))
+
+
+#: rheology columns of a timeline CSV: column -> (series name, unit)
+RHEOLOGY_SERIES = {"shear_stress": ("shear stress", "Pa"), "shear_rate": ("shear rate", "1/s"),
+                   "viscosity": ("viscosity", "Pa s")}
+
+
+def timeline_long_csv(times, counts, *, rheology: Mapping | None = None, minima=None, clustering: str = "",
+                      fits: Mapping[str, tuple] | None = None) -> str:
+    """Everything the timeline draws, long format ``series, unit, time_s, value, clustering``.
+
+    Parameters
+    ----------
+    times : (T,) float
+        Time points of the histogram, s.
+    counts : (T, C) int or None
+        Maps per cluster; series ``"cluster c"`` (unit ``maps``).
+    rheology : dict of (M,) arrays, optional
+        ``time`` and any of shear_stress (Pa), shear_rate (1/s), viscosity (Pa s): every
+        stored row, whether or not its panel is switched on.
+    minima : (P,) float, optional
+        Times of the stress minima (series ``"stress minimum"``, value = the time).
+    fits : {series: (time (T,), value (T,), unit)}, optional
+        Fitted quantities drawn on the timeline (e.g. a median fitted relaxation rate).
+    """
+    rows = []
+    times = np.asarray([] if times is None else times, dtype=float)
+    if counts is not None:
+        counts = np.asarray(counts)
+        for c in range(counts.shape[1]):
+            rows += [(f"cluster {c}", "maps", t, int(v), clustering) for t, v in zip(times, counts[:, c])]
+        rows += [("maps at this time", "maps", t, int(v), "") for t, v in zip(times, counts.sum(1))]
+    for col, (name, unit) in RHEOLOGY_SERIES.items():
+        if rheology and np.size(rheology.get(col, [])) > 0:
+            rows += [(name, unit, t, v, "") for t, v in zip(np.asarray(rheology["time"], dtype=float),
+                                                            np.asarray(rheology[col], dtype=float))]
+    for m in np.asarray([] if minima is None else minima, dtype=float):
+        rows.append(("stress minimum", "s", m, m, ""))
+    for name, (ft, fv, unit) in (fits or {}).items():
+        rows += [(name, unit, t, v, "") for t, v in zip(np.asarray(ft, dtype=float), np.asarray(fv, dtype=float))]
+    return _write(("series", "unit", "time_s", "value", "clustering"), rows)
+
+
+def timeline_csv(entry, counts, clustering: str = "", fit_columns: Mapping[str, Sequence] | None = None,
+                 fit_unit: str = "") -> str:
+    """:func:`timeline_long_csv` of a dataset entry: its rheology and minima, and
+    ``fit_columns`` (name -> (T,) values per time point, e.g. the fitted-rate medians)."""
+    rh = entry.rheology if entry.has_rheology else None
+    times = entry.result("tables/times")
+    fits = {}
+    for name, values in (fit_columns or {}).items():
+        unit = "fits" if name.startswith("n_fits") else fit_unit
+        fits[name] = (times, np.asarray(values, dtype=float), unit)
+    return timeline_long_csv(times, counts, rheology=rh,
+                             minima=entry.result("stress_minima/time") if rh else None,
+                             clustering=clustering, fits=fits)

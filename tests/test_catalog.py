@@ -259,8 +259,17 @@ def test_csv_buttons_return_the_figures_data(explorer_data, tmp_path):  # noqa: 
                 [("dataset-store", "data", "demo"), ("timeline-k", "value", 3)])
     data = out["timeline-graph-csv-download"]["data"]
     rows = list(csv.DictReader(io.StringIO(data["content"])))
-    assert data["filename"].endswith(".csv") and len(rows) == len(times)
-    assert [[int(r[f"cluster_{j}"]) for j in range(3)] for r in rows] == counts3.tolist()
+    assert data["filename"].endswith(".csv")
+    # long format: every series drawn (counts per cluster, stress, rate, viscosity, minima)
+    for j in range(3):
+        got = [r for r in rows if r["series"] == f"cluster {j}"]
+        assert [float(r["time_s"]) for r in got] == times.tolist()
+        assert [int(r["value"]) for r in got] == counts3[:, j].tolist()
+    with open_dataset(explorer_data / "demo.h5") as ds:
+        rheo = ds.rheology
+    stress = [r for r in rows if r["series"] == "shear stress"]
+    assert len(stress) == len(rheo["time"]) and stress[0]["unit"] == "Pa"
+    np.testing.assert_allclose([float(r["value"]) for r in stress], rheo["shear_stress"])
     out = _call(c, "sectors-graph-csv-download.data", [("sectors-graph-csv", "n_clicks", 1)],
                 [("dataset-store", "data", "demo"), ("sectors-k", "value", None)])
     rows = list(csv.DictReader(io.StringIO(out["sectors-graph-csv-download"]["data"]["content"])))

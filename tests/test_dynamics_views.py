@@ -82,3 +82,37 @@ def test_latents_only_without_a_decoder_has_no_fits_and_an_unknown_order(catalog
     assert note.color == "warning" and note.children.startswith("Cluster order unknown")
     view = c2view.c2_view(entry, 3, key="e")
     assert "latents only" in str(view) and "No g2 stored" in str(_find(view, "e-c2view-g2").figure)
+
+
+def test_latents_only_measured_on_decoded_maps_draws_the_reconstruction(tmp_path):
+    """Latents that came with the data, decoded by precompute with the model that made them
+    (results written here as precompute writes them, without its slow stages): the view draws
+    that reconstruction, the map that was measured, next to its g2."""
+    torch = pytest.importorskip("torch")
+    import json
+
+    from ainerd_core.dataset import write_dataset, write_results
+    from ainerd_core.dynamics import ORDER_RULE, measure_dynamics
+    from ainerd_core.model import Autoencoder, checkpoint_sha256, decode, load_model, save_checkpoint
+    from conftest import small_meta
+
+    torch.manual_seed(0)
+    weights = save_checkpoint(Autoencoder(64), tmp_path / "w.pt")
+    n = 6
+    lat = np.random.default_rng(0).random((n, 64)).astype(np.float32)
+    p = write_dataset(tmp_path / "lat.h5", meta=small_meta(n), latents=lat)
+    dyn = measure_dynamics(decode(load_model(weights, device="cpu"), lat))
+    units = dyn.pop("units")
+    dyn.pop("fit_max_lag")
+    res = {"latent": lat, "labels": np.zeros(n, np.int32), "umap": lat[:, :2]}
+    res.update({f"dynamics/{k}": v for k, v in dyn.items()})
+    write_results(p, res, {"latent_source": "dataset /latents", "model": str(weights),
+                           "model_sha256": checkpoint_sha256(weights), "dynamics_units_json": json.dumps(units),
+                           "dynamics_source": "decoded latents (reconstruction)", "order_rule": ORDER_RULE})
+    entry = Catalog(tmp_path).get("lat")
+    ok, note = entry.reconstruction_status()
+    assert ok, note
+    view = c2view.c2_view(entry, 5, key="d")
+    recon = _find(view, "d-c2view-recon").figure
+    assert recon.layout.xaxis.title.text == "t1 (pixel; time step unknown)"
+    assert "decoded map (a reconstruction)" in _find(view, "d-c2view-g2").figure.layout.title.text

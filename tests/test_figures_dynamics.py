@@ -173,3 +173,26 @@ def test_order_text_of_the_precompute_rules():
     text, unknown = D.order_text({"order_rule": ORDER_RULE, "dynamics_source": "maps",
                                   "order_spearman_json": json.dumps({"3": 0.9, "5": None})})
     assert not unknown and "k = 3: +0.90" in text and "k = 5: n/a" in text
+
+
+def test_fit_numbers_sit_where_the_curve_is_not():
+    lag = np.geomspace(0.1, 25, 200)
+    slow = D.stretched_exponential(lag, 0.01, 1.0, 0.6, 0.1)  # still high at long lags
+    fast = D.stretched_exponential(lag, 5.0, 1.0, 0.6, 0.1)   # decayed early
+    pos = {}
+    for name, g2 in (("slow", slow), ("fast", fast)):
+        note = [a for a in D.g2_figure(lag, g2, {}).layout.annotations if a.name == "fit-numbers"][0]
+        pos[name] = (note.x, note.y)
+    assert pos["slow"] == (0.01, 0.01) and pos["fast"] == (0.99, 0.99)
+
+
+def test_latent_map_colours_by_fitted_rate_with_failed_fits_grey():
+    from dashboard.figures.latent_map import NO_FIT_COLOR, latent_figure
+
+    xy = np.random.default_rng(0).normal(size=(6, 2))
+    values = np.array([-1.0, 0.0, np.nan, 0.5, np.nan, 1.0])
+    fig = latent_figure(xy, "rate", values, color_title="log10 fitted Γ (1/s)")
+    grey = [t for t in fig.data if t.name == "no fit"][0]
+    assert list(grey.customdata) == [2, 4] and grey.marker.color == NO_FIT_COLOR
+    main = [t for t in fig.data if t.name == "log10 fitted rate"][0]
+    assert list(main.customdata) == [0, 1, 3, 5] and main.marker.colorbar.title.text == "log10 fitted Γ (1/s)"

@@ -285,6 +285,28 @@ def test_model_path_and_diagnostics(tmp_path, rng):
         assert spearmanr(1 / r("dynamics/relaxation_rate"), taus).statistic > 0.99
 
 
+def test_latents_only_with_a_decoder_measures_reconstructions(tmp_path, rng):
+    """Latents-only data and the model that made them: the decoded maps are measured, and the
+    results say that they are reconstructions."""
+    torch = pytest.importorskip("torch")
+    from ainerd_core.model import Autoencoder
+
+    n = 24
+    torch.manual_seed(0)
+    model = Autoencoder(64).eval()
+    model.checkpoint_path = str(tmp_path / "w.pt")
+    p = write_dataset(tmp_path / "lat.h5", meta=small_meta(n), latents=rng.random((n, 64)).astype(np.float32))
+    precompute(p, model=model, k=3, **FAST)
+    with open_dataset(p) as ds:
+        at = ds.result_attrs
+        assert at["dynamics_source"] == "decoded latents (reconstruction)"
+        assert "reconstructions" in at["order_rule"] and "UNKNOWN" not in at["order_rule"]
+        assert ds.read_result("dynamics/relaxation_rate").shape == (n,)
+        assert ds.read_result("dynamics/g2").shape == (n, 255)
+        assert json.loads(at["dynamics_units_json"])["relaxation_rate"] == "1/pixel"  # no c2_time_step_s
+        assert ds.read_result("dynamics_score").shape == (n,)
+
+
 def test_cli_errors(tmp_path, rng, capsys):
     n = 12
     p = write_dataset(tmp_path / "x.h5", meta=small_meta(n), maps=rng.random((n, 256, 256)).astype(np.float32))

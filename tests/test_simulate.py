@@ -172,13 +172,56 @@ def test_cli_writes_a_dataset(tmp_path, capsys):
     out = tmp_path / "cli.h5"
     assert main(["simulate", "--out", str(out), "--times", "2", "--sectors", "3", "--size", "32", "--seed", "4"]) == 0
     assert "6 maps" in capsys.readouterr().out
+    wide = tmp_path / "wide.h5"
+    assert main(["simulate", "--out", str(wide), "--times", "2", "--sectors", "3", "--size", "32", "--noise-scale", "4",
+                 "--contrast", "0.3", "--baseline-offset", "0.2", "--alpha", "-0.7", "--fringe-strength", "0.5",
+                 "--quiet"]) == 0
+    with open_dataset(wide) as ds:
+        assert np.all(ds.truth["alpha"] == -0.7)
     with open_dataset(out) as ds:
         assert ds.n_maps == 6 and ds.map_size == 32
         assert list(ds.meta["sector"]) == [1, 1, 2, 2, 3, 3]
 
 
+def test_widened_options_change_only_what_they_name_and_are_recorded(tmp_path):
+    """Defaults reproduce the demo; each widened option shows in the truth (issue 11)."""
+    import json
+
+    base = dict(times=3, sectors=6, size=64, seed=2)
+    runs = {"default": {}, "explicit defaults": dict(noise_scale=1.0, baseline_offset=0.0, fringe_strength=1.0),
+            "noisy": dict(noise_scale=8.0), "contrast": dict(contrast=0.5, baseline_offset=0.7),
+            "alpha": dict(alpha=-0.4), "no fringes": dict(fringe_strength=0.0)}
+    got = {}
+    for name, kw in runs.items():
+        p = tmp_path / f"{name}.h5"
+        simulate(p, SimConfig(**base, **kw))
+        with open_dataset(p) as ds:
+            got[name] = (ds.read_maps(range(ds.n_maps)), ds.truth, json.loads(ds.attrs["simulation_json"]))
+    maps0, t0, sim0 = got["default"]
+    np.testing.assert_array_equal(got["explicit defaults"][0], maps0)
+    # noise: a higher normalised noise floor, the same dynamics
+    t = got["noisy"][1]
+    np.testing.assert_array_equal(t["relaxation_rate"], t0["relaxation_rate"])
+    np.testing.assert_allclose(t["noise_std"], 8 * t0["noise_std"])
+    assert np.median(t["noise_floor"]) > np.median(t0["noise_floor"]) + 0.1
+    # contrast and baseline are the truth's
+    t = got["contrast"][1]
+    assert np.all((t["contrast"] > 0.5 * 0.85 * 0.97) & (t["contrast"] < 0.5 * 1.1 * 1.03))
+    assert np.all((t["baseline"] >= 1.7) & (t["baseline"] <= 1.72))
+    # aging exponent: recorded, slower aging -> faster late dynamics
+    t, sim = got["alpha"][1], got["alpha"][2]
+    assert sim["alpha"] == -0.4 and np.all(t["alpha"] == -0.4) and sim["config"]["alpha"] == -0.4
+    late = t0["age"] > 1000
+    assert np.all(t["relaxation_rate"][late] > t0["relaxation_rate"][late])
+    # fringes off: no heterodyne fraction, no visibility
+    t = got["no fringes"][1]
+    assert np.all(t["heterodyne_fraction"] == 0) and np.all(t["fringe_visibility"] == 0)
+    assert np.all(t0["heterodyne_fraction"] > 0)
+
+
 @pytest.mark.parametrize("bad", [["--times", "0"], ["--sectors", "0"], ["--size", "8"], ["--window", "-1"],
-                                 ["--q", "0"], ["--t-end", "-100"]])
+                                 ["--q", "0"], ["--t-end", "-100"], ["--noise-scale", "-1"], ["--alpha", "0.5"],
+                                 ["--contrast", "0"], ["--fringe-strength", "nan"]])
 def test_cli_bad_option_exits_2_with_one_line_and_no_file(tmp_path, capsys, bad):
     out = tmp_path / "bad.h5"
     assert main(["simulate", "--out", str(out), *bad]) == 2

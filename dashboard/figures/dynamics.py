@@ -101,9 +101,24 @@ def time_axis(n: int, time_step_s: float | None) -> tuple[float, str]:
 
 
 def _png_uri(c2, vmin: float, vmax: float) -> str:
-    from ainerd_core.imaging import c2_to_png
+    """The map as an indexed (palette) PNG data URI, origin lower-left: the viridis table of
+    :func:`ainerd_core.imaging.colormap_lut`, one byte per pixel (a third of an RGB PNG's bytes,
+    the same colours)."""
+    import io
 
-    return "data:image/png;base64," + base64.b64encode(c2_to_png(c2, vmin=vmin, vmax=vmax)).decode()
+    from PIL import Image
+
+    from ainerd_core.imaging import colormap_lut
+
+    a = np.asarray(c2, dtype=np.float32)
+    finite = np.isfinite(a)
+    scaled = np.where(finite, (a - vmin) / ((vmax - vmin) or 1.0), 0.0)
+    idx = np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)[::-1]  # row 0 = t2 = 0 at the bottom
+    img = Image.fromarray(np.ascontiguousarray(idx), mode="P")
+    img.putpalette(colormap_lut("viridis").ravel().tolist())
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=3)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def c2_map_figure(c2, *, time_step_s: float | None = None, limits: str | Sequence[float] | None = "1-99",
@@ -290,8 +305,10 @@ def g2_figure(lag, g2, fit: Mapping | None = None, *, lag_unit: str = "s", rate_
                                  hovertemplate=f"tau %{{x:.3g}} {lag_unit}<br>fit %{{y:.4g}}<extra></extra>"))
     rows = fit_rows(fit, rate_unit) if fit else [("fit", "no fit stored")]
     text = "<br>".join(f"{k}: {v}" for k, v in rows if k != "relaxation time 1/Γ")
-    # lower left: a decaying g2 leaves that corner empty
-    fig.add_annotation(text=text, xref="paper", yref="paper", x=0.01, y=0.01, xanchor="left", yanchor="bottom",
+    corner = _empty_corner(lag[keep], g2[keep])
+    fig.add_annotation(text=text, xref="paper", yref="paper", x=0.01 if corner == "lower left" else 0.99,
+                       y=0.01 if corner == "lower left" else 0.99, xanchor="left" if corner == "lower left" else "right",
+                       yanchor="bottom" if corner == "lower left" else "top",
                        showarrow=False, align="left", bgcolor="rgba(255,255,255,0.8)", bordercolor="#ccc",
                        font=dict(size=10), name="fit-numbers")
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=60, r=10, t=56 if title else 30, b=50),
@@ -302,6 +319,16 @@ def g2_figure(lag, g2, fit: Mapping | None = None, *, lag_unit: str = "s", rate_
                      type="log")
     fig.update_yaxes(title_text="g2(τ) (diagonal mean of C2)")
     return fig
+
+
+def _empty_corner(lag, g2) -> str:
+    """Where the fitted numbers cover no data: a g2 still high over the longer half of the
+    (log) lags leaves the lower left empty, one that has decayed leaves the upper right."""
+    if lag.size < 4:
+        return "upper right"
+    span = float(np.ptp(g2)) or 1.0
+    late = np.log(lag) > np.median(np.log(lag))
+    return "lower left" if float(np.mean((g2[late] - g2.min()) / span)) > 0.5 else "upper right"
 
 
 def no_g2_figure(text: str, height: int = 380) -> go.Figure:

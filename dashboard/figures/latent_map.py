@@ -16,7 +16,8 @@ from .common import (CLASS_COLORS, FLOW_SHARE_COLORSCALE, SCORE_COLORSCALE, SECT
 
 COLOR_BY = {"cluster": "cluster", "time": "time (s)", "sector": "sector", "class": "flow / vorticity",
             "dynamics": "dynamics score", "rate": "log10 fitted rate"}
-NO_FIT_COLOR = "#bdbdbd"
+NO_FIT_COLOR = "#d0d0d0"
+RATE_COLORSCALE = "Plasma"  # no grey inside, unlike Cividis: the grey points are the failed fits
 HIGHLIGHT_SYMBOLS = ("diamond", "square", "triangle-up")
 HIGHLIGHT_COLORS = ("#000000", "#ff00ff", "#00c8c8")
 
@@ -82,7 +83,7 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
                                        hovertemplate=hover))
     else:
         scale = {"time": TIME_COLORSCALE, "sector": SECTOR_COLORSCALE, "dynamics": SCORE_COLORSCALE,
-                 "rate": SCORE_COLORSCALE}[color_by]
+                 "rate": RATE_COLORSCALE}[color_by]
         numbers = values.astype(np.float32)
         have = np.isfinite(numbers)
         if not have.all():  # NaN colours are undefined in plotly: such points get a grey trace
@@ -108,8 +109,11 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
                                    marker=dict(symbol="circle-open", size=size + 14, color="#000",
                                                line=dict(width=3, color="#000")), hovertemplate=hover))
     fig.update_layout(template=TEMPLATE, height=height, dragmode="lasso", hovermode="closest", uirevision="latent",
-                      legend=dict(itemsizing="constant", x=1.0, y=1, xanchor="left"),
-                      margin=dict(l=50, r=20, t=30, b=50))
+                      # the legend (clusters, highlighted times) above the plot, the colour bars at the
+                      # right: a continuous colour bar never covers the highlighted-time legend
+                      legend=dict(itemsizing="constant", orientation="h", x=0, xanchor="left", y=1.01,
+                                  yanchor="bottom"),
+                      margin=dict(l=50, r=20, t=70, b=50))
     fig.update_xaxes(title_text="UMAP 1", showgrid=False)
     fig.update_yaxes(title_text="UMAP 2", showgrid=False, scaleanchor=None)
     return fig

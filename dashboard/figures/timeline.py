@@ -21,7 +21,7 @@ DENSE_TIMES = 150
 
 def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *, k_label: str | None = None,
                     selected_time_index: int | None = None, height: int | None = None,
-                    rates=None, rate_unit: str = "1/s") -> go.Figure:
+                    rates=None, rate_unit: str = "1/s", extra_panels=None) -> go.Figure:
     """Stress curve (top) and stacked cluster counts per time (bottom).
 
     Parameters
@@ -45,6 +45,10 @@ def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *
         Fitted relaxation rate per time point and sector class
         (:func:`dashboard.figures.dynamics.rate_per_time`): drawn as a further row below the
         histogram on the same time axis (log y, ``rate_unit`` in the axis title).
+    extra_panels : list of (name, time (M,), values (M,), unit), optional
+        More rheology rows between the stress and the histogram (e.g. ``("shear rate",
+        t, rate, "1/s")``), each a line on the shared time axis (trace ``name`` = name),
+        y axis titled ``"<name> (<unit>)"``; minima lines on them too.
     """
     times = np.asarray(times, dtype=float)
     counts = np.asarray(counts)
@@ -52,14 +56,24 @@ def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *
         raise ValueError(f"counts must be (T, k) with T = {times.size}, got {counts.shape}")
     has_stress = stress_time is not None and stress is not None and np.size(stress) > 0
     has_rates = bool(rates)
-    bar_row = 2 if has_stress else 1
+    extras = [(str(n), np.asarray(t, dtype=float), np.asarray(v, dtype=float), str(u))
+              for n, t, v, u in (extra_panels or []) if np.size(v) > 0]
+    first_extra = 2 if has_stress else 1
+    bar_row = first_extra + len(extras)
     rows = bar_row + (1 if has_rates else 0)
     if rows > 1:
-        heights = ([0.42, 0.58] if has_stress else [1.0]) + ([0.4] if has_rates else [])
+        heights = ([0.42] if has_stress else []) + [0.22] * len(extras) + [0.58 if not extras else 0.46] \
+            + ([0.4] if has_rates else [])
         heights = [h / sum(heights) for h in heights][:rows]
-        fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=heights)
+        fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.04 if rows == 2 else 0.03,
+                            row_heights=heights)
     else:
         fig = make_subplots(rows=1, cols=1)
+    for j, (name, et, ev, unit) in enumerate(extras):
+        fig.add_trace(go.Scatter(x=et, y=ev, mode="lines", name=name, line=dict(color="#444", width=1.2),
+                                 hovertemplate=f"t = %{{x:.0f}} s<br>{name} = %{{y:.3g}} {unit}<extra></extra>",
+                                 showlegend=False), row=first_extra + j, col=1)
+        fig.update_yaxes(title_text=f"{name} ({unit})", row=first_extra + j, col=1)
     if has_stress:
         fig.add_trace(go.Scatter(x=np.asarray(stress_time, dtype=float), y=np.asarray(stress, dtype=float),
                                  mode="lines", name="shear stress", line=dict(color="#222", width=1.5),
@@ -94,9 +108,12 @@ def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *
                       line=dict(color="#000", width=2), fillcolor="rgba(0,0,0,0)", row=bar_row, col=1,
                       name="selected-time")
     fig.update_layout(template=TEMPLATE, barmode="stack", bargap=0.1, hovermode="x" if dense else "closest",
-                      height=height or ((620 if has_stress else 380) + (220 if has_rates else 0)), uirevision="timeline",
-                      legend=dict(title=dict(text=k_label or "cluster"), orientation="v", x=1.01, y=0),
-                      margin=dict(l=70, r=120, t=30, b=50), clickmode="event")
+                      height=height or ((620 if has_stress else 380) + (220 if has_rates else 0) + 140 * len(extras)),
+                      uirevision="timeline",
+                      # the legend above the plot: visible without scrolling on a 1280 x 800 screen
+                      legend=dict(title=dict(text=k_label or "cluster", side="left"), orientation="h", x=0,
+                                  y=1.0, yanchor="bottom", xanchor="left", traceorder="normal"),
+                      margin=dict(l=70, r=20, t=40, b=50), clickmode="event")
     fig.update_xaxes(title_text="time since shear cessation (s)", row=rows, col=1)
     fig.update_yaxes(title_text="maps per cluster", row=bar_row, col=1)
     if has_stress:
@@ -113,4 +130,13 @@ def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *
                 y0, y1 = float(sv[inside].min()), float(sv[inside].max())
                 pad = 0.06 * ((y1 - y0) or abs(y1) or 1.0)
                 fig.update_yaxes(range=[y0 - pad, y1 + pad], row=1, col=1)
+    if extras and times.size:
+        half = (width or 0.0) / 0.85 / 2 if width else 0.0
+        lo, hi = float(times.min()) - half, float(times.max()) + half
+        for j, (_, et, ev, _) in enumerate(extras):  # the same focus for rate and viscosity
+            inside = (et > max(lo, 0.0)) & (et <= hi) & np.isfinite(ev)
+            if inside.sum() >= 2:
+                y0, y1 = float(ev[inside].min()), float(ev[inside].max())
+                pad = 0.06 * ((y1 - y0) or abs(y1) or 1.0)
+                fig.update_yaxes(range=[y0 - pad, y1 + pad], row=first_extra + j, col=1)
     return fig

@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 #: the explorer's pages, in no particular order (ORDER sorts the navbar)
 PAGE_MODULES: tuple[str, ...] = ("overview", "timeline", "sectors", "latent_map",
-                                 "similarity", "clusters", "model")
+                                 "similarity", "clusters", "model", "compare", "help")
 
 #: id of the dcc.Store with the selected dataset id (str or None)
 DATASET_STORE = "dataset-store"
@@ -85,6 +85,12 @@ class PageContext:
         The URL query parameters (first value each), e.g. ``{"dataset": "demo", "k": "5"}``.
     services : Services
         The app's shared services (catalog, config, background manager...).
+    state : dict
+        The validated, typed view state of the URL (:func:`dashboard.view_state.parse`):
+        ``{"dataset": "demo", "k": 3, "times": [0, 4], "map": 17, ...}``; bad values are
+        already dropped (range checks against the dataset are the page's).
+    session_clusterings : list of str
+        Ids of the re-clustering results this browser tab made (:mod:`dashboard.clusterings`).
     """
 
     dataset: Any
@@ -92,6 +98,21 @@ class PageContext:
     datasets: list
     query: dict[str, str]
     services: "Services"
+    state: dict = dataclasses.field(default_factory=dict)
+    session_clusterings: list = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.state and self.query:  # built by hand (tests, scripts): the state is the query's
+            from urllib.parse import urlencode
+
+            from dashboard import view_state
+
+            self.state = view_state.parse("?" + urlencode(self.query))
+
+    @property
+    def instance_dir(self):
+        """The app's instance folder (re-clustering results live there), or None."""
+        return getattr(getattr(self.services, "config", None), "instance_dir", None)
 
     def href(self, path: str, **params) -> str:
         """A link to ``path`` that keeps the selected dataset (and adds ``params``)."""

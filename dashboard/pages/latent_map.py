@@ -9,13 +9,14 @@ import dash_bootstrap_components as dbc
 import numpy as np
 from dash import Input, Output, State, dcc, html
 
+from .. import view_state
 from ..c2view import fit_columns, fitted_log_rate, order_note, rate_unit
 from ..exports import points_csv
-from ..explorer import graph_card, map_detail, message, register_csv_download
+from ..explorer import graph_card, help_link, map_detail, message, register_csv_download
 from ..figures.common import empty_figure
 from ..figures.latent_map import COLOR_BY, latent_figure
 from . import DATASET_STORE
-from .timeline import k_options, maps_at_time, pick_k
+from .timeline import choice_label, k_options, labels_for, maps_at_time, pick_k
 
 PATH = "/latent-map"
 TITLE = "Latent map"
@@ -24,10 +25,10 @@ REQUIRES = ("results",)
 MAX_LISTED = 200
 
 
-def color_values(entry, color_by: str, k):
+def color_values(entry, color_by: str, k, instance_dir=None):
     meta = entry.meta
     if color_by == "cluster":
-        return entry.labels(k)
+        return labels_for(entry, k, instance_dir)
     if color_by == "time":
         return meta["time"]
     if color_by == "sector":
@@ -49,13 +50,13 @@ def default_times(entry) -> list[int]:
     return sorted({0, n // 2, n - 1})[:3]
 
 
-def build_figure(entry, color_by, k, flow_share_on, time_indices):
+def build_figure(entry, color_by, k, flow_share_on, time_indices, selected=None, instance_dir=None):
     umap = entry.result("umap")
     if umap is None:
         return empty_figure("No UMAP for this dataset (run precompute).")
-    values = color_values(entry, color_by, k)
+    values = color_values(entry, color_by, k, instance_dir)
     if values is None:
-        color_by, values = "cluster", entry.labels(k)
+        color_by, values = "cluster", labels_for(entry, k, instance_dir)
     share = None
     if flow_share_on and entry.has_result("flow_share/share"):
         share = (entry.result("flow_share/x"), entry.result("flow_share/y"), entry.result("flow_share/share"))
@@ -65,59 +66,79 @@ def build_figure(entry, color_by, k, flow_share_on, time_indices):
         ti = int(ti)
         if times is not None and 0 <= ti < len(times):
             highlights.append((f"t = {float(times[ti]):.0f} s", maps_at_time(entry, ti)))
+    selected = view_state.index_or_none(selected, len(umap))
     title = f"log10 fitted Γ ({rate_unit(entry)})" if color_by == "rate" else None
-    return latent_figure(umap, color_by, values, flow_share=share, highlights=highlights, color_title=title)
+    fig = latent_figure(umap, color_by, values, flow_share=share, highlights=highlights, color_title=title,
+                        selected=selected)
+    if color_by == "cluster":
+        fig.update_layout(legend_title_text=choice_label(entry, k, instance_dir))
+    return fig
 
 
 def layout(ctx):
     entry = ctx.dataset
-    k = pick_k(entry, ctx.query.get("k"))
-    color_by = ctx.query.get("color", "cluster")
-    color_by = color_by if color_by in COLOR_BY else "cluster"
+    instance_dir = ctx.instance_dir
+    state = ctx.state
+    k = pick_k(entry, state.get("k"), instance_dir)
     color_options = [{"label": label, "value": key,
                       "disabled": (key == "dynamics" and not entry.has_result("dynamics_score"))
                       or (key == "rate" and fitted_log_rate(entry) is None)}
                      for key, label in COLOR_BY.items()]
+    color_by = state.get("color", "cluster")
+    if color_by not in COLOR_BY or any(o["disabled"] for o in color_options if o["value"] == color_by):
+        color_by = "cluster"
     times = entry.result("tables/times")
     time_options = [] if times is None else [{"label": f"{float(t):.0f} s", "value": i} for i, t in enumerate(times)]
-    chosen_times = default_times(entry)
+    n_times = 0 if times is None else len(times)
+    chosen_times = (view_state.indices_below(state["times"], n_times, 3) if "times" in state
+                    else default_times(entry))
     has_share = entry.has_result("flow_share/share")
+    share_on = has_share and state.get("bg", True)
+    selected = view_state.index_or_none(state.get("map"), entry.n_maps)
+    chosen_sel = view_state.indices_below(state.get("sel", []), entry.n_maps)
     controls = dbc.Row([
         dbc.Col([html.Label("colour by", className="fw-semibold me-2"),
                  dbc.RadioItems(id="latent-color", options=color_options, value=color_by, inline=True)], md=5),
         dbc.Col([html.Label("clusters", className="fw-semibold me-2"),
-                 dbc.RadioItems(id="latent-k", options=k_options(entry), value=k, inline=True)], md=3),
-        dbc.Col(dbc.Checklist(id="latent-flowshare", switch=True,
-                              options=[{"label": "flow / vorticity share background", "value": "on",
-                                        "disabled": not has_share}],
-                              value=["on"] if has_share else []), md=4),
+                 dbc.RadioItems(id="latent-k", options=k_options(entry, ctx.session_clusterings, instance_dir),
+                                value=k, inline=True)], md=4),
+        dbc.Col([dbc.Checklist(id="latent-flowshare", switch=True,
+                               options=[{"label": "flow / vorticity share background", "value": "on",
+                                         "disabled": not has_share}],
+                               value=["on"] if share_on else []), help_link(PATH)], md=3),
         dbc.Col([html.Label("highlight the maps of up to three time points", className="fw-semibold small"),
                  dcc.Dropdown(id="latent-times", options=time_options, value=chosen_times, multi=True,
-                              placeholder="choose time points")], md=12, className="mt-2"),
+                              placeholder="choose time points")], md=12, className="mt-1"),
     ], className="mb-2 align-items-center")
-    figure = build_figure(entry, color_by, k, has_share, chosen_times)
+    figure = build_figure(entry, color_by, k, share_on, chosen_times, selected, instance_dir)
     entry.warm_model()  # reconstructions: load the autoencoder before the first click
     selection = dbc.Card([
         dbc.CardHeader(html.Div([html.Span("Lasso selection", className="fw-semibold me-auto"),
                                  dbc.Button("Export selection CSV", id="latent-selection-csv", size="sm",
-                                            color="secondary", outline=True, disabled=True),
+                                            color="secondary", outline=True, disabled=not chosen_sel),
                                  dcc.Download(id="latent-selection-download")], className="d-flex align-items-center")),
-        dbc.CardBody(html.Div("Draw a lasso around points (the figure's default drag mode) to list them.",
+        dbc.CardBody(selection_list(entry, chosen_sel, labels_for(entry, k, instance_dir)) if chosen_sel else
+                     html.Div("Draw a lasso around points (the figure's default drag mode) to list them.",
                               className="text-muted small"), id="latent-selection")], className="mb-3")
+    detail_body = (map_detail(entry, selected, labels_for(entry, k, instance_dir), reconstruction=True, key="latent")
+                   if selected is not None else
+                   html.Div("Click a point to show its C2 map, its reconstruction and metadata.", className="text-muted small"))
     detail = dbc.Card([dbc.CardHeader("Selected map", className="fw-semibold"),
-                       dbc.CardBody(html.Div("Click a point to show its C2 map, its reconstruction and metadata.",
-                                             className="text-muted small"), id="latent-detail")], className="mb-3")
+                       dbc.CardBody(detail_body, id="latent-detail")], className="mb-3")
     notes = []
     if not entry.has_maps:
         notes.append(message("This dataset holds latents only: points have metadata but no C2 images.",
                              color="secondary", className="no-maps-message"))
     return html.Div([
-        html.H4(["The latent space, flattened by UMAP ", html.Small(f"· {entry.id}", className="text-muted")]),
+        html.H4(["The latent space, flattened by UMAP ", html.Small(f"· {entry.id}", className="text-muted")],
+                className="mb-1 fs-5"),
         *notes, order_note(entry, "latent"), controls,
         dbc.Row([dbc.Col(graph_card("latent-graph", figure, title="Figure 3D / Suppl. Fig. 4: UMAP of the latents "
                                     "(display only; clusters were found in the full latent space)"), lg=8),
                  dbc.Col([detail, selection], lg=4)]),
-        dcc.Store(id="latent-selection-store"),
+        dcc.Store(id="latent-selection-store", data=chosen_sel),
+        dcc.Store(id="latent-selected", data=-1 if selected is None else selected),
+        view_state.url_store(PATH),
     ], id="latent-page")
 
 
@@ -134,11 +155,11 @@ def _selected_indices(selected) -> list[int]:
     return sorted(set(out))
 
 
-def _points_columns(entry, k):
+def _points_columns(entry, k, instance_dir=None):
     meta = entry.meta
     umap = entry.result("umap")
     cols = {"map_index": np.arange(entry.n_maps), "time_s": meta["time"], "sector": meta["sector"],
-            "class": entry.sector_class(), "cluster": entry.labels(k)}
+            "class": entry.sector_class(), "cluster": labels_for(entry, k, instance_dir)}
     if umap is not None:
         cols["umap_x"], cols["umap_y"] = umap[:, 0], umap[:, 1]
     score = entry.result("dynamics_score")
@@ -150,17 +171,37 @@ def _points_columns(entry, k):
     return cols
 
 
+def selection_list(entry, idx, labels):
+    """Summary and table of selected maps (all of them go to the CSV)."""
+    meta, cls = entry.meta, entry.sector_class()
+    rows = [html.Tr([html.Td(i), html.Td(f"{float(meta['time'][i]):.0f}"), html.Td(int(meta["sector"][i])),
+                     html.Td(cls[i]), html.Td(int(labels[i]))]) for i in idx[:MAX_LISTED]]
+    more = html.Div(f"... and {len(idx) - MAX_LISTED} more (all are in the CSV).", className="small text-muted") \
+        if len(idx) > MAX_LISTED else None
+    sel = labels[idx]
+    counts = np.bincount(sel[sel >= 0], minlength=int(labels.max()) + 1) if labels.max() >= 0 else np.zeros(0, int)
+    noise = int((sel < 0).sum())
+    summary = html.Div([html.B(f"{len(idx)} maps selected"), " · per cluster: ",
+                        ", ".join(f"{c}: {n}" for c, n in enumerate(counts) if n) + (f", noise: {noise}" if noise else "")],
+                       className="mb-2 small", id="latent-selection-summary")
+    table = dbc.Table([html.Thead(html.Tr([html.Th(h) for h in ("map", "t (s)", "sector", "class", "cluster")])),
+                       html.Tbody(rows)], size="sm", className="small mb-0")
+    return html.Div([summary, html.Div(table, style={"maxHeight": "22rem", "overflowY": "auto"}), more])
+
+
 def register_callbacks(app, services) -> None:
     catalog = services.catalog
+    instance_dir = services.config.instance_dir
 
     @app.callback(Output("latent-graph", "figure"), Input("latent-color", "value"), Input("latent-k", "value"),
-                  Input("latent-flowshare", "value"), Input("latent-times", "value"), State(DATASET_STORE, "data"),
-                  prevent_initial_call=True)
-    def redraw(color_by, k, share, times, dataset_id):
+                  Input("latent-flowshare", "value"), Input("latent-times", "value"), Input("latent-selected", "data"),
+                  State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def redraw(color_by, k, share, times, selected, dataset_id):
         entry = catalog.get(dataset_id)
         if entry is None:
             return dash.no_update
-        return build_figure(entry, color_by or "cluster", pick_k(entry, k), bool(share), list(times or [])[:3])
+        return build_figure(entry, color_by or "cluster", pick_k(entry, k, instance_dir), bool(share),
+                            list(times or [])[:3], selected, instance_dir)
 
     @app.callback(Output("latent-times", "value"), Input("latent-times", "value"), prevent_initial_call=True)
     def at_most_three(times):
@@ -168,14 +209,24 @@ def register_callbacks(app, services) -> None:
             return times[-3:]
         return dash.no_update
 
-    @app.callback(Output("latent-detail", "children"), Input("latent-graph", "clickData"),
-                  State("latent-k", "value"), State(DATASET_STORE, "data"), prevent_initial_call=True)
-    def show_point(click, k, dataset_id):
+    @app.callback(Output("latent-selected", "data"), Input("latent-graph", "clickData"),
+                  State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def pick_point(click, dataset_id):
         entry = catalog.get(dataset_id)
         idx = _selected_indices(click)
         if entry is None or not idx or not 0 <= idx[0] < entry.n_maps:
             return dash.no_update
-        return map_detail(entry, idx[0], entry.labels(pick_k(entry, k)), reconstruction=True, key="latent")
+        return idx[0]
+
+    @app.callback(Output("latent-detail", "children"), Input("latent-selected", "data"),
+                  State("latent-k", "value"), State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def show_point(index, k, dataset_id):
+        entry = catalog.get(dataset_id)
+        index = view_state.index_or_none(index, entry.n_maps if entry is not None else 0)
+        if index is None:
+            return dash.no_update
+        return map_detail(entry, index, labels_for(entry, pick_k(entry, k, instance_dir), instance_dir),
+                          reconstruction=True, key="latent")
 
     @app.callback(Output("latent-selection", "children"), Output("latent-selection-store", "data"),
                   Output("latent-selection-csv", "disabled"), Input("latent-graph", "selectedData"),
@@ -185,19 +236,8 @@ def register_callbacks(app, services) -> None:
         idx = [i for i in _selected_indices(selected) if entry is not None and 0 <= i < entry.n_maps]
         if entry is None or not idx:
             return html.Div("Nothing selected.", className="text-muted small"), [], True
-        labels = entry.labels(pick_k(entry, k))
-        meta, cls = entry.meta, entry.sector_class()
-        rows = [html.Tr([html.Td(i), html.Td(f"{float(meta['time'][i]):.0f}"), html.Td(int(meta["sector"][i])),
-                         html.Td(cls[i]), html.Td(int(labels[i]))]) for i in idx[:MAX_LISTED]]
-        more = html.Div(f"... and {len(idx) - MAX_LISTED} more (all are in the CSV).", className="small text-muted") \
-            if len(idx) > MAX_LISTED else None
-        counts = np.bincount(labels[idx][labels[idx] >= 0], minlength=int(labels.max()) + 1)
-        summary = html.Div([html.B(f"{len(idx)} maps selected"), " · per cluster: ",
-                            ", ".join(f"{c}: {n}" for c, n in enumerate(counts) if n)],
-                           className="mb-2 small", id="latent-selection-summary")
-        table = dbc.Table([html.Thead(html.Tr([html.Th(h) for h in ("map", "t (s)", "sector", "class", "cluster")])),
-                           html.Tbody(rows)], size="sm", className="small mb-0")
-        return html.Div([summary, html.Div(table, style={"maxHeight": "22rem", "overflowY": "auto"}), more]), idx, False
+        labels = labels_for(entry, pick_k(entry, k, instance_dir), instance_dir)
+        return selection_list(entry, idx, labels), idx, False
 
     @app.callback(Output("latent-selection-download", "data"), Input("latent-selection-csv", "n_clicks"),
                   State("latent-selection-store", "data"), State("latent-k", "value"), State(DATASET_STORE, "data"),
@@ -206,14 +246,21 @@ def register_callbacks(app, services) -> None:
         entry = catalog.get(dataset_id)
         if not n or entry is None or not idx:
             return dash.no_update
-        text = points_csv(_points_columns(entry, pick_k(entry, k)), indices=idx)
+        text = points_csv(_points_columns(entry, pick_k(entry, k, instance_dir), instance_dir), indices=idx)
         return dict(content=text, filename=f"{entry.id}_selection.csv", type="text/csv")
+
+    view_state.register_writer(
+        app, PATH, {"k": Input("latent-k", "value"), "color": Input("latent-color", "value"),
+                    "times": Input("latent-times", "value"), "bg": Input("latent-flowshare", "value"),
+                    "map": Input("latent-selected", "data"), "sel": Input("latent-selection-store", "data")},
+        convert={"times": lambda v: list(v or [])[:3], "bg": lambda v: bool(v),
+                 "map": lambda v: v if isinstance(v, int) and v >= 0 else None})
 
     def to_csv(dataset_id, k):
         entry = catalog.get(dataset_id)
         if entry is None:
             return ""
-        return points_csv(_points_columns(entry, pick_k(entry, k)))
+        return points_csv(_points_columns(entry, pick_k(entry, k, instance_dir), instance_dir))
 
     register_csv_download(app, "latent-graph", "latent_map_points.csv", to_csv=to_csv,
                           states=(State(DATASET_STORE, "data"), State("latent-k", "value")))

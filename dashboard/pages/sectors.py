@@ -5,15 +5,16 @@ from __future__ import annotations
 import dash
 import dash_bootstrap_components as dbc
 import numpy as np
-from dash import Input, Output, State, html
+from dash import Input, Output, State, dcc, html
 
 from ..c2view import fit_columns, order_note
 from ..exports import sector_time_csv
-from ..explorer import graph_card, map_detail, register_csv_download
+from .. import view_state
+from ..explorer import graph_card, help_link, map_detail, register_csv_download
 from ..figures.sectors import sector_heatmap
 from ..images import map_image_url
 from . import DATASET_STORE
-from .timeline import k_options, pick_k
+from .timeline import choice_label, k_options, labels_for, pick_k
 
 PATH = "/sectors"
 TITLE = "Sectors"
@@ -40,23 +41,33 @@ def sector_time_index(entry):
     return entry.cached("sectors/map_index", build)
 
 
-def label_matrix(entry, k):
-    """(S, T) labels at k: ``tables/sector_time_labels`` for the chosen k, else from ``labels_k*``."""
+def label_matrix(entry, k, instance_dir=None):
+    """(S, T) labels of a clustering choice (an int k or a session result id):
+    ``tables/sector_time_labels`` for the chosen k, else from the labels."""
     times, sectors, mi = sector_time_index(entry)
     if k == entry.k and entry.has_result("tables/sector_time_labels"):
         return entry.result("tables/sector_time_labels")
-    labels = entry.labels(k)
+    labels = labels_for(entry, k, instance_dir)
+    # a -2 for cells with a map the clustering called noise would need another colour: noise and
+    # "no map" share the grey level, and the hover says which
     return np.where(mi >= 0, labels[np.maximum(mi, 0)], -1).astype(np.int32)
 
 
-def build_figure(entry, k):
+def build_figure(entry, k, instance_dir=None):
     times, sectors, mi = sector_time_index(entry)
-    return sector_heatmap(times, sectors, label_matrix(entry, k), k, entry.sector_classes_by_number(sectors), mi)
+    z = label_matrix(entry, k, instance_dir)
+    # levels: k for a precomputed k, else the labels the result holds
+    fig = sector_heatmap(times, sectors, z, k if isinstance(k, int) else 1, entry.sector_classes_by_number(sectors), mi)
+    fig.update_layout(title=dict(text=choice_label(entry, k, instance_dir), font=dict(size=13), x=0.99,
+                                 xanchor="right", y=0.995, yanchor="top"))
+    return fig
 
 
 def layout(ctx):
     entry = ctx.dataset
-    k = pick_k(entry, ctx.query.get("k"))
+    instance_dir = ctx.instance_dir
+    k = pick_k(entry, ctx.state.get("k"), instance_dir)
+    selected = view_state.index_or_none(ctx.state.get("map"), entry.n_maps)
     flow = [s for s, c in entry.sector_classes_by_number(sector_time_index(entry)[1]).items() if c == "flow"]
     vort = [s for s, c in entry.sector_classes_by_number(sector_time_index(entry)[1]).items() if c == "vorticity"]
     axis = entry.attrs.get("flow_axis_deg", "?")
@@ -65,18 +76,24 @@ def layout(ctx):
     hint = "Hover a cell to preview its map; click it to show it." if entry.has_maps else \
         "This dataset holds latents only: cells show metadata, no images."
     return html.Div([
-        html.H4(["Cluster of every sector over time ", html.Small(f"· {entry.id}", className="text-muted")]),
+        html.H4(["Cluster of every sector over time ", html.Small(f"· {entry.id}", className="text-muted")],
+                className="mb-1 fs-5"),
         order_note(entry, "sectors"),
         dbc.Row([dbc.Col(html.Label("clusters", className="me-2 fw-semibold"), width="auto"),
-                 dbc.Col(dbc.RadioItems(id="sectors-k", options=k_options(entry), value=k, inline=True), width="auto")],
+                 dbc.Col(dbc.RadioItems(id="sectors-k", options=k_options(entry, ctx.session_clusterings, instance_dir),
+                                        value=k, inline=True), width="auto"),
+                 dbc.Col(help_link(PATH), width="auto", className="ms-auto")],
                 className="align-items-center mb-2"),
         dbc.Row([
-            dbc.Col(graph_card("sectors-graph", build_figure(entry, k), title="Figure 3C: cluster label vs "
-                               "(time, sector)", note=html.Div(caption, className="small text-muted mb-1")), lg=9),
+            dbc.Col(graph_card("sectors-graph", build_figure(entry, k, instance_dir), title="Figure 3C: cluster label vs "
+                               "(time, sector)", note=html.Div(caption, className="small text-muted mb-1")), lg=8),
             dbc.Col([html.Div(hint, className="small text-muted mb-2"),
                      html.Div(id="sectors-hover", className="mb-2"),
-                     html.Div(id="sectors-map")], lg=3),
+                     html.Div(map_detail(entry, selected, labels_for(entry, k, instance_dir), key="sectors")
+                              if selected is not None else None, id="sectors-map")], lg=4),
         ]),
+        dcc.Store(id="sectors-selected", data=-1 if selected is None else selected),
+        view_state.url_store(PATH),
     ], id="sectors-page")
 
 
@@ -100,6 +117,7 @@ def _cell_index(entry, data):
 
 def register_callbacks(app, services) -> None:
     catalog = services.catalog
+    instance_dir = services.config.instance_dir
 
     @app.callback(Output("sectors-graph", "figure"), Input("sectors-k", "value"), State(DATASET_STORE, "data"),
                   prevent_initial_call=True)
@@ -107,7 +125,7 @@ def register_callbacks(app, services) -> None:
         entry = catalog.get(dataset_id)
         if entry is None or k is None:
             return dash.no_update
-        return build_figure(entry, pick_k(entry, k))
+        return build_figure(entry, pick_k(entry, k, instance_dir), instance_dir)
 
     @app.callback(Output("sectors-hover", "children"), Input("sectors-graph", "hoverData"),
                   State(DATASET_STORE, "data"), prevent_initial_call=True)
@@ -125,23 +143,32 @@ def register_callbacks(app, services) -> None:
                                      alt=caption, className="map-thumb"),
                             html.Figcaption(caption, className="small text-muted")], id="sectors-hover-figure")
 
-    @app.callback(Output("sectors-map", "children"), Input("sectors-graph", "clickData"),
-                  State("sectors-k", "value"), State(DATASET_STORE, "data"), prevent_initial_call=True)
-    def show(click, k, dataset_id):
+    @app.callback(Output("sectors-selected", "data"), Input("sectors-graph", "clickData"),
+                  State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def select(click, dataset_id):
+        idx = _cell_index(catalog.get(dataset_id), click)
+        return dash.no_update if idx is None else idx
+
+    @app.callback(Output("sectors-map", "children"), Input("sectors-selected", "data"), Input("sectors-k", "value"),
+                  State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def show(idx, k, dataset_id):
         entry = catalog.get(dataset_id)
-        idx = _cell_index(entry, click)
+        idx = view_state.index_or_none(idx, entry.n_maps if entry is not None else 0)
         if idx is None:
             return dash.no_update
-        return map_detail(entry, idx, entry.labels(pick_k(entry, k)), key="sectors")
+        return map_detail(entry, idx, labels_for(entry, pick_k(entry, k, instance_dir), instance_dir), key="sectors")
+
+    view_state.register_writer(app, PATH, {"k": Input("sectors-k", "value"), "map": Input("sectors-selected", "data")},
+                               convert={"map": lambda v: v if isinstance(v, int) and v >= 0 else None})
 
     def to_csv(dataset_id, k):
         entry = catalog.get(dataset_id)
         if entry is None:
             return ""
-        k = pick_k(entry, k)
+        k = pick_k(entry, k, instance_dir)
         times, sectors, mi = sector_time_index(entry)
-        return sector_time_csv(times, sectors, label_matrix(entry, k), entry.sector_classes_by_number(sectors), mi,
-                               map_columns=fit_columns(entry))
+        return sector_time_csv(times, sectors, label_matrix(entry, k, instance_dir),
+                               entry.sector_classes_by_number(sectors), mi, map_columns=fit_columns(entry))
 
     register_csv_download(app, "sectors-graph", "sector_time_labels.csv", to_csv=to_csv,
                           states=(State(DATASET_STORE, "data"), State("sectors-k", "value")))

@@ -166,11 +166,9 @@ def _hover(entry, idx):
 def layout(ctx):
     entry, dsid = ctx.dataset, ctx.dataset_id
     umap = entry.result("umap")
-    try:
-        start = int(ctx.query.get("target", 0))
-    except ValueError:
-        start = 0
-    start = min(max(start, 0), entry.n_maps - 1)
+    from dashboard import view_state
+
+    start = view_state.index_or_none(ctx.state.get("target"), entry.n_maps) or 0
     has_raw = entry.has_result("similarity/raw_index")
     notes = []
     if not entry.has_maps:
@@ -224,6 +222,7 @@ def layout(ctx):
         *notes,
         dcc.Store(id="similarity-target", data={"kind": "index", "index": start, "t": 0}),
         dcc.Store(id="similarity-upload-result"),
+        view_state.url_store(PATH),
         dbc.Row([dbc.Col(picker, md=3), dbc.Col(grids, md=9)]),
         dbc.Card([dbc.CardHeader("The target map, its g2 and fit (click a neighbour to make it the target)",
                                  className="fw-semibold"),
@@ -415,6 +414,11 @@ def register_callbacks(app, services):
                     cols.append(f"{space}_distance_rank{r}")
                     data.append(arr[:, r - 1])
         return csv_text(cols, list(zip(*[np.asarray(x).tolist() for x in data])))
+
+    from dashboard import view_state
+
+    view_state.register_writer(app, PATH, {"target": Input("similarity-target", "data")},
+                               convert={"target": lambda t: (t or {}).get("index")})
 
     state = (State(DATASET_STORE, "data"),)
     register_csv(app, "similarity-latent-grid", "neighbours_latent.csv", grid_csv, state)

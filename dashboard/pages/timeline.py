@@ -1,15 +1,18 @@
 """'/timeline': Figure 3A+B. Shear stress over the time-resolved stacked cluster histogram on a
-shared time axis, stress minima marked; k selectable; clicking a bar shows that time's maps."""
+shared time axis, stress minima marked; shear rate and viscosity as optional rows; the
+clustering selectable (precomputed k or a re-clustering result of this session); clicking a bar
+shows that time's maps (scrolled into view). State in the URL: ``k``, ``time``, ``panels``."""
 from __future__ import annotations
 
 import dash
 import dash_bootstrap_components as dbc
 import numpy as np
-from dash import ALL, Input, Output, State, html
+from dash import ALL, Input, Output, State, dcc, html
 
+from .. import clusterings, view_state
 from ..c2view import c2_view, order_note, rate_table, rate_unit
-from ..exports import counts_csv
-from ..explorer import graph_card, message, register_csv_download, thumbnail_grid
+from ..exports import timeline_csv
+from ..explorer import graph_card, help_link, message, register_csv_download, thumbnail_grid
 from ..figures.common import empty_figure
 from ..figures.timeline import timeline_figure
 from . import DATASET_STORE
@@ -18,14 +21,28 @@ PATH = "/timeline"
 TITLE = "Timeline"
 ORDER = 10
 REQUIRES = ("results",)
+#: optional rheology rows: URL word -> (column, name, unit)
+PANELS = {"rate": ("shear_rate", "shear rate", "1/s"), "viscosity": ("viscosity", "viscosity", "Pa s")}
+#: figure height with stress + histogram: the time axis stays above the fold at 1280 x 800
+BASE_HEIGHT = 460
+PANEL_HEIGHT = 130
 
 
-def k_options(entry) -> list[dict]:
+def k_options(entry, session_ids=(), instance_dir=None) -> list[dict]:
+    """Radio options: the precomputed k values, then this session's re-clustering results."""
     chosen = entry.k
-    return [{"label": f"k = {k}" + (" (chosen)" if k == chosen else ""), "value": k} for k in entry.available_k()]
+    opts = [{"label": f"k = {k}" + (" (chosen)" if k == chosen else ""), "value": k} for k in entry.available_k()]
+    if instance_dir is not None:
+        opts += clusterings.options(entry, session_ids, instance_dir)
+    return opts
 
 
-def pick_k(entry, wanted) -> int | None:
+def pick_k(entry, wanted, instance_dir=None):
+    """The clustering to show: ``wanted`` if it exists (an int k with labels, or a session
+    result id of this dataset), else the chosen k (else the first available)."""
+    if instance_dir is not None and clusterings.is_result_id(wanted) \
+            and clusterings.load(instance_dir, entry, wanted) is not None:
+        return wanted
     ks = entry.available_k()
     try:
         wanted = int(wanted)
@@ -36,17 +53,68 @@ def pick_k(entry, wanted) -> int | None:
     return entry.k if entry.k in ks else (ks[0] if ks else None)
 
 
-def build_figure(entry, k):
+def labels_for(entry, choice, instance_dir=None):
+    """(N,) labels of a choice of :func:`pick_k`."""
+    if clusterings.is_result_id(choice):
+        got = clusterings.load(instance_dir, entry, choice) if instance_dir is not None else None
+        return None if got is None else got["labels"]
+    return entry.labels(choice)
+
+
+def counts_for(entry, choice, instance_dir=None):
+    """(T, C) maps per cluster at each time point of a choice of :func:`pick_k`."""
+    if clusterings.is_result_id(choice):
+        labels = labels_for(entry, choice, instance_dir)
+        return None if labels is None else clusterings.counts_table(entry, labels)
+    return entry.counts(choice)
+
+
+def choice_label(entry, choice, instance_dir=None) -> str:
+    return clusterings.describe(entry, choice, instance_dir) if choice is not None else "no clustering"
+
+
+def panel_options(entry) -> list[dict]:
+    rh = entry.rheology or {}
+    return [{"label": name, "value": key, "disabled": np.size(rh.get(col, [])) == 0}
+            for key, (col, name, _) in PANELS.items()]
+
+
+def extra_panels(entry, panels) -> list:
+    rh = entry.rheology or {}
+    out = []
+    for key in panels or []:
+        if key in PANELS:
+            col, name, unit = PANELS[key]
+            if np.size(rh.get(col, [])) > 0:
+                out.append((name, rh["time"], rh[col], unit))
+    return out
+
+
+def build_figure(entry, k, *, instance_dir=None, time_index=None, panels=()):
     times = entry.result("tables/times")
-    counts = entry.counts(k)
+    counts = counts_for(entry, k, instance_dir)
     if times is None or counts is None:
-        return empty_figure("No cluster-count table for this k (run precompute).")
+        return empty_figure("No cluster-count table for this clustering (run precompute).")
     rh = entry.rheology if entry.has_rheology else None
+    extras = extra_panels(entry, panels)
     rates = rate_table(entry)
     rates = {c: rates[c] for c in ("flow", "vorticity")} if rates else None
-    return timeline_figure(times, counts, rh["time"] if rh else None, rh["shear_stress"] if rh else None,
-                           entry.result("stress_minima/time") if rh else None, k_label=f"k = {k}",
-                           rates=rates, rate_unit=rate_unit(entry))
+    fig = timeline_figure(times, counts, rh["time"] if rh else None, rh["shear_stress"] if rh else None,
+                          entry.result("stress_minima/time") if rh else None,
+                          k_label=choice_label(entry, k, instance_dir), selected_time_index=time_index,
+                          height=(BASE_HEIGHT if rh else 380) + PANEL_HEIGHT * len(extras), extra_panels=extras,
+                          rates=rates, rate_unit=rate_unit(entry))
+    # the figure fills the height its container gets (graph_style): the whole of it, time axis
+    # and legend included, fits a 1280 x 800 laptop screen without scrolling
+    fig.update_layout(height=None, autosize=True)
+    return fig
+
+
+def graph_style(n_panels: int = 0) -> str:
+    """CSS height of the timeline graph: the viewport less the navbar, controls and card header
+    (about 225 px with a two-line card title), never below 400 px; optional rows add to it."""
+    extra = f" + {PANEL_HEIGHT * n_panels}px" if n_panels else ""
+    return f"max({400 + PANEL_HEIGHT * n_panels}px, calc(100vh - 225px{extra}))"
 
 
 def rate_columns(entry) -> dict:
@@ -80,65 +148,125 @@ def maps_at_time(entry, time_index: int) -> np.ndarray:
     return order[bounds[time_index]:bounds[time_index + 1]]
 
 
+def maps_panel(entry, time_index, k, instance_dir=None):
+    times = entry.result("tables/times")
+    idx = maps_at_time(entry, time_index)
+    labels = labels_for(entry, k, instance_dir)
+    title = html.Div([html.B(f"t = {float(times[time_index]):.0f} s"),
+                      f" · {len(idx)} maps · {choice_label(entry, k, instance_dir)}"],
+                     className="mb-2", id="timeline-maps-title")
+    return html.Div([title, html.Div("Click a thumbnail to enlarge it next to its g2 and fit.",
+                                     className="small text-muted"),
+                     thumbnail_grid(entry, idx, labels, id_prefix="timeline", click_type="timeline-thumb")])
+
+
 def layout(ctx):
     entry = ctx.dataset
-    k = pick_k(entry, ctx.query.get("k"))
+    instance_dir = ctx.instance_dir
+    session_ids = ctx.session_clusterings
+    k = pick_k(entry, ctx.state.get("k"), instance_dir)
+    times = entry.result("tables/times")
+    time_index = view_state.index_or_none(ctx.state.get("time"), 0 if times is None else len(times))
+    panels = [p for p in ctx.state.get("panels", []) if p in PANELS]
     note = None
     if not entry.has_rheology:
         note = message("This dataset has no rheology log: the shear-stress curve and its minima are not shown; "
                        "the cluster histogram is.", color="secondary", id="timeline-note")
     controls = dbc.Row([
         dbc.Col(html.Label("clusters", className="me-2 fw-semibold"), width="auto"),
-        dbc.Col(dbc.RadioItems(id="timeline-k", options=k_options(entry), value=k, inline=True), width="auto"),
-    ], className="align-items-center mb-2")
+        dbc.Col(dbc.RadioItems(id="timeline-k", options=k_options(entry, session_ids, instance_dir), value=k,
+                               inline=True), width="auto"),
+        dbc.Col(html.Label("also show", className="ms-3 me-2 fw-semibold"), width="auto"),
+        dbc.Col(dbc.Checklist(id="timeline-panels", options=panel_options(entry), value=panels, inline=True),
+                width="auto"),
+        dbc.Col(help_link(PATH), width="auto", className="ms-auto"),
+    ], className="align-items-center mb-1 g-1")
     hint = html.Div("Click a bar to see the maps of that time point.", className="text-muted small")
+    shown = maps_panel(entry, time_index, k, instance_dir) if time_index is not None else hint
     title = "Figure 3A-B: shear stress (top), maps per cluster at each time"
     if rate_table(entry):
         title += f", fitted relaxation rate Γ ({rate_unit(entry)}; median and IQR over the maps whose fit did not fail, flow and vorticity sectors)"
     title += "; dashed lines: stress minima"
+    # only the rows the user asked for add height: the default view (stress, histogram and the
+    # fitted rate when there is one) fits the screen
+    n_rows = len(extra_panels(entry, panels))
     return html.Div([
-        html.H4(["Stress and cluster populations over time ", html.Small(f"· {entry.id}", className="text-muted")]),
-        order_note(entry, "timeline"), controls,
-        graph_card("timeline-graph", build_figure(entry, k), title=title, note=note),
+        html.H4(["Stress and cluster populations over time ", html.Small(f"· {entry.id}", className="text-muted")],
+                className="mb-1 fs-5"),
+        controls,
+        graph_card("timeline-graph", build_figure(entry, k, instance_dir=instance_dir, time_index=time_index,
+                                                  panels=panels),
+                   title=title, note=note, height=graph_style(n_rows)),
+        # below the figure: above it, it would push the time axis below the fold of a laptop
+        order_note(entry, "timeline"),
         dbc.Card([dbc.CardHeader("Maps of the selected time point", className="fw-semibold"),
-                  dbc.CardBody([html.Div(hint, id="timeline-maps"), html.Div(id="timeline-view")])],
-                 className="mb-3"),
+                  dbc.CardBody([html.Div(shown, id="timeline-maps"), html.Div(id="timeline-view")])],
+                 className="mb-3", id="timeline-maps-card"),
+        dcc.Store(id="timeline-time", data=-1 if time_index is None else time_index),
+        dcc.Store(id="timeline-scrolled"),
+        view_state.url_store(PATH),
     ], id="timeline-page")
 
 
 def register_callbacks(app, services) -> None:
     catalog = services.catalog
+    instance_dir = services.config.instance_dir
 
-    @app.callback(Output("timeline-graph", "figure"), Input("timeline-k", "value"), State(DATASET_STORE, "data"),
-                  prevent_initial_call=True)
-    def change_k(k, dataset_id):
+    @app.callback(Output("timeline-graph", "figure"), Output("timeline-graph", "style"),
+                  Input("timeline-k", "value"), Input("timeline-time", "data"),
+                  Input("timeline-panels", "value"), State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def redraw(k, time_index, panels, dataset_id):
         entry = catalog.get(dataset_id)
         if entry is None or k is None:
-            return dash.no_update
-        return build_figure(entry, pick_k(entry, k))
+            return dash.no_update, dash.no_update
+        times = entry.result("tables/times")
+        return (build_figure(entry, pick_k(entry, k, instance_dir), instance_dir=instance_dir,
+                             time_index=view_state.index_or_none(time_index, 0 if times is None else len(times)),
+                             panels=panels),
+                {"height": graph_style(len(extra_panels(entry, panels)))})
 
-    @app.callback(Output("timeline-maps", "children"), Input("timeline-graph", "clickData"),
-                  State("timeline-k", "value"), State(DATASET_STORE, "data"), prevent_initial_call=True)
-    def show_maps(click, k, dataset_id):
+    @app.callback(Output("timeline-time", "data"), Input("timeline-graph", "clickData"),
+                  State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def pick_time(click, dataset_id):
         entry = catalog.get(dataset_id)
         if entry is None or not click or not click.get("points"):
             return dash.no_update
         point = click["points"][0]
         times = entry.result("tables/times")
         ti = point.get("customdata")
-        if ti is None:  # a click on the stress curve: nearest time point
+        if ti is None:  # a click on a rheology curve: nearest time point
             x = point.get("x")
             if x is None or times is None:
                 return dash.no_update
             ti = int(np.argmin(np.abs(times - float(x))))
-        ti = int(ti[0] if isinstance(ti, list) else ti)
-        idx = maps_at_time(entry, ti)
-        labels = entry.labels(pick_k(entry, k))
-        title = html.Div([html.B(f"t = {float(times[ti]):.0f} s"), f" · {len(idx)} maps · k = {pick_k(entry, k)}"],
-                         className="mb-2", id="timeline-maps-title")
-        return html.Div([title, html.Div("Click a thumbnail to enlarge it next to its g2 and fit.",
-                                         className="small text-muted"),
-                         thumbnail_grid(entry, idx, labels, id_prefix="timeline", click_type="timeline-thumb")])
+        ti = view_state.index_or_none(ti[0] if isinstance(ti, list) else ti, 0 if times is None else len(times))
+        return dash.no_update if ti is None else ti
+
+    @app.callback(Output("timeline-maps", "children"), Input("timeline-time", "data"), Input("timeline-k", "value"),
+                  State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def show_maps(time_index, k, dataset_id):
+        entry = catalog.get(dataset_id)
+        times = entry.result("tables/times") if entry is not None else None
+        time_index = view_state.index_or_none(time_index, 0 if times is None else len(times))
+        if time_index is None:
+            return dash.no_update
+        return maps_panel(entry, time_index, pick_k(entry, k, instance_dir), instance_dir)
+
+    # what a click produces is brought into view (the maps sit below the figure on a laptop)
+    app.clientside_callback(
+        """function(children) {
+            // after the new thumbnails are in the page (the page is tall enough to scroll to them)
+            window.requestAnimationFrame(function() {
+                const el = document.getElementById('timeline-maps-card');
+                if (el) { el.scrollIntoView({block: 'start', behavior: 'instant'}); }
+            });
+            return Date.now();
+        }""",
+        Output("timeline-scrolled", "data"), Input("timeline-maps", "children"), prevent_initial_call=True)
+
+    view_state.register_writer(app, PATH, {"k": Input("timeline-k", "value"), "time": Input("timeline-time", "data"),
+                                           "panels": Input("timeline-panels", "value")},
+                               convert={"time": lambda v: v if isinstance(v, int) and v >= 0 else None})
 
     @app.callback(Output("timeline-view", "children"), Input({"type": "timeline-thumb", "index": ALL}, "n_clicks"),
                   State(DATASET_STORE, "data"), prevent_initial_call=True)
@@ -164,9 +292,9 @@ def register_callbacks(app, services) -> None:
         entry = catalog.get(dataset_id)
         if entry is None:
             return ""
-        k = pick_k(entry, k)
-        minima = entry.result("stress_minima/time") if entry.has_rheology else None
-        return counts_csv(entry.result("tables/times"), entry.counts(k), minima, extra_columns=rate_columns(entry))
+        k = pick_k(entry, k, instance_dir)
+        return timeline_csv(entry, counts_for(entry, k, instance_dir), choice_label(entry, k, instance_dir),
+                            fit_columns=rate_columns(entry), fit_unit=rate_unit(entry))
 
-    register_csv_download(app, "timeline-graph", "timeline_counts.csv", to_csv=to_csv,
+    register_csv_download(app, "timeline-graph", "timeline.csv", to_csv=to_csv,
                           states=(State(DATASET_STORE, "data"), State("timeline-k", "value")))
