@@ -19,7 +19,8 @@ Stages (each timed and printed; seconds stored as :class:`ainerd_core.results.Ti
 8. retrieval  precision@k benchmark (datasets with ground truth only).
 9. dynamics   dynamics score = log10 fitted relaxation rate (cross-validated ridge regression
               from the latents fills failed fits).
-10. model     reconstructions, latent-noise maps, learning curve (with a model and maps).
+10. model     reconstructions, latent-noise maps, learning curve (with a model and maps);
+              novelty (:mod:`ainerd_core.novelty`) of every map -> /results/novelty/*.
 
 Everything is written with one :func:`ainerd_core.results.write_results` call at the end (checked
 against the declared contract), so
@@ -516,6 +517,22 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
         if model is not None:
             with clock.stage("10. model diagnostics"):
                 _model_diagnostics(model, ds, latent, seed, res, attrs, clock, latent_sweep)
+        # ---------------------------------------------------------------- 10b. novelty
+        if model is not None and ds.has_maps:
+            with clock.stage("10b. novelty"):
+                from . import novelty as NV
+
+                ref = NV.reference_for(model, ds, seed=seed)
+                own = attrs.get("latent_source") == "model"  # shipped /latents may come from another model
+                nov = NV.novelty_of_maps(model, ds, ref, latents=latent if own else None)
+                for key in ("score", "recon_quantile", "knn_quantile", "recon_error", "knn_distance"):
+                    res[f"novelty/{key}"] = nov[key]
+                for key in ("bank", "recon", "knn", "combined"):  # the reference, for uploads and live mode
+                    res[f"novelty/reference_{key}"] = np.asarray(NV._as_np(ref[key]), np.float32)
+                attrs["novelty_k"] = int(ref.get("k", NV.DEFAULT_K))
+                attrs.update(novelty_source=nov["source"], novelty_threshold=NV.NOVEL_THRESHOLD,
+                             novelty_rule=NV.RULE.format(k=int(ref.get("k", NV.DEFAULT_K)), thr=NV.NOVEL_THRESHOLD))
+                clock.say(f"    novelty: {int(nov['novel'].sum())} of {n} maps >= {NV.NOVEL_THRESHOLD}")
     finally:
         if omp_limit is not None:
             omp_limit.restore_original_limits()

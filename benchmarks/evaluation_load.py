@@ -1,9 +1,11 @@
 """Load test of the blind evaluation: N experts rating at once against a real gunicorn server.
 
-    python -m benchmarks.evaluation_load [--experts 30] [--workers 4] [--n 15] [--json out.json]
+    python -m benchmarks.evaluation_load [--experts 30] [--workers 3] [--n 15] [--postgres] [--json out.json]
 
-Builds a small dataset, creates one study with N experts (same SQLite database as the server),
-starts gunicorn with ``gunicorn.conf.py`` and W workers, and runs one thread per expert, each
+Builds a small dataset, creates one study with N experts (same database as the server: SQLite,
+``--db URL``, or ``--postgres``: a throw-away PostgreSQL server with its default, durable
+settings, started from Debian's binaries by ``tests/postgres_support.py``), starts gunicorn with
+``gunicorn.conf.py`` and W workers (3 = the image's WEB_CONCURRENCY), and runs one thread per expert, each
 with its own HTTP session cookie: open the link, read the layout and the callback definitions,
 then rate every image through ``POST /evaluate/_dash-update-component`` exactly like the browser
 (and fetch the next image, like the browser does). Every 7th click is sent twice (a retry).
@@ -15,6 +17,9 @@ Checks afterwards, in the database: every expert has exactly one rating per imag
 duplicated rating), every acknowledged click is in the event log (and nothing else is), and each
 stored answer is the last one acknowledged for that image. Prints p50/p95/p99/max latency of the
 rating POSTs and of the image GETs. Target: p95 < 200 ms.
+
+Baseline, measured in the same run on the same server before the others start: one extra expert
+rating alone, without pause (``alone_ms``); ``p95_over_alone_p50`` = the load's p95 / that p50.
 """
 from __future__ import annotations
 
@@ -104,14 +109,22 @@ def pct(values, q):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--experts", type=int, default=30)
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--workers", type=int, default=3)
     p.add_argument("--n", type=int, default=15, help="neighbours per method (images per expert <= 2n)")
     p.add_argument("--think-ms", type=float, default=1000.0,
                    help="mean time an expert looks at an image before clicking (uniform 0.5-1.5 x); 0 = burst")
     p.add_argument("--db", help="database URL for the study and the server (default: SQLite in a temporary "
                                "instance folder); e.g. postgresql+psycopg://user@host/db")
+    p.add_argument("--postgres", action="store_true",
+                   help="start a throw-away PostgreSQL server (durable defaults) and use it")
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
+    if args.postgres:
+        from postgres_support import PostgresServer
+
+        with PostgresServer(durable=True) as pg:
+            rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--postgres"]
+            return main([*rest, "--db", pg.new_database("load")])
 
     from dashboard.testing import start_server
 
@@ -121,10 +134,13 @@ def main(argv=None) -> int:
     ds = build_dataset(data / "load.h5")
     db = args.db or f"sqlite:///{(instance / 'ainerd.db').resolve()}"
     store = StudyStore(db)
-    study, tokens = store.create_study(ds, 30, n=args.n, experts=[f"E{i:02d}" for i in range(args.experts)])
+    study, tokens = store.create_study(ds, 30, n=args.n, experts=[f"E{i:02d}" for i in range(args.experts)] + ["alone"])
+    tokens, alone_token = tokens[:-1], tokens[-1]
     server = start_server(data, instance, gunicorn_workers=args.workers, AINERD_SECRET_KEY="L" * 48,
                           AINERD_ADMIN_PASSWORD="load-admin", GUNICORN_LOGLEVEL="warning", AINERD_DATABASE_URL=db)
     try:
+        alone = {}
+        expert_worker(server.url, alone_token[1], 999, alone, threading.Barrier(1), 0.0)
         results = [dict() for _ in tokens]
         barrier = threading.Barrier(len(tokens))
         threads = [threading.Thread(target=expert_worker, args=(server.url, tok, i, results[i], barrier,
@@ -143,9 +159,9 @@ def main(argv=None) -> int:
     img = [x for r in results for x in r.get("img", [])]
     errors = [e for r in results for e in r.get("errors", [])]
     # the database after the storm
-    problems = []
+    problems = [f"alone: {e}" for e in alone.get("errors", [])]
     with store.session() as s:
-        for (expert, _), res in zip(tokens, results):
+        for (expert, _), res in zip([*tokens, alone_token], [*results, alone]):
             pos_cand = {a.position: a.candidate_id for a in s.query(Assignment).filter_by(expert_id=expert.id)}
             ratings = {r.candidate_id: r for r in s.query(Rating).filter_by(expert_id=expert.id)}
             events = s.query(RatingEvent).filter_by(expert_id=expert.id).count()
@@ -168,6 +184,8 @@ def main(argv=None) -> int:
                       "max": round(max(lat) * 1000, 1) if lat else None,
                       "mean": round(statistics.fmean(lat) * 1000, 1) if lat else None},
         "image_ms": {"p50": round(pct(img, 50), 1), "p95": round(pct(img, 95), 1)},
+        "alone_ms": {"p50": round(pct(alone.get("lat", []), 50), 1), "p95": round(pct(alone.get("lat", []), 95), 1)},
+        "p95_over_alone_p50": round(pct(lat, 95) / pct(alone.get("lat", []), 50), 1) if alone.get("lat") else None,
         "errors": sorted({str(e) for e in errors})[:10], "n_errors": len(errors), "problems": problems[:10], "n_problems": len(problems),
         "database": "sqlite WAL synchronous=FULL" if db.startswith("sqlite") else db.split(":", 1)[0],
     }

@@ -39,3 +39,53 @@ def simulated(tmp_path_factory, name: str, **config) -> Path:
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# ---- databases: a test that takes `database` (or `module_database`) runs on SQLite and on a real
+# PostgreSQL server the suite starts itself (tests/postgres_support.py; required under
+# AINERD_REQUIRE_POSTGRES=1, which .ci/run sets)
+
+class TestDatabase:
+    """An empty database for one test (or module): ``kind`` 'sqlite' or 'postgresql', its
+    SQLAlchemy ``url``, and ``stored_bytes()``: every byte the database keeps on disk."""
+
+    __test__ = False  # not a test class
+
+    def __init__(self, kind: str, url: str, stored_bytes):
+        self.kind, self.url, self._stored = kind, url, stored_bytes
+
+    def stored_bytes(self) -> bytes:
+        return self._stored()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    from postgres_support import REQUIRE_ENV, PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer().start()
+    except PostgresUnavailable as exc:
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(f"{exc} ({REQUIRE_ENV}=1)")
+        pytest.skip(str(exc))
+    yield server
+    server.stop()
+
+
+def _database(request, folder: Path) -> TestDatabase:
+    if request.param == "postgresql":
+        pg = request.getfixturevalue("postgres_server")
+        return TestDatabase("postgresql", pg.new_database(), pg.stored_bytes)
+    path = folder / "studies.db"
+    return TestDatabase("sqlite", f"sqlite:///{path}",
+                        lambda: b"".join(p.read_bytes() for p in [path, *folder.glob("studies.db-*")] if p.exists()))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> TestDatabase:
+    return _database(request, tmp_path)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_database(request, tmp_path_factory) -> TestDatabase:
+    return _database(request, tmp_path_factory.mktemp("db"))

@@ -220,7 +220,7 @@ def test_clusters_figures_examples_and_recluster(driver, server, explorer_data, 
             "return b ? b.getAttribute('aria-valuenow') : null;")
         seen.add(val)
         text = driver.find_element("css selector", "#recluster-result").text
-        return text if text.startswith("k-means k=3: sizes") else None
+        return text if text.startswith("k-means, k = 3: sizes") else None
 
     text = wait_for(done, timeout=60, interval=0.05, what="re-clustering result")
     assert any(v not in (None, "0") for v in seen), seen                  # progress was shown

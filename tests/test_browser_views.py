@@ -226,3 +226,35 @@ def test_exports_svg_and_pdf_are_valid_and_stamped(driver, server, tmp_path):
     click_export("clusters-examples", "pdf")
     assert _downloaded(tmp_path, "clusters-examples.pdf").read_bytes().startswith(b"%PDF")
     assert not console_errors(driver)
+
+
+def test_reclustering_result_is_selectable_labelled_and_clears_errors(driver, server):
+    open_page(driver, server.url + "/clusters?dataset=demo")
+    box = wait_for(lambda: driver.find_element("id", "recluster-k"), what="k box")
+    assert box.size["width"] >= 60  # wide enough to read and type
+    box.clear()
+    box.send_keys("1")
+    run = driver.find_element("id", "recluster-run")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", run)
+    err = wait_for(lambda: driver.find_element("id", "recluster-error").text, what="error message")
+    assert "between 2 and 20" in err
+    box.clear()
+    box.send_keys("4")
+    driver.execute_script("arguments[0].click();", run)
+    text = wait_for(lambda: (lambda t: t if t.startswith("k-means, k = 4") else None)(
+        driver.find_element("id", "recluster-result").text), timeout=90, what="re-clustering result")
+    assert driver.find_element("id", "recluster-error").text == ""  # the error is gone
+    sizes = [int(s) for s in text.split("sizes ")[1].split(" (")[0].split()]
+    assert len(sizes) == 4
+    driver.execute_script("arguments[0].click();", driver.find_element("id", "recluster-link-timeline"))
+    wait_for(lambda: query(driver).get("k", "").startswith("kmeans-"), what="result id in the URL")
+    rid = query(driver)["k"]
+    g = figure(driver, "#timeline-graph", lambda g: sum(n.startswith("cluster ") for n in g["names"]) == 4)
+    assert g["legend"].startswith("k-means, k = 4")
+    assert checked(driver, "timeline-k") == rid
+    # the sectors page offers it too, and a reload keeps it
+    driver.find_element("css selector", "a.nav-link[href*='/sectors']").click()
+    wait_for(lambda: checked(driver, "sectors-k") == rid, what="result chosen on the sectors page")
+    driver.refresh()
+    wait_for(lambda: checked(driver, "sectors-k") == rid, what="result kept after a reload")
+    assert not console_errors(driver)

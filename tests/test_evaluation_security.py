@@ -42,13 +42,13 @@ needs_auth = pytest.mark.xfail(not HAVE_AUTH, reason="dashboard/auth.py (hosting
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, module_database):  # once on SQLite, once on PostgreSQL
     tmp = tmp_path_factory.mktemp("evsec")
     data = tmp / "data"
     data.mkdir()
     tiny = build_tiny(data / "tiny.h5", n=30)
     config = Config(data_dir=data, instance_dir=tmp / "instance", secret_key=SECRET, admin_password=ADMIN_PW,
-                    database_url=f"sqlite:///{tmp / 'ev.db'}").validated()
+                    database_url=module_database.url).validated()
     app = create_app(config)
     store = StudyStore(config.database_url)
     s1, t1 = store.create_study(tiny, 4, n=6, experts=["Alice", "Bob"])

@@ -283,6 +283,13 @@ def test_model_path_and_diagnostics(tmp_path, rng):
         assert ds.result_attrs["dynamics_source"] == "maps"
         assert ds.result_attrs["dynamics_units_json"] and "1/pixel" in ds.result_attrs["dynamics_units_json"]
         assert spearmanr(1 / r("dynamics/relaxation_rate"), taus).statistic > 0.99
+        # novelty (contract: /results/novelty/score in [0, 1] plus the two quantiles); this model has
+        # no stored reference, so it comes from the dataset itself and says so
+        score = r("novelty/score")
+        assert score.shape == (n,) and score.dtype == np.float32 and 0 <= score.min() and score.max() <= 1
+        assert r("novelty/recon_quantile").shape == (n,) and r("novelty/knn_quantile").shape == (n,)
+        assert "built from this dataset" in ds.result_attrs["novelty_source"]
+        assert ds.result_attrs["novelty_threshold"] == 0.99
 
 
 def test_latents_only_with_a_decoder_measures_reconstructions(tmp_path, rng):

@@ -30,20 +30,9 @@ def tiny(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path) -> StudyStore:
-    """SQLite in tmp_path; or, with AINERD_TEST_DATABASE_URL (e.g. postgresql+psycopg://...),
-    that database, emptied first."""
-    url = os.environ.get("AINERD_TEST_DATABASE_URL")
-    if not url:
-        return StudyStore(f"sqlite:///{tmp_path / 'studies.db'}")
-    from ainerd_core.studies import Base
-
-    st = StudyStore(url)
-    Base.metadata.drop_all(st.engine)
-    Base.metadata.create_all(st.engine)
-    StudyStore._FIXED.clear()
-    StudyStore._SLOTS.clear()
-    return st
+def store(database) -> StudyStore:
+    """An empty store, once on SQLite and once on PostgreSQL (conftest ``database``)."""
+    return StudyStore(database.url)
 
 
 def brute_force(tiny, target, k):
@@ -101,10 +90,10 @@ def test_uploaded_target_identical_to_a_map_and_resampling(tiny, store):
         prepare_target(np.zeros((3, 4, 5)))
 
 
-def test_tokens_are_only_stored_hashed(tiny, store, tmp_path):
+def test_tokens_are_only_stored_hashed(tiny, store, database):
     study, tokens = store.create_study(tiny, 1, n=4, experts=["Alice", "Bob"])
-    files = [tmp_path / "studies.db", *tmp_path.glob("studies.db-*")]
-    db = b"".join(p.read_bytes() for p in files if p.exists())
+    db = database.stored_bytes()  # every file of the database (PostgreSQL: tables and WAL)
+    assert hashlib.sha256(tokens[0][1].encode()).hexdigest().encode() in db  # the search can find
     for expert, token in tokens:
         assert len(token) >= 43
         assert token.encode() not in db
@@ -208,8 +197,8 @@ def _cli(*args, env=None, timeout=120):
                           text=True, timeout=timeout, env=env)
 
 
-def test_cli_workflow(tiny, tmp_path):
-    db = f"sqlite:///{tmp_path / 'cli.db'}"
+def test_cli_workflow(tiny, tmp_path, database):
+    db = database.url
     target = tmp_path / "target.npy"
     with open_dataset(tiny) as ds:
         np.save(target, ds.read_map(9)[::2, ::2] * 5.0)  # 128 x 128, not normalised: resampled
@@ -283,8 +272,9 @@ def test_kill_minus_9_loses_no_acknowledged_rating(tiny, store, tmp_path):
     assert ratings == total
 
 
-def test_concurrent_experts_on_gunicorn_lose_nothing():
+def test_concurrent_experts_on_gunicorn_lose_nothing(database):
     """A small run of benchmarks/evaluation_load.py: 8 experts in a burst, 3 gunicorn workers."""
     from benchmarks import evaluation_load
 
-    assert evaluation_load.main(["--experts", "8", "--workers", "3", "--n", "4", "--think-ms", "0"]) == 0
+    assert evaluation_load.main(["--experts", "8", "--workers", "3", "--n", "4", "--think-ms", "0",
+                                 "--db", database.url]) == 0

@@ -168,9 +168,20 @@ def algorithm_summary(labels_by_name: Mapping[str, np.ndarray]) -> list[dict]:
     return rows
 
 
+#: greys for "i-th largest cluster" of an algorithm: ranks, not clusters, so never the cluster
+#: palette (one palette means "cluster" everywhere); dark = largest
+RANK_GREYS = ("#252525", "#525252", "#737373", "#969696", "#b0b0b0", "#c8c8c8", "#dedede")
+
+
+def rank_color(i: int) -> str:
+    return RANK_GREYS[min(int(i), len(RANK_GREYS) - 1)]
+
+
 @_styled
 def algorithm_sizes_figure(labels_by_name: Mapping[str, np.ndarray]) -> go.Figure:
-    """Horizontal stacked bars: each algorithm's cluster sizes, largest first, noise last (grey).
+    """Horizontal stacked bars: each algorithm's cluster sizes, largest first (greys by rank, not
+    cluster colours: the i-th largest cluster of two algorithms is not the same cluster), noise
+    last (hatched).
 
     Trace ``i`` (``name`` ``"i-th largest"``) holds, for each algorithm, the size of its i-th
     largest cluster (0 where it has fewer); trace ``"noise"`` the noise counts.
@@ -188,10 +199,12 @@ def algorithm_sizes_figure(labels_by_name: Mapping[str, np.ndarray]) -> go.Figur
     for i in range(depth):
         vals = [s[i] if i < len(s) else 0 for s in sizes]
         fig.add_trace(go.Bar(y=names, x=vals, orientation="h", name=f"{i + 1}. largest",
-                             marker=dict(color=CLUSTER_COLORS[i % len(CLUSTER_COLORS)], line=dict(color="white", width=0.5)),
+                             marker=dict(color=rank_color(i), line=dict(color="white", width=0.5)),
                              showlegend=i < 8, hovertemplate=f"%{{y}}: {i + 1}. largest cluster %{{x}} maps<extra></extra>"))
     if any(noise):
-        fig.add_trace(go.Bar(y=names, x=noise, orientation="h", name="noise", marker=dict(color=NOISE_COLOR),
+        fig.add_trace(go.Bar(y=names, x=noise, orientation="h", name="noise",
+                             marker=dict(color="white", pattern=dict(shape="x", fgcolor="#888", size=6),
+                                         line=dict(color="#888", width=0.5)),
                              hovertemplate="%{y}: noise %{x} maps<extra></extra>"))
     fig.update_layout(barmode="stack", height=max(220, 60 + 40 * len(names)), margin=dict(l=110, r=20, t=40, b=40),
                       title="cluster sizes per algorithm (largest first)", xaxis_title="maps",

@@ -19,6 +19,7 @@ from dash import Input, Output, State, dash_table, dcc, html
 
 from ainerd_core import analysis as A
 from ainerd_core.results import K_SET, counts_name, labels_name
+from dashboard import clusterings
 from dashboard.figures import clusters as F
 from dashboard.pages import DATASET_STORE
 
@@ -209,9 +210,9 @@ def layout(ctx):
 def _recluster_card(entry):
     k0 = entry.k or 5
     controls = dbc.Row([
-        dbc.Col([dbc.Label("k", html_for="recluster-k", className="small mb-0"),
+        dbc.Col([dbc.Label("k (clusters asked for)", html_for="recluster-k", className="small mb-0"),
                  dcc.Input(id="recluster-k", type="number", min=2, max=20, step=1, value=k0,
-                           className="form-control form-control-sm")], width="auto"),
+                           className="form-control form-control-sm", style={"width": "7rem"})], width="auto"),
         dbc.Col([dbc.Label("algorithm", html_for="recluster-algorithm", className="small mb-0"),
                  dcc.Dropdown(id="recluster-algorithm", options=[{"label": v, "value": k} for k, v in ALGORITHMS],
                               value="kmeans", clearable=False, style={"minWidth": "14rem"})], width="auto"),
@@ -224,10 +225,14 @@ def _recluster_card(entry):
         dbc.CardHeader("Re-cluster the latents (background job)"),
         dbc.CardBody([
             html.P("Runs on the server in the background; labels are renumbered so that 0 = slowest, as in "
-                   "the precomputed results. Density methods (HDBSCAN, OPTICS) ignore k.",
+                   "the precomputed results. Density methods (HDBSCAN, OPTICS) ignore k and report how many "
+                   "clusters they found. Each result is kept for this browser session: choose it on the "
+                   "timeline, sectors and latent-map pages.",
                    className="small text-muted"),
             controls, progress,
+            html.Div(id="recluster-error"),
             html.Div(id="recluster-result", className="fw-semibold mb-2"),
+            html.Div(id="recluster-links", className="small mb-2"),
             dcc.Graph(id="recluster-figure", figure=F.labels_scatter_figure(np.zeros((0, 2)), np.zeros(0), "result"),
                       style={"display": "none"}, config={"displaylogo": False,
                                                          "toImageButtonOptions": {"format": "png", "filename": "recluster"}}),
@@ -337,32 +342,40 @@ def register_callbacks(app, services):
 
     @services.register_background(
         Output("recluster-result", "children"), Output("recluster-figure", "figure"),
-        Output("recluster-figure", "style"), Output("recluster-labels", "data"),
+        Output("recluster-figure", "style"), Output("recluster-labels", "data"), Output("recluster-error", "children"),
+        Output("recluster-links", "children"), Output(clusterings.SESSION_STORE, "data"),
         Input("recluster-run", "n_clicks"),
         State("recluster-k", "value"), State("recluster-algorithm", "value"), State(DATASET_STORE, "data"),
+        State(clusterings.SESSION_STORE, "data"),
         progress=[Output("recluster-progress", "value"), Output("recluster-progress", "label")],
         running=[(Output("recluster-run", "disabled"), True, False)],
         prevent_initial_call=True)
-    def recluster(set_progress, n_clicks, k, algorithm, dataset_id):
+    def recluster(set_progress, n_clicks, k, algorithm, dataset_id, session_ids):
         from ainerd_core.dataset import open_dataset
 
         hidden = {"display": "none"}
+        keep = dash.no_update
+
+        def failed(text):  # the error replaces the last result; the next success clears it
+            set_progress((0, ""))
+            return "", keep, hidden, None, dbc.Alert(text, color="danger", className="p-2 mb-2",
+                                                    id="recluster-error-message"), None, keep
         if not n_clicks:
-            return dash.no_update, dash.no_update, dash.no_update, dash.no_update
+            return (keep,) * 7
         set_progress((2, "loading latents"))
         from dashboard.catalog import Catalog
 
         entry = Catalog(config.data_dir).get(dataset_id)
         if entry is None:
-            return "no such dataset", dash.no_update, hidden, None
+            return failed("no such dataset")
         if algorithm not in ALGO_NAMES:
-            return f"unknown algorithm {algorithm!r}", dash.no_update, hidden, None
+            return failed(f"unknown algorithm {algorithm!r}")
         try:
             k = int(k)
         except (TypeError, ValueError):
-            return "k must be a whole number between 2 and 20", dash.no_update, hidden, None
+            return failed("k must be a whole number between 2 and 20")
         if not 2 <= k <= 20:
-            return "k must be between 2 and 20", dash.no_update, hidden, None
+            return failed("k must be between 2 and 20")
         with open_dataset(entry.path) as ds:
             x = ds.read_result("latent")
             if x is None:
@@ -372,23 +385,34 @@ def register_callbacks(app, services):
             ref = ds.read_result("labels")
             ra = ds.result_attrs
         if x is None:
-            return "this dataset has no latents", dash.no_update, hidden, None
+            return failed("this dataset has no latents")
         k = min(k, len(x) - 1)
         set_progress((10, "clustering"))
-        # precompute's seed and restarts: at the same k, k-means reproduces the stored labels
-        lab = A.recluster(x, k, algorithm, order, seed=int(ra.get("seed", 0)), n_init=int(ra.get("n_init", 10)))
+        try:
+            # precompute's seed and restarts: at the same k, k-means reproduces the stored labels
+            lab = A.recluster(x, k, algorithm, order, seed=int(ra.get("seed", 0)), n_init=int(ra.get("n_init", 10)))
+        except Exception as exc:  # noqa: BLE001 - an algorithm that fails on these latents is reported
+            log.warning("re-clustering %s k=%s failed: %s", algorithm, k, exc)
+            return failed(f"{ALGO_NAMES[algorithm]} failed on these latents: {exc}")
+        rid = clusterings.save(config.instance_dir, entry, lab, algorithm, k)
+        info = clusterings.load(config.instance_dir, entry, rid)["info"]
+        what = clusterings.describe_info(info)
         sizes = F.algorithm_summary({"new": lab})[0]
-        text = f"{ALGO_NAMES[algorithm]} k={k}: sizes {sizes['sizes']}"
-        if sizes["noise"]:
-            text += f", noise {sizes['noise']}"
+        text = f"{what}: sizes {sizes['sizes']}"
         if ref is not None:
             from sklearn.metrics import adjusted_rand_score
 
             text += f" (ARI vs the precomputed clustering: {adjusted_rand_score(ref, lab):.3f})"
-        fig = F.labels_scatter_figure(umap, lab, f"{ALGO_NAMES[algorithm]}, k = {k}") if umap is not None else dash.no_update
+        fig = F.labels_scatter_figure(umap, lab, what) if umap is not None else keep
+        links = html.Span(["Show it on the ", dcc.Link("timeline", href=f"/timeline?dataset={entry.id}&k={rid}",
+                                                        id="recluster-link-timeline"), ", the ",
+                           dcc.Link("sectors", href=f"/sectors?dataset={entry.id}&k={rid}"), " or the ",
+                           dcc.Link("latent map", href=f"/latent-map?dataset={entry.id}&k={rid}"),
+                           f" (kept for this browser session as {rid})."])
+        ids = [r for r in (session_ids or []) if clusterings.is_result_id(r)] + [rid]
         set_progress((100, "done"))
-        return text, fig, ({} if umap is not None else hidden), {"labels": lab.tolist(), "title": text,
-                                                                  "dataset": dataset_id}
+        return (text, fig, ({} if umap is not None else hidden),
+                {"labels": lab.tolist(), "title": text, "dataset": dataset_id}, None, links, ids[-20:])
 
     @app.callback(Output("recluster-csv", "disabled"), Input("recluster-labels", "data"))
     def enable_csv(data):

@@ -100,7 +100,7 @@ def layout(ctx):
         dbc.Col([html.Label("colour by", className="fw-semibold me-2"),
                  dbc.RadioItems(id="latent-color", options=color_options, value=color_by, inline=True)], md=5),
         dbc.Col([html.Label("clusters", className="fw-semibold me-2"),
-                 dbc.RadioItems(id="latent-k", options=k_options(entry, ctx.session_clusterings, instance_dir),
+                 dbc.RadioItems(id="latent-k", options=k_options(entry, ctx.session_clusterings, instance_dir, k),
                                 value=k, inline=True)], md=4),
         dbc.Col([dbc.Checklist(id="latent-flowshare", switch=True,
                                options=[{"label": "flow / vorticity share background", "value": "on",

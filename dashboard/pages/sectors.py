@@ -80,7 +80,7 @@ def layout(ctx):
                 className="mb-1 fs-5"),
         order_note(entry, "sectors"),
         dbc.Row([dbc.Col(html.Label("clusters", className="me-2 fw-semibold"), width="auto"),
-                 dbc.Col(dbc.RadioItems(id="sectors-k", options=k_options(entry, ctx.session_clusterings, instance_dir),
+                 dbc.Col(dbc.RadioItems(id="sectors-k", options=k_options(entry, ctx.session_clusterings, instance_dir, k),
                                         value=k, inline=True), width="auto"),
                  dbc.Col(help_link(PATH), width="auto", className="ms-auto")],
                 className="align-items-center mb-2"),

@@ -308,6 +308,11 @@ def register_callbacks(app, services):
         set_progress((5, "encoding"))
         try:
             result["spaces"]["latent"] = _upload_latent(entry, target, k_max)
+            from ainerd_core.novelty import novelty_message
+
+            flag = novelty_message(result["spaces"]["latent"].get("novelty", 0.0))
+            if flag:
+                result["notes"].append(flag)
         except Exception as exc:  # noqa: BLE001 - report, still try raw pixels
             log.warning("latent search of an upload failed: %s", exc)
             result["notes"].append(f"latent space: {exc}")
@@ -461,7 +466,13 @@ def _upload_latent(entry, target, k):
     if int(model.latent_size) != latent.shape[1]:
         raise RuntimeError(f"the model's latent size ({model.latent_size}) differs from the dataset's ({latent.shape[1]})")
     idx, dist = nearest_neighbours({"latent": latent}, target, "latent", k, model=model)
-    return {"index": idx.tolist(), "distance": dist.tolist()}
+    out = {"index": idx.tolist(), "distance": dist.tolist()}
+    from ainerd_core import novelty as NV  # flag a target far outside the model's data (issue 12)
+
+    ref = NV.reference_from_results(entry.result, entry.result_attrs)
+    if ref is not None:
+        out["novelty"] = float(NV.novelty_of_maps(model, np.asarray(target, np.float32)[None], ref)["score"][0])
+    return out
 
 
 def _upload_raw(entry, target, k, set_progress, batch=128):

@@ -28,12 +28,16 @@ BASE_HEIGHT = 460
 PANEL_HEIGHT = 130
 
 
-def k_options(entry, session_ids=(), instance_dir=None) -> list[dict]:
-    """Radio options: the precomputed k values, then this session's re-clustering results."""
+def k_options(entry, session_ids=(), instance_dir=None, current=None) -> list[dict]:
+    """Radio options: the precomputed k values, then this session's re-clustering results (and
+    ``current``, a result named by a shared link)."""
     chosen = entry.k
     opts = [{"label": f"k = {k}" + (" (chosen)" if k == chosen else ""), "value": k} for k in entry.available_k()]
     if instance_dir is not None:
-        opts += clusterings.options(entry, session_ids, instance_dir)
+        ids = list(session_ids or [])
+        if clusterings.is_result_id(current) and current not in ids:
+            ids.append(current)
+        opts += clusterings.options(entry, ids, instance_dir)
     return opts
 
 
@@ -174,7 +178,7 @@ def layout(ctx):
                        "the cluster histogram is.", color="secondary", id="timeline-note")
     controls = dbc.Row([
         dbc.Col(html.Label("clusters", className="me-2 fw-semibold"), width="auto"),
-        dbc.Col(dbc.RadioItems(id="timeline-k", options=k_options(entry, session_ids, instance_dir), value=k,
+        dbc.Col(dbc.RadioItems(id="timeline-k", options=k_options(entry, session_ids, instance_dir, k), value=k,
                                inline=True), width="auto"),
         dbc.Col(html.Label("also show", className="ms-3 me-2 fw-semibold"), width="auto"),
         dbc.Col(dbc.Checklist(id="timeline-panels", options=panel_options(entry), value=panels, inline=True),

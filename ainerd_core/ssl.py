@@ -1,0 +1,252 @@
+"""Training on domain-randomised maps, with a self-supervised objective: ``python -m ainerd_core train-randomized``.
+
+``python -m ainerd_core train-randomized --out data/demo_weights.pt --steps 600 --objective both --seed 0``
+
+The published architecture is unchanged (same state_dict keys: the published checkpoint still
+loads strict, the latent stays 64-d); only the training data and the loss change.
+
+* Data: fresh maps every step from :mod:`ainerd_core.randomsim` (training split: wide,
+  independent parameter ranges, the held-out ranges never drawn), seeded by (seed, step).
+* Views: each map gives two views by augmentations that keep its dynamics (:func:`augment`):
+  an independent circular shift along the diagonal (time translation), an intensity power law
+  x^u (u in 0.75..1.35: contrast / normalisation effects), added symmetric speckle noise
+  (std 0..0.06 of the [0, 1] range), with probability 0.3 a 2x down- and up-sampling (blur /
+  resampling), then the project's min-max normalisation.
+* Objective (``--objective``): ``recon`` = MSE of the reconstruction of view 1 (the published
+  loss, divided by ``RECON_SCALE``, a typical map variance, so that it is ~1 - explained
+  variance); ``ssl`` = VICReg (Bardes et al. 2022) on the two views' 64-d latents: invariance
+  (MSE between views) + variance (hinge at std 1 per latent dimension) + covariance (squared
+  off-diagonal covariances / d), weights 25 / 25 / 1 divided by 25; ``both`` = recon +
+  ``ssl_weight`` x VICReg. Encoder and decoder are the published network; no projector head.
+* Optimiser: Adam, one-cycle learning rate (linear warm-up over 5 % of the steps to ``lr_max``,
+  cosine decay to lr_max / 100), dropout ``--dropout`` (default 0: faster on few CPU steps).
+  ``--init-from`` fine-tunes a checkpoint (e.g. the published state_dict) instead of training
+  from scratch.
+* Deterministic for a seed and a thread count (``--threads``, default 2): every map, view and
+  dropout mask is seeded.
+* After training: validation MSE / explained variance on 128 fresh maps, and the novelty
+  reference (:func:`ainerd_core.novelty.build_reference`: a bank of 400 latents of training-like
+  maps and the reconstruction-error / k-NN distributions of 200 other ones), stored in the
+  checkpoint under ``novelty_reference``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+from .model import DEFAULT_LATENT, Autoencoder, atomic_torch_save, make_checkpoint, read_checkpoint
+
+OBJECTIVES = ("recon", "ssl", "both")
+RECON_SCALE = 0.02      # a typical per-pixel variance of a normalised C2 map
+VICREG = (25.0, 25.0, 1.0)
+
+
+def _renorm(x: torch.Tensor) -> torch.Tensor:
+    lo = x.amin(dim=(-2, -1), keepdim=True)
+    hi = x.amax(dim=(-2, -1), keepdim=True)
+    return (x - lo) / torch.clamp(hi - lo, min=1e-6)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One physics-preserving view of each map of (B, 1, S, S) in [0, 1] (see the module docstring)."""
+    b, _, s, _ = x.shape
+    shifts = torch.randint(0, s, (b,), generator=gen)
+    out = torch.empty_like(x)
+    for i in range(b):
+        k = int(shifts[i])
+        out[i] = torch.roll(x[i], shifts=(k, k), dims=(-2, -1))
+    u = 0.75 + 0.6 * torch.rand(b, 1, 1, 1, generator=gen)
+    out = out.clamp_min(0).pow(u)
+    sigma = 0.06 * torch.rand(b, 1, 1, 1, generator=gen)
+    z = torch.randn(b, 1, s, s, generator=gen)
+    z = (z + z.transpose(-2, -1)) / math.sqrt(2.0)
+    out = out + sigma * z
+    blur = torch.rand(b, generator=gen) < 0.3
+    if bool(blur.any()):
+        small = F.avg_pool2d(out[blur], 2)
+        out[blur] = F.interpolate(small, scale_factor=2, mode="bilinear", align_corners=False)
+    return _renorm(out)
+
+
+def vicreg(z1: torch.Tensor, z2: torch.Tensor, weights=VICREG) -> tuple[torch.Tensor, dict]:
+    """VICReg loss of two (B, D) batches of embeddings (divided by the invariance weight)."""
+    wi, wv, wc = weights
+    inv = F.mse_loss(z1, z2)
+    var = cov = 0.0
+    d = z1.shape[1]
+    for z in (z1, z2):
+        zc = z - z.mean(dim=0)
+        std = torch.sqrt(zc.var(dim=0) + 1e-4)
+        var = var + torch.mean(F.relu(1.0 - std)) / 2
+        c = (zc.T @ zc) / max(z.shape[0] - 1, 1)
+        off = c - torch.diag(torch.diag(c))
+        cov = cov + (off ** 2).sum() / d / 2
+    loss = (wi * inv + wv * var + wc * cov) / wi
+    return loss, {"inv": float(inv.detach()), "var": float(var.detach()) if torch.is_tensor(var) else var,
+                  "cov": float(cov.detach()) if torch.is_tensor(cov) else cov}
+
+
+def _batch(seed: int, step: int, batch_size: int) -> torch.Tensor:
+    from .randomsim import generate
+
+    # maps of step t are maps t*B .. t*B+B-1 of the training split: no map is drawn twice
+    maps, _ = generate(batch_size, seed, "train", start=step * batch_size)
+    return torch.from_numpy(maps).unsqueeze(1)
+
+
+def _lr_at(step: int, steps: int, lr_max: float) -> float:
+    warm = max(1, int(0.05 * steps))
+    if step < warm:
+        return lr_max * (step + 1) / warm
+    p = (step - warm) / max(1, steps - warm)
+    return lr_max / 100 + 0.5 * (lr_max - lr_max / 100) * (1 + math.cos(math.pi * p))
+
+
+def evaluate(model: Autoencoder, maps: np.ndarray, batch_size: int = 32) -> dict:
+    """Reconstruction MSE and explained variance (as :func:`ainerd_core.train.explained_variance`)."""
+    from .model import reconstruct
+    from .train import explained_variance
+
+    return explained_variance(maps, reconstruct(model, maps, batch_size=batch_size))
+
+
+def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: str = "both", seed: int = 0,
+                     lr_max: float = 1e-3, ssl_weight: float = 0.2, dropout: float = 0.0, threads: int | None = 2,
+                     init_from=None, steps_per_epoch: int = 25, n_val: int = 64, log=print,
+                     novelty_bank: int = 400, novelty_ref: int = 200) -> dict:
+    """Train (or fine-tune) the autoencoder on domain-randomised maps; write the checkpoint to
+    ``out`` atomically; return a summary dict. See the module docstring."""
+    out = Path(out)
+    if not out.parent.exists():
+        raise InputError(out, "the output folder does not exist")
+    if objective not in OBJECTIVES:
+        raise InputError("--objective", f"must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    for name, v, lo in (("--steps", steps, 1), ("--batch-size", batch_size, 4 if objective != "recon" else 1),
+                        ("--steps-per-epoch", steps_per_epoch, 1), ("--n-val", n_val, 4)):
+        if v < lo:
+            raise InputError(name, f"must be >= {lo}, got {v}")
+    if not (math.isfinite(lr_max) and 0 < lr_max <= 1):
+        raise InputError("--lr-max", f"must be in (0, 1], got {lr_max}")
+    if not 0 <= dropout < 1:
+        raise InputError("--dropout", f"must be in [0, 1), got {dropout}")
+    if threads is not None:
+        if threads < 1:
+            raise InputError("--threads", f"must be >= 1, got {threads}")
+        torch.set_num_threads(int(threads))
+    from .randomsim import generate
+
+    t_start = time.perf_counter()
+    torch.manual_seed(seed)
+    model = Autoencoder(DEFAULT_LATENT, dropout=dropout)
+    init_note = "from scratch (seeded random initialisation)"
+    if init_from is not None:
+        ck = read_checkpoint(init_from)
+        model.load_state_dict(ck["state_dict"], strict=True)
+        init_note = f"fine-tuned from {init_from}"
+    val_maps, _ = generate(n_val, seed, "val")
+    opt = torch.optim.Adam(model.parameters(), lr=lr_max)
+    gen = torch.Generator().manual_seed(seed + 17)
+    config = {"trainer": "ainerd_core.ssl.train_randomized", "data": "ainerd_core.randomsim training split (fresh maps "
+              "every step)", "steps": int(steps), "batch_size": int(batch_size), "objective": objective,
+              "ssl_weight": float(ssl_weight), "vicreg_weights": list(VICREG), "recon_scale": RECON_SCALE,
+              "lr_max": float(lr_max), "schedule": "linear warm-up 5 %, cosine to lr_max/100", "dropout": float(dropout),
+              "seed": int(seed), "latent": DEFAULT_LATENT, "augment": True, "init": init_note,
+              "augmentation": "two views: diagonal shift, intensity power 0.75..1.35, speckle noise std 0..0.06, "
+                              "p=0.3 2x down/up-sampling, min-max renormalisation",
+              "torch_threads": torch.get_num_threads(), "steps_per_epoch": int(steps_per_epoch), "n_val": int(n_val)}
+    curve = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "seconds": [], "recon": [], "vicreg": []}
+    log(f"train-randomized: {steps} steps x {batch_size} maps, objective {objective}, {init_note}, "
+        f"{torch.get_num_threads()} threads, seed {seed}")
+    run_loss = run_rec = run_ssl = 0.0
+    n_run = 0
+    t_epoch = time.perf_counter()
+    for step in range(steps):
+        model.train()
+        lr = _lr_at(step, steps, lr_max)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = _batch(seed, step, batch_size)
+        v1 = augment(x, gen)
+        loss = torch.zeros(())
+        rec_val = ssl_val = 0.0
+        z1 = model.encode(v1)
+        if objective in ("recon", "both"):
+            rec = F.mse_loss(model.decode(z1), v1) / RECON_SCALE
+            loss = loss + rec
+            rec_val = float(rec.detach())
+        if objective in ("ssl", "both"):
+            z2 = model.encode(augment(x, gen))
+            s, _ = vicreg(z1, z2)
+            loss = loss + (ssl_weight if objective == "both" else 1.0) * s
+            ssl_val = float(s.detach())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        run_loss += float(loss.detach())
+        run_rec += rec_val
+        run_ssl += ssl_val
+        n_run += 1
+        if (step + 1) % steps_per_epoch == 0 or step + 1 == steps:
+            model.eval()
+            ev = evaluate(model, val_maps)
+            curve["epoch"].append(len(curve["epoch"]) + 1)
+            curve["train_loss"].append(run_loss / n_run)
+            curve["recon"].append(run_rec / n_run)
+            curve["vicreg"].append(run_ssl / n_run)
+            curve["val_loss"].append(ev["mse"])
+            curve["lr"].append(lr)
+            curve["seconds"].append(time.perf_counter() - t_epoch)
+            log(f"step {step + 1:5d}/{steps}  loss {run_loss / n_run:.4f} (recon {run_rec / n_run:.4f}, vicreg "
+                f"{run_ssl / n_run:.4f})  val MSE {ev['mse']:.5f} EV {ev['explained_variance'] * 100:.1f} %  "
+                f"lr {lr:.2e}  {curve['seconds'][-1]:.0f} s")
+            run_loss = run_rec = run_ssl = 0.0
+            n_run = 0
+            t_epoch = time.perf_counter()
+    model.eval()
+    val = evaluate(model, val_maps)
+    extra = {}
+    if novelty_bank > 0 and novelty_ref > 0:
+        from .novelty import build_reference
+
+        bank, _ = generate(novelty_bank, seed + 1000, "indist")
+        ref, _ = generate(novelty_ref, seed + 2000, "indist")
+        extra["novelty_reference"] = build_reference(model, bank, ref, source=(
+            f"randomsim in-distribution maps (seed {seed + 1000}: bank of {novelty_bank}; seed {seed + 2000}: "
+            f"reference of {novelty_ref}), never trained on"))
+    elapsed = time.perf_counter() - t_start
+    ck = make_checkpoint(model, config=config, learning_curve=curve, best_epoch=len(curve["epoch"]),
+                         best_val_loss=val["mse"], test=val, train_seconds=elapsed, epoch=len(curve["epoch"]), **extra)
+    atomic_torch_save(ck, out)
+    log(f"validation ({n_val} unseen training-range maps): MSE {val['mse']:.5f}, explained variance "
+        f"{val['explained_variance'] * 100:.1f} %; {elapsed:.0f} s; wrote {out}")
+    return {"out": str(out), "val": val, "seconds": elapsed, "curve": curve, "config": config}
+
+
+# --------------------------------------------------------------------------- CLI
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="checkpoint to write")
+    parser.add_argument("--steps", type=int, default=600, help="optimiser steps (default 600)")
+    parser.add_argument("--batch-size", type=int, default=16, help="maps per step (default 16)")
+    parser.add_argument("--objective", choices=OBJECTIVES, default="both", help="recon, ssl or both (default both)")
+    parser.add_argument("--ssl-weight", type=float, default=0.2, help="VICReg weight with --objective both (default 0.2)")
+    parser.add_argument("--lr-max", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout probability (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data, views and initialisation (default 0)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2; results depend on it)")
+    parser.add_argument("--init-from", default=None, help="fine-tune this checkpoint (e.g. the published state_dict)")
+    parser.add_argument("--steps-per-epoch", type=int, default=25, help="steps per learning-curve entry (default 25)")
+
+
+def run(args) -> int:
+    train_randomized(args.out, steps=args.steps, batch_size=args.batch_size, objective=args.objective, seed=args.seed,
+                     lr_max=args.lr_max, ssl_weight=args.ssl_weight, dropout=args.dropout, threads=args.threads,
+                     init_from=args.init_from, steps_per_epoch=args.steps_per_epoch)
+    return 0

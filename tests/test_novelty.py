@@ -1,0 +1,64 @@
+"""ainerd_core.novelty: out-of-distribution maps are flagged, in-distribution maps mostly not."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ainerd_core import model as M
+from ainerd_core import novelty as NV
+from ainerd_core.dataset import open_dataset
+from conftest import simulated
+
+
+@pytest.fixture(scope="module")
+def demo_maps(tmp_path_factory):
+    """Two runs of the demo simulator (the shipped weights' training distribution): one gives the
+    reference, the other (another seed) the in-distribution test maps."""
+    out = []
+    for seed in (0, 3):
+        p = simulated(tmp_path_factory, f"nov{seed}", times=8, sectors=6, seed=seed)
+        with open_dataset(p) as ds:
+            out.append(ds.read_maps(np.arange(ds.n_maps)))
+    return out
+
+
+def ood_maps(size=256):
+    rng = np.random.default_rng(5)
+    noise = rng.random((size, size)).astype(np.float32)
+    ii, jj = np.indices((size, size))
+    checker = (((ii // 16) + (jj // 16)) % 2).astype(np.float32)
+    stripes = (0.5 + 0.5 * np.sin(ii / 3.0)).astype(np.float32)       # horizontal stripes: not a C2 map
+    return np.stack([noise, checker, stripes])
+
+
+def test_out_of_distribution_maps_are_flagged(demo_maps):
+    model = M.load_model(device="cpu")
+    ref_maps, test_maps = demo_maps
+    ref = NV.reference_for(model, ref_maps, seed=0)        # the demo weights carry no reference
+    assert "built from this dataset" in ref["source"] and ref["n_reference"] == 24
+    ood = NV.novelty_of_maps(model, ood_maps(), ref)
+    assert ood["novel"].all(), ood["score"]
+    assert (ood["recon_quantile"] == 1).all()
+    inn = NV.novelty_of_maps(model, test_maps, ref)
+    assert inn["score"].shape == (48,) and inn["score"].dtype == np.float32
+    assert inn["novel"].mean() <= 0.25, inn["score"]        # mostly not flagged (another seed, same physics)
+    assert np.median(inn["score"]) < 0.9
+    assert NV.novelty_message(float(ood["score"][0])).startswith("this map is unlike anything")
+    assert NV.novelty_message(0.5) is None
+    # deterministic
+    again = NV.novelty_of_maps(model, ood_maps(), NV.reference_for(model, ref_maps, seed=0))
+    np.testing.assert_array_equal(again["score"], ood["score"])
+
+
+def test_stored_reference_is_used_and_survives_a_checkpoint(tmp_path, demo_maps):
+    model = M.load_model(device="cpu")
+    ref_maps, _ = demo_maps
+    ref = NV.build_reference(model, ref_maps[:24], ref_maps[24:], source="unit test")
+    ck = M.read_checkpoint(M.DEMO_WEIGHTS)
+    ck["novelty_reference"] = ref
+    M.atomic_torch_save(ck, tmp_path / "w.pt")
+    m2 = M.load_model(tmp_path / "w.pt", device="cpu")       # weights_only load: tensors, numbers, text
+    got = NV.reference_for(m2, maps=None)
+    assert got["source"] == "unit test" and got["n_bank"] == 24
+    nov = NV.novelty_of_maps(m2, ood_maps()[:1], got)
+    assert nov["novel"].all() and nov["source"] == "unit test"

@@ -1,0 +1,72 @@
+"""Domain-randomised maps (held-out settings never drawn in training) and train-randomized."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ainerd_core import model as M
+from ainerd_core import randomsim as RS
+from ainerd_core import ssl as SSL
+
+
+def test_training_split_never_draws_held_out_settings():
+    rng = np.random.default_rng(0)
+    train = [RS.draw_params(rng, "train") for _ in range(3000)]
+    held = [RS.draw_params(rng, "heldout") for _ in range(500)]
+    lo, hi = RS.HELD_OUT["log_rate"]
+    assert not any(lo <= p["log_rate"] < hi for p in train)
+    assert max(p["stretching"] for p in train) <= RS.HELD_OUT["stretching"][0]
+    fa, fb = RS.HELD_OUT["fringe_frequency"]
+    assert not any(fa <= p["fringe_frequency"] <= fb for p in train)
+    assert not any(p["aging"] == 2 and p["fringe_frequency"] > 0 for p in train)
+    assert all(p["stretching"] >= 1.5 and p["noise_rel"] >= 0.2 for p in held)
+    assert all(fa <= p["fringe_frequency"] <= fb for p in held if p["fringe_frequency"] > 0)
+    assert any(p["aging"] == 2 and p["fringe_frequency"] > 0 for p in held)
+    # independent ranges: every aging class and both fringe states occur, rates span > 2 decades
+    assert {p["aging"] for p in train} == {0, 1, 2}
+    assert np.ptp([p["log_rate"] for p in train]) > 2
+
+
+def test_generate_is_deterministic_and_batch_independent():
+    a, ta = RS.generate(6, seed=3, split="train")
+    b, tb = RS.generate(3, seed=3, split="train", start=3)
+    np.testing.assert_array_equal(a[3:], b)
+    assert a.dtype == np.float32 and a.min() >= 0 and a.max() <= 1 and a.shape == (6, 256, 256)
+    for k in ta:
+        np.testing.assert_array_equal(ta[k][3:], tb[k])
+    h, th = RS.generate(4, seed=3, split="heldout")
+    assert (th["generator"] == 0).all() and (th["stretching"] >= 1.5).all()
+
+
+def test_augmented_views_keep_the_map_normalised():
+    x = torch.from_numpy(RS.generate(4, seed=0, split="train")[0]).unsqueeze(1)
+    v = SSL.augment(x, torch.Generator().manual_seed(0))
+    assert v.shape == x.shape and float(v.min()) == 0.0 and abs(float(v.amax(dim=(-2, -1)).min()) - 1) < 1e-6
+    v2 = SSL.augment(x, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(v, v2)
+    z = torch.randn(16, 64)
+    loss, parts = SSL.vicreg(z, z)
+    assert parts["inv"] == 0 and loss >= 0
+    same, _ = SSL.vicreg(torch.zeros(16, 64), torch.zeros(16, 64))   # collapsed: the variance term bites
+    assert float(same) > 0.9
+
+
+def test_train_randomized_writes_a_strict_loading_checkpoint(tmp_path):
+    out = tmp_path / "w.pt"
+    a = SSL.train_randomized(out, steps=2, batch_size=4, objective="both", seed=0, threads=1, steps_per_epoch=1,
+                             n_val=4, novelty_bank=8, novelty_ref=6, log=lambda *_: None)
+    model = M.load_model(out, device="cpu")            # strict load into the published architecture
+    assert model.latent_size == 64
+    ck = M.read_checkpoint(out)
+    assert ck["config"]["objective"] == "both" and ck["learning_curve"]["epoch"] == [1, 2]
+    ref = ck["novelty_reference"]
+    assert ref["bank"].shape == (8, 64) and ref["recon"].shape == (6,)
+    # the same seed and thread count give the same weights
+    b = SSL.train_randomized(tmp_path / "w2.pt", steps=2, batch_size=4, objective="both", seed=0, threads=1,
+                             steps_per_epoch=1, n_val=4, novelty_bank=0, novelty_ref=0, log=lambda *_: None)
+    sd1, sd2 = ck["state_dict"], M.read_checkpoint(tmp_path / "w2.pt")["state_dict"]
+    assert all(torch.equal(sd1[k], sd2[k]) for k in sd1)
+    assert a["val"]["mse"] == b["val"]["mse"]
+    with pytest.raises(M.InputError):
+        SSL.train_randomized(tmp_path / "x.pt", steps=0)
