@@ -71,6 +71,7 @@ def image(tmp_path_factory):
         if os.environ.get("AINERD_REQUIRE_DOCKER") == "1":
             pytest.fail(str(exc))
         pytest.skip(str(exc))
+    # the image id, not the tag, from here on: another test run on the same daemon may retag it
     new = docker("image", "inspect", "--format", "{{.Id}}", TAG).stdout.strip()
     if old and old != new:  # a rebuild: drop the previous image (vfs keeps every layer in full)
         docker("rmi", old, check=False)
@@ -135,7 +136,7 @@ def volumes(image):
 
 @pytest.fixture(scope="module")
 def running(image, volumes):
-    box = Container(image["tag"], volumes, free_port())
+    box = Container(image["id"], volumes, free_port())
     t0 = time.perf_counter()
     box.start()
     print(f"\ncontainer answered /healthz after {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -233,11 +234,11 @@ def open_expert(base: str, link_path: str) -> requests.Session:
 
 def test_no_build_secret_in_the_image(image, running):
     marker = image["secret_marker"]
-    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image["tag"]).stdout
+    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image["id"]).stdout
     # (the Dockerfile's own `pip install --index-url "$TORCH_INDEX_URL"` is public and allowed)
     for word in (marker, "BEGIN CERTIFICATE", "/opt/", "find-links", "trusted-host", "/run/secrets/ca.crt"):
         assert word not in history, word
-    config = json.loads(docker("inspect", image["tag"]).stdout)[0]["Config"]
+    config = json.loads(docker("inspect", image["id"]).stdout)[0]["Config"]
     assert not [e for e in config["Env"] if e.startswith(("PIP_CONFIG_FILE", "PIP_INDEX", "PIP_EXTRA", "PIP_FIND",
                                                          "PIP_CERT", "PIP_TRUSTED"))], config["Env"]
     # the files (searched in the running container: its root is the image's, plus what the app
@@ -274,7 +275,7 @@ def test_database_and_data_survive_restart_and_a_new_container(image, running, v
     # a new container (a restart after an upgrade or redeploy) on the same named volumes; a
     # `docker restart` would keep the container's own writable layer and prove nothing about them
     running.remove()
-    again = Container(image["tag"], volumes, free_port()).start()
+    again = Container(image["id"], volumes, free_port()).start()
     try:
         assert expert_state(open_expert(again.url, urlpath), again.url) == (2, total)
         assert {"demo.h5", "copy.h5"} <= set(again.exec("ls", "/data").stdout.split())
