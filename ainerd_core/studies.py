@@ -431,8 +431,14 @@ class StudyStore:
     # ---------------------------------------------------------------- organiser
     def create_study(self, dataset_path, target, n: int = DEFAULT_N, experts=(), methods=METHODS,
                      expires_days: float | None = None, title: str | None = None, model_path=None,
-                     target_desc: str | None = None) -> tuple[Study, list[tuple[Expert, str]]]:
-        """Create a study; returns it and ``[(expert, token), ...]`` (tokens are not stored)."""
+                     target_desc: str | None = None, progress=None) -> tuple[Study, list[tuple[Expert, str]]]:
+        """Create a study; returns it and ``[(expert, token), ...]`` (tokens are not stored).
+
+        ``progress(percent, text)``, if given, is called as the work advances (0..100)."""
+        def report(pct, text):
+            if progress is not None:
+                progress(int(pct), text)
+
         from .dataset import open_dataset
 
         methods = tuple(dict.fromkeys(m.strip().lower() for m in methods if m.strip()))
@@ -443,9 +449,11 @@ class StudyStore:
         if len(set(names)) != len(names):
             raise InputError("--experts", "expert names must be distinct")
         dataset_path = Path(dataset_path)
+        report(2, "searching neighbours")
         with open_dataset(dataset_path) as ds:
             found, t_map, t_index = find_candidates(ds, target, methods, int(n), model_path)
             all_idx = sorted({int(i) for idx, _ in found.values() for i in idx})
+            report(30, f"reading {len(all_idx)} maps")
             maps = ds.read_maps(all_idx) if all_idx else np.empty((0, MAP_SIZE, MAP_SIZE), np.float32)
             ds_title = str(ds.attrs.get("title", ""))
         if target_desc is None:
@@ -453,7 +461,12 @@ class StudyStore:
             if not isinstance(target, (int, np.integer)) and t_index is not None:
                 target_desc += f" (identical to dataset index {t_index})"
         rng = np.random.default_rng(secrets.randbits(64))
-        pngs = {i: render_png(m) for i, m in zip(all_idx, maps)}
+        pngs = {}
+        for j, (i, m) in enumerate(zip(all_idx, maps)):
+            pngs[i] = render_png(m)
+            if j % 25 == 0:
+                report(40 + 45 * j / max(1, len(all_idx)), f"rendering image {j + 1} of {len(all_idx)}")
+        report(88, "writing the study")
         now = utcnow()
         n_used = max((len(idx) for idx, _ in found.values()), default=0)
         with self.session() as s, s.begin():
