@@ -257,6 +257,13 @@ def map_detail(entry, index: int, labels=None, *, reconstruction: bool = False, 
 def _navbar(services: Services, options: list[dict]) -> dbc.Navbar:
     links = [dbc.NavItem(dbc.NavLink(p.TITLE, href=p.PATH, id=f"nav-{_page_key(p)}", className="px-2"))
              for p in services.pages]
+    import flask
+
+    from .auth import current_role
+
+    if flask.has_request_context() and current_role() == "admin":  # cross link to the studies (admin pages)
+        links.append(dbc.NavItem(dbc.NavLink("Admin", href="/admin/", external_link=True, id="nav-admin",
+                                             className="px-2 text-warning")))
     selector = dcc.Dropdown(id="dataset-select", options=options, value=None, clearable=False, searchable=True,
                             placeholder="dataset", style={"minWidth": "14rem", "color": "#212529"})
     return dbc.Navbar(dbc.Container([

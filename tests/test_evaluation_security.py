@@ -523,3 +523,14 @@ def test_results_say_how_complete_they_are(world):
 
     walk(page)
     assert dashes and all(len(d) == 2 and d[1]["props"]["children"].strip(" ()") for d in dashes)
+
+
+def test_explorer_links_to_admin_for_the_admin_only(world):
+    layout = json.loads(admin_client(world).get("/_dash-layout").data)
+    assert find_props(layout, "nav-admin")["href"] == "/admin/"
+    viewer = world["app"].test_client()
+    from dashboard import auth
+
+    with viewer.session_transaction() as s:
+        s.update(auth.session_values(world["config"], "viewer"))
+    assert find_props(json.loads(viewer.get("/_dash-layout").data), "nav-admin") is None
