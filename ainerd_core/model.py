@@ -621,6 +621,61 @@ def checkpoint_sha256(path) -> str:
     return digest.hexdigest()
 
 
+def resolve_latent_checkpoint(dataset_path, result_attrs: dict, explicit=None) -> tuple[Path | None, str]:
+    """The checkpoint that made a dataset's precomputed latents: one rule for every consumer
+    (dashboard catalog, similarity upload, studies), so a map is never encoded by another model
+    than the one its neighbours were encoded by. Returns (path or None, note); never loads it.
+
+    ``explicit`` (a user's ``--model``) is used only if its SHA-256 equals the recorded
+    ``model_sha256`` (when one is recorded). Otherwise: latents that came with the data
+    (``latent_source`` other than ``model``, or ``model`` = none / given) have no known encoder;
+    the named checkpoint (``model_path`` / ``model`` / ``checkpoint`` attr) is looked up at its
+    path, and, when it was recorded as an absolute path with a checksum, under the same name
+    beside the dataset or in the repository's ``data/`` (a moved folder or clone); with a
+    recorded checksum only a file with that checksum counts. Results that name no model at all
+    fall back to the shipped demo weights.
+    """
+    ra = dict(result_attrs or {})
+    dataset_path = Path(dataset_path)
+    recorded_sha = ra.get("model_sha256") if isinstance(ra.get("model_sha256"), str) else None
+    if explicit is not None:
+        p = Path(explicit)
+        if not p.is_file():
+            return None, f"the model checkpoint {p} does not exist"
+        if recorded_sha and checkpoint_sha256(p) != recorded_sha:
+            return None, (f"{p.name} is not the model that made this dataset's latents (SHA-256 differs from the "
+                          f"recorded {recorded_sha[:12]}); its latents would not be comparable")
+        return p, f"encoded with {p.name}"
+    source = ra.get("latent_source")
+    named = next((ra[k] for k in ("model_path", "model", "checkpoint")
+                  if isinstance(ra.get(k), str) and ra[k].strip()), None)
+    decoded = str(ra.get("dynamics_source") or "").startswith("decoded latents")
+    if (source is not None and source != "model" and not decoded) or (named or "").strip().lower() in ("none", "given"):
+        why = f"the latents came with the data ({source})" if source and source != "model" else \
+            "the precomputation recorded no model checkpoint"
+        return None, f"{why}, so no decoder is known for them"
+    if named:
+        p = Path(named)
+        candidates = [p] if p.is_absolute() else [dataset_path.parent / p, REPO / p]
+        if p.is_absolute() and recorded_sha:
+            candidates += [dataset_path.parent / p.name, REPO / "data" / p.name]
+    else:
+        candidates = [DEMO_WEIGHTS]
+    changed = None
+    for path in candidates:
+        if not (path.exists() and path.is_file()):
+            continue
+        if recorded_sha and checkpoint_sha256(path) != recorded_sha:
+            changed = changed or path
+            continue
+        moved = bool(named) and Path(named).is_absolute() and path != Path(named)
+        return path, f"decoded with {path.name}" + (f" (found at {path}, recorded as {named})" if moved else "")
+    if changed is not None:
+        return None, (f"the model checkpoint {changed} has changed since the precomputation "
+                      "(its SHA-256 differs); re-run precompute")
+    return None, f"the model checkpoint {named or candidates[0]} is not available"
+
+
 # --------------------------------------------------------------------------- batch API
 def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device

@@ -373,14 +373,16 @@ def find_candidates(ds, target, methods, n: int, model_path=None) -> tuple[dict,
                 raise InputError(ds.path, "no latents: run `python -m ainerd_core precompute` first")
             idx, dist = S.nearest_neighbours({"latent": lat}, t_index, "latent", n)
         else:
-            mp = model_path or ds.result_attrs.get("model")
-            if not mp or mp in ("none", "given") or not Path(mp).exists():
-                raise InputError("--target", "an uploaded map that is not in the dataset needs --model PATH "
-                                             "to be placed in latent space (or use --methods raw)")
+            from .model import load_model, resolve_latent_checkpoint
+
+            # the same rule as the dashboard: only the model that made the latents (by checksum)
+            mp, note = resolve_latent_checkpoint(ds.path, ds.result_attrs, explicit=model_path)
+            if mp is None:
+                raise InputError("--model" if model_path else "--target",
+                                 f"an uploaded map that is not in the dataset cannot be placed in latent space: {note} "
+                                 "(pass --model PATH of the model that made the latents, or use --methods raw)")
             if lat is None:
                 raise InputError(ds.path, "no latents: run `python -m ainerd_core precompute` first")
-            from .model import load_model
-
             idx, dist = S.nearest_neighbours({"latent": lat}, t_map, "latent", n, model=load_model(mp))
         out["latent"] = (np.asarray(idx)[:n], np.asarray(dist, np.float64)[:n])
     return out, t_map, t_index

@@ -299,50 +299,20 @@ def model_for_latents(entry: DatasetEntry):
     recorded path, else under the same name beside the dataset or in the repository's ``data/``
     (a moved folder or clone).
     """
-    ra = entry.result_attrs
-    source = ra.get("latent_source")
-    named = next((ra[k] for k in ("model_path", "model", "checkpoint")
-                  if isinstance(ra.get(k), str) and ra[k].strip()), None)
-    # precompute decoded latents that came with the data only with the model that made them
-    # (passed by the user or matched by checksum) and says so in dynamics_source: that model is known
-    decoded = str(ra.get("dynamics_source") or "").startswith("decoded latents")
-    if (source is not None and source != "model" and not decoded) or (named or "").strip().lower() in ("none", "given"):
-        why = f"the latents came with the data ({source})" if source and source != "model" else \
-            "the precomputation recorded no model checkpoint"
-        return None, f"{why}, so no decoder is known for them"
     try:
         from ainerd_core import model as model_mod
     except Exception as exc:  # noqa: BLE001 - torch missing or broken
         return None, f"the model code is not available ({exc})"
-    repo = Path(__file__).resolve().parents[1]
-    recorded_sha = ra.get("model_sha256") if isinstance(ra.get("model_sha256"), str) else None
-    if named:
-        p = Path(named)
-        candidates = [p] if p.is_absolute() else [entry.path.parent / p, repo / p]
-        if p.is_absolute() and recorded_sha:
-            # the folder (or the clone holding the weights) moved: the same file name beside the
-            # dataset or in our data/ is the same model only when its checksum matches
-            candidates += [entry.path.parent / p.name, repo / "data" / p.name]
-    else:
-        candidates = [model_mod.DEMO_WEIGHTS]
-    changed = None
-    for path in candidates:
-        if not (path.exists() and path.is_file()):
-            continue
-        if recorded_sha and model_mod.checkpoint_sha256(path) != recorded_sha:
-            changed = changed or path  # a different model would decode the latents into nonsense
-            continue
-        try:
-            m = model_mod.load_model(path, device="cpu")
-        except Exception as exc:  # noqa: BLE001
-            log.warning("could not load model %s: %s", path, exc)
-            return None, f"the model {path.name} could not be loaded ({exc})"
-        moved = bool(named) and Path(named).is_absolute() and path != Path(named)
-        return m, f"decoded with {path.name}" + (f" (found at {path}, recorded as {named})" if moved else "")
-    if changed is not None:
-        return None, (f"the model checkpoint {changed} has changed since the precomputation "
-                      "(its SHA-256 differs); re-run precompute")
-    return None, f"the model checkpoint {named or candidates[0]} is not available"
+    # one rule for the dashboard, the similarity upload and studies (ainerd_core.model)
+    path, note = model_mod.resolve_latent_checkpoint(entry.path, entry.result_attrs)
+    if path is None:
+        return None, note
+    try:
+        m = model_mod.load_model(path, device="cpu")
+    except Exception as exc:  # noqa: BLE001
+        log.warning("could not load model %s: %s", path, exc)
+        return None, f"the model {path.name} could not be loaded ({exc})"
+    return m, note
 
 
 class Catalog:
