@@ -1,6 +1,6 @@
 """The on-disk dataset format: the one module that opens AI-NERD dataset files.
 
-A dataset is one HDF5 file (schema documented in README.md, section "Dataset format"):
+A dataset is one HDF5 file (schema documented in docs/dataset-format.md):
 
 ``/`` attributes
     ``schema_version`` (int, :data:`SCHEMA_VERSION`), ``source_kind`` (``simulation``,
@@ -56,18 +56,18 @@ import datetime as _dt
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping
 
 import h5py
 import numpy as np
 
+from .atomic import atomic_write, commit, temporary_path
 from .errors import InputError
+from .mapstack import MAP_SIZE, check_maps
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-MAP_SIZE = 256
 META_REQUIRED = ("time", "sector", "phi", "q", "source")
 RHEOLOGY_FIELDS = ("time", "shear_stress", "shear_rate", "viscosity")
 SOURCE_KINDS = ("simulation", "aps-8idi", "stack", "ainerd-published")
@@ -76,31 +76,6 @@ _STR = h5py.string_dtype("utf-8")
 
 
 # --------------------------------------------------------------------------- helpers
-def _tmp_path(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp creates 0600; give the dataset the permissions of an ordinary new file
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)
-    return Path(name)
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    """fsync the finished temporary file and rename it over ``path`` (atomic on POSIX)."""
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
 _NAN_ALLOWED = {"q", "phi"}  # unknown q or phi is stored as NaN
 
 
@@ -122,23 +97,6 @@ def _write_array(group: h5py.Group, name: str, arr: np.ndarray) -> None:
         group.create_dataset(name, data=np.asarray(arr, dtype=object).astype(str).astype(object), dtype=_STR)
     else:
         group.create_dataset(name, data=arr)
-
-
-def validate_maps(path, maps: np.ndarray, map_size: int = MAP_SIZE) -> np.ndarray:
-    """Check a stack of normalised C2 maps; return it as float32 (k, size, size)."""
-    maps = np.asarray(maps)
-    if maps.ndim == 2:
-        maps = maps[None]
-    if maps.ndim != 3 or maps.shape[1] != maps.shape[2]:
-        raise InputError(path, f"C2 maps must be square, got shape {maps.shape}")
-    if maps.shape[1:] != (map_size, map_size):
-        raise InputError(path, f"C2 maps must be {map_size} x {map_size}, got {maps.shape[1]} x {maps.shape[2]}")
-    maps = maps.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(maps)):
-        raise InputError(path, "C2 maps contain NaN or infinite values")
-    if maps.size and (maps.min() < -1e-6 or maps.max() > 1 + 1e-6):
-        raise InputError(path, "C2 maps must be normalised to [0, 1] (use normalise_map)")
-    return maps
 
 
 def normalise_map(c2: np.ndarray) -> np.ndarray:
@@ -201,7 +159,7 @@ class DatasetWriter:
     def __enter__(self) -> "DatasetWriter":
         if not self.path.parent.exists():
             raise InputError(self.path, "the output folder does not exist")
-        self._tmp = _tmp_path(self.path)
+        self._tmp = temporary_path(self.path)
         self._h5 = h5py.File(self._tmp, "w")
         f = self._h5
         f.attrs["schema_version"] = SCHEMA_VERSION
@@ -231,7 +189,7 @@ class DatasetWriter:
         if exc_type is not None:
             self._discard()
             return False
-        _commit(self._tmp, self.path)
+        commit(self._tmp, self.path)
         return False
 
     def _discard(self) -> None:
@@ -254,7 +212,7 @@ class DatasetWriter:
         """Write maps ``start .. start+len(maps)-1``; float (b, size, size) in [0, 1]."""
         if not self.has_maps:
             raise InputError(self.path, "this dataset was created without maps")
-        maps = validate_maps(self.path, maps, self.map_size)
+        maps = check_maps(maps, self.path, size=self.map_size)
         stop = start + maps.shape[0]
         if start < 0 or stop > self.n_maps:
             raise InputError(self.path, f"maps {start}..{stop - 1} are outside 0..{self.n_maps - 1}")
@@ -483,25 +441,17 @@ def create_live_dataset(path, *, map_size: int = MAP_SIZE, **attrs) -> Path:
     ``attrs`` as for :class:`DatasetWriter` (``source_kind``, ``flow_axis_deg``, ...).
     """
     path = Path(path)
-    if not path.parent.exists():
-        raise InputError(path, "the output folder does not exist")
-    tmp = _tmp_path(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, value in _base_attrs(map_size, attrs, path.stem).items():
-                f.attrs[key] = value
-            f.attrs["n_maps"] = 0
-            f.attrs["segments_merged"] = 0
-            f.create_dataset("c2", shape=(0, map_size, map_size), maxshape=(None, map_size, map_size),
-                             dtype=np.float32, chunks=(1, map_size, map_size))
-            g = f.create_group("meta")
-            for name, dtype in (("time", np.float64), ("sector", np.int32), ("phi", np.float64), ("q", np.float64)):
-                g.create_dataset(name, data=np.zeros(0, dtype))
-            g.create_dataset("source", shape=(0,), dtype=_STR)
-        _commit(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, value in _base_attrs(map_size, attrs, path.stem).items():
+            f.attrs[key] = value
+        f.attrs["n_maps"] = 0
+        f.attrs["segments_merged"] = 0
+        f.create_dataset("c2", shape=(0, map_size, map_size), maxshape=(None, map_size, map_size),
+                         dtype=np.float32, chunks=(1, map_size, map_size))
+        g = f.create_group("meta")
+        for name, dtype in (("time", np.float64), ("sector", np.int32), ("phi", np.float64), ("q", np.float64)):
+            g.create_dataset(name, data=np.zeros(0, dtype))
+        g.create_dataset("source", shape=(0,), dtype=_STR)
     return path
 
 
@@ -545,7 +495,7 @@ def append_segment(path, number: int, *, maps=None, meta: Mapping | None = None,
     path = Path(path)
     n = 0
     if maps is not None:
-        maps = validate_maps(path, maps, int(np.asarray(maps).shape[-1]) if np.ndim(maps) >= 2 else MAP_SIZE)
+        maps = check_maps(maps, path, size=int(np.asarray(maps).shape[-1]) if np.ndim(maps) >= 2 else MAP_SIZE)
         n = maps.shape[0]
         missing = [k for k in META_REQUIRED if k not in (meta or {})]
         if missing:
@@ -555,6 +505,10 @@ def append_segment(path, number: int, *, maps=None, meta: Mapping | None = None,
     for name, values in (rows or {}).items():
         if np.shape(values)[:1] != (n,):
             raise InputError(path, f"per-map result {name} has shape {np.shape(values)}, expected ({n}, ...)")
+    from .results import check_results  # the /results contract covers appended rows and state too
+
+    rows = check_results(rows or {}, state_attrs, n_maps=n) if rows else rows
+    state = check_results(state or {}, state_attrs) if (state or state_attrs) else state
     d = segment_dir(path)
     d.mkdir(exist_ok=True)
     final = d / f"seg_{int(number):06d}.h5"
@@ -581,7 +535,7 @@ def append_segment(path, number: int, *, maps=None, meta: Mapping | None = None,
             _write_group(f, "rheology", rheology)
             _write_group(f, "live/ledger", ledger)
             _write_group(f, "live/alerts", alerts)
-        _commit(tmp, final)
+        commit(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -603,13 +557,8 @@ def _rebuild(path: Path, results: Mapping | None, attrs: Mapping | None, through
             for name in ("latent", "labels", "umap"):
                 if name in results and np.shape(results[name])[:1] != (ds.n_maps,):
                     raise InputError(path, f"result {name} has {np.shape(results[name])[:1]} rows for {ds.n_maps} maps")
-            tmp = _tmp_path(path)
-            try:
+            with atomic_write(path) as tmp:
                 _write_rebuilt(ds, tmp, results, attrs)
-                _commit(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
             last = ds.last_segment
         finally:
             ds.close()
@@ -688,6 +637,73 @@ def migrate(path) -> bool:
     return True
 
 
+class _Segment:
+    """One committed segment of a growing dataset. Segments never change once committed, so
+    their small arrays (metadata, per-map result rows, ledger, alerts) are read once per process
+    (:func:`_segment_summary`) and the HDF5 file is opened only to read maps or state arrays."""
+
+    def __init__(self, number: int, path: Path, summary: dict):
+        self.number, self.path = number, path
+        self.n = summary["n"]
+        self.attrs = summary["attrs"]
+        self.groups = summary["groups"]
+        self.state_names = summary["state_names"]
+        self.state_attrs = summary["state_attrs"]
+        self.has = summary["has"]
+        self._h5: h5py.File | None = None
+
+    def file(self) -> h5py.File:
+        if self._h5 is None:
+            self._h5 = h5py.File(self.path, "r")  # still there: rebuilds delete only merged segments
+        return self._h5
+
+    def close(self) -> None:
+        if self._h5 is not None and self._h5.id.valid:
+            self._h5.close()
+        self._h5 = None
+
+
+_SUMMARIES: "dict[tuple, dict]" = {}
+_SUMMARY_LIMIT = 50_000  # segments remembered per process (a few tens of kB each)
+_SUMMARY_GROUPS = ("meta", "results_rows", "live/ledger", "live/alerts", "truth")
+
+
+def _segment_summary(path: Path) -> dict:
+    """The cached small contents of one segment file (keyed by inode, mtime and size)."""
+    st = os.stat(path)  # FileNotFoundError when a rebuild deleted it meanwhile
+    key = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+    hit = _SUMMARIES.get(key)
+    if hit is not None:
+        return hit
+    try:
+        h = h5py.File(path, "r")
+    except OSError as exc:
+        if not Path(path).exists():
+            raise FileNotFoundError(path) from None
+        raise InputError(path, f"unreadable dataset segment: {exc}") from None
+    with h:
+        groups = {}
+        for g in _SUMMARY_GROUPS:
+            if g in h:
+                found: dict[str, np.ndarray] = {}
+                h[g].visititems(lambda n, o: found.__setitem__(n, _read(o)) if isinstance(o, h5py.Dataset) else None)
+                groups[g] = found
+        state_names: list[str] = []
+        state_attrs: dict = {}
+        if "results_state" in h:
+            h["results_state"].visititems(lambda n, o: state_names.append(n) if isinstance(o, h5py.Dataset) else None)
+            state_attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in h["results_state"].attrs.items()}
+        summary = {"n": int(h.attrs.get("n_maps", 0)),
+                   "attrs": {k: (v.item() if isinstance(v, np.generic) else v) for k, v in h.attrs.items()},
+                   "groups": groups, "state_names": state_names, "state_attrs": state_attrs,
+                   "has": {k for k in ("c2", "rheology", "latents") if k in h}}
+    if len(_SUMMARIES) >= _SUMMARY_LIMIT:
+        for old in list(_SUMMARIES)[:_SUMMARY_LIMIT // 10]:
+            del _SUMMARIES[old]
+    _SUMMARIES[key] = summary
+    return summary
+
+
 # --------------------------------------------------------------------------- reading
 class Dataset:
     """Read-only view of a dataset file (and its committed segments). Open with :func:`open_dataset`.
@@ -710,13 +726,13 @@ class Dataset:
         if not self.path.exists():
             raise InputError(self.path, "no such file")
         self._h5 = None
-        self._segs: list[tuple[int, h5py.File, int]] = []
+        self._segs: list[_Segment] = []
         for attempt in range(5):
             try:
                 self._open(segments, through_segment)
                 break
             except FileNotFoundError:
-                # a rebuild merged and deleted segments between our listing and opening: look again
+                # a rebuild merged and deleted segments between our listing and reading: look again
                 self.close()
                 if attempt == 4:
                     raise InputError(self.path, "segments kept vanishing while opening (is a rebuild looping?)") from None
@@ -741,7 +757,7 @@ class Dataset:
         if "meta" not in f:
             self.close()
             raise InputError(self.path, "the dataset has no /meta group")
-        self._base_n = int(f.attrs["n_maps"])
+        self._base_n = int(f.attrs.get("n_maps", -1))
         self.map_size = int(f.attrs.get("map_size", MAP_SIZE))
         self.segments_merged = int(f.attrs.get("segments_merged", 0))
         self._segs = []
@@ -750,33 +766,70 @@ class Dataset:
                 if number <= self.segments_merged or (through_segment is not None and number > through_segment):
                     continue
                 try:
-                    h = h5py.File(p, "r")
-                except OSError as exc:
-                    if not p.exists():
-                        raise FileNotFoundError(p) from None
+                    summary = _segment_summary(p)
+                except InputError:
                     self.close()
-                    raise InputError(p, f"unreadable dataset segment: {exc}") from None
-                self._segs.append((number, h, int(h.attrs.get("n_maps", 0))))
-        self.last_segment = self._segs[-1][0] if self._segs else self.segments_merged
-        # parts holding maps: (file, first row, rows)
-        self._parts: list[tuple[h5py.File, int, int]] = []
+                    raise
+                self._segs.append(_Segment(number, p, summary))
+        self.last_segment = self._segs[-1].number if self._segs else self.segments_merged
+        # parts holding maps: (None = the base file, or a segment; first row; rows)
+        self._parts: list[tuple[_Segment | None, int, int]] = []
         start = 0
         if self._base_n:
-            self._parts.append((f, 0, self._base_n))
+            self._parts.append((None, 0, self._base_n))
             start = self._base_n
-        for _, h, n in self._segs:
-            if n:
-                self._parts.append((h, start, n))
-                start += n
+        for seg in self._segs:
+            if seg.n:
+                self._parts.append((seg, start, seg.n))
+                start += seg.n
         self.n_maps = start
         self._starts = np.array([s for _, s, _ in self._parts], dtype=np.int64)
-        self.has_maps = "c2" in f and all("c2" in h for h, _, _ in self._parts)
+        self.has_maps = "c2" in f and all(seg is None or "c2" in seg.has for seg, _, _ in self._parts)
+        try:
+            self._check_structure()
+        except InputError:
+            self.close()
+            raise
+
+    def _check_structure(self) -> None:
+        """What every reader relies on, from shapes and /meta/time only (cheap): the base file's
+        n_maps agrees with its /meta, /c2 and /latents; /meta/time exists and is finite; /c2 holds
+        square maps of ``map_size`` (their values are checked as they are read). Segments are
+        checked when they are written (:func:`append_segment`)."""
+        f, n = self._h5, self._base_n
+        if n < 0 or (n == 0 and int(f.attrs.get("schema_version", 1)) < 2):
+            raise InputError(self.path, f"the n_maps attribute is {n}")
+        if "time" not in f["meta"]:
+            raise InputError(self.path, "the dataset has no /meta/time (acquisition times)")
+        for name in sorted(f["meta"], key=lambda name: name != "time"):  # time first
+            dset = f["meta"][name]
+            if isinstance(dset, h5py.Dataset) and dset.shape != (n,):
+                raise InputError(self.path, f"/meta/{name} has shape {dset.shape} but n_maps is {n}")
+        time = f["meta/time"][()]
+        if time.dtype.kind not in "fiu" or not np.all(np.isfinite(time)):
+            raise InputError(self.path, "/meta/time contains NaN, infinite or non-numeric values")
+        if "c2" in f:
+            c2 = check_maps(f["c2"], self.path, what="/c2 maps", size=self.map_size, values=False)
+            if c2.ndim != 3 or c2.shape[0] != n:
+                raise InputError(self.path, f"/c2 has shape {c2.shape} but n_maps is {n}")
+        if "latents" in f and (f["latents"].ndim != 2 or f["latents"].shape[0] != n):
+            raise InputError(self.path, f"/latents has shape {f['latents'].shape} but n_maps is {n}")
+
+    def check_maps(self, **kwargs) -> None:
+        """Check the shape of every part's ``/c2`` with :func:`ainerd_core.mapstack.check_maps`
+        (e.g. ``size=256`` where the autoencoder needs it); raises InputError naming the file."""
+        self._require_maps()
+        for seg, _, _ in self._parts:
+            c2 = self._c2(seg)
+            check_maps(c2, c2.file.filename, what="C2 maps", values=False, **kwargs)
+
+    def _c2(self, seg: "_Segment | None") -> h5py.Dataset:
+        return self._h5["c2"] if seg is None else seg.file()["c2"]
 
     # lifecycle -------------------------------------------------------------------
     def close(self) -> None:
-        for _, h, _ in getattr(self, "_segs", []):
-            if h.id.valid:
-                h.close()
+        for seg in getattr(self, "_segs", []):
+            seg.close()
         if getattr(self, "_h5", None) is not None and self._h5.id.valid:
             self._h5.close()
 
@@ -804,25 +857,21 @@ class Dataset:
     @property
     def segments(self) -> list[int]:
         """Numbers of the segments this view includes (not yet merged into the base)."""
-        return [number for number, _, _ in self._segs]
+        return [seg.number for seg in self._segs]
 
     @property
     def live_info(self) -> dict:
         """Attributes of the last segment (``file``, ``committed_utc``, ...), {} without one."""
-        if not self._segs:
-            return {}
-        h = self._segs[-1][1]
-        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in h.attrs.items()}
+        return dict(self._segs[-1].attrs) if self._segs else {}
 
-    def _concat(self, files: list, group: str) -> dict[str, np.ndarray] | None:
-        """Columns of ``group`` in each of ``files``, concatenated (columns every file has)."""
-        parts = []
-        for h in files:
-            g = h.get(group)
-            if g is None:
-                return None
-            parts.append({k: _read(g[k]) for k in g if isinstance(g[k], h5py.Dataset)})
-        if not parts:
+    def _base_group(self, name: str) -> dict[str, np.ndarray] | None:
+        g = self._h5.get(name)
+        return None if g is None else {k: _read(g[k]) for k in g if isinstance(g[k], h5py.Dataset)}
+
+    @staticmethod
+    def _concat(parts: list) -> dict[str, np.ndarray] | None:
+        """Column dicts concatenated (the columns every part has); None if any part lacks the group."""
+        if not parts or any(p is None for p in parts):
             return None
         keys = [k for k in parts[0] if all(k in p for p in parts[1:])]
         return {k: (parts[0][k] if len(parts) == 1 else np.concatenate([np.asarray(p[k]) for p in parts]))
@@ -831,19 +880,21 @@ class Dataset:
     def _group(self, name: str) -> dict[str, np.ndarray] | None:
         if name not in self._cache:
             if not self._segs:
-                g = self._h5.get(name)
-                value = None if g is None else {k: _read(g[k]) for k in g if isinstance(g[k], h5py.Dataset)}
+                value = self._base_group(name)
             elif name == "rheology":  # the whole log so far: the latest segment that has one wins
-                holder = next((h for _, h, _ in reversed(self._segs) if "rheology" in h), self._h5)
-                g = holder.get("rheology")
-                value = None if g is None else {k: _read(g[k]) for k in g if isinstance(g[k], h5py.Dataset)}
+                seg = next((s for s in reversed(self._segs) if "rheology" in s.has), None)
+                if seg is None:
+                    value = self._base_group(name)
+                else:
+                    g = seg.file()["rheology"]
+                    value = {k: _read(g[k]) for k in g if isinstance(g[k], h5py.Dataset)}
             elif name in ("live/ledger", "live/alerts"):
-                files = [h for h in [self._h5] + [h for _, h, _ in self._segs] if name in h]
-                value = self._concat(files, name) if files else None
+                parts = ([self._base_group(name)] if name in self._h5 else []) + \
+                        [s.groups[name] for s in self._segs if name in s.groups]
+                value = self._concat(parts) if parts else None
             else:  # per-map groups: rows of every part that holds maps
-                files = [h for h, _, _ in self._parts]
-                value = self._concat(files, name) if files else (
-                    None if name != "meta" else {k: _read(v) for k, v in self._h5["meta"].items()})
+                parts = [self._base_group(name) if seg is None else seg.groups.get(name) for seg, _, _ in self._parts]
+                value = self._concat(parts) if parts else (self._base_group(name) if name == "meta" else None)
             self._cache[name] = value
         return self._cache[name]
 
@@ -865,7 +916,7 @@ class Dataset:
     @property
     def ledger(self) -> dict[str, np.ndarray] | None:
         """The live watcher's processed-files ledger (``file``, ``size``, ``mtime_ns``,
-        ``n_maps``, ``status``), or None."""
+        ``n_maps``, ``status``, ``utc``...), or None."""
         return self._group("live/ledger")
 
     @property
@@ -877,9 +928,10 @@ class Dataset:
     def latents(self) -> np.ndarray | None:
         """Latents that came with the data (N, D) float32, or None."""
         if "latents" not in self._cache:
-            files = [h for h, _, _ in self._parts]
-            if files and all("latents" in h for h in files):
-                self._cache["latents"] = np.concatenate([h["latents"][()] for h in files])
+            have = [("latents" in self._h5) if seg is None else ("latents" in seg.has) for seg, _, _ in self._parts]
+            if have and all(have):
+                self._cache["latents"] = np.concatenate(
+                    [(self._h5 if seg is None else seg.file())["latents"][()] for seg, _, _ in self._parts])
             else:
                 self._cache["latents"] = None
         return self._cache["latents"]
@@ -892,14 +944,20 @@ class Dataset:
     def _part_of(self, idx: np.ndarray) -> np.ndarray:
         return np.searchsorted(self._starts, idx, side="right") - 1
 
+    def _checked(self, maps: np.ndarray, c2: h5py.Dataset) -> np.ndarray:
+        # a file not written by this module may hold NaN or unnormalised values: refuse them here,
+        # where every reader passes, naming the file (min/max of a batch cost ~1 % of the read)
+        return check_maps(maps, c2.file.filename, size=self.map_size)
+
     def read_map(self, index: int) -> np.ndarray:
         """One map (size, size) float32 in [0, 1]."""
         self._require_maps()
         index = int(index)
         if not 0 <= index < self.n_maps:
             raise IndexError(f"map index {index} outside 0..{self.n_maps - 1}")
-        h, start, _ = self._parts[int(self._part_of(np.array([index]))[0])]
-        return h["c2"][index - start]
+        seg, start, _ = self._parts[int(self._part_of(np.array([index]))[0])]
+        c2 = self._c2(seg)
+        return self._checked(c2[index - start], c2)[0]
 
     def read_maps(self, indices) -> np.ndarray:
         """Maps at the given indices, in the given order, (k, size, size) float32."""
@@ -912,53 +970,50 @@ class Dataset:
             raise IndexError(f"map indices outside 0..{self.n_maps - 1}")
         part = self._part_of(idx)
         for p in np.unique(part):
-            h, start, _ = self._parts[int(p)]
+            seg, start, _ = self._parts[int(p)]
             where = np.flatnonzero(part == p)
-            local = idx[where] - start
-            uniq, inverse = np.unique(local, return_inverse=True)  # h5py needs increasing indices
-            out[where] = h["c2"][uniq][inverse]
+            uniq, inverse = np.unique(idx[where] - start, return_inverse=True)  # h5py needs increasing indices
+            c2 = self._c2(seg)
+            out[where] = self._checked(c2[uniq], c2)[inverse]
         return out
 
     def iter_maps(self, batch_size: int = 256) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, maps)`` batches of at most ``batch_size`` maps, in order."""
         self._require_maps()
-        for h, first, n in self._parts:
-            c2 = h["c2"]
+        for seg, first, n in self._parts:
+            c2 = self._c2(seg)
             for s in range(0, n, batch_size):
-                yield first + s, c2[s:s + batch_size]
+                yield first + s, self._checked(c2[s:s + batch_size], c2)
 
     # results -----------------------------------------------------------------------
     def _resolve(self) -> dict[str, tuple]:
-        """Where each visible result comes from: ('base', name) | ('rows', name) |
-        ('state', file, key). Per-map base results that the appended segments do not extend are
-        hidden (their length would not match the maps)."""
+        """Where each visible result comes from: ('base',) | ('rows',) | ('state', segment).
+        Per-map base results that the appended segments do not extend are hidden (their length
+        would not match the maps)."""
         if self._resolved is not None:
             return self._resolved
         out: dict[str, tuple] = {}
         base: dict[str, h5py.Dataset] = {}
         if "results" in self._h5:
             self._h5["results"].visititems(lambda n, o: base.__setitem__(n, o) if isinstance(o, h5py.Dataset) else None)
-        map_segs = [h for _, h, n in self._segs if n]
+        map_segs = [s for s in self._segs if s.n]
         common = None
-        for h in map_segs:
-            names: set[str] = set()
-            if "results_rows" in h:
-                h["results_rows"].visititems(lambda n, o: names.add(n) if isinstance(o, h5py.Dataset) else None)
+        for s in map_segs:
+            names = set(s.groups.get("results_rows", {}))
             common = names if common is None else common & names
         common = common or set()
         for name, dset in base.items():
             per_map = self._base_n > 0 and dset.ndim >= 1 and dset.shape[0] == self._base_n
             if not map_segs or not per_map:
-                out[name] = ("base", name)
+                out[name] = ("base",)
             elif name in common:
-                out[name] = ("rows", name)
-        for name in common:
-            if self._base_n == 0:
-                out[name] = ("rows", name)
-        for _, h, _ in self._segs:
-            if "results_state" in h:
-                h["results_state"].visititems(
-                    lambda n, o, h=h: out.__setitem__(n, ("state", h, n)) if isinstance(o, h5py.Dataset) else None)
+                out[name] = ("rows",)
+        if self._base_n == 0:
+            for name in common:
+                out[name] = ("rows",)
+        for s in self._segs:
+            for name in s.state_names:
+                out[name] = ("state", s)
         self._resolved = out
         return out
 
@@ -973,11 +1028,15 @@ class Dataset:
     @property
     def result_attrs(self) -> dict:
         out = {}
-        holders = [self._h5.get("results")] + [h.get("results_state") for _, h, _ in self._segs]
-        for g in holders:
-            if g is not None:
-                out.update({k: (v.item() if isinstance(v, np.generic) else v) for k, v in g.attrs.items()})
+        if "results" in self._h5:
+            out.update({k: (v.item() if isinstance(v, np.generic) else v) for k, v in self._h5["results"].attrs.items()})
+        for s in self._segs:
+            out.update(s.state_attrs)
         return out
+
+    def _rows_parts(self, name: str) -> list:
+        return [_read(self._h5[f"results/{name}"]) if seg is None else seg.groups["results_rows"][name]
+                for seg, _, _ in self._parts]
 
     def read_result(self, name: str, default=None):
         """One result array (``'latent'``, ``'labels'``, ``'umap'``, ``'kmeans/inertia'``...)."""
@@ -987,12 +1046,11 @@ class Dataset:
             if where is None:
                 return default
             if where[0] == "base":
-                value = _read(self._h5[f"results/{name}"])
+                value = _read(self._h5[key])
             elif where[0] == "state":
-                value = _read(where[1][f"results_state/{name}"])
+                value = _read(where[1].file()[f"results_state/{name}"])
             else:
-                parts = ([_read(self._h5[f"results/{name}"])] if self._base_n else []) + \
-                        [_read(h[f"results_rows/{name}"]) for _, h, n in self._segs if n]
+                parts = self._rows_parts(name)
                 value = parts[0] if len(parts) == 1 else np.concatenate([np.asarray(p) for p in parts])
             self._cache[key] = value
         return self._cache[key]
@@ -1004,20 +1062,21 @@ class Dataset:
         if where is None:
             return default
         index = int(index)
-        local = index
-        if where[0] == "base":
-            dset = self._h5[f"results/{name}"]
-        elif where[0] == "state":
-            dset = where[1][f"results_state/{name}"]
-        else:  # per-map rows spread over the base and the appended segments
+        if where[0] == "rows":
             if not 0 <= index < self.n_maps:
                 raise IndexError(f"row {index} outside the result {name} of {self.n_maps} rows")
-            h, start, _ = self._parts[int(self._part_of(np.array([index]))[0])]
-            dset = h[f"results/{name}"] if h is self._h5 else h[f"results_rows/{name}"]
-            local = index - start
-        if not dset.shape or not 0 <= local < dset.shape[0]:
+            seg, start, _ = self._parts[int(self._part_of(np.array([index]))[0])]
+            if seg is not None:
+                return np.asarray(seg.groups["results_rows"][name][index - start])
+            dset = self._h5[f"results/{name}"]
+        elif where[0] == "state":
+            dset = where[1].file()[f"results_state/{name}"]
+        else:
+            dset = self._h5[f"results/{name}"]
+        if not dset.shape or not 0 <= index < dset.shape[0]:
             raise IndexError(f"row {index} outside the result {name} of shape {dset.shape}")
-        return np.asarray(dset[local])
+        return np.asarray(dset[index])
+
 
 
 def _read(dset: h5py.Dataset):

@@ -48,7 +48,9 @@ from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Intege
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, deferred, mapped_column
 
+from .atomic import atomic_write_text
 from .errors import InputError
+from .results import ModelProvenance, checkpoint_sha256
 
 METHODS = ("latent", "raw")
 MAP_SIZE = 256
@@ -373,16 +375,19 @@ def find_candidates(ds, target, methods, n: int, model_path=None) -> tuple[dict,
                 raise InputError(ds.path, "no latents: run `python -m ainerd_core precompute` first")
             idx, dist = S.nearest_neighbours({"latent": lat}, t_index, "latent", n)
         else:
-            from .model import load_model, resolve_latent_checkpoint
-
-            # the same rule as the dashboard: only the model that made the latents (by checksum)
-            mp, note = resolve_latent_checkpoint(ds.path, ds.result_attrs, explicit=model_path)
-            if mp is None:
-                raise InputError("--model" if model_path else "--target",
-                                 f"an uploaded map that is not in the dataset cannot be placed in latent space: {note} "
-                                 "(pass --model PATH of the model that made the latents, or use --methods raw)")
+            # the checkpoint that made the latents (ainerd_core.results: the one lookup)
+            mp = model_path or ModelProvenance.from_attrs(ds.result_attrs).resolve(ds.path, demo_fallback=False)[0]
+            if mp is None or not Path(mp).exists():
+                raise InputError("--target", "an uploaded map that is not in the dataset needs --model PATH "
+                                             "to be placed in latent space (or use --methods raw)")
+            sha = ModelProvenance.from_attrs(ds.result_attrs).sha256
+            if model_path and sha and checkpoint_sha256(mp) != sha:  # issue 12: only the model of the latents
+                raise InputError("--model", f"{Path(mp).name} is not the model that made this dataset's latents "
+                                            f"(SHA-256 differs from the recorded {sha[:12]}); they would not be comparable")
             if lat is None:
                 raise InputError(ds.path, "no latents: run `python -m ainerd_core precompute` first")
+            from .model import load_model
+
             idx, dist = S.nearest_neighbours({"latent": lat}, t_map, "latent", n, model=load_model(mp))
         out["latent"] = (np.asarray(idx)[:n], np.asarray(dist, np.float64)[:n])
     return out, t_map, t_index
@@ -397,6 +402,9 @@ def _fmt(t: _dt.datetime | None) -> str | None:
     return None if t is None else t.isoformat(timespec="microseconds") + "Z"
 
 
+_READERS: dict[int, object] = {}  # id(engine) -> its autocommit variant (engines live as long as the process)
+
+
 class StudyStore:
     """All study operations on one database (per-process engine, so safe in gunicorn workers)."""
 
@@ -406,6 +414,20 @@ class StudyStore:
     @property
     def engine(self):
         return get_engine(self.url)
+
+    @property
+    def reader(self):
+        """The engine for reads that need no transaction. PostgreSQL: autocommit, so a read is one
+        round trip instead of BEGIN + query + ROLLBACK (3 of the ~20 round trips of a rating
+        request each; under READ COMMITTED every statement has its own snapshot either way).
+        SQLite: the engine itself."""
+        engine = self.engine
+        if engine.dialect.name != "postgresql":
+            return engine
+        reader = _READERS.get(id(engine))
+        if reader is None:
+            reader = _READERS[id(engine)] = engine.execution_options(isolation_level="AUTOCOMMIT")
+        return reader
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -563,7 +585,7 @@ class StudyStore:
         revoked or expired."""
         if not isinstance(sid, str) or not 20 <= len(sid) <= 100:
             return None
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             row = c.execute(select(WebSession.role, WebSession.fingerprint, WebSession.created_utc,
                                    WebSession.expires_utc, WebSession.revoked_utc)
                             .where(WebSession.id_hash == hash_token(sid))).first()
@@ -676,7 +698,7 @@ class StudyStore:
         """(expert id, '') for a usable token, else (None, reason shown to the visitor)."""
         if not isinstance(token, str) or not 20 <= len(token) <= 100:
             return None, "This link is not valid."
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             row = c.execute(select(Expert.id).where(Expert.token_hash == hash_token(token))).first()
         if row is None:
             return None, "This link is not valid."
@@ -688,7 +710,7 @@ class StudyStore:
             expert_id = int(expert_id)
         except (TypeError, ValueError):
             return None, "No evaluation session: open the link you were sent."
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             row = c.execute(select(Expert.revoked_utc, Expert.expires_utc, Study.status)
                             .join(Study, Study.id == Expert.study_id).where(Expert.id == expert_id)).first()
         if row is None:
@@ -704,7 +726,7 @@ class StudyStore:
     def expert_view(self, expert_id: int, position: int | None = None) -> dict:
         """What the expert sees: target key, the image key at ``position`` (default: resume
         position = first unrated), the current answer there, rated count and total."""
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             total, target_key = self._fixed(c, expert_id)
             rated = c.execute(select(func.count()).select_from(Rating).where(Rating.expert_id == expert_id)).scalar()
             if position is None:
@@ -738,7 +760,7 @@ class StudyStore:
         return got
 
     def expert_total(self, expert_id: int) -> int:
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             return self._fixed(c, expert_id)[0]
 
     @staticmethod
@@ -753,7 +775,7 @@ class StudyStore:
         return nxt
 
     def next_position(self, expert_id: int, after: int) -> int | None:
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             return self._next_unrated(c, expert_id, after)
 
     def record_rating(self, expert_id: int, position: int, similar: bool) -> dict:
@@ -765,7 +787,7 @@ class StudyStore:
         ck = (self.url, expert_id, position)
         row = self._SLOTS.get(ck)  # assignments never change: cached per process
         if row is None:
-            with self.engine.connect() as c:
+            with self.reader.connect() as c:
                 row = c.execute(select(Assignment.candidate_id, Expert.study_id)
                                 .join(Expert, Expert.id == Assignment.expert_id)
                                 .where(Assignment.expert_id == expert_id, Assignment.position == position)).first()
@@ -840,7 +862,7 @@ class StudyStore:
         """PNG of the expert's target or of one of the expert's candidates, else None."""
         if not isinstance(key, str) or not 10 <= len(key) <= 64:
             return None
-        with self.engine.connect() as c:
+        with self.reader.connect() as c:
             png = c.execute(select(Candidate.png).join(Assignment, Assignment.candidate_id == Candidate.id)
                             .where(Assignment.image_key == key, Assignment.expert_id == expert_id)).scalar()
             if png is None:
@@ -947,10 +969,7 @@ class StudyStore:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for name, content in tables.items():
-            tmp = out_dir / f".{name}.tmp"
-            tmp.write_text(content)
-            os.replace(tmp, out_dir / name)
-            written.append(out_dir / name)
+            written.append(atomic_write_text(out_dir / name, content))
         return written
 
 

@@ -5,7 +5,7 @@ point, and appends every complete file's maps to a dataset while the dashboard r
 
     watch FOLDER --out LIVE.h5 [--reference REF.h5] [--model CKPT]
           (--cessation-time ISO|first | --time-table CSV) [--rheology LOG [--rheology-offset S]]
-          [--poll 0.5] [--stable 1.0] [--retries 3] [--celery] [--once | --idle-exit S]
+          [--poll 0.25] [--stable 1.0] [--retries 3] [--celery] [--once | --idle-exit S]
 
 A file is **complete** when its size and mtime have not changed for ``--stable`` seconds, it
 opens, holds every dataset the APS reader needs and every map reads (boost_corr's
@@ -53,10 +53,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .results import K_SET
 
 APS_SUFFIXES = (".h5", ".hdf", ".hdf5", ".nxs")
 UMAP_NEIGHBOURS = 10
-EXTRA_K = (3, 5, 8)
+EXTRA_K = K_SET  # labels and tables kept side by side, as precompute keeps them
 #: rows of the processed-files ledger, per taken or failed file
 LEDGER_FIELDS = ("file", "size", "mtime_ns", "n_maps", "status", "start_time", "time_s", "message", "utc",
                  "folder")
@@ -321,7 +322,7 @@ class WatchOptions:
     diagonal_fix: bool = False
     flow_axis_deg: float = 90.0
     sector_width_deg: float = 20.0
-    poll_s: float = 0.5
+    poll_s: float = 0.25
     stable_s: float = 1.0
     retries: int = 3
     retry_s: float = 2.0
@@ -480,6 +481,7 @@ class Watcher:
             if isinstance(named, str) and Path(named).is_file():
                 self.settings.model_path = named
         model = _model(self.settings.model_path)
+        self._load_novelty()
         self.model_path = str(getattr(model, "checkpoint_path", self.settings.model_path or M.DEMO_WEIGHTS))
         self.model_sha = M.checkpoint_sha256(self.model_path) if Path(self.model_path).is_file() else ""
         want = self.reference.attrs.get("model_sha256") if self.reference is not None else None
@@ -488,6 +490,13 @@ class Watcher:
                                               "(SHA-256 differs): latents of different models cannot share clusters")
 
     def close(self) -> None:
+        if getattr(self, "_celery", None) is not None:
+            import gc
+
+            self._pending.clear()
+            gc.collect()  # Celery results unsubscribe in __del__: let them while the broker is still there
+            self._celery.close()
+            self._celery = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -546,7 +555,7 @@ class Watcher:
             if self.o.celery:
                 self._submit_celery(path)
                 continue
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 res = compute_file(path, self.settings)
             except InputError as exc:
@@ -555,6 +564,7 @@ class Watcher:
             except Exception as exc:  # noqa: BLE001 - one bad file must never stop the watcher
                 self._failed_attempt(path, f"{type(exc).__name__}: {exc}")
                 continue
+            res["compute_cpu_s"] = time.process_time() - c0  # CPU seconds, all threads (load-independent)
             committed += self._commit(path, res, compute_s=time.perf_counter() - t0)
         if self._rheo_dirty and time.monotonic() - self._rheo_committed_at >= self.o.rheology_every_s:
             self._append(rheology_only=True)
@@ -692,9 +702,7 @@ class Watcher:
             ok = np.asarray(rows.get("dynamics/fit_status", np.zeros(rate.size))) == 0
             with np.errstate(divide="ignore", invalid="ignore"):
                 rows["dynamics_score"] = np.where(ok & (rate > 0), np.log10(rate), np.nan).astype(np.float32)
-        score = self._novelty(latent, res)
-        if score is not None:
-            rows["novelty/score"] = score
+        rows.update(self._novelty(latent, res))
         tol = 10.0
         if self.reference is not None:
             ref = self.reference
@@ -713,20 +721,43 @@ class Watcher:
         state_attrs.update(sector_tolerance_deg=tol, flow_axis_deg=float(self.o.flow_axis_deg))
         return meta, rows, {"state": state, "attrs": state_attrs}
 
-    def _novelty(self, latent, res):
-        """Novelty score per map from :mod:`ainerd_core.novelty` when available, else None."""
+    def _load_novelty(self) -> None:
+        """The novelty reference (:mod:`ainerd_core.novelty`, when present): the one precompute
+        stored with the reference dataset, else the one stored in the model's checkpoint."""
+        self._novelty_ref = None
         try:
             from . import novelty as N
         except ImportError:
-            return None
-        fn = getattr(N, "score_live", None)
-        if fn is None or self.reference is None:
-            return None
+            self.say("note: ainerd_core.novelty is not available: no novelty scores or novel-map alerts")
+            return
+        if not hasattr(N, "novelty_of_maps"):
+            return
+        ref = None
+        if self.reference is not None and hasattr(N, "reference_from_results"):
+            from .dataset import open_dataset
+
+            with open_dataset(self.reference.path, segments=False) as ds:
+                ref = N.reference_from_results(ds.read_result, ds.result_attrs)
+        if ref is None and hasattr(N, "reference_for"):
+            ref = N.reference_for(_model(self.settings.model_path))
+        if ref is None:
+            self.say("note: no novelty reference (none stored by the reference's precompute or the model): "
+                     "no novelty scores")
+        self._novelty_ref = ref
+
+    def _novelty(self, latent, res) -> dict:
+        """novelty/score, recon_quantile, knn_quantile per map ({} without a novelty reference)."""
+        if getattr(self, "_novelty_ref", None) is None:
+            return {}
+        from . import novelty as N
+
         try:
-            return np.asarray(fn(self.reference.path, latent, maps=res.get("maps")), np.float32)
+            out = N.novelty_of_maps(_model(self.settings.model_path), res["maps"], self._novelty_ref, latents=latent)
         except Exception as exc:  # noqa: BLE001 - novelty is an extra: never lose the maps for it
             self.say(f"novelty scoring failed: {exc}")
-            return None
+            return {}
+        return {f"novelty/{k}": np.asarray(out[k], np.float32) for k in ("score", "recon_quantile", "knn_quantile")
+                if k in out}
 
     def _tables(self) -> dict:
         """Figure-3 tables over every map so far (running arrays + the new rows)."""
@@ -856,8 +887,10 @@ class Watcher:
         elif res is not None:
             self._done.add(path.name)
             event.update(kind="maps", file=path.name, n_maps=int(res["maps"].shape[0]), time_s=float(t))
+            cpu = res.get("compute_cpu_s")
             self.say(f"{path.name}: {res['maps'].shape[0]} maps at t = {t:.1f} s -> {seg.name} "
-                     f"(compute {compute_s:.2f} s, commit {commit_s:.2f} s; {self.n} maps)")
+                     f"(compute {compute_s:.2f} s" + (f" = {cpu:.2f} CPU s" if cpu is not None else "")
+                     + f", commit {commit_s:.3f} s; {self.n} maps)")
             self._segments_since_compact += 1
         else:
             event.update(kind="rheology")
@@ -910,7 +943,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diagonal-fix", action="store_true", help="replace the C2 diagonal by its neighbours' mean")
     parser.add_argument("--flow-axis-deg", type=float, default=90.0, help="azimuth of the flow direction (default 90)")
     parser.add_argument("--sector-width-deg", type=float, default=20.0, help="sector width, degrees (default 20)")
-    parser.add_argument("--poll", type=float, default=0.5, help="seconds between folder scans (default 0.5)")
+    parser.add_argument("--poll", type=float, default=0.25, help="seconds between folder scans (default 0.25)")
     parser.add_argument("--stable", type=float, default=1.0,
                         help="seconds a file's size and mtime must stay unchanged before it is read (default 1)")
     parser.add_argument("--retries", type=int, default=3, help="attempts on an unreadable file before reporting it (default 3)")

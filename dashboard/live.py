@@ -175,16 +175,23 @@ def register_live_callbacks(app, services) -> None:
             return None
         return catalog.get(live.get("dataset"))
 
+    instance_dir = getattr(services.config, "instance_dir", None)
+
+    # each redraw mirrors the page's own redraw callback (same builder, same controls)
     @app.callback(Output("timeline-graph", "figure", allow_duplicate=True), Input("live-version", "data"),
-                  State("timeline-k", "value"), State("timeline-graph", "figure"),
-                  State("timeline-graph", "relayoutData"), prevent_initial_call=True)
-    def redraw_timeline(live, k, old, relayout):
+                  State("timeline-k", "value"), State("timeline-time", "data"), State("timeline-panels", "value"),
+                  State("timeline-graph", "figure"), State("timeline-graph", "relayoutData"), prevent_initial_call=True)
+    def redraw_timeline(live, k, time_index, panels, old, relayout):
         from .pages import timeline as T
+        from .view_state import index_or_none
 
         entry = changed_entry(live)
         if entry is None or not entry.has_results:
             return dash.no_update
-        return keep_view(T.build_figure(entry, T.pick_k(entry, k)), old, relayout)
+        times = entry.result("tables/times")
+        fig = T.build_figure(entry, T.pick_k(entry, k, instance_dir), instance_dir=instance_dir,
+                             time_index=index_or_none(time_index, 0 if times is None else len(times)), panels=panels)
+        return keep_view(fig, old, relayout)
 
     @app.callback(Output("sectors-graph", "figure", allow_duplicate=True), Input("live-version", "data"),
                   State("sectors-k", "value"), State("sectors-graph", "figure"), State("sectors-graph", "relayoutData"),
@@ -196,20 +203,21 @@ def register_live_callbacks(app, services) -> None:
         entry = changed_entry(live)
         if entry is None or not entry.has_results:
             return dash.no_update
-        return keep_view(S.build_figure(entry, pick_k(entry, k)), old, relayout)
+        return keep_view(S.build_figure(entry, pick_k(entry, k, instance_dir), instance_dir), old, relayout)
 
     @app.callback(Output("latent-graph", "figure", allow_duplicate=True), Input("live-version", "data"),
                   State("latent-color", "value"), State("latent-k", "value"), State("latent-flowshare", "value"),
-                  State("latent-times", "value"), State("latent-graph", "figure"), State("latent-graph", "relayoutData"),
-                  prevent_initial_call=True)
-    def redraw_latent(live, color_by, k, share, times, old, relayout):
+                  State("latent-times", "value"), State("latent-selected", "data"), State("latent-graph", "figure"),
+                  State("latent-graph", "relayoutData"), prevent_initial_call=True)
+    def redraw_latent(live, color_by, k, share, times, selected, old, relayout):
         from .pages import latent_map as L
         from .pages.timeline import pick_k
 
         entry = changed_entry(live)
         if entry is None or not entry.has_results:
             return dash.no_update
-        fig = L.build_figure(entry, color_by or "cluster", pick_k(entry, k), bool(share), list(times or [])[:3])
+        fig = L.build_figure(entry, color_by or "cluster", pick_k(entry, k, instance_dir), bool(share),
+                             list(times or [])[:3], selected, instance_dir)
         return keep_view(fig, old, relayout)
 
     @app.callback(Output("overview-page", "children", allow_duplicate=True), Input("live-version", "data"),

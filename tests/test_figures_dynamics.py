@@ -196,3 +196,10 @@ def test_latent_map_colours_by_fitted_rate_with_failed_fits_grey():
     assert list(grey.customdata) == [2, 4] and grey.marker.color == NO_FIT_COLOR
     main = [t for t in fig.data if t.name == "log10 fitted rate"][0]
     assert list(main.customdata) == [0, 1, 3, 5] and main.marker.colorbar.title.text == "log10 fitted Γ (1/s)"
+
+
+def test_fit_numbers_avoid_a_curve_that_decays_late_in_the_window():
+    lag = np.geomspace(0.1, 25, 250)
+    g2 = D.stretched_exponential(lag, 0.08, 1.3, 0.74, 0.1)  # high until a few s, decayed by 20 s
+    note = [a for a in D.g2_figure(lag, g2, {}).layout.annotations if a.name == "fit-numbers"][0]
+    assert (note.x, note.y) == (0.01, 0.01)

@@ -25,6 +25,7 @@ from dashboard_fixtures import explorer_data  # noqa: F401
 from ainerd_core import dataset as D
 from ainerd_core.dataset import open_dataset, write_dataset
 from ainerd_core.errors import InputError
+from ainerd_core.results import K_SET
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -222,7 +223,7 @@ def test_watch_rename_writer_and_tables(explorer_data, tmp_path):  # noqa: F811
         assert umap.shape == (54, 2) and np.all(umap.min(0) >= ref_umap.min(0) - 1e-3)
         assert np.all(umap.max(0) <= ref_umap.max(0) + 1e-3)  # a weighted mean stays in the hull
         assert ds.read_result("flow_share/share").shape == (64, 64)
-        for kk in (3, 5, 8):
+        for kk in K_SET:
             assert ds.read_result(f"labels_k{kk}").shape == (54,)
         assert ds.result_attrs["model_sha256"] == r.result_attrs["model_sha256"]
 
@@ -285,14 +286,14 @@ def test_watch_follows_growing_rheology(explorer_data, tmp_path):  # noqa: F811
 KILL_SCRIPT = r"""
 import os, sys, time
 from ainerd_core import dataset as D
-real = D._commit
+real = D.commit
 def slow_commit(tmp, path):
     # test hook: stop between writing a segment and renaming it, so SIGKILL lands mid-append
     if path.name.startswith("seg_") and os.environ.get("PAUSE_AT") and path.name == os.environ["PAUSE_AT"]:
         open(os.environ["MARK"], "w").write(str(tmp))
         time.sleep(600)
     return real(tmp, path)
-D._commit = slow_commit
+D.commit = slow_commit
 from ainerd_core.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -356,3 +357,63 @@ def test_result_row_reads_appended_rows(tmp_path):
         with pytest.raises(IndexError):
             ds.read_result_row("latent", 6)
         assert ds.read_result_row("nope", 0, default="x") == "x"
+
+
+# --------------------------------------------------------------------------- Celery
+from test_celery import _stop, _wait_log, redis_url  # noqa: E402,F401  (real redis-server on a free port)
+
+
+@pytest.mark.slow
+def test_watch_celery_workers(explorer_data, tmp_path, redis_url):  # noqa: F811
+    """Per-file work in a real Celery worker over a real Redis; the watcher appends."""
+    ref = reference_copy(explorer_data, tmp_path)
+    log = tmp_path / "worker.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AINERD_WATCH_BROKER": redis_url}
+    env.pop("AINERD_REDIS_URL", None)
+    proc = subprocess.Popen([str(Path(PY).parent / "celery"), "-A", "ainerd_core.watch_celery", "worker", "--pool",
+                             "solo", "--loglevel", "INFO", "--logfile", str(log), "--hostname", "watch@%h"],
+                            cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    try:
+        _wait_log(log, "ready", proc, timeout=120)
+        folder = tmp_path / "beam"
+        folder.mkdir()
+        for i in range(3):
+            aps_file(folder, i)
+        (folder / "E031_0007_results.hdf").write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(2000))
+        with watcher(folder, tmp_path / "live.h5", ref, celery=True, broker=redis_url) as w:
+            run_until(w, lambda: w.n == 54 and "E031_0007_results.hdf" in w._failed, timeout=180)
+        text = log.read_text()
+        assert text.count("ainerd.watch.compute_file") >= 4 and "succeeded" in text  # the work ran in the worker
+        with open_dataset(tmp_path / "live.h5") as ds:
+            assert ds.n_maps == 54 and ds.read_result("labels").shape == (54,)
+            assert sorted(ds.ledger["status"].tolist()) == ["failed", "ok", "ok", "ok"]
+            assert len(set(ds.ledger["file"].tolist())) == 4
+    finally:
+        _stop(proc)
+
+
+def test_watch_novelty_rows_and_alerts(explorer_data, tmp_path):  # noqa: F811
+    """With ainerd_core.novelty present: every live map gets a novelty score, and exactly the maps
+    at or above the threshold are alerted (with their dataset row)."""
+    N = pytest.importorskip("ainerd_core.novelty")
+    if not hasattr(N, "novelty_of_maps"):
+        pytest.skip("ainerd_core.novelty has no novelty_of_maps")
+    ref = reference_copy(explorer_data, tmp_path)
+    folder = tmp_path / "beam"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    noise = {lab: rng.random((64, 64)).astype(np.float32) for lab in range(1, 19)}  # unlike any training map
+    write_aps_nexus(folder / "odd_results.hdf", size=64, q_values=(0.004,), maps=noise)
+    aps_file(folder, 1)
+    with watcher(folder, tmp_path / "live.h5", ref) as w:
+        if w._novelty_ref is None:
+            pytest.skip("no novelty reference stored with the reference or the model")
+        run_until(w, lambda: w.n == 36)
+    with open_dataset(tmp_path / "live.h5") as ds:
+        score = ds.read_result("novelty/score")
+        assert score.shape == (36,) and np.all((score >= 0) & (score <= 1))
+        flagged = np.flatnonzero(score >= N.NOVEL_THRESHOLD)
+        alerts = ds.alerts or {"kind": np.array([]), "map": np.array([])}
+        novel = [int(m) for k, m in zip(alerts["kind"], alerts["map"]) if k == "novel map"]
+        assert sorted(novel) == flagged.tolist()

@@ -170,7 +170,7 @@ def c2_map_figure(c2, *, time_step_s: float | None = None, limits: str | Sequenc
                               sizey=span, sizing="stretch", xanchor="left", yanchor="top", layer="below",
                               name="c2-map"))
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=60, r=10, t=56 if title else 30, b=72),
-                      title=dict(text=title, font=dict(size=13), y=0.97) if title else None, hovermode=False,
+                      title=dict(text=title, font=dict(size=13), y=0.97, x=0.01, xanchor="left") if title else None, hovermode=False,
                       meta={"vmin": vmin, "vmax": vmax, "time_step_s": step if known else None, "unit": unit,
                             "diagonal_fix": bool(diagonal_fix), "limits": limit_text, "n": n})
     fig.update_xaxes(title_text=f"t1 {label}", range=[0.0, span], showgrid=False, constrain="domain")
@@ -312,7 +312,7 @@ def g2_figure(lag, g2, fit: Mapping | None = None, *, lag_unit: str = "s", rate_
                        showarrow=False, align="left", bgcolor="rgba(255,255,255,0.8)", bordercolor="#ccc",
                        font=dict(size=10), name="fit-numbers")
     fig.update_layout(template=TEMPLATE, height=height, margin=dict(l=60, r=10, t=56 if title else 30, b=50),
-                      title=dict(text=title, font=dict(size=13), y=0.97) if title else None, hovermode="closest",
+                      title=dict(text=title, font=dict(size=13), y=0.97, x=0.01, xanchor="left") if title else None, hovermode="closest",
                       legend=dict(orientation="h", x=0, y=-0.25, font=dict(size=10)),
                       meta={"fit": {k: v for k, v in rows}, "status": status})
     fig.update_xaxes(title_text=f"lag τ ({lag_unit})" if lag_unit == "s" else "lag τ (pixel; time step unknown)",
@@ -322,13 +322,16 @@ def g2_figure(lag, g2, fit: Mapping | None = None, *, lag_unit: str = "s", rate_
 
 
 def _empty_corner(lag, g2) -> str:
-    """Where the fitted numbers cover no data: a g2 still high over the longer half of the
-    (log) lags leaves the lower left empty, one that has decayed leaves the upper right."""
+    """Where the fitted numbers cover fewer points: the upper right (last 45 % of the log lags,
+    top 40 % of the g2 range) or the lower left (first 45 %, bottom 40 %); ties: upper right."""
     if lag.size < 4:
         return "upper right"
-    span = float(np.ptp(g2)) or 1.0
-    late = np.log(lag) > np.median(np.log(lag))
-    return "lower left" if float(np.mean((g2[late] - g2.min()) / span)) > 0.5 else "upper right"
+    u = np.log(lag)
+    u = (u - u.min()) / (float(np.ptp(u)) or 1.0)
+    v = (g2 - g2.min()) / (float(np.ptp(g2)) or 1.0)
+    upper_right = int(np.sum((u > 0.55) & (v > 0.6)))
+    lower_left = int(np.sum((u < 0.45) & (v < 0.4)))
+    return "lower left" if lower_left < upper_right else "upper right"
 
 
 def no_g2_figure(text: str, height: int = 380) -> go.Figure:
