@@ -36,7 +36,7 @@ from .pages import DATASET_STORE, PageContext, Services, missing_requirements, p
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ASSETS = Path(__file__).resolve().parent / "assets"
 GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 _REQUIREMENT_TEXT = {
     "results": "has not been precomputed yet (run `python -m ainerd_core precompute <file>`)",
