@@ -367,7 +367,10 @@ def init_explorer(server, config) -> dash.Dash:
     from .background import make_background_manager
     from .images import init_images
 
-    catalog = Catalog(config.data_dir)
+    from .blinding import blinded_catalog
+
+    # datasets of open blind-evaluation studies are withheld from non-admin requests
+    catalog = blinded_catalog(server, config, Catalog(config.data_dir))
     manager = make_background_manager(config)
     app = dash.Dash(__name__, server=server, url_base_pathname="/", title="AI-NERD",
                     assets_folder=str(ASSETS),
