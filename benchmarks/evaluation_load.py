@@ -120,6 +120,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
     if args.postgres:
+        sys.path.insert(0, str(REPO / "tests"))  # tests/postgres_support.py: the suite's own server
         from postgres_support import PostgresServer
 
         with PostgresServer(durable=True) as pg:
