@@ -18,7 +18,7 @@ import numpy as np
 from dash import Input, Output, State, dash_table, dcc, html
 
 from ainerd_core import analysis as A
-from ainerd_core.results import K_SET, counts_name, labels_name
+from ainerd_core.results import counts_name, labels_name
 from dashboard import clusterings
 from dashboard.figures import clusters as F
 from dashboard.pages import DATASET_STORE
@@ -49,24 +49,6 @@ def _sweep(entry) -> dict | None:
         v = entry.result(f"kmeans/{key}")
         if v is not None:
             out[key] = np.asarray(v)
-    return out
-
-
-def _k_labels(entry) -> dict[int, np.ndarray]:
-    out = {}
-    for k in K_SET:
-        lab = entry.result(labels_name(k))
-        if lab is not None:
-            out[k] = lab
-    return out
-
-
-def _k_counts(entry) -> dict[int, np.ndarray]:
-    out = {}
-    for k in K_SET:
-        c = entry.result(counts_name(k))
-        if c is not None:
-            out[k] = c
     return out
 
 
@@ -150,11 +132,11 @@ def layout(ctx):
         cards.append(message("No k-means sweep in the results.", "secondary"))
 
     umap = entry.result("umap")
-    klab = _k_labels(entry)
+    klab = entry.by_k(labels_name)
     if umap is not None and klab:
         cards.append(graph_card("clusters-kcompare", F.k_compare_umap_figure(umap, klab),
                                 title="k = 3 / 5 / 8 side by side (UMAP)"))
-    counts = _k_counts(entry)
+    counts = entry.by_k(counts_name)
     times = entry.result("tables/times")
     if counts and times is not None:
         cards.append(graph_card("clusters-kcounts", F.counts_over_time_figure(times, counts),
@@ -289,7 +271,7 @@ def register_callbacks(app, services):
             data += [umap_raw[:, 0], umap_raw[:, 1]]
         cols.append(f"label_k{e.k}")
         data.append(e.result("labels"))
-        for k, lab in _k_labels(e).items():
+        for k, lab in e.by_k(labels_name).items():
             cols.append(f"label_k{k}")
             data.append(lab)
         for name, lab in _algorithms(e).items():
@@ -304,7 +286,7 @@ def register_callbacks(app, services):
             return figure_to_csv(fig)
         times = e.result("tables/times")
         rows = []
-        for k, c in _k_counts(e).items():
+        for k, c in e.by_k(counts_name).items():
             for t in range(c.shape[0]):
                 for lab in range(c.shape[1]):
                     rows.append([k, float(times[t]), lab, int(c[t, lab])])
