@@ -15,7 +15,6 @@ registration, cards, thumbnail URLs).
 from __future__ import annotations
 
 import base64
-import csv
 import io
 import logging
 import time
@@ -25,6 +24,8 @@ import dash_bootstrap_components as dbc
 import numpy as np
 from dash import Input, Output, State, dash_table, dcc, html
 
+from dashboard.explorer import graph_card, message, register_csv_download, thumb_url
+from dashboard.exports import csv_text, figure_to_csv
 from dashboard.figures import similarity as F
 from dashboard.pages import DATASET_STORE
 
@@ -42,56 +43,6 @@ RANKS = (1, 10, 100)
 
 
 # =========================================================================== shared helpers
-def csv_text(columns, rows) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow(r)
-    return buf.getvalue()
-
-
-def figure_csv(fig: dict) -> str:
-    """Every trace's data in long format (:func:`dashboard.exports.figure_to_csv`)."""
-    from dashboard.exports import figure_to_csv
-
-    return figure_to_csv(fig)
-
-
-def register_csv(app, graph_id: str, filename: str, to_csv, states=()) -> None:
-    """The CSV button of a graph card (``<graph_id>-csv`` -> ``<graph_id>-csv-download``)."""
-
-    @app.callback(Output(f"{graph_id}-csv-download", "data"), Input(f"{graph_id}-csv", "n_clicks"),
-                  State(graph_id, "figure"), *states, prevent_initial_call=True)
-    def _download(n_clicks, figure, *values):
-        if not n_clicks or not figure:
-            return dash.no_update
-        return dict(content=to_csv(figure, *values), filename=filename, type="text/csv")
-
-
-GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
-
-
-def graph_card_safe(graph_id, figure, **kwargs):
-    """The explorer's :func:`graph_card` (PNG via the modebar, a CSV button)."""
-    from dashboard.explorer import graph_card
-
-    return graph_card(graph_id, figure, **kwargs)
-
-
-def message_box(text, color="info", **kwargs):
-    return dbc.Alert(text, color=color, **kwargs)
-
-
-def thumb_url(entry, dataset_id, index, thumb=True):
-    """PNG URL of a dataset map (None for a latents-only dataset: no image)."""
-    if entry is None or not entry.has_maps:
-        return None
-    from dashboard.images import map_image_url
-
-    return map_image_url(dataset_id, int(index), thumb=thumb)
-
-
 def png_data_uri(arr, size=None) -> str:
     """A server-rendered PNG of an array that is not a stored map (an uploaded target)."""
     from dashboard.images import render_c2_png
@@ -100,6 +51,28 @@ def png_data_uri(arr, size=None) -> str:
 
 
 # =========================================================================== upload parsing
+def upload_limit_bytes(config) -> int:
+    """Largest .npy file an upload may be: the request limit, less base64's 4/3 and room for the
+    rest of the callback request (64 KiB)."""
+    return max(0, (config.max_upload_bytes - 64 * 1024) * 3 // 4)
+
+
+def upload_check_js(config) -> str:
+    """Clientside check of an upload before it is sent: a name that is not .npy or a file over the
+    limit gets a message (the server would refuse the request with 413, which the page cannot show)."""
+    limit_chars = max(0, config.max_upload_bytes - 64 * 1024)
+    limit_mib = upload_limit_bytes(config) / 2**20
+    return ("function(contents, filename) {"
+            " var nu = window.dash_clientside.no_update;"
+            " if (!contents) { return [nu, '']; }"
+            " var name = filename || 'upload';"
+            " if (!/\\.npy$/i.test(name)) { return [null, name + ': not a .npy file; upload a NumPy .npy file holding one square 2-d map.']; }"
+            f" if (contents.length > {limit_chars}) {{ return [null, name + ' is ' + (contents.length * 0.75 / 1048576).toFixed(1)"
+            f" + ' MiB: uploads are limited to {limit_mib:.1f} MiB (AINERD_MAX_UPLOAD_MB on the server).']; }}"
+            " return [contents, ''];"
+            "}")
+
+
 def parse_upload(contents: str, filename: str | None) -> np.ndarray:
     """A dcc.Upload ``contents`` string of a .npy file -> normalised (256, 256) float32 map.
 
@@ -108,11 +81,10 @@ def parse_upload(contents: str, filename: str | None) -> np.ndarray:
         raise ValueError("empty upload")
     if filename and not filename.lower().endswith(".npy"):
         raise ValueError(f"{filename}: upload a NumPy .npy file holding one square 2-d map")
-    raw = base64.b64decode(contents.split(",", 1)[1])
-    try:
-        arr = np.load(io.BytesIO(raw), allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
-        raise ValueError(f"{filename or 'upload'}: not a readable .npy file ({exc})") from None
+    from dashboard.validation import decode_upload, load_npy_bytes
+
+    # the header is checked before anything is allocated (empty files, 10^12-element claims)
+    arr = load_npy_bytes(decode_upload(contents, filename), filename or "upload")
     from ainerd_core.errors import InputError
     from ainerd_core.readers.resample import prepare_target
 
@@ -173,17 +145,17 @@ def layout(ctx):
     notes = []
     if not entry.has_maps:
         sha = entry.result_attrs.get("model_sha256")
-        notes.append(message_box([html.B("This dataset holds latents only. "),
-                                  "No C2 maps: no thumbnails and no raw-pixel neighbours; latent-space neighbours are "
-                                  "listed in the grid and the table. An uploaded map can only be searched in the latent "
-                                  "space, and only if the model that made these latents is on this server",
-                                  f" (model sha256 {sha[:12]}…)" if isinstance(sha, str) and sha else
-                                  " (this dataset does not record which model that was, so an upload cannot be encoded)",
-                                  "; otherwise the upload reports that nothing could be searched."],
-                                 "warning", id="similarity-latents-only"))
+        notes.append(message([html.B("This dataset holds latents only. "),
+                              "No C2 maps: no thumbnails and no raw-pixel neighbours; latent-space neighbours are "
+                              "listed in the grid and the table. An uploaded map can only be searched in the latent "
+                              "space, and only if the model that made these latents is on this server",
+                              f" (model sha256 {sha[:12]}…)" if isinstance(sha, str) and sha else
+                              " (this dataset does not record which model that was, so an upload cannot be encoded)",
+                              "; otherwise the upload reports that nothing could be searched."],
+                             "warning", id="similarity-latents-only"))
     elif not has_raw:
-        notes.append(message_box("No precomputed raw-pixel neighbours (precompute ran with --no-raw-neighbours).",
-                                 "secondary"))
+        notes.append(message("No precomputed raw-pixel neighbours (precompute ran with --no-raw-neighbours).",
+                             "secondary"))
     picker = dbc.Card([dbc.CardHeader("Target"), dbc.CardBody([
         dcc.Graph(id="similarity-umap", figure=F.target_umap_figure(umap, labels=entry.result("labels"), target=start)
                   if umap is not None else {}, config={"displaylogo": False, "displayModeBar": False},
@@ -193,21 +165,26 @@ def layout(ctx):
                             debounce=True, style={"width": "7rem"}),
                   html.Span(f" of 0..{entry.n_maps - 1}", className="small text-muted ms-1")],
                  className="d-flex align-items-center mb-2"),
+        # no accept/max_size here: the upload component drops refused files without a word;
+        # the clientside check (upload_check_js) says why instead
         dcc.Upload(id="similarity-upload", children=html.Div(["drop or ", html.A("choose a .npy map"),
-                                                              " (any square size)"]),
-                   accept=".npy", multiple=False, max_size=ctx.services.config.max_upload_bytes,
+                                                              f" (any square size, at most "
+                                                              f"{upload_limit_bytes(ctx.services.config) / 2**20:.1f} MiB)"]),
+                   multiple=False, max_size=-1,
                    className="border border-secondary rounded p-2 text-center small mb-2",
                    style={"borderStyle": "dashed", "cursor": "pointer"}),
         dbc.Progress(id="similarity-upload-progress", value=0, label="", className="mb-2", style={"height": "1rem"}),
         html.Div(id="similarity-upload-status", className="small mb-2"),
+        html.Div(id="similarity-upload-error", className="small mb-2 text-danger"),
+        dcc.Store(id="similarity-upload-checked"),
         html.Div(id="similarity-target-view"),
         dbc.Label("neighbours shown", className="small mb-0 mt-2"),
         dcc.Dropdown(id="similarity-k", options=[{"label": str(k), "value": k} for k in K_CHOICES], value=K_CHOICES[0],
                      clearable=False),
     ])], className="mb-3")
     grids = html.Div([
-        graph_card_safe("similarity-latent-grid", _empty_grid("latent"), title="latent space (64-d) neighbours"),
-        graph_card_safe("similarity-raw-grid", _empty_grid("raw"), title="raw-pixel (65,536-d) neighbours"),
+        graph_card("similarity-latent-grid", _empty_grid("latent"), title="latent space (64-d) neighbours"),
+        graph_card("similarity-raw-grid", _empty_grid("raw"), title="raw-pixel (65,536-d) neighbours"),
     ])
     table = dbc.Card([dbc.CardHeader("Every neighbour, failures included"), dbc.CardBody(dash_table.DataTable(
         id="similarity-table", data=[], page_size=24, sort_action="native", filter_action="native",
@@ -242,7 +219,7 @@ def layout(ctx):
                                         id="similarity-focus-view"))], className="mb-3", id="similarity-focus-card"),
         dcc.Store(id="similarity-focus", data=-1),
         table,
-        graph_card_safe("similarity-dist", dist_fig, title="Neighbour-distance distributions (all maps)"),
+        graph_card("similarity-dist", dist_fig, title="Neighbour-distance distributions (all maps)"),
     ], id="similarity-page")
 
 
@@ -264,6 +241,10 @@ def _all_distances(entry) -> dict:
 # =========================================================================== callbacks
 def register_callbacks(app, services):
     catalog, config = services.catalog, services.config
+
+    app.clientside_callback(upload_check_js(config), Output("similarity-upload-checked", "data"),
+                            Output("similarity-upload-error", "children"), Input("similarity-upload", "contents"),
+                            State("similarity-upload", "filename"), prevent_initial_call=True)
 
     @app.callback(Output("similarity-focus", "data"), Input("similarity-latent-grid", "clickData"),
                   Input("similarity-raw-grid", "clickData"), State(DATASET_STORE, "data"), prevent_initial_call=True)
@@ -333,7 +314,7 @@ def register_callbacks(app, services):
 
     @services.register_background(
         Output("similarity-upload-result", "data"), Output("similarity-upload-status", "children"),
-        Input("similarity-upload", "contents"), State("similarity-upload", "filename"),
+        Input("similarity-upload-checked", "data"), State("similarity-upload", "filename"),
         State("similarity-k", "value"), State(DATASET_STORE, "data"),
         progress=[Output("similarity-upload-progress", "value"), Output("similarity-upload-progress", "label")],
         running=[(Output("similarity-upload", "disabled"), True, False)],
@@ -475,7 +456,7 @@ def register_callbacks(app, services):
     def dist_csv(fig, dataset_id):
         entry = catalog.get(dataset_id)
         if entry is None:
-            return figure_csv(fig)
+            return figure_to_csv(fig)
         d = _all_distances(entry)
         cols, data = ["index"], [np.arange(entry.n_maps)]
         for space, arr in d.items():
@@ -491,9 +472,9 @@ def register_callbacks(app, services):
                                convert={"target": lambda t: (t or {}).get("index")})
 
     state = (State(DATASET_STORE, "data"),)
-    register_csv(app, "similarity-latent-grid", "neighbours_latent.csv", grid_csv, state)
-    register_csv(app, "similarity-raw-grid", "neighbours_raw.csv", grid_csv, state)
-    register_csv(app, "similarity-dist", "neighbour_distances.csv", dist_csv, state)
+    register_csv_download(app, "similarity-latent-grid", "neighbours_latent.csv", grid_csv, state, with_figure=True)
+    register_csv_download(app, "similarity-raw-grid", "neighbours_raw.csv", grid_csv, state, with_figure=True)
+    register_csv_download(app, "similarity-dist", "neighbour_distances.csv", dist_csv, state, with_figure=True)
 
 
 # =========================================================================== uploads
