@@ -403,8 +403,12 @@ def test_watch_novelty_rows_and_alerts(explorer_data, tmp_path):  # noqa: F811
     folder.mkdir()
     rng = np.random.default_rng(3)
     noise = {lab: rng.random((64, 64)).astype(np.float32) for lab in range(1, 19)}  # unlike any training map
-    write_aps_nexus(folder / "odd_results.hdf", size=64, q_values=(0.004,), maps=noise)
-    aps_file(folder, 1)
+    write_aps_nexus(folder / "b_odd_results.hdf", size=64, q_values=(0.004,), maps=noise,
+                    start_time="2024-03-01T10:01:00")
+    with open_dataset(ref) as r:  # maps of the reference itself: in distribution
+        known = {lab: r.read_map(lab * 7) for lab in range(1, 19)}
+    write_aps_nexus(folder / "a_known_results.hdf", size=256, q_values=(0.004,), maps=known,
+                    start_time="2024-03-01T10:00:00")
     with watcher(folder, tmp_path / "live.h5", ref) as w:
         if w._novelty_ref is None:
             pytest.skip("no novelty reference stored with the reference or the model")
@@ -412,6 +416,8 @@ def test_watch_novelty_rows_and_alerts(explorer_data, tmp_path):  # noqa: F811
     with open_dataset(tmp_path / "live.h5") as ds:
         score = ds.read_result("novelty/score")
         assert score.shape == (36,) and np.all((score >= 0) & (score <= 1))
+        assert ds.meta["source"][0].startswith("a_known") and ds.meta["source"][18].startswith("b_odd")
+        assert np.median(score[:18]) < 0.9 and np.all(score[18:] >= N.NOVEL_THRESHOLD), score
         flagged = np.flatnonzero(score >= N.NOVEL_THRESHOLD)
         alerts = ds.alerts or {"kind": np.array([]), "map": np.array([])}
         novel = [int(m) for k, m in zip(alerts["kind"], alerts["map"]) if k == "novel map"]
