@@ -460,13 +460,21 @@ class Watcher:
     def _load_reference(self) -> None:
         from . import model as M
 
-        ref_path = self.o.reference
-        if ref_path is None:
-            from .dataset import open_dataset
+        from .dataset import open_dataset
 
-            with open_dataset(self.o.out, segments=False) as base:
-                if base.has_results and base.read_result("latent") is not None and base.n_maps:
-                    ref_path = self.o.out
+        ref_path = self.o.reference
+        with open_dataset(self.o.out, segments=False) as base:
+            names = set(base.result_names())
+            own = base.n_maps and {"latent", "labels", "umap"} <= names and (
+                ref_path is None or any(n.startswith("kmeans/centroids_k") for n in names))
+        if own:
+            # a precompute of the live dataset itself is the newest clustering of this very
+            # experiment: later maps join its clusters (and --reference is only the first start)
+            if ref_path is not None and Path(ref_path).resolve() != Path(self.o.out).resolve():
+                self.say(f"{self.o.out} holds its own precomputed results: using them as the reference")
+            ref_path = self.o.out
+        st = Path(self.o.out).stat()
+        self._out_key = (st.st_mtime_ns, st.st_size)
         if ref_path is None:
             self.reference = None
             self.say("note: no reference (--reference, or --out with precomputed results): maps get latents"
@@ -543,8 +551,8 @@ class Watcher:
     def poll_once(self) -> int:
         """One pass: take every ready file, follow the rheology log. Returns files committed."""
         committed = 0
-        if self.reference is not None and self.reference.changed():
-            self.say(f"the reference {self.reference.path} changed (precompute?): reloading it")
+        if (self.reference is not None and self.reference.changed()) or self._out_changed():
+            self.say("the reference or the dataset's base file changed (precompute?): reloading")
             self._load_state()
             self._load_reference()
         self._poll_rheology()
@@ -584,6 +592,14 @@ class Watcher:
                     and not self._seen_unfinished():
                 return total
             time.sleep(self.o.poll_s)
+
+    def _out_changed(self) -> bool:
+        """Whether something else (a precompute) rewrote the dataset's base file."""
+        try:
+            st = Path(self.o.out).stat()
+        except OSError:
+            return False
+        return (st.st_mtime_ns, st.st_size) != getattr(self, "_out_key", None)
 
     def _seen_unfinished(self) -> bool:
         return any(name not in self._done and (s.size, s.mtime_ns) != self._failed.get(name)
@@ -900,8 +916,10 @@ class Watcher:
             self.say(f"compacting {self._segments_since_compact} segments into the base file")
             D.compact(self.o.out)
             self._segments_since_compact = 0
+            st = Path(self.o.out).stat()
+            self._out_key = (st.st_mtime_ns, st.st_size)  # our own rewrite: nothing to reload
             if self.reference is not None and Path(self.reference.path).resolve() == Path(self.o.out).resolve():
-                self.reference.key = (Path(self.o.out).stat().st_mtime_ns, Path(self.o.out).stat().st_size)
+                self.reference.key = self._out_key
         return 1 if res is not None else 0
 
     def _classes_of(self, phi) -> np.ndarray:

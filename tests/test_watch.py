@@ -422,3 +422,33 @@ def test_watch_novelty_rows_and_alerts(explorer_data, tmp_path):  # noqa: F811
         alerts = ds.alerts or {"kind": np.array([]), "map": np.array([])}
         novel = [int(m) for k, m in zip(alerts["kind"], alerts["map"]) if k == "novel map"]
         assert sorted(novel) == flagged.tolist()
+
+
+def test_precompute_replaces_live_results(explorer_data, tmp_path):  # noqa: F811
+    """A full precompute of the live dataset while the watcher runs: its results replace the live
+    ones, the segments are merged, and later maps join the new clusters."""
+    from ainerd_core.precompute import precompute
+
+    ref = reference_copy(explorer_data, tmp_path)
+    folder = tmp_path / "beam"
+    folder.mkdir()
+    out = tmp_path / "live.h5"
+    for i in range(2):
+        aps_file(folder, i)
+    with watcher(folder, out, ref) as w:
+        run_until(w, lambda: w.n == 36)
+        precompute(out, k=3, n_init=3, n_boot=2, neighbours=10, targets=10, verbose=False)
+        assert D.list_segments(out) == []
+        with open_dataset(out) as ds:
+            assert ds.n_maps == 36 and ds.result_attrs["k"] == 3 and "timings_json" in ds.result_attrs
+            assert len(ds.ledger["file"]) == 2
+        aps_file(folder, 2)
+        run_until(w, lambda: w.n == 54)
+        assert Path(w.reference.path) == out
+    with open_dataset(out) as ds, open_dataset(out, segments=False) as base:
+        lab, lat = ds.read_result("labels"), ds.read_result("latent")
+        cent = base.read_result("kmeans/centroids_k3")
+        assert lab.shape == (54,) and ds.result_attrs["k"] == 3
+        assert np.array_equal(lab[36:], np.argmin(((lat[36:, None] - cent[None]) ** 2).sum(-1), axis=1))
+        assert ds.read_result("tables/counts").sum() == 54 and ds.read_result("tables/counts").shape == (3, 3)
+        assert ds.ledger["file"].tolist() == [f"E031_{i:04d}_results.hdf" for i in range(3)]
