@@ -883,6 +883,7 @@ class Watcher:
             kwargs["ledger"] = {k: np.asarray(v, dtype=object if k in ("file", "status", "start_time", "message",
                                                                        "utc", "folder") else None)
                                 for k, v in ledger.items()}
+        t_write0 = time.perf_counter()
         try:
             seg = D.append_segment(self.o.out, number, **kwargs)
         except BaseException:
@@ -890,11 +891,12 @@ class Watcher:
                 (self.n, self.time, self.sector, self.phi, self.labels, self.umap, self._classes) = saved
             raise
         commit_s = time.perf_counter() - t_commit0
+        write_s = time.perf_counter() - t_write0
         if "rheology" in kwargs:
             self._rheo_dirty = False
             self._rheo_committed_at = time.monotonic()
         event = {"segment": seg.name, "utc": _utc_now(), "wall": time.time(), "compute_s": compute_s,
-                 "commit_s": commit_s}
+                 "commit_s": commit_s, "write_s": write_s}
         if failed is not None:
             self._failed[failed[0].name] = (failed[1].size, failed[1].mtime_ns)
             event.update(kind="failed", file=failed[0].name, message=failed[2])
@@ -905,7 +907,7 @@ class Watcher:
             cpu = res.get("compute_cpu_s")
             self.say(f"{path.name}: {res['maps'].shape[0]} maps at t = {t:.1f} s -> {seg.name} "
                      f"(compute {compute_s:.2f} s" + (f" = {cpu:.2f} CPU s" if cpu is not None else "")
-                     + f", commit {commit_s:.3f} s; {self.n} maps)")
+                     + f", commit {commit_s:.3f} s of which write {write_s:.3f} s; {self.n} maps)")
             self._segments_since_compact += 1
         else:
             event.update(kind="rheology")
