@@ -387,7 +387,8 @@ def measure_dynamics(maps, time_step_s=None, *, exclude_lag0: bool = True, max_l
     sel = (lag_all >= 1) & (lag_all <= max_lag)
     fit = fit_g2(lag_all[sel] * dt, g_all[:, sel], c_all[sel], lag0=g_all[:, 0], n_iter=n_iter)
     keep = slice(1, None) if exclude_lag0 else slice(None)
-    age, alag, ag = aged_g2(m, n_windows, exclude_lag0=exclude_lag0)
+    # small maps: fewer windows rather than an error (each window needs >= 3 pixels)
+    age, alag, ag = aged_g2(m, max(1, min(int(n_windows), L // 3)), exclude_lag0=exclude_lag0)
     t_unit, r_unit = ("s", "1/s") if time_step_s is not None else ("pixel", "1/pixel")
     out = {
         "relaxation_rate": fit["rate"], "rate_stderr": fit["rate_stderr"],

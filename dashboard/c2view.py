@@ -309,7 +309,7 @@ def register_callbacks(app, catalog) -> None:
             return dash.no_update
         if not 0 <= index < entry.n_maps:
             return dash.no_update
-        limits = limits if limits in D.COLOR_LIMITS else DEFAULT_LIMITS
+        limits = limits if isinstance(limits, str) and limits in D.COLOR_LIMITS else DEFAULT_LIMITS
         source = state.get("source") if state.get("source") in ("map", "map+recon", "recon", "stack") else "map"
         row = state.get("row")
         if row is not None and not isinstance(row, int):

@@ -22,6 +22,7 @@ import logging
 from pathlib import Path
 
 import dash
+import numpy as np
 import dash_bootstrap_components as dbc
 from dash import Input, Output, State, dcc, html
 
@@ -157,6 +158,19 @@ NO_MAPS_TEXT = ("This dataset holds latents only (no C2 maps), so maps cannot be
                 "the metadata of the maps are listed instead.")
 
 
+def format_value(value, unit: str = "", *, sector: bool = False, digits: int = 4) -> str:
+    """A metadata value for people: ``"unknown"`` where it is missing (NaN, None, sector 0),
+    else the number (with ``unit``)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return "unknown" if value is None or str(value).strip() in ("", "nan", "None") else str(value)
+    if not np.isfinite(v) or (sector and int(v) <= 0):
+        return "unknown"
+    text = str(int(v)) if sector else f"{v:.{digits}g}"
+    return f"{text} {unit}".strip()
+
+
 def map_caption(entry, index: int, labels=None) -> str:
     """'map 17 · t = 120 s · sector 5 (flow) · cluster 2'."""
     meta = entry.meta
@@ -211,8 +225,7 @@ def map_detail(entry, index: int, labels=None, *, reconstruction: bool = False, 
     rows = [("map index", index), ("time (s)", f"{float(meta['time'][index]):.1f}")]
     for key, label in (("sector", "sector"), ("phi", "phi (deg)"), ("q", "q (1/Å)")):
         if key in meta:
-            v = meta[key][index]
-            rows.append((label, v if key == "sector" else f"{float(v):.4g}"))
+            rows.append((label, format_value(meta[key][index], sector=key == "sector")))
     rows.append(("class", entry.sector_class()[index]))
     if labels is not None:
         rows.append(("cluster", int(labels[index])))

@@ -130,3 +130,36 @@ def test_timeline_has_the_fitted_rate_row_and_latents_only_says_the_order_is_unk
     note = wait_for(lambda: driver.find_element("id", "latent-order-note").text, what="order note")
     assert note.startswith("Cluster order unknown")
     assert not console_errors(driver)
+
+
+def test_the_view_callback_answers_tampered_client_state_without_a_500(server, data_dir):
+    """The view's state and controls live in the browser: whatever they hold, the redraw answers
+    200 (nothing drawn for what c2_view did not write), never a server error."""
+    import json
+
+    import requests
+
+    from dashboard.catalog import Catalog
+
+    version = Catalog(data_dir).get("demo").version
+    good = {"dataset": "demo", "version": version, "index": 3, "source": "map", "row": None, "title": "t", "key": "k"}
+    oid = {"key": "k", "type": "c2view-body"}
+
+    def post(state, limits="1-99", diag=("on",)):
+        body = {"output": '{"key":["MATCH"],"type":"c2view-body"}.children',
+                "outputs": {"id": oid, "property": "children"},
+                "inputs": [{"id": {"key": "k", "type": "c2view-diag"}, "property": "value", "value": list(diag)},
+                           {"id": {"key": "k", "type": "c2view-limits"}, "property": "value", "value": limits}],
+                "state": [{"id": {"key": "k", "type": "c2view-state"}, "property": "data", "value": state}],
+                "changedPropIds": ['{"key":"k","type":"c2view-limits"}.value']}
+        r = requests.post(server.url + "/_dash-update-component", json=body, timeout=30)
+        return r.status_code, json.loads(r.text).get("response", {}) if r.status_code == 200 else r.text
+
+    status, response = post(good)
+    assert status == 200 and "c2view-fit" in json.dumps(response)  # the control works on an honest state
+    for bad in (None, "x", [1], dict(good, index="abc"), dict(good, index=10 ** 9), dict(good, index=-1),
+                dict(good, source="stack", row="a"), dict(good, dataset="../demo"), dict(good, version="0")):
+        status, response = post(bad)
+        assert status == 200 and response == {}, (bad, status, response)
+    for state, limits in ((dict(good, source="evil", title={"a": 1}, key=[1]), "1-99"), (good, {"x": 1}), (good, 7)):
+        assert post(state, limits)[0] == 200

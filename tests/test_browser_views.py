@@ -258,3 +258,62 @@ def test_reclustering_result_is_selectable_labelled_and_clears_errors(driver, se
     driver.refresh()
     wait_for(lambda: checked(driver, "sectors-k") == rid, what="result kept after a reload")
     assert not console_errors(driver)
+
+
+GRID_META_JS = """
+const p = document.querySelector('#' + arguments[0] + ' .js-plotly-plot');
+if (!p || !p.layout || !p.layout.meta) return null;
+return {meta: p.layout.meta, captions: (p.layout.annotations || []).map(a => a.text),
+        dashes: (p.layout.shapes || []).map(s => (s.line || {}).dash || 'solid')};
+"""
+
+
+def test_similarity_upload_stays_neighbours_enlarge_relevance_in_text(driver, server, tmp_path):
+    import numpy as np
+
+    open_page(driver, server.url + "/similarity?dataset=demo")
+    g = wait_for(lambda: (lambda x: x if x and x["meta"].get("index") else None)(
+        driver.execute_script(GRID_META_JS, "similarity-latent-grid")), what="latent neighbours")
+    rel = [v for v in g["meta"]["relevant"] if v is not None]
+    assert rel, "the demo has ground truth"
+    marks = [c for c in g["captions"] if c.endswith("✓") or c.endswith("✗")]
+    assert len(marks) == len(rel) and sum(c.endswith("✓") for c in marks) == sum(rel)
+    assert g["dashes"].count("dash") == rel.count(False)  # not relevant: dashed frame as well as red
+    # upload a target
+    target = tmp_path / "target.npy"
+    y, x = np.mgrid[0:300, 0:300]
+    np.save(target, np.exp(-np.abs(x - y) / 30.0).astype(np.float32))
+    driver.find_element("css selector", "#similarity-upload input[type=file]").send_keys(str(target))
+    wait_for(lambda: "searched" in driver.find_element("id", "similarity-upload-status").text, timeout=90,
+             what="upload searched")
+    wait_for(lambda: driver.find_elements("css selector", "#similarity-upload-map .js-plotly-plot"),
+             what="uploaded target drawn large with axes")
+    up = wait_for(lambda: (lambda x: x if x and "of map" not in str(x) else None)(
+        driver.execute_script(GRID_META_JS, "similarity-latent-grid")), what="neighbours of the upload")
+    first = up["meta"]["index"][0]
+    # click a neighbour: it is enlarged, the uploaded target stays
+    driver.execute_script("""
+        const gd = document.querySelector('#similarity-latent-grid .js-plotly-plot');
+        gd.emit('plotly_click', {points: [{curveNumber: 0, pointNumber: 0, pointIndex: 0,
+                                            customdata: gd.data[0].customdata[0]}]});""")
+    wait_for(lambda: f"map {first}" in driver.find_element("id", "similarity-focus-title").text,
+             what="enlarged neighbour")
+    wait_for(lambda: driver.find_elements("css selector", "#similarity-focus-view .js-plotly-plot"),
+             what="neighbour drawn with axes")
+    assert driver.find_element("id", "similarity-target-img").get_attribute("src").startswith("data:image/png")
+    assert driver.find_elements("css selector", "#similarity-upload-map")
+    # replacing it is explicit
+    driver.execute_script("arguments[0].click();", driver.find_element("id", "similarity-make-target"))
+    wait_for(lambda: not driver.find_elements("css selector", "#similarity-upload-map"), what="target replaced")
+    wait_for(lambda: query(driver).get("target") == str(first), what="target in the URL")
+    assert not console_errors(driver)
+
+
+def test_latents_only_similarity_says_up_front_what_an_upload_can_do(driver, server):
+    open_page(driver, server.url + "/similarity?dataset=e031")
+    note = wait_for(lambda: driver.find_element("id", "similarity-latents-only").text, what="latents-only note")
+    assert "only be searched in the latent space" in note
+    raw = wait_for(lambda: (lambda x: x if x and x["captions"] else None)(
+        driver.execute_script(GRID_META_JS, "similarity-raw-grid")), what="raw grid message")
+    assert any("no raw-pixel neighbours" in c for c in raw["captions"])
+    assert not console_errors(driver)

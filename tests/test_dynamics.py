@@ -126,6 +126,18 @@ def test_fit_is_robust_to_spikes():
     np.testing.assert_array_less(np.abs(fit["rate"] / rate - 1), 0.1)
 
 
+def test_small_maps_and_bad_parameters():
+    maps, _, _ = known_maps(n=3, L=16)
+    out = D.measure_dynamics(maps)
+    assert out["g2"].shape == (3, 15) and out["aged_g2"].shape[1] == 4
+    out = D.measure_dynamics(maps[:, :9, :9])  # 9 px: three windows of 3 px
+    assert out["aged_g2"].shape[:2] == (3, 3) and out["fit_status"].shape == (3,)
+    with pytest.raises(ValueError):
+        D.measure_dynamics(maps, time_step_s=-1.0)
+    with pytest.raises(ValueError):
+        D.measure_dynamics(maps, max_lag=2)
+
+
 def test_deterministic_and_batch_independent():
     maps, _, _ = known_maps(n=40, noise=0.02, seed=5)
     a = D.measure_dynamics(maps)

@@ -135,12 +135,31 @@ def neighbour_grid_figure(space: str, index, distance, urls: Sequence[str], *, n
     ranks = np.arange(1, len(idx) + 1)
     hov = [f"rank {r}, distance {d:.4g}<br>{h}" + ("" if v is None else f"<br>relevant: {'yes' if v else 'NO'}")
            for r, d, h, v in zip(ranks, dist, hov, rel)]
-    captions = [f"#{r}  d={d:.3g}" for r, d in zip(ranks, dist)]
+    # relevance by text and frame style as well as colour: ✓ solid green, ✗ dashed red
+    captions = [f"#{r}  d={d:.3g}" + ("" if v is None else (" ✓" if v else " ✗")) for r, d, v in zip(ranks, dist, rel)]
     fig = image_grid_figure(urls, n_cols, captions=captions, hover=hov,
                             customdata=[[int(i), float(d), int(r)] for i, d, r in zip(idx, dist, ranks)],
                             border_colors=[RELEVANT_COLORS[v] if v is not None else None for v in rel],
                             title=title or f"nearest neighbours in {SPACE_NAMES.get(space, space)}")
-    fig.update_layout(meta={"space": space, "index": idx.tolist(), "distance": dist.tolist()})
+    framed = [v for v in rel if v is not None]
+    frames = [sh for sh in fig.layout.shapes if sh.type == "rect"]
+    if len(frames) == len(framed):
+        for sh, v in zip(frames, framed):
+            sh.line.dash = "solid" if v else "dash"
+    fig.update_layout(meta={"space": space, "index": idx.tolist(), "distance": dist.tolist(),
+                            "relevant": [None if v is None else bool(v) for v in rel]})
+    return fig
+
+
+def map_heatmap_figure(arr, title: str, *, height: int = 360) -> go.Figure:
+    """A map (an uploaded target) drawn large with axes: C2(t1, t2) in pixels, colour bar."""
+    arr = np.asarray(arr, dtype=np.float32)
+    fig = go.Figure(go.Heatmap(z=arr, colorscale="Viridis", colorbar=dict(title=dict(text="C2 (normalised)")),
+                               hovertemplate="t1 %{x}, t2 %{y}<br>C2 %{z:.3f}<extra></extra>"))
+    fig.update_layout(height=height, title=dict(text=title, font=dict(size=13)), margin=dict(l=60, r=20, t=40, b=50),
+                      plot_bgcolor="white")
+    fig.update_xaxes(title_text="t1 (pixel)", constrain="domain")
+    fig.update_yaxes(title_text="t2 (pixel)", scaleanchor="x", constrain="domain")
     return fig
 
 

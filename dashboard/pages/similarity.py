@@ -172,9 +172,15 @@ def layout(ctx):
     has_raw = entry.has_result("similarity/raw_index")
     notes = []
     if not entry.has_maps:
-        notes.append(message_box("This dataset holds latents only: no C2 maps, so no thumbnails and no raw-pixel "
-                                 "neighbours; latent-space neighbours are listed in the table.", "warning",
-                                 id="similarity-latents-only"))
+        sha = entry.result_attrs.get("model_sha256")
+        notes.append(message_box([html.B("This dataset holds latents only. "),
+                                  "No C2 maps: no thumbnails and no raw-pixel neighbours; latent-space neighbours are "
+                                  "listed in the grid and the table. An uploaded map can only be searched in the latent "
+                                  "space, and only if the model that made these latents is on this server",
+                                  f" (model sha256 {sha[:12]}…)" if isinstance(sha, str) and sha else
+                                  " (this dataset does not record which model that was, so an upload cannot be encoded)",
+                                  "; otherwise the upload reports that nothing could be searched."],
+                                 "warning", id="similarity-latents-only"))
     elif not has_raw:
         notes.append(message_box("No precomputed raw-pixel neighbours (precompute ran with --no-raw-neighbours).",
                                  "secondary"))
@@ -224,9 +230,17 @@ def layout(ctx):
         dcc.Store(id="similarity-upload-result"),
         view_state.url_store(PATH),
         dbc.Row([dbc.Col(picker, md=3), dbc.Col(grids, md=9)]),
-        dbc.Card([dbc.CardHeader("The target map, its g2 and fit (click a neighbour to make it the target)",
-                                 className="fw-semibold"),
-                  dbc.CardBody(html.Div(id="similarity-view"))], className="mb-3"),
+        dbc.Card([dbc.CardHeader("The target map, its g2 and fit", className="fw-semibold"),
+                  dbc.CardBody(html.Div(id="similarity-view"))], className="mb-3", id="similarity-view-card"),
+        dbc.Card([dbc.CardHeader(html.Div([html.Span("Enlarged neighbour (click a neighbour above)",
+                                                     className="fw-semibold me-auto", id="similarity-focus-title"),
+                                           dbc.Button("make it the target", id="similarity-make-target", size="sm",
+                                                      color="primary", outline=True, disabled=True)],
+                                          className="d-flex align-items-center")),
+                  dbc.CardBody(html.Div(html.Div("Clicking a neighbour enlarges it here with its axes; the target "
+                                                 "stays until you choose another one.", className="small text-muted"),
+                                        id="similarity-focus-view"))], className="mb-3", id="similarity-focus-card"),
+        dcc.Store(id="similarity-focus", data=-1),
         table,
         graph_card_safe("similarity-dist", dist_fig, title="Neighbour-distance distributions (all maps)"),
     ], id="similarity-page")
@@ -251,11 +265,45 @@ def _all_distances(entry) -> dict:
 def register_callbacks(app, services):
     catalog, config = services.catalog, services.config
 
+    @app.callback(Output("similarity-focus", "data"), Input("similarity-latent-grid", "clickData"),
+                  Input("similarity-raw-grid", "clickData"), State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def focus_neighbour(latent_click, raw_click, dataset_id):
+        """A click on a neighbour enlarges it; it does not replace the target (an upload stays)."""
+        entry = catalog.get(dataset_id)
+        trig = dash.callback_context.triggered_id
+        click = latent_click if trig == "similarity-latent-grid" else raw_click
+        if entry is None or not click or not click.get("points"):
+            return dash.no_update
+        cd = click["points"][0].get("customdata")
+        index = cd[0] if isinstance(cd, list) else cd
+        try:
+            index = int(index)
+        except (TypeError, ValueError):
+            return dash.no_update
+        return index if 0 <= index < entry.n_maps else dash.no_update
+
+    @app.callback(Output("similarity-focus-view", "children"), Output("similarity-focus-title", "children"),
+                  Output("similarity-make-target", "disabled"), Input("similarity-focus", "data"),
+                  State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def show_focus(index, dataset_id):
+        entry = catalog.get(dataset_id)
+        if entry is None or not isinstance(index, int) or not 0 <= index < entry.n_maps:
+            return dash.no_update, dash.no_update, dash.no_update
+        from dashboard.c2view import c2_view
+        from dashboard.explorer import map_caption
+
+        title = f"Enlarged neighbour: {map_caption(entry, index)}"
+        if not entry.has_maps and "decoded" not in str(entry.result_attrs.get("dynamics_source") or ""):
+            return (html.Div("This dataset holds latents only: no map to enlarge.", className="small text-muted"),
+                    title, False)
+        return c2_view(entry, index, key="similarity-nb", title=f"C2 of map {index} (neighbour)"), title, False
+
     @app.callback(Output("similarity-target", "data"), Output("similarity-index", "value"),
                   Input("similarity-umap", "clickData"), Input("similarity-index", "value"),
-                  Input("similarity-latent-grid", "clickData"), Input("similarity-raw-grid", "clickData"),
+                  Input("similarity-make-target", "n_clicks"),
+                  State("similarity-focus", "data"),
                   State(DATASET_STORE, "data"), State("similarity-target", "data"), prevent_initial_call=True)
-    def pick_target(umap_click, typed, latent_click, raw_click, dataset_id, current):
+    def pick_target(umap_click, typed, make_target, focus, dataset_id, current):
         entry = catalog.get(dataset_id)
         if entry is None:
             return dash.no_update, dash.no_update
@@ -265,9 +313,12 @@ def register_callbacks(app, services):
             if typed is not None and (current or {}).get("index") == typed and (current or {}).get("t", 0) > 0:
                 return dash.no_update, dash.no_update  # echo of a click that already set this target
             index = typed
+        elif trig == "similarity-make-target":
+            if not make_target:
+                return dash.no_update, dash.no_update
+            index = focus
         else:
-            click = {"similarity-umap": umap_click, "similarity-latent-grid": latent_click,
-                     "similarity-raw-grid": raw_click}.get(trig)
+            click = umap_click
             if click and click.get("points"):
                 cd = click["points"][0].get("customdata")
                 index = cd[0] if isinstance(cd, list) else cd
@@ -324,10 +375,16 @@ def register_callbacks(app, services):
                 result["notes"].append(f"raw pixels: {exc}")
         else:
             result["notes"].append("raw pixels: this dataset holds latents only")
-        set_progress((100, "done"))
         secs = time.perf_counter() - t0
+        if not result["spaces"]:  # say so, and keep the current target on screen
+            set_progress((0, ""))
+            return dash.no_update, dbc.Alert([html.B(f"{result['name']} was not searched: "),
+                                              "; ".join(result["notes"])], color="danger", className="p-2 mb-0",
+                                             id="similarity-upload-failed")
+        result["preview"] = np.round(target[::2, ::2], 3).tolist()  # 128 x 128, drawn with axes
+        set_progress((100, "done"))
         status = f"{result['name']}: searched {entry.n_maps} maps in {secs:.1f} s"
-        return result, html.Span([status] + [html.Br()] + [html.Span(n, className="text-warning d-block")
+        return result, html.Span([status] + [html.Br()] + [html.Span(n, className="text-body-secondary d-block")
                                                            for n in result["notes"]])
 
     @app.callback(Output("similarity-latent-grid", "figure"), Output("similarity-raw-grid", "figure"),
@@ -371,9 +428,12 @@ def register_callbacks(app, services):
         for space in ("latent", "raw"):
             if space not in nn:
                 fig = _empty_grid(space)
-                why = ("latents only: no raw maps" if not entry.has_maps else "no neighbours available") \
+                why = ("latents only: no raw maps, so no raw-pixel neighbours" if not entry.has_maps
+                       else "no raw-pixel neighbours available") \
                     if space == "raw" else "no latent neighbours available"
-                fig.update_layout(title=why, height=80)
+                fig.add_annotation(text=why, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                                   font=dict(size=13, color="#333"))
+                fig.update_layout(height=110, title=None)
                 figs[space] = fig
                 continue
             idx, dist = nn[space]
@@ -390,8 +450,13 @@ def register_callbacks(app, services):
                                         latent_nn=nn.get("latent", (None,))[0], raw_nn=nn.get("raw", (None,))[0]) \
             if umap is not None else dash.no_update
         if tindex is None:
-            big = html.Div("An uploaded map has no precomputed g2 or fit: pick a map of the dataset to see them.",
-                           className="small text-muted")
+            big = html.Div([
+                dcc.Graph(id="similarity-upload-map", config={"displaylogo": False},
+                          figure=F.map_heatmap_figure(upload.get("preview") or [[0]],
+                                                      f"uploaded target: {upload['name']} (128 x 128 preview)")),
+                html.Div("An uploaded map has no precomputed g2 or fit. It stays the target until you upload "
+                         "another map, type a map index, click the small UMAP or make a neighbour the target.",
+                         className="small text-muted")])
         else:
             from dashboard.c2view import c2_view
 
