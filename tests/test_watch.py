@@ -260,8 +260,9 @@ def test_watch_slow_in_place_writer_and_corrupt_file(explorer_data, tmp_path):  
         assert sorted(zip(files, status)) == [("E031_0000_results.hdf", "ok"), ("E031_0001_results.hdf", "ok"),
                                               ("E031_0005_results.hdf", "failed")]
         alerts = ds.alerts
-        assert alerts["kind"].tolist() == ["file failed"] and alerts["file"].tolist() == ["E031_0005_results.hdf"]
-        assert "E031_0005_results.hdf" in alerts["message"][0]
+        failed = [i for i, k in enumerate(alerts["kind"]) if k == "file failed"]  # (novel maps may be alerted too)
+        assert [alerts["file"][i] for i in failed] == ["E031_0005_results.hdf"]
+        assert "E031_0005_results.hdf" in alerts["message"][failed[0]]
         assert np.array_equal(ds.read_maps(np.arange(18, 36)).shape, (18, 256, 256))
 
 
@@ -416,8 +417,9 @@ def test_watch_novelty_rows_and_alerts(explorer_data, tmp_path):  # noqa: F811
     with open_dataset(tmp_path / "live.h5") as ds:
         score = ds.read_result("novelty/score")
         assert score.shape == (36,) and np.all((score >= 0) & (score <= 1))
-        assert ds.meta["source"][0].startswith("a_known") and ds.meta["source"][18].startswith("b_odd")
-        assert np.median(score[:18]) < 0.9 and np.all(score[18:] >= N.NOVEL_THRESHOLD), score
+        known_rows = np.array([str(x).startswith("a_known") for x in ds.meta["source"]])  # either file may come first
+        assert known_rows.sum() == 18
+        assert np.median(score[known_rows]) < 0.9 and np.all(score[~known_rows] >= N.NOVEL_THRESHOLD), score
         flagged = np.flatnonzero(score >= N.NOVEL_THRESHOLD)
         alerts = ds.alerts or {"kind": np.array([]), "map": np.array([])}
         novel = [int(m) for k, m in zip(alerts["kind"], alerts["map"]) if k == "novel map"]
