@@ -38,7 +38,7 @@ test: install
 	$(PYTHON) -m pytest -q
 
 # Retrain the shipped demo weights from scratch: the exact phases recorded in the checkpoint's
-# config.history (README, "Shipped demo weights"). Hours on 2 CPU cores; the result matches the
+# config.history (docs/autoencoder.md, "Shipped demo weights"). Hours on 2 CPU cores; the result matches the
 # shipped file statistically, not bit for bit (thread counts change float rounding).
 TRAIN := $(PYTHON) -m ainerd_core train $(DEMO) --out $(WEIGHTS) --seed 0
 demo-weights: $(DEMO)
@@ -57,14 +57,14 @@ demo-weights-randomized: | $(BIN)/activate
 	$(PYTHON) -m ainerd_core train-randomized --out $(RANDOMIZED_WEIGHTS) --steps 1000 --batch-size 16 \
 		--objective both --ssl-weight 0.2 --lr-max 1e-3 --seed 0 --threads 2 --steps-per-epoch 25
 
-# the latent-size sweep shown on /model (~28 min on 2 cores; README "Shipped demo weights")
+# the latent-size sweep shown on /model (~28 min on 2 cores; docs/autoencoder.md "Shipped demo weights")
 demo-sweep: $(DEMO)
 	$(PYTHON) -m ainerd_core latent-sweep $(DEMO) --out $(basename $(WEIGHTS)).latent_sweep.json \
 		--init-from $(WEIGHTS) --init-bottleneck projected --no-augment --dropout 0 --batch-size 8 \
 		--lr-base 1e-4 --lr-max 1e-4 --epochs 2 --budget-s 3000
 
 bench: install demo
-	$(PYTHON) benchmarks/encode.py
+	$(PYTHON) -m benchmarks.encode
 
 clean:
 	rm -rf $(VENV) $(DEMO) instance .pytest_cache

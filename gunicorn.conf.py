@@ -22,9 +22,9 @@ import os
 import secrets
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from dashboard.config import Config, ConfigError  # noqa: E402  (standard library only)
+# importable because gunicorn puts its working directory (--chdir, default: where it was started,
+# the checkout or /app in the image) on sys.path before it reads this file; or pip-installed
+from dashboard.config import Config, ConfigError  # standard library only
 
 try:
     _config = Config.from_env()

@@ -113,17 +113,40 @@ def order_labels(labels: np.ndarray, slowness: np.ndarray) -> np.ndarray:
     return out
 
 
-def kmeans_labels(x: np.ndarray, k: int, seed: int, n_init: int = 10) -> np.ndarray:
+def kmeans_fit(x: np.ndarray, k: int, seed: int, n_init: int = 10):
+    """The one k-means of the project (sweep, chosen k, stability, re-clustering on /clusters):
+    scikit-learn's KMeans on float32 latents, ``n_init`` restarts, ``random_state=seed``."""
     from sklearn.cluster import KMeans
 
-    return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(x).astype(np.int32)
+    return KMeans(n_clusters=int(k), n_init=int(n_init), random_state=int(seed)).fit(np.asarray(x, dtype=np.float32))
+
+
+def kmeans_labels(x: np.ndarray, k: int, seed: int, n_init: int = 10) -> np.ndarray:
+    """Raw (not renumbered) k-means labels (N,) int32 of :func:`kmeans_fit`."""
+    return kmeans_fit(x, k, seed, n_init).labels_.astype(np.int32)
+
+
+def recluster(x: np.ndarray, k: int, algorithm: str, order_feature=None, *, seed: int = 0, n_init: int = 10
+              ) -> np.ndarray:
+    """Labels (N,) int32 of ``algorithm`` (``'kmeans'`` or a name of :func:`other_algorithms`) at
+    ``k`` on latents ``x`` (N, D), renumbered by ``order_feature`` (N,) like precompute's labels
+    (0 = highest = slowest). With precompute's ``seed`` and ``n_init`` (``/results`` attrs), k-means
+    gives precompute's labels at the same k."""
+    x = np.asarray(x, dtype=np.float32)
+    if algorithm == "kmeans":
+        lab = kmeans_labels(x, k, seed, n_init)
+    else:
+        labs, _ = other_algorithms(x, k, seed=seed, names=(algorithm,))
+        lab = labs[algorithm]
+    if order_feature is not None:
+        lab = order_labels(lab, np.asarray(order_feature, dtype=np.float64))
+    return np.asarray(lab, dtype=np.int32)
 
 
 def kmeans_sweep(x: np.ndarray, ks: Iterable[int] = K_RANGE, seed: int = 0, n_init: int = 10,
                  silhouette_sample: int = SILHOUETTE_SAMPLE) -> dict:
     """k-means for each k: inertia, silhouette (on a seeded sample of at most
     ``silhouette_sample`` points), Davies-Bouldin, Calinski-Harabasz, and the labels."""
-    from sklearn.cluster import KMeans
     from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 
     x = np.asarray(x, dtype=np.float32)
@@ -132,7 +155,7 @@ def kmeans_sweep(x: np.ndarray, ks: Iterable[int] = K_RANGE, seed: int = 0, n_in
            "davies_bouldin": [], "calinski_harabasz": [], "labels": {}}
     sample = min(silhouette_sample, x.shape[0])
     for k in ks:
-        km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(x)
+        km = kmeans_fit(x, k, seed, n_init)
         lab = km.labels_.astype(np.int32)
         out["labels"][k] = lab
         out["inertia"].append(float(km.inertia_))
@@ -256,7 +279,6 @@ def stability(x: np.ndarray, reference: np.ndarray, k: int, seed: int = 0, n_see
     ``ari_bootstrap``: k-means fitted on a bootstrap resample (seeded), then assigned to all points
     (nearest centroid), compared with the reference on all points.
     """
-    from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
     x = np.asarray(x, dtype=np.float32)
@@ -265,7 +287,7 @@ def stability(x: np.ndarray, reference: np.ndarray, k: int, seed: int = 0, n_see
     boots = []
     for b in range(n_boot):
         idx = rng.integers(0, x.shape[0], x.shape[0])
-        km = KMeans(n_clusters=k, n_init=n_init, random_state=seed + b).fit(x[idx])
+        km = kmeans_fit(x[idx], k, seed + b, n_init)
         boots.append(adjusted_rand_score(reference, km.predict(x)))
     return {"ari_seeds": np.asarray(seeds), "ari_bootstrap": np.asarray(boots)}
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m ainerd_core <command> ...``.
+"""Command line: ``ainerd <command> ...`` (the installed console script) = ``python -m ainerd_core <command> ...``.
 
 Each command lives in its own module, which provides ``configure_parser(parser)`` and
 ``run(args) -> int``; only the chosen command's module is imported (torch and umap are slow
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,8 +42,14 @@ def run(args) -> int:
     return 0
 
 
+def _prog() -> str:
+    """How the user called us: ``ainerd`` (the installed console script) or ``python -m ainerd_core``."""
+    name = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return name if name.startswith("ainerd") and not name.endswith(".py") else "python -m ainerd_core"
+
+
 def _top_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ainerd_core",
+    p = argparse.ArgumentParser(prog=_prog(),
                                 description="AI-NERD: rheo-XPCS two-time correlation maps -> understanding.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="store_true", help="print the version and exit")
@@ -71,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown command {command!r}")
     argv.remove(command)
     module = importlib.import_module(COMMANDS[command][0])
-    parser = argparse.ArgumentParser(prog=f"python -m ainerd_core {command}", description=COMMANDS[command][1])
+    parser = argparse.ArgumentParser(prog=f"{_prog()} {command}", description=COMMANDS[command][1])
     parser.add_argument("--debug", action="store_true", default=debug, help="show tracebacks")
     module.configure_parser(parser)
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """The on-disk dataset format: the one module that opens AI-NERD dataset files.
 
-A dataset is one HDF5 file (schema documented in README.md, section "Dataset format"):
+A dataset is one HDF5 file (schema documented in docs/dataset-format.md):
 
 ``/`` attributes
     ``schema_version`` (int, :data:`SCHEMA_VERSION`), ``source_kind`` (``simulation``,
@@ -56,18 +56,18 @@ import datetime as _dt
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterator, Mapping
 
 import h5py
 import numpy as np
 
+from .atomic import atomic_write, commit, temporary_path
 from .errors import InputError
+from .mapstack import MAP_SIZE, check_maps
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-MAP_SIZE = 256
 META_REQUIRED = ("time", "sector", "phi", "q", "source")
 RHEOLOGY_FIELDS = ("time", "shear_stress", "shear_rate", "viscosity")
 SOURCE_KINDS = ("simulation", "aps-8idi", "stack", "ainerd-published")
@@ -76,31 +76,6 @@ _STR = h5py.string_dtype("utf-8")
 
 
 # --------------------------------------------------------------------------- helpers
-def _tmp_path(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    # mkstemp creates 0600; give the dataset the permissions of an ordinary new file
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)
-    return Path(name)
-
-
-def _commit(tmp: Path, path: Path) -> None:
-    """fsync the finished temporary file and rename it over ``path`` (atomic on POSIX)."""
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
 _NAN_ALLOWED = {"q", "phi"}  # unknown q or phi is stored as NaN
 
 
@@ -122,23 +97,6 @@ def _write_array(group: h5py.Group, name: str, arr: np.ndarray) -> None:
         group.create_dataset(name, data=np.asarray(arr, dtype=object).astype(str).astype(object), dtype=_STR)
     else:
         group.create_dataset(name, data=arr)
-
-
-def validate_maps(path, maps: np.ndarray, map_size: int = MAP_SIZE) -> np.ndarray:
-    """Check a stack of normalised C2 maps; return it as float32 (k, size, size)."""
-    maps = np.asarray(maps)
-    if maps.ndim == 2:
-        maps = maps[None]
-    if maps.ndim != 3 or maps.shape[1] != maps.shape[2]:
-        raise InputError(path, f"C2 maps must be square, got shape {maps.shape}")
-    if maps.shape[1:] != (map_size, map_size):
-        raise InputError(path, f"C2 maps must be {map_size} x {map_size}, got {maps.shape[1]} x {maps.shape[2]}")
-    maps = maps.astype(np.float32, copy=False)
-    if not np.all(np.isfinite(maps)):
-        raise InputError(path, "C2 maps contain NaN or infinite values")
-    if maps.size and (maps.min() < -1e-6 or maps.max() > 1 + 1e-6):
-        raise InputError(path, "C2 maps must be normalised to [0, 1] (use normalise_map)")
-    return maps
 
 
 def normalise_map(c2: np.ndarray) -> np.ndarray:
@@ -201,7 +159,7 @@ class DatasetWriter:
     def __enter__(self) -> "DatasetWriter":
         if not self.path.parent.exists():
             raise InputError(self.path, "the output folder does not exist")
-        self._tmp = _tmp_path(self.path)
+        self._tmp = temporary_path(self.path)
         self._h5 = h5py.File(self._tmp, "w")
         f = self._h5
         f.attrs["schema_version"] = SCHEMA_VERSION
@@ -231,7 +189,7 @@ class DatasetWriter:
         if exc_type is not None:
             self._discard()
             return False
-        _commit(self._tmp, self.path)
+        commit(self._tmp, self.path)
         return False
 
     def _discard(self) -> None:
@@ -254,7 +212,7 @@ class DatasetWriter:
         """Write maps ``start .. start+len(maps)-1``; float (b, size, size) in [0, 1]."""
         if not self.has_maps:
             raise InputError(self.path, "this dataset was created without maps")
-        maps = validate_maps(self.path, maps, self.map_size)
+        maps = check_maps(maps, self.path, size=self.map_size)
         stop = start + maps.shape[0]
         if start < 0 or stop > self.n_maps:
             raise InputError(self.path, f"maps {start}..{stop - 1} are outside 0..{self.n_maps - 1}")
@@ -483,25 +441,17 @@ def create_live_dataset(path, *, map_size: int = MAP_SIZE, **attrs) -> Path:
     ``attrs`` as for :class:`DatasetWriter` (``source_kind``, ``flow_axis_deg``, ...).
     """
     path = Path(path)
-    if not path.parent.exists():
-        raise InputError(path, "the output folder does not exist")
-    tmp = _tmp_path(path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            for key, value in _base_attrs(map_size, attrs, path.stem).items():
-                f.attrs[key] = value
-            f.attrs["n_maps"] = 0
-            f.attrs["segments_merged"] = 0
-            f.create_dataset("c2", shape=(0, map_size, map_size), maxshape=(None, map_size, map_size),
-                             dtype=np.float32, chunks=(1, map_size, map_size))
-            g = f.create_group("meta")
-            for name, dtype in (("time", np.float64), ("sector", np.int32), ("phi", np.float64), ("q", np.float64)):
-                g.create_dataset(name, data=np.zeros(0, dtype))
-            g.create_dataset("source", shape=(0,), dtype=_STR)
-        _commit(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        for key, value in _base_attrs(map_size, attrs, path.stem).items():
+            f.attrs[key] = value
+        f.attrs["n_maps"] = 0
+        f.attrs["segments_merged"] = 0
+        f.create_dataset("c2", shape=(0, map_size, map_size), maxshape=(None, map_size, map_size),
+                         dtype=np.float32, chunks=(1, map_size, map_size))
+        g = f.create_group("meta")
+        for name, dtype in (("time", np.float64), ("sector", np.int32), ("phi", np.float64), ("q", np.float64)):
+            g.create_dataset(name, data=np.zeros(0, dtype))
+        g.create_dataset("source", shape=(0,), dtype=_STR)
     return path
 
 
@@ -545,7 +495,7 @@ def append_segment(path, number: int, *, maps=None, meta: Mapping | None = None,
     path = Path(path)
     n = 0
     if maps is not None:
-        maps = validate_maps(path, maps, int(np.asarray(maps).shape[-1]) if np.ndim(maps) >= 2 else MAP_SIZE)
+        maps = check_maps(maps, path, size=int(np.asarray(maps).shape[-1]) if np.ndim(maps) >= 2 else MAP_SIZE)
         n = maps.shape[0]
         missing = [k for k in META_REQUIRED if k not in (meta or {})]
         if missing:
@@ -555,6 +505,10 @@ def append_segment(path, number: int, *, maps=None, meta: Mapping | None = None,
     for name, values in (rows or {}).items():
         if np.shape(values)[:1] != (n,):
             raise InputError(path, f"per-map result {name} has shape {np.shape(values)}, expected ({n}, ...)")
+    from .results import check_results  # the /results contract covers appended rows and state too
+
+    rows = check_results(rows or {}, state_attrs, n_maps=n) if rows else rows
+    state = check_results(state or {}, state_attrs) if (state or state_attrs) else state
     d = segment_dir(path)
     d.mkdir(exist_ok=True)
     final = d / f"seg_{int(number):06d}.h5"
@@ -581,7 +535,7 @@ def append_segment(path, number: int, *, maps=None, meta: Mapping | None = None,
             _write_group(f, "rheology", rheology)
             _write_group(f, "live/ledger", ledger)
             _write_group(f, "live/alerts", alerts)
-        _commit(tmp, final)
+        commit(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -603,13 +557,8 @@ def _rebuild(path: Path, results: Mapping | None, attrs: Mapping | None, through
             for name in ("latent", "labels", "umap"):
                 if name in results and np.shape(results[name])[:1] != (ds.n_maps,):
                     raise InputError(path, f"result {name} has {np.shape(results[name])[:1]} rows for {ds.n_maps} maps")
-            tmp = _tmp_path(path)
-            try:
+            with atomic_write(path) as tmp:
                 _write_rebuilt(ds, tmp, results, attrs)
-                _commit(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
             last = ds.last_segment
         finally:
             ds.close()
@@ -808,7 +757,7 @@ class Dataset:
         if "meta" not in f:
             self.close()
             raise InputError(self.path, "the dataset has no /meta group")
-        self._base_n = int(f.attrs["n_maps"])
+        self._base_n = int(f.attrs.get("n_maps", -1))
         self.map_size = int(f.attrs.get("map_size", MAP_SIZE))
         self.segments_merged = int(f.attrs.get("segments_merged", 0))
         self._segs = []
@@ -836,6 +785,43 @@ class Dataset:
         self.n_maps = start
         self._starts = np.array([s for _, s, _ in self._parts], dtype=np.int64)
         self.has_maps = "c2" in f and all(seg is None or "c2" in seg.has for seg, _, _ in self._parts)
+        try:
+            self._check_structure()
+        except InputError:
+            self.close()
+            raise
+
+    def _check_structure(self) -> None:
+        """What every reader relies on, from shapes and /meta/time only (cheap): the base file's
+        n_maps agrees with its /meta, /c2 and /latents; /meta/time exists and is finite; /c2 holds
+        square maps of ``map_size`` (their values are checked as they are read). Segments are
+        checked when they are written (:func:`append_segment`)."""
+        f, n = self._h5, self._base_n
+        if n < 0 or (n == 0 and int(f.attrs.get("schema_version", 1)) < 2):
+            raise InputError(self.path, f"the n_maps attribute is {n}")
+        if "time" not in f["meta"]:
+            raise InputError(self.path, "the dataset has no /meta/time (acquisition times)")
+        for name in sorted(f["meta"], key=lambda name: name != "time"):  # time first
+            dset = f["meta"][name]
+            if isinstance(dset, h5py.Dataset) and dset.shape != (n,):
+                raise InputError(self.path, f"/meta/{name} has shape {dset.shape} but n_maps is {n}")
+        time = f["meta/time"][()]
+        if time.dtype.kind not in "fiu" or not np.all(np.isfinite(time)):
+            raise InputError(self.path, "/meta/time contains NaN, infinite or non-numeric values")
+        if "c2" in f:
+            c2 = check_maps(f["c2"], self.path, what="/c2 maps", size=self.map_size, values=False)
+            if c2.ndim != 3 or c2.shape[0] != n:
+                raise InputError(self.path, f"/c2 has shape {c2.shape} but n_maps is {n}")
+        if "latents" in f and (f["latents"].ndim != 2 or f["latents"].shape[0] != n):
+            raise InputError(self.path, f"/latents has shape {f['latents'].shape} but n_maps is {n}")
+
+    def check_maps(self, **kwargs) -> None:
+        """Check the shape of every part's ``/c2`` with :func:`ainerd_core.mapstack.check_maps`
+        (e.g. ``size=256`` where the autoencoder needs it); raises InputError naming the file."""
+        self._require_maps()
+        for seg, _, _ in self._parts:
+            c2 = self._c2(seg)
+            check_maps(c2, c2.file.filename, what="C2 maps", values=False, **kwargs)
 
     def _c2(self, seg: "_Segment | None") -> h5py.Dataset:
         return self._h5["c2"] if seg is None else seg.file()["c2"]
@@ -958,6 +944,11 @@ class Dataset:
     def _part_of(self, idx: np.ndarray) -> np.ndarray:
         return np.searchsorted(self._starts, idx, side="right") - 1
 
+    def _checked(self, maps: np.ndarray, c2: h5py.Dataset) -> np.ndarray:
+        # a file not written by this module may hold NaN or unnormalised values: refuse them here,
+        # where every reader passes, naming the file (min/max of a batch cost ~1 % of the read)
+        return check_maps(maps, c2.file.filename, size=self.map_size)
+
     def read_map(self, index: int) -> np.ndarray:
         """One map (size, size) float32 in [0, 1]."""
         self._require_maps()
@@ -965,7 +956,8 @@ class Dataset:
         if not 0 <= index < self.n_maps:
             raise IndexError(f"map index {index} outside 0..{self.n_maps - 1}")
         seg, start, _ = self._parts[int(self._part_of(np.array([index]))[0])]
-        return self._c2(seg)[index - start]
+        c2 = self._c2(seg)
+        return self._checked(c2[index - start], c2)[0]
 
     def read_maps(self, indices) -> np.ndarray:
         """Maps at the given indices, in the given order, (k, size, size) float32."""
@@ -981,7 +973,8 @@ class Dataset:
             seg, start, _ = self._parts[int(p)]
             where = np.flatnonzero(part == p)
             uniq, inverse = np.unique(idx[where] - start, return_inverse=True)  # h5py needs increasing indices
-            out[where] = self._c2(seg)[uniq][inverse]
+            c2 = self._c2(seg)
+            out[where] = self._checked(c2[uniq], c2)[inverse]
         return out
 
     def iter_maps(self, batch_size: int = 256) -> Iterator[tuple[int, np.ndarray]]:
@@ -990,7 +983,7 @@ class Dataset:
         for seg, first, n in self._parts:
             c2 = self._c2(seg)
             for s in range(0, n, batch_size):
-                yield first + s, c2[s:s + batch_size]
+                yield first + s, self._checked(c2[s:s + batch_size], c2)
 
     # results -----------------------------------------------------------------------
     def _resolve(self) -> dict[str, tuple]:

@@ -53,11 +53,6 @@ def _as2d(y) -> np.ndarray:
     return y
 
 
-def expert_accuracy(y) -> np.ndarray:
-    """Per-expert accuracy per rank, (E, N): the 0/1 answers themselves (NaN = unrated)."""
-    return _as2d(y).copy()
-
-
 def average_accuracy(y) -> np.ndarray:
     """Mean over the experts who rated each rank, (N,); NaN where nobody rated."""
     y = _as2d(y)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import warnings
 from pathlib import Path
 
@@ -49,10 +48,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import InputError
+from .mapstack import MAP_SIZE, check_maps
+from .results import DEMO_WEIGHTS, checkpoint_sha256  # noqa: F401  (re-exported)
 
 FORMAT = "ainerd-autoencoder"
 FORMAT_VERSION = 1
-MAP_SIZE = 256
 DEFAULT_LATENT = 64
 DROPOUT = 0.25
 CPU_CHUNK = 64  # maps per forward pass on CPU (see benchmarks/encode.py: 8 is ~10 % faster on an idle
@@ -64,8 +64,6 @@ CPU_CHUNK = 64  # maps per forward pass on CPU (see benchmarks/encode.py: 8 is ~
 # par. Building the graph costs ~3 s once per set of weights, which ~900 maps pay back.
 BULK_MIN_MAPS = 512
 BULK_CHUNK = 8
-REPO = Path(__file__).resolve().parents[1]
-DEMO_WEIGHTS = REPO / "data" / "demo_weights.pt"
 NORMALISATION = {"input": "each C2 map min-max normalised to [0, 1] (dataset.normalise_map)",
                  "map_size": MAP_SIZE, "output": "sigmoid, [0, 1]"}
 
@@ -500,12 +498,6 @@ class Autoencoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
 
-    def plain_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The reference path (the ``nn.Sequential`` containers), whatever ``fast`` says."""
-        return self.decoder1(self.bottleneck(self.encoder(self._as_input(x))))
-
-
-# --------------------------------------------------------------------------- checkpoints
 def make_checkpoint(model: Autoencoder, *, config: dict | None = None, learning_curve: dict | None = None,
                     **extra) -> dict:
     """The project's checkpoint dict (what :func:`save_checkpoint` writes)."""
@@ -519,26 +511,12 @@ def make_checkpoint(model: Autoencoder, *, config: dict | None = None, learning_
 
 
 def atomic_torch_save(obj, path) -> Path:
-    """``torch.save`` under a temporary name in the same folder, then rename (atomic)."""
-    import tempfile
+    """``torch.save`` through :func:`ainerd_core.atomic.atomic_write` (never half a checkpoint)."""
+    from .atomic import atomic_write
 
-    path = Path(path)
-    if not path.parent.exists():
-        raise InputError(path, "the output folder does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
+    with atomic_write(path) as tmp:
         torch.save(obj, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def save_checkpoint(model: Autoencoder, path, **kwargs) -> Path:
@@ -609,18 +587,6 @@ def load_model(path=None, device=None) -> Autoencoder:
     return model
 
 
-def checkpoint_sha256(path) -> str:
-    """SHA-256 (hex) of a checkpoint file's bytes: precompute records it so that the dashboard
-    can recognise the same checkpoint after a data folder or a clone has moved."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --------------------------------------------------------------------------- batch API
 def _device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
@@ -633,13 +599,8 @@ def _iter_batches(maps, batch_size: int):
         if not maps.has_maps:
             raise InputError(maps.path, "this dataset holds latents only, no C2 maps to encode")
         return maps.n_maps, maps.iter_maps(batch_size)
-    arr = maps if isinstance(maps, np.ndarray) else np.asarray(maps)
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim == 4 and arr.shape[1] == 1:
-        arr = arr[:, 0]
-    if arr.ndim != 3 or arr.shape[1:] != (MAP_SIZE, MAP_SIZE):
-        raise InputError(None, f"maps must have shape (N, {MAP_SIZE}, {MAP_SIZE}), got {arr.shape}")
+    # the encoder's input: 256 x 256 (values as given; datasets hold normalised maps)
+    arr = check_maps(maps, None, what="maps", size=MAP_SIZE, normalised=False, finite=False, dtype=None)
     return arr.shape[0], ((s, arr[s:s + batch_size]) for s in range(0, arr.shape[0], batch_size))
 
 

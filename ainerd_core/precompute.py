@@ -1,6 +1,6 @@
 """``python -m ainerd_core precompute DATASET``: everything the dashboard shows, into ``/results``.
 
-Stages (each timed and printed; seconds stored in the ``timings_json`` attribute):
+Stages (each timed and printed; seconds stored as :class:`ainerd_core.results.Timings`):
 
 1. maps pass  one streaming read of ``/c2`` (if any): latents from the model (unless the dataset
               carries ``/latents``, which are copied), the dynamics of every map (g2, aged g2,
@@ -22,7 +22,8 @@ Stages (each timed and printed; seconds stored in the ``timings_json`` attribute
 10. model     reconstructions, latent-noise maps, learning curve (with a model and maps);
               novelty (:mod:`ainerd_core.novelty`) of every map -> /results/novelty/*.
 
-Everything is written with one :func:`ainerd_core.dataset.write_results` call at the end, so
+Everything is written with one :func:`ainerd_core.results.write_results` call at the end (checked
+against the declared contract), so
 ``/results`` is replaced atomically and a failed run leaves the old results in place.
 """
 from __future__ import annotations
@@ -38,8 +39,11 @@ import numpy as np
 from . import analysis as A
 from . import dynamics as D
 from .errors import InputError
+from .mapstack import MAP_SIZE
+from .results import K_SET, Timings
 
 DEFAULT_NEIGHBOURS = 100
+MAPS_PASS = "1. maps pass (latents, features, PCA fit)"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +94,7 @@ class _Clock:
     def __init__(self, verbose: bool):
         self.verbose = verbose
         self.timings: dict[str, float] = {}
+        self.parts: dict[str, dict[str, float]] = {}
 
     def say(self, msg: str) -> None:
         if self.verbose:
@@ -104,8 +109,10 @@ class _Clock:
         self.timings[name] = self.timings.get(name, 0.0) + dt
         self.say(f"[{name}] {dt:.2f} s")
 
-    def add(self, name: str, dt: float) -> None:
-        self.timings[name] = self.timings.get(name, 0.0) + dt
+    def add_part(self, stage: str, part: str, dt: float) -> None:
+        """Seconds of one part of a stage (stored apart: parts overlap their stage)."""
+        parts = self.parts.setdefault(stage, {})
+        parts[part] = parts.get(part, 0.0) + dt
 
 
 def _load_model(model_path, clock: _Clock):
@@ -195,7 +202,8 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
     from threadpoolctl import threadpool_limits
 
     from . import similarity as S
-    from .dataset import open_dataset, write_results
+    from .dataset import open_dataset
+    from .results import write_results
     from .geometry import sector_class
 
     clock = _Clock(verbose)
@@ -216,8 +224,10 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
     attrs: dict[str, object] = {"seed": int(seed), "n_init": int(n_init)}
     omp_limit = None
     with clock.stage("0. open + model"):
-        ds = open_dataset(path)
+        ds = open_dataset(path)  # refuses a file whose n_maps, /meta/time or /c2 shape is wrong
         through_segment = ds.last_segment  # a live watcher may append while we compute
+        if ds.has_maps:
+            ds.check_maps(size=MAP_SIZE)  # the autoencoder's input; values are checked as maps are read
         if model is None and use_model and (ds.has_maps or model_path is not None):
             model = _load_model(model_path, clock)  # latents-only data needs no model
         elif model is None and use_model and not ds.has_maps and ds.latents is not None:
@@ -225,7 +235,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
         attrs["model"] = str(getattr(model, "checkpoint_path", "given")) if model is not None else "none"
         if getattr(model, "checkpoint_path", None) and Path(model.checkpoint_path).is_file():
             # the checksum lets the dashboard find the same checkpoint after a folder moves
-            from .model import checkpoint_sha256
+            from .results import checkpoint_sha256
 
             attrs["model_sha256"] = checkpoint_sha256(model.checkpoint_path)
     try:
@@ -248,7 +258,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
         dyn_source = "none"
         pca = norms = None
         if ds.has_maps:
-            with clock.stage("1. maps pass (latents, features, PCA fit)"):
+            with clock.stage(MAPS_PASS):
                 need_encode = latent is None
                 if need_encode:
                     from .model import BULK_MIN_MAPS
@@ -284,7 +294,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
                     latent = lat_parts
                 dyn_source = "maps"
                 for key, v in sub.items():
-                    clock.add(f"1a. {key}", v)
+                    clock.add_part(MAPS_PASS, key, v)
                 clock.say("    " + ", ".join(f"{key} {v:.2f} s" for key, v in sub.items()))
         if latent.shape[0] != n:
             raise InputError(path, f"latents have {latent.shape[0]} rows for {n} maps")
@@ -369,7 +379,7 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
 
             labels = labels_at(chosen)
             res["labels"] = labels
-            extra_k = {kk: labels_at(kk) for kk in (3, 5, 8) if kk < n}
+            extra_k = {kk: labels_at(kk) for kk in K_SET if kk < n}
             for kk, lab in extra_k.items():
                 res[f"labels_k{kk}"] = lab
             # frozen reference for live mode (ainerd_core.watch): centroids in the renumbered order
@@ -528,14 +538,12 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
             omp_limit.restore_original_limits()
         ds.close()
 
-    attrs["timings_json"] = json.dumps({k: round(v, 3) for k, v in clock.timings.items()} |
-                                       {"total": round(time.perf_counter() - t_all, 3)})
+    # the stored total covers everything up to the write (it cannot time its own write)
+    attrs.update(Timings(dict(clock.timings), clock.parts, time.perf_counter() - t_all).to_attrs())
     with clock.stage("11. write"):
         write_results(path, res, attrs, through_segment=through_segment)
-    timings = json.loads(attrs["timings_json"])
-    timings["11. write"] = round(clock.timings["11. write"], 3)
-    timings["total"] = round(time.perf_counter() - t_all, 3)
-    clock.say(f"precompute: {n} maps, k = {attrs['k']}, total {timings['total']:.1f} s -> {path}")
+    total = time.perf_counter() - t_all
+    clock.say(f"precompute: {n} maps, k = {attrs['k']}, total {total:.1f} s -> {path}")
     res["_attrs"] = attrs
     return res
 

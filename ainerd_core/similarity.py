@@ -13,50 +13,12 @@ so neighbours whose squared distances differ by less than ~0.05 may swap places.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from .errors import InputError
-
-SPACES = ("latent", "raw", "pca")
-
-
-# --------------------------------------------------------------------------- map sources
-class MapSource:
-    """Maps of a Dataset (streamed) or of an in-memory array, as flat float32 rows."""
-
-    def __init__(self, maps):
-        from .dataset import Dataset
-
-        if isinstance(maps, Dataset):
-            if not maps.has_maps:
-                raise InputError(maps.path, "this dataset holds latents only, no C2 maps")
-            self.ds, self.arr = maps, None
-            self.n, side = maps.n_maps, maps.map_size
-            self.p = side * side
-        else:
-            arr = np.asarray(maps, dtype=np.float32)
-            if arr.ndim == 2 and arr.shape[0] == arr.shape[1] and arr.shape[0] in (64, 128, 256, 512):
-                arr = arr[None]
-            self.arr = arr.reshape(arr.shape[0], -1)
-            self.ds = None
-            self.n, self.p = self.arr.shape
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Maps start..stop-1 as (stop-start, P) float32."""
-        if self.arr is not None:
-            return self.arr[start:stop]
-        return self.ds.read_maps(np.arange(start, stop)).reshape(stop - start, -1)
-
-    def batches(self, batch_size: int = 256, min_size: int = 1) -> Iterator[tuple[int, np.ndarray]]:
-        """(start, (b, P) float32) in order; the last batch is merged into the previous one if it
-        would be smaller than ``min_size`` (IncrementalPCA needs batches >= n_components)."""
-        bounds = list(range(0, self.n, batch_size)) + [self.n]
-        if len(bounds) > 2 and bounds[-1] - bounds[-2] < min_size:
-            del bounds[-2]
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            yield a, self.read(a, b)
+from .mapstack import MapSource, check_maps
+from .results import SPACES
 
 
 # --------------------------------------------------------------------------- top-K bookkeeping
@@ -468,9 +430,7 @@ def _target_vector(target, space, parts, ds, model):
         if space == "pca":
             return np.asarray(parts["pca"][i], np.float64), i
         return MapSource(parts["maps"]).read(i, i + 1)[0], i
-    arr = np.asarray(target, dtype=np.float32)
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-        raise InputError(None, f"a target map must be a square 2-d array, got shape {arr.shape}")
+    arr = check_maps(target, None, what="a target map", size=None, normalised=False, single=True)
     if space == "latent":
         if model is None:
             raise InputError(None, "an uploaded map needs the model to be encoded into latent space")

@@ -2,7 +2,7 @@
 
 ``python -m ainerd_core simulate --out data/demo.h5 [--times 50 --sectors 18 --size 256 --seed 0]``
 
-The simulated experiment follows METHOD.md section 7 (see README.md, section "Simulator"):
+The simulated experiment follows METHOD.md section 7 (see docs/simulator.md):
 
 * Acquisition: ``--times`` C2 measurements evenly spaced from ``--t-start`` (-5 s) to ``--t-end``
   (2802 s) after shear cessation (50 -> ~57 s apart, like the published E031 run). Each

@@ -48,7 +48,9 @@ from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Intege
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, deferred, mapped_column
 
+from .atomic import atomic_write_text
 from .errors import InputError
+from .results import ModelProvenance
 
 METHODS = ("latent", "raw")
 MAP_SIZE = 256
@@ -373,8 +375,9 @@ def find_candidates(ds, target, methods, n: int, model_path=None) -> tuple[dict,
                 raise InputError(ds.path, "no latents: run `python -m ainerd_core precompute` first")
             idx, dist = S.nearest_neighbours({"latent": lat}, t_index, "latent", n)
         else:
-            mp = model_path or ds.result_attrs.get("model")
-            if not mp or mp in ("none", "given") or not Path(mp).exists():
+            # the checkpoint that made the latents (ainerd_core.results: the one lookup)
+            mp = model_path or ModelProvenance.from_attrs(ds.result_attrs).resolve(ds.path, demo_fallback=False)[0]
+            if mp is None or not Path(mp).exists():
                 raise InputError("--target", "an uploaded map that is not in the dataset needs --model PATH "
                                              "to be placed in latent space (or use --methods raw)")
             if lat is None:
@@ -962,10 +965,7 @@ class StudyStore:
         out_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for name, content in tables.items():
-            tmp = out_dir / f".{name}.tmp"
-            tmp.write_text(content)
-            os.replace(tmp, out_dir / name)
-            written.append(out_dir / name)
+            written.append(atomic_write_text(out_dir / name, content))
         return written
 
 

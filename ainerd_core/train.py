@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -27,7 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_write_text
 from .errors import InputError
+from .mapstack import MapSource
 from .model import (DEFAULT_LATENT, DROPOUT, MAP_SIZE, Autoencoder, atomic_torch_save, make_checkpoint,
                     read_checkpoint)
 
@@ -85,25 +86,6 @@ def explained_variance(maps: np.ndarray, recon: np.ndarray) -> dict:
     var = float(np.mean(maps.var(axis=0)))
     return {"mse": mse, "pixel_variance": var, "explained_variance": 1.0 - mse / var if var > 0 else float("nan"),
             "n_maps": int(maps.shape[0])}
-
-
-class MapSource:
-    """Maps of a dataset by index: held in RAM when small, otherwise read per batch."""
-
-    def __init__(self, ds, indices: np.ndarray | None = None):
-        self.ds = ds
-        need = ds.n_maps if indices is None else len(np.unique(indices))
-        self._ram: dict[int, int] | None = None
-        if need * MAP_SIZE * MAP_SIZE * 4 <= IN_MEMORY_LIMIT:
-            idx = np.arange(ds.n_maps) if indices is None else np.unique(indices)
-            self._arr = ds.read_maps(idx)
-            self._ram = {int(i): k for k, i in enumerate(idx)}
-
-    def get(self, indices) -> np.ndarray:
-        indices = np.asarray(indices)
-        if self._ram is not None:
-            return self._arr[[self._ram[int(i)] for i in indices]]
-        return self.ds.read_maps(indices)
 
 
 def _to_device(maps: np.ndarray, device) -> torch.Tensor:
@@ -168,16 +150,6 @@ def curve_path(out) -> Path:
 def state_path(out) -> Path:
     out = Path(out)
     return out.with_name(out.name + ".state.pt")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 BOTTLENECK_INITS = ("copy", "random", "projected")
@@ -345,7 +317,7 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
                 parts = make_split(len(subset), seed)
                 split = {k: subset[v] for k, v in parts.items()}
         used = np.concatenate([split["train"], split["val"], split["test"]])
-        source = MapSource(ds, used)
+        source = MapSource(ds, keep=used, keep_limit_bytes=IN_MEMORY_LIMIT)
         config = {"dataset": str(Path(dataset)), "epochs": int(epochs), "latent": int(latent),
                   "augment": bool(augment), "batch_size": int(batch_size), "seed": int(seed),
                   "max_maps": max_maps, "loss": "mse", "optimizer": "adam",
@@ -497,7 +469,7 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
     if not keep_state:
         state_path(out).unlink(missing_ok=True)
     if write_curve:
-        _atomic_write_text(curve_path(out), json.dumps({**curve, "best_epoch": best_epoch, "best_val_loss": best_val,
+        atomic_write_text(curve_path(out), json.dumps({**curve, "best_epoch": best_epoch, "best_val_loss": best_val,
                                                         "test": test, "config": config}, indent=1))
     log(f"best epoch {best_epoch} (val MSE {best_val:.5f}); test MSE {test['mse']:.5f}, explained variance "
         f"{test['explained_variance'] * 100:.1f} % on {test['n_maps']} held-out maps; {elapsed:.0f} s; wrote {out}")

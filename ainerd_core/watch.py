@@ -53,10 +53,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .results import K_SET
 
 APS_SUFFIXES = (".h5", ".hdf", ".hdf5", ".nxs")
 UMAP_NEIGHBOURS = 10
-EXTRA_K = (3, 5, 8)
+EXTRA_K = K_SET  # labels and tables kept side by side, as precompute keeps them
 #: rows of the processed-files ledger, per taken or failed file
 LEDGER_FIELDS = ("file", "size", "mtime_ns", "n_maps", "status", "start_time", "time_s", "message", "utc",
                  "folder")

@@ -1,8 +1,8 @@
 """Latency and memory of the explorer against a real server (``python -m dashboard``).
 
-    python benchmarks/dashboard_latency.py --data DIR --dataset ID [--repeat 20] [--browser]
+    python -m benchmarks.dashboard_latency --data DIR --dataset ID [--repeat 20] [--browser]
 
-Starts the server with ``tests/browser_support.start_server`` on the data folder, then times
+Starts the server with ``dashboard.testing.start_server`` on the data folder, then times
 
 * page loads over HTTP: the page HTML + ``/_dash-layout`` + ``/_dash-dependencies`` + the router
   callback that returns the page with its figures (what a browser requests once its JS bundles
@@ -30,10 +30,9 @@ import psutil
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO))
 
-from browser_support import start_server  # noqa: E402
+from ainerd_core.results import K_SET
+from dashboard.testing import start_server
 
 PAGES = ("/", "/timeline", "/sectors", "/latent-map")
 
@@ -108,7 +107,7 @@ def rss_mb(pid: int) -> float:
 
 
 def browser_loads(url: str, dataset: str, repeat: int):
-    from browser_support import make_driver, quit_driver
+    from dashboard.testing import make_driver, quit_driver
 
     sel = {"/": "#overview-table", "/timeline": "#timeline-graph .main-svg",
            "/sectors": "#sectors-graph .main-svg", "/latent-map": "#latent-graph .main-svg"}
@@ -145,7 +144,6 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="write the numbers to this file")
     args = ap.parse_args(argv)
 
-    sys.path.insert(0, str(REPO))
     from ainerd_core.dataset import open_dataset
 
     with open_dataset(Path(args.data) / f"{args.dataset}.h5") as ds:
@@ -184,7 +182,7 @@ def main(argv=None) -> int:
             c.s.get(server.url + u, timeout=120)
             cold.setdefault("first map images of a point (incl. model load + decode)", 0.0)
             cold["first map images of a point (incl. model load + decode)"] += time.perf_counter() - t0
-        ks = [3, 5, 8]
+        ks = list(K_SET)
         colors = ["cluster", "time", "sector", "class", "dynamics"]
         three = [0, len(times) // 2, len(times) - 1]
         for i in range(args.repeat):

@@ -1,7 +1,7 @@
 """Dynamics fit speed: the batched fit of ainerd_core.dynamics against a plain per-map
 ``scipy.optimize.curve_fit`` loop, measured in the same run, at 900 and 13,000 maps.
 
-    .venv/bin/python benchmarks/dynamics_fit.py [--dataset data/demo.h5] [--sizes 900 13000]
+    .venv/bin/python -m benchmarks.dynamics_fit [--dataset data/demo.h5] [--sizes 900 13000]
                                                 [--baseline-maps 150] [--json out.json]
 
 Maps: the C2 maps of ``--dataset`` (default: a fresh demo simulation, 50 times x 18 sectors x
@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 import warnings
@@ -33,10 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ainerd_core import dynamics as D  # noqa: E402
-from ainerd_core.dataset import open_dataset  # noqa: E402
+from ainerd_core import dynamics as D
+from ainerd_core.dataset import open_dataset
 
 
 def load_maps(dataset: str | None) -> tuple[np.ndarray, float | None]:

@@ -1,6 +1,6 @@
 """Fitted rates and cluster order against the simulator's truth, per simulator setting.
 
-    .venv/bin/python benchmarks/dynamics_spearman.py [--size 128] [--times 12] [--seeds 31 32 33]
+    .venv/bin/python -m benchmarks.dynamics_spearman [--size 128] [--times 12] [--seeds 31 32 33]
                                                      [--json out.json] [--markdown]
 
 For every setting (the demo's physics, fringes off / weaker, noise up to noise floors near 0.4
@@ -23,20 +23,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scipy.stats import spearmanr
 
-from scipy.stats import spearmanr  # noqa: E402
-
-from ainerd_core import analysis as A  # noqa: E402
-from ainerd_core import dynamics as D  # noqa: E402
-from ainerd_core.dataset import open_dataset  # noqa: E402
-from ainerd_core.simulate import SimConfig, simulate  # noqa: E402
+from ainerd_core import analysis as A
+from ainerd_core import dynamics as D
+from ainerd_core.dataset import open_dataset
+from ainerd_core.simulate import SimConfig, simulate
 
 
 def drawn(seed: int) -> dict:

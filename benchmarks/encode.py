@@ -1,6 +1,6 @@
 """Encoder throughput on CPU: our inference path vs a plain eager NCHW float32 PyTorch encoder.
 
-    .venv/bin/python benchmarks/encode.py [--maps 64] [--rounds 3] [--compile] [--json out.json]
+    .venv/bin/python -m benchmarks.encode [--maps 64] [--rounds 3] [--compile] [--json out.json]
 
 Everything is measured in ONE run, in interleaved rounds (median reported), so that load from
 other processes on a shared machine hits every variant alike; ratios are what matter.
@@ -41,8 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ainerd_core import model as M  # noqa: E402
+from ainerd_core import model as M
 
 PUBLISHED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ainerd_e031" / "published_checkpoint_state_dict.pth"
 

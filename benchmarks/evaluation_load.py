@@ -1,6 +1,6 @@
 """Load test of the blind evaluation: N experts rating at once against a real gunicorn server.
 
-    python benchmarks/evaluation_load.py [--experts 30] [--workers 3] [--n 15] [--postgres] [--json out.json]
+    python -m benchmarks.evaluation_load [--experts 30] [--workers 3] [--n 15] [--postgres] [--json out.json]
 
 Builds a small dataset, creates one study with N experts (same database as the server: SQLite,
 ``--db URL``, or ``--postgres``: a throw-away PostgreSQL server with its default, durable
@@ -36,15 +36,13 @@ import numpy as np
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 
-from ainerd_core.studies import Assignment, Rating, RatingEvent, StudyStore  # noqa: E402
-from browser_support import find_props  # noqa: E402
+from ainerd_core.studies import Assignment, Rating, RatingEvent, StudyStore
+from dashboard.testing import find_props
 
 
 def build_dataset(path: Path, n: int = 60) -> Path:
-    from test_studies import build_tiny
+    from ainerd_core.testing import build_tiny
 
     return build_tiny(path, n=n)
 
@@ -128,7 +126,7 @@ def main(argv=None) -> int:
             rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--postgres"]
             return main([*rest, "--db", pg.new_database("load")])
 
-    from browser_support import start_server
+    from dashboard.testing import start_server
 
     tmp = Path(tempfile.mkdtemp(prefix="ainerd-load-"))
     data, instance = tmp / "data", tmp / "instance"

@@ -1,6 +1,6 @@
 """Ingest throughput: APS two-time result files and the published E031 folder.
 
-    .venv/bin/python benchmarks/ingest.py [--files 50] [--size 1000] [--bins 18] [--rounds 1]
+    .venv/bin/python -m benchmarks.ingest [--files 50] [--size 1000] [--bins 18] [--rounds 1]
                                           [--e031 ../shared/data/ainerd_e031] [--json out.json]
 
 Generates ``--files`` result files in the current APS layout (``--bins`` ROI labels of
@@ -20,7 +20,6 @@ import os
 import resource
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,10 +27,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-from ainerd_core.cli import main  # noqa: E402
-from beamline_fixtures import c2_full, write_aps_nexus  # noqa: E402
+from ainerd_core.cli import main
+from ainerd_core.testing import c2_full, write_aps_nexus
 
 
 def make_files(folder: Path, n_files: int, size: int, bins: int) -> float:

@@ -1,7 +1,7 @@
 """Live mode: latency from "file complete" to "visible in the dashboard's data", and the
 watcher's memory over a long run.
 
-    nice -n 10 .venv/bin/python benchmarks/live.py [--steady 12] [--period 5] [--burst 50]
+    nice -n 10 .venv/bin/python -m benchmarks.live [--steady 12] [--period 5] [--burst 50]
         [--size 1000] [--bins 18] [--soak 360] [--soak-size 256] [--reference REF.h5]
         [--no-baseline] [--json out.json]
 
@@ -19,7 +19,7 @@ watcher's memory over a long run.
 3. Baseline, measured in the same run: today's path without live mode, ``ingest aps`` of the
    steady files plus ``precompute`` (fast statistics options), after which a reload shows them.
 
-The reference is the test suite's precomputed demo (144 simulated maps, built once and cached)
+The reference is a simulated experiment of 8 times x 18 sectors (144 maps), precomputed in the run,
 unless ``--reference`` is given. Wall times on a shared 2-core machine include time other
 processes took from us.
 """
@@ -41,9 +41,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
-from beamline_fixtures import c2_full, write_aps_nexus  # noqa: E402
+from ainerd_core.testing import c2_full, write_aps_nexus
 
 PY = sys.executable
 
@@ -179,11 +177,13 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="ainerd-live-bench-"))
     result: dict[str, object] = {"size": args.size, "bins": args.bins, "period_s": args.period}
     try:
-        if args.reference is None:
-            from dashboard_fixtures import build_explorer_data
+        if args.reference is None:  # the tests' reference: 8 times x 18 sectors, small precompute
+            from ainerd_core.precompute import precompute
+            from ainerd_core.simulate import SimConfig, simulate
 
             ref = work / "reference.h5"
-            shutil.copy(build_explorer_data() / "demo.h5", ref)
+            simulate(ref, SimConfig(times=8, sectors=18, seed=0))
+            precompute(ref, seed=0, neighbours=30, n_init=3, n_boot=5, targets=20, verbose=False)
         else:
             ref = args.reference
         data = work / "data"

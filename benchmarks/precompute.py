@@ -1,13 +1,13 @@
 """Benchmark ``precompute`` end to end: stage timings and peak memory.
 
-    python benchmarks/precompute.py data/demo.h5                 # 900 maps, shipped weights
+    python -m benchmarks.precompute data/demo.h5                 # 900 maps, shipped weights
     python -m ainerd_core simulate --out /tmp/s13k.h5 --times 723 --seed 0
-    python benchmarks/precompute.py /tmp/s13k.h5                 # 13,014 maps
+    python -m benchmarks.precompute /tmp/s13k.h5                 # 13,014 maps
 
 The dataset is copied to a temporary file first (the original's /results stay untouched) unless
 ``--in-place``. Prints the stage table, the peak resident memory of the process (ru_maxrss) and
 the first-run vs warm UMAP timing (numba's on-disk cache; run twice to see the warm figure).
-Targets (README, "Precompute"): 900 maps < 60 s, 13,000 maps < 10 min and < 4 GB on 2 cores.
+Targets (docs/precompute.md): 900 maps < 60 s, 13,000 maps < 10 min and < 4 GB on 2 cores.
 """
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """Simulator throughput: maps per second for a whole run written to disk, and peak memory.
 
-    .venv/bin/python benchmarks/simulate.py [--times 50] [--sectors 18] [--size 256] [--rounds 3]
+    .venv/bin/python -m benchmarks.simulate [--times 50] [--sectors 18] [--size 256] [--rounds 3]
                                             [--keep DIR] [--json out.json]
 
 Each round runs ``ainerd_core.simulate.simulate`` end to end (physics, noise, normalisation, HDF5
@@ -16,16 +16,14 @@ import argparse
 import json
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ainerd_core.simulate import Experiment, SimConfig, simulate  # noqa: E402
+from ainerd_core.simulate import Experiment, SimConfig, simulate
 
 
 def peak_rss_mib() -> float:

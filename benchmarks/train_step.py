@@ -1,6 +1,6 @@
 """Training throughput: our training step vs a plain eager NCHW float32 step, in the same run.
 
-    .venv/bin/python benchmarks/train_step.py [--batch-size 16] [--rounds 3] [--steps 4] [--json out.json]
+    .venv/bin/python -m benchmarks.train_step [--batch-size 16] [--rounds 3] [--steps 4] [--json out.json]
 
 One training step = forward (dropout on) + MSE + backward + Adam step + CyclicLR step, on a batch
 of diagonally shifted random maps, exactly as ``ainerd_core.train`` does. Variants, each timed in
@@ -30,10 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ainerd_core import model as M  # noqa: E402
-from ainerd_core.model import Autoencoder, _conv_flops, decoder_flops, encoder_flops  # noqa: E402
-from ainerd_core.train import LR_BASE, LR_MAX, random_diagonal_shift  # noqa: E402
+from ainerd_core import model as M
+from ainerd_core.model import Autoencoder, _conv_flops, decoder_flops, encoder_flops
+from ainerd_core.train import LR_BASE, LR_MAX, random_diagonal_shift
 
 
 def make(variant: str, seed: int = 0):

@@ -25,12 +25,14 @@ def create_app(config: Config | None = None) -> flask.Flask:
     def healthz():
         return {"status": "ok"}
 
-    from . import admin_app, auth, evaluation_app, explorer
+    from . import admin_app, auth, evaluation_app, explorer, validation
 
     auth.init_auth(server, config)  # first: the gate runs before every other route
-    explorer.init_explorer(server, config)
-    admin_app.init_admin(server, config)
-    evaluation_app.init_evaluation(server, config)
+    explorer_dash = explorer.init_explorer(server, config)  # withholds datasets of open studies
+    admin_dash = admin_app.init_admin(server, config)
+    evaluation_dash = evaluation_app.init_evaluation(server, config)
+    # last: malformed requests get 4xx with one line, after the access checks ran
+    validation.install(server, {"/": explorer_dash, "/admin/": admin_dash, "/evaluate/": evaluation_dash})
     return server
 
 

@@ -227,7 +227,8 @@ def _enforce():
             return _refuse(401, "Log in as admin at /login.", "admin")
         return _refuse(403, "This page needs the admin role: log in as admin at /login.", "admin")
     if not config.viewer_password or role in ROLES:
-        return None
+        blinding = current_app.extensions.get("ainerd_blinding")
+        return blinding.check(path) if blinding is not None else None
     return _refuse(401, "Log in at /login to view this dashboard.", "viewer")
 
 

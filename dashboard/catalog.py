@@ -23,7 +23,6 @@ Usage (one catalog per process, shared by all pages)::
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -31,13 +30,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ainerd_core.results import ResultsView
+
 log = logging.getLogger(__name__)
 
 _MISSING = object()
 
 
-class DatasetEntry:
-    """One dataset file, opened read-only, with its small arrays cached.
+class DatasetEntry(ResultsView):
+    """One dataset file, opened read-only, with its small arrays cached (k, labels, counts,
+    timings and provenance come from :class:`ainerd_core.results.ResultsView`).
 
     Attributes
     ----------
@@ -155,39 +157,6 @@ class DatasetEntry:
         with self._lock:
             return self._ds.read_result_row(name, int(index), default)
 
-    @property
-    def timings(self) -> dict[str, float]:
-        """Seconds per precompute stage (``timings_json``), {} if unknown."""
-        return _json_attr(self.result_attrs.get("timings_json"))
-
-    @property
-    def k(self) -> int | None:
-        """The chosen k of the precomputation (``/results`` attr ``k``), or None."""
-        k = self.result_attrs.get("k")
-        if k is None:
-            labels = self.result("labels")
-            return int(labels.max()) + 1 if labels is not None and labels.size else None
-        return int(k)
-
-    def available_k(self) -> list[int]:
-        """k values with labels: 3, 5, 8 and the chosen k (sorted, unique)."""
-        ks = {k for k in (3, 5, 8) if self.has_result(f"labels_k{k}")}
-        if self.has_result("labels") and self.k:
-            ks.add(self.k)
-        return sorted(ks)
-
-    def labels(self, k: int | None = None):
-        """Cluster labels at ``k`` (None or the chosen k: ``labels``), or None."""
-        if k is None or k == self.k:
-            return self.result("labels")
-        return self.result(f"labels_k{int(k)}")
-
-    def counts(self, k: int | None = None):
-        """The (T, k) table of maps per cluster at each time, or None."""
-        if k is None or k == self.k:
-            return self.result("tables/counts")
-        return self.result(f"tables/counts_k{int(k)}")
-
     def sector_class(self) -> np.ndarray:
         """'flow' / 'vorticity' / 'other' per map (precomputed, else derived from phi)."""
         def load():
@@ -277,72 +246,23 @@ class DatasetEntry:
                 pass
 
 
-def _json_attr(text) -> dict:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def model_for_latents(entry: DatasetEntry):
     """(model or None, note) for an entry; never raises.
 
-    The decoder must be the model that made the latents: the checkpoint named by the
-    ``/results`` attrs (``model_path`` or ``model``). Latents that came with the data
-    (``latent_source`` other than ``model``, or ``model = "none"``) have no known decoder, and a
-    named checkpoint that is missing is reported, not replaced by another model. Only results
-    that name no model at all fall back to the shipped demo weights. When precompute recorded
-    the checkpoint's SHA-256 (``model_sha256``), only a file with that checksum is used: at the
-    recorded path, else under the same name beside the dataset or in the repository's ``data/``
-    (a moved folder or clone).
+    The decoder must be the model that made the latents: the checkpoint
+    :meth:`ainerd_core.results.ModelProvenance.resolve` finds (checksum-verified); a named
+    checkpoint that is missing or changed is reported, not replaced by another model.
     """
-    ra = entry.result_attrs
-    source = ra.get("latent_source")
-    named = next((ra[k] for k in ("model_path", "model", "checkpoint")
-                  if isinstance(ra.get(k), str) and ra[k].strip()), None)
-    # precompute decoded latents that came with the data only with the model that made them
-    # (passed by the user or matched by checksum) and says so in dynamics_source: that model is known
-    decoded = str(ra.get("dynamics_source") or "").startswith("decoded latents")
-    if (source is not None and source != "model" and not decoded) or (named or "").strip().lower() in ("none", "given"):
-        why = f"the latents came with the data ({source})" if source and source != "model" else \
-            "the precomputation recorded no model checkpoint"
-        return None, f"{why}, so no decoder is known for them"
+    path, note = entry.provenance.resolve(entry.path)
+    if path is None:
+        return None, note
     try:
         from ainerd_core import model as model_mod
-    except Exception as exc:  # noqa: BLE001 - torch missing or broken
-        return None, f"the model code is not available ({exc})"
-    repo = Path(__file__).resolve().parents[1]
-    recorded_sha = ra.get("model_sha256") if isinstance(ra.get("model_sha256"), str) else None
-    if named:
-        p = Path(named)
-        candidates = [p] if p.is_absolute() else [entry.path.parent / p, repo / p]
-        if p.is_absolute() and recorded_sha:
-            # the folder (or the clone holding the weights) moved: the same file name beside the
-            # dataset or in our data/ is the same model only when its checksum matches
-            candidates += [entry.path.parent / p.name, repo / "data" / p.name]
-    else:
-        candidates = [model_mod.DEMO_WEIGHTS]
-    changed = None
-    for path in candidates:
-        if not (path.exists() and path.is_file()):
-            continue
-        if recorded_sha and model_mod.checkpoint_sha256(path) != recorded_sha:
-            changed = changed or path  # a different model would decode the latents into nonsense
-            continue
-        try:
-            m = model_mod.load_model(path, device="cpu")
-        except Exception as exc:  # noqa: BLE001
-            log.warning("could not load model %s: %s", path, exc)
-            return None, f"the model {path.name} could not be loaded ({exc})"
-        moved = bool(named) and Path(named).is_absolute() and path != Path(named)
-        return m, f"decoded with {path.name}" + (f" (found at {path}, recorded as {named})" if moved else "")
-    if changed is not None:
-        return None, (f"the model checkpoint {changed} has changed since the precomputation "
-                      "(its SHA-256 differs); re-run precompute")
-    return None, f"the model checkpoint {named or candidates[0]} is not available"
+
+        return model_mod.load_model(path, device="cpu"), note
+    except Exception as exc:  # noqa: BLE001 - torch missing, or a broken file
+        log.warning("could not load model %s: %s", path, exc)
+        return None, f"the model {path.name} could not be loaded ({exc})"
 
 
 class Catalog:

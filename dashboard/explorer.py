@@ -36,7 +36,7 @@ from .pages import DATASET_STORE, PageContext, Services, missing_requirements, p
 
 log = logging.getLogger(__name__)
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ASSETS = Path(__file__).resolve().parent / "assets"
 GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 _REQUIREMENT_TEXT = {
     "results": "has not been precomputed yet (run `python -m ainerd_core precompute <file>`)",
@@ -367,7 +367,10 @@ def init_explorer(server, config) -> dash.Dash:
     from .background import make_background_manager
     from .images import init_images
 
-    catalog = Catalog(config.data_dir)
+    from .blinding import blinded_catalog
+
+    # datasets of open blind-evaluation studies are withheld from non-admin requests
+    catalog = blinded_catalog(server, config, Catalog(config.data_dir))
     manager = make_background_manager(config)
     app = dash.Dash(__name__, server=server, url_base_pathname="/", title="AI-NERD",
                     assets_folder=str(ASSETS),

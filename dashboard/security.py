@@ -79,14 +79,6 @@ def _redact_record(record: logging.LogRecord) -> None:
         record.msg, record.args = clean, None
 
 
-class RedactingFilter(logging.Filter):
-    """A logging filter doing the same, for handlers configured elsewhere."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        _redact_record(record)
-        return True
-
-
 try:  # only in processes that have gunicorn (the web server, not the CLI)
     from gunicorn.glogging import Logger as _GunicornLogger
 except ImportError:  # pragma: no cover

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ainerd_core.dataset import open_dataset, write_results
+from ainerd_core.dataset import open_dataset
+from ainerd_core.results import K_SET, labels_name, write_results
 
 
 def _spearman(a, b) -> float:
@@ -54,8 +55,8 @@ def with_dynamics(src: Path, dst: Path) -> Path:
     rate = np.asarray(dyn["relaxation_rate"], np.float64)
     results["dynamics/score_filled"] = ~np.isfinite(rate)
     rho = {}
-    for k in (3, 5, 8):
-        lab = results.get(f"labels_k{k}")
+    for k in K_SET:
+        lab = results.get(labels_name(k))
         if lab is not None:
             rho[str(k)] = _spearman(np.asarray(lab, np.float64), rate)
     attrs.update(order_rule=ORDER_RULE,

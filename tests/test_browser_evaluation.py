@@ -20,11 +20,10 @@ import requests
 
 from ainerd_core import evaluation as ev
 from ainerd_core.studies import Assignment, Candidate, CandidateSource, Expert, StudyStore
+from ainerd_core.testing import build_tiny
 
-sys.path.insert(0, str(Path(__file__).parent))
 from browser_support import (console_errors, make_driver, quit_driver, require_browser, start_server,
-                             wait_for)  # noqa: E402
-from test_studies import build_tiny  # noqa: E402
+                             wait_for)
 
 pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[1]

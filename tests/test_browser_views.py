@@ -133,7 +133,7 @@ def test_bad_url_values_fall_back_without_a_server_error(driver, server):
     assert checked(driver, "latent-color") == "cluster"
     assert not console_errors(driver)
     for path in ("/timeline?dataset=demo&time=-3&k=hdbscan-00000000", "/sectors?map=abc&dataset=nope",
-                 "/similarity?target=1e9", "/help?view=nothing"):
+                 "/similarity?target=1e9", "/help?view=nothing", "/compare?compare=../../etc,demo"):
         open_page(driver, server.url + path)
         wait_for(lambda: driver.find_elements("css selector", "#page-content h3, #page-content h4, #page-content h5"),
                  what=f"{path} rendered")
@@ -317,3 +317,21 @@ def test_latents_only_similarity_says_up_front_what_an_upload_can_do(driver, ser
         driver.execute_script(GRID_META_JS, "similarity-raw-grid")), what="raw grid message")
     assert any("no raw-pixel neighbours" in c for c in raw["captions"])
     assert not console_errors(driver)
+
+
+PAGES = ("/", "/timeline", "/sectors", "/latent-map", "/similarity", "/clusters", "/model", "/help", "/compare")
+
+
+@pytest.mark.parametrize("dataset", ["demo", "e031"])
+def test_no_console_errors_on_any_page(driver, server, dataset):
+    import time
+
+    for path in PAGES:
+        open_page(driver, server.url + f"{path}?dataset={dataset}")
+        wait_for(lambda: driver.execute_script(
+            "return document.querySelector('#page-content > div') !== null && "
+            "document.querySelectorAll('[data-dash-is-loading=\"true\"]').length === 0;"), what=f"{path} settled")
+        time.sleep(1.5)  # late callbacks (figures, images) report their errors too
+        assert not driver.find_elements("css selector", "#page-content .alert-danger"), path
+        errors = console_errors(driver)
+        assert not errors, (path, errors)

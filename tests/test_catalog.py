@@ -16,7 +16,7 @@ from dashboard_fixtures import explorer_data  # noqa: F401
 def folder(explorer_data, tmp_path):  # noqa: F811
     out = tmp_path / "data"
     out.mkdir()
-    for name in ("demo.h5", "e031.h5", "model.pt"):  # model.pt: the synthetic results' decoder
+    for name in ("demo.h5", "e031.h5"):
         if (explorer_data / name).exists():
             shutil.copy(explorer_data / name, out / name)
     return out
@@ -205,7 +205,7 @@ def test_timeline_without_rheology_shows_the_histogram_and_a_note(tmp_path):
     from ainerd_core.dataset import write_dataset
     from dashboard.pages import PageContext, Services
     from dashboard.pages import timeline
-    from dashboard_fixtures import synthetic_results
+    from dashboard_fixtures import precompute_small
 
     rng = np.random.default_rng(0)
     n_t, n_s = 6, 6
@@ -213,7 +213,7 @@ def test_timeline_without_rheology_shows_the_histogram_and_a_note(tmp_path):
                                                           sector=np.repeat(np.arange(1, n_s + 1), n_t)),
                          latents=rng.gamma(2.0, 1.0, (n_t * n_s, 64)).astype(np.float32), n_sectors=n_s,
                          sector_width_deg=60.0)
-    synthetic_results(path)
+    precompute_small(path)
     cat = Catalog(tmp_path)
     entry = cat.get("norheo")
     assert not entry.has_rheology

@@ -20,7 +20,6 @@ import re
 import secrets
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -28,9 +27,8 @@ import requests
 from browser_support import REPO, find_props, free_port
 from docker_support import DockerUnavailable, build_image, docker, docker_cli, image_exists
 
-sys.path.insert(0, str(REPO / "benchmarks"))
-from evaluation_load import click_payload  # noqa: E402
-from test_hosting import client, login  # noqa: E402
+from benchmarks.evaluation_load import click_payload
+from test_hosting import client, login
 
 pytestmark = pytest.mark.slow
 

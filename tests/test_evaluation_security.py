@@ -15,20 +15,18 @@ import json
 import zlib
 import re
 import struct
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ainerd_core.dataset import open_dataset
-from browser_support import find_props  # noqa: E402
+from browser_support import find_props
 from ainerd_core.studies import Assignment, Candidate, CandidateSource, Expert, StudyStore, render_png
+from ainerd_core.testing import build_tiny
 from dashboard.app import create_app
 from dashboard.config import Config
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_studies import build_tiny  # noqa: E402
 
 SECRET = "k" * 48
 ADMIN_PW = "admin password for tests"

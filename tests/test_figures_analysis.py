@@ -259,17 +259,17 @@ def test_parse_upload_rejects_bad_files(arr, name, match):
         parse_upload(contents, name)
 
 
-def test_recluster_labels_renumbered_slowest_first(rng):
-    from dashboard.pages.clusters import recluster_labels
+def test_recluster_renumbered_slowest_first(rng):
+    """Re-clustering on /clusters goes through analysis.recluster (k-means and other algorithms),
+    renumbered like precompute (0 = slowest)."""
+    from ainerd_core.analysis import recluster
 
     centers = np.array([[0.0] * 4, [5.0] * 4, [10.0] * 4])
     x = np.concatenate([c + rng.normal(0, 0.3, (20, 4)) for c in centers])
     slowness = np.repeat([1.0, 3.0, 2.0], 20)          # the middle blob is the slowest
-    steps = []
-    lab = recluster_labels(x, 3, "kmeans", slowness, progress=lambda d, t: steps.append((d, t)))
+    lab = recluster(x, 3, "kmeans", slowness)
     assert (lab[20:40] == 0).all() and (lab[40:] == 1).all() and (lab[:20] == 2).all()
-    assert steps[-1][0] < steps[-1][1] and len(steps) == 10
-    birch = recluster_labels(x, 3, "birch", slowness)
+    birch = recluster(x, 3, "birch", slowness)
     assert sorted(np.unique(birch).tolist()) == [0, 1, 2] and (birch[20:40] == 0).all()
 
 

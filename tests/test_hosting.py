@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ import pytest
 import requests
 
 from browser_support import REPO, Server, console_errors, free_port, server_env
-from dashboard_fixtures import build_precomputed
+from dashboard_fixtures import build_explorer_data
 
 pytestmark = pytest.mark.slow
 
@@ -74,12 +75,12 @@ def login(session: requests.Session, base: str, role: str, password: str, next_u
 
 
 def hosting_data_dir(tmp_path_factory) -> Path:
-    """A small precomputed dataset ``demo`` (synthetic results: fast), shared by the hosting and
-    Celery tests of one session."""
+    """A small precomputed dataset ``demo`` (a copy of the cached explorer fixture's), shared by
+    the hosting and Celery tests of one session."""
     folder = tmp_path_factory.getbasetemp() / "hosting-data"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AINERD_FIXTURE_PIPELINE", "synthetic")
-        build_precomputed(folder)
+    if not (folder / "demo.h5").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(build_explorer_data() / "demo.h5", folder / "demo.h5")
     return folder
 
 

@@ -1,4 +1,4 @@
-"""ainerd_core.precompute end to end: the /results contract of README.md, ordering by dynamics,
+"""ainerd_core.precompute end to end: the /results contract (ainerd_core.results, docs/dataset-format.md), ordering by dynamics,
 determinism, table contents, the latents-only (E031) path, the model path, errors."""
 from __future__ import annotations
 

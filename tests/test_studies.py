@@ -17,29 +17,11 @@ import pytest
 
 from ainerd_core.dataset import open_dataset, write_dataset, write_results
 from ainerd_core.errors import InputError
+from ainerd_core.testing import build_tiny
 from ainerd_core.studies import (Assignment, Candidate, CandidateSource, Expert, Rating, RatingEvent, StudyError,
                                  StudyStore, hash_token, prepare_target)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def build_tiny(path: Path, n: int = 40, seed: int = 0, latent_dim: int = 8) -> Path:
-    """A small dataset with C2 maps (decay width growing with the index) and random latents."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:256, 0:256] / 255.0
-    maps = np.empty((n, 256, 256), np.float32)
-    for i in range(n):
-        w = 0.05 + 0.5 * (i / n)
-        m = np.exp(-np.abs(yy - xx) / w) + 0.05 * rng.random((256, 256))
-        maps[i] = (m - m.min()) / (m.max() - m.min())
-    meta = dict(time=np.arange(n) * 10.0, sector=np.ones(n, int), phi=np.full(n, 10.0), q=np.full(n, 0.01),
-                source=[f"tiny:{i}" for i in range(n)])
-    write_dataset(path, meta=meta, maps=maps, source_kind="simulation", title="tiny", flow_axis_deg=90.0,
-                  sector_width_deg=20.0, n_sectors=18)
-    lat = rng.normal(size=(n, latent_dim)).astype(np.float32)
-    write_results(path, {"latent": lat, "labels": np.zeros(n, np.int32),
-                         "umap": rng.normal(size=(n, 2)).astype(np.float32)})
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -292,8 +274,7 @@ def test_kill_minus_9_loses_no_acknowledged_rating(tiny, store, tmp_path):
 
 def test_concurrent_experts_on_gunicorn_lose_nothing(database):
     """A small run of benchmarks/evaluation_load.py: 8 experts in a burst, 3 gunicorn workers."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import evaluation_load
+    from benchmarks import evaluation_load
 
     assert evaluation_load.main(["--experts", "8", "--workers", "3", "--n", "4", "--think-ms", "0",
                                  "--db", database.url]) == 0

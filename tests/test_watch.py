@@ -25,6 +25,7 @@ from dashboard_fixtures import explorer_data  # noqa: F401
 from ainerd_core import dataset as D
 from ainerd_core.dataset import open_dataset, write_dataset
 from ainerd_core.errors import InputError
+from ainerd_core.results import K_SET
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -222,7 +223,7 @@ def test_watch_rename_writer_and_tables(explorer_data, tmp_path):  # noqa: F811
         assert umap.shape == (54, 2) and np.all(umap.min(0) >= ref_umap.min(0) - 1e-3)
         assert np.all(umap.max(0) <= ref_umap.max(0) + 1e-3)  # a weighted mean stays in the hull
         assert ds.read_result("flow_share/share").shape == (64, 64)
-        for kk in (3, 5, 8):
+        for kk in K_SET:
             assert ds.read_result(f"labels_k{kk}").shape == (54,)
         assert ds.result_attrs["model_sha256"] == r.result_attrs["model_sha256"]
 
@@ -286,14 +287,14 @@ def test_watch_follows_growing_rheology(explorer_data, tmp_path):  # noqa: F811
 KILL_SCRIPT = r"""
 import os, sys, time
 from ainerd_core import dataset as D
-real = D._commit
+real = D.commit
 def slow_commit(tmp, path):
     # test hook: stop between writing a segment and renaming it, so SIGKILL lands mid-append
     if path.name.startswith("seg_") and os.environ.get("PAUSE_AT") and path.name == os.environ["PAUSE_AT"]:
         open(os.environ["MARK"], "w").write(str(tmp))
         time.sleep(600)
     return real(tmp, path)
-D._commit = slow_commit
+D.commit = slow_commit
 from ainerd_core.cli import main
 sys.exit(main(sys.argv[1:]))
 """

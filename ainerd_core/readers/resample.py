@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..mapstack import check_maps
 
 
 def symmetrise_upper(half: np.ndarray) -> np.ndarray:
@@ -100,27 +101,10 @@ def resample(c2: np.ndarray, size: int = 256) -> np.ndarray:
 
 
 def check_map(path, c2: np.ndarray, what: str = "C2 map", upper_triangle: bool = False) -> np.ndarray:
-    """Raise :class:`InputError` unless ``c2`` is a finite, square, 2-D map.
-
-    With ``upper_triangle`` only the stored upper triangle (diagonal included) must be finite:
-    the part below the diagonal is ignored by :func:`symmetrise_upper`."""
-    c2 = np.asarray(c2)
-    if c2.ndim != 2:
-        raise InputError(path, f"{what} must be two-dimensional, got shape {c2.shape}")
-    if c2.shape[0] != c2.shape[1]:
-        raise InputError(path, f"{what} is not square: {c2.shape[0]} x {c2.shape[1]}")
-    if c2.shape[0] < 2:
-        raise InputError(path, f"{what} is too small: {c2.shape[0]} x {c2.shape[1]}")
-    if c2.dtype.kind not in "fiu":
-        raise InputError(path, f"{what} is not numeric (dtype {c2.dtype})")
-    finite = np.isfinite(c2)
-    if not finite.all():
-        if upper_triangle:
-            finite |= np.tri(c2.shape[0], k=-1, dtype=bool)
-        bad = int(finite.size - np.count_nonzero(finite))
-        if bad:
-            raise InputError(path, f"{what} contains {bad} NaN or infinite values")
-    return c2
+    """One raw map (any square size, any range): :func:`ainerd_core.mapstack.check_maps` with
+    ``single=True``; with ``upper_triangle`` only the stored triangle must be finite."""
+    return check_maps(c2, path, what=what, size=None, normalised=False, single=True,
+                      upper_triangle=upper_triangle, dtype=None)
 
 
 def prepare_map(c2: np.ndarray, *, size: int = 256, diagonal_fix: bool = False,
@@ -159,7 +143,7 @@ def prepare_target(arr, where="target", size: int = 256, max_side: int = 8192) -
     a = np.squeeze(np.asarray(arr))
     if np.iscomplexobj(a):
         raise InputError(where, f"the map must hold real numbers, got {a.dtype}")
-    check_map(where, a, what="the map")
+    a = check_map(where, a, what="the map")
     if not 8 <= a.shape[0] <= max_side:
         raise InputError(where, f"the map's side {a.shape[0]} is outside 8..{max_side} pixels")
     return normalise_map(resample(a.astype(np.float64), size).astype(np.float32))

@@ -16,6 +16,7 @@ import h5py
 import numpy as np
 
 from ..errors import InputError
+from ..mapstack import check_maps
 
 H5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs"}
 _PREFERRED = ("c2", "maps", "data")
@@ -46,18 +47,15 @@ class MapStack:
             raise InputError(self.path, f"unknown stack type {suffix!r}: use .npy or .h5")
         self._what = f"dataset {self.name}: " if self.name else ""
         shape = self._arr.shape
-        if len(shape) != 3:
+        try:  # shape and dtype only: the values are checked map by map as they are read
+            if len(shape) != 3:
+                raise InputError(self.path, f"{self._what}a stack must have shape (N, n, n), got {shape}")
+            check_maps(self._arr, self.path, what=f"{self._what}maps", size=None, normalised=False, values=False)
+            if shape[0] == 0:
+                raise InputError(self.path, f"{self._what}the stack holds no maps")
+        except InputError:
             self.close()
-            raise InputError(self.path, f"{self._what}a stack must have shape (N, n, n), got {shape}")
-        if shape[1] != shape[2]:
-            self.close()
-            raise InputError(self.path, f"{self._what}maps are not square: {shape[1]} x {shape[2]}")
-        if shape[0] == 0:
-            self.close()
-            raise InputError(self.path, f"{self._what}the stack holds no maps")
-        if self._arr.dtype.kind not in "fiu":
-            self.close()
-            raise InputError(self.path, f"{self._what}maps are not numeric (dtype {self._arr.dtype})")
+            raise
         self.n_maps, self.size = int(shape[0]), int(shape[1])
 
     def _pick(self, dataset):

@@ -107,14 +107,6 @@ def image_grid_figure(urls: Sequence[str], n_cols: int, *, captions: Sequence[st
     return fig
 
 
-def neighbour_order(index, distance) -> tuple[np.ndarray, np.ndarray]:
-    """Neighbours sorted by distance (stable, ties -> lower index first)."""
-    index = np.asarray(index).astype(np.int64).ravel()
-    distance = np.asarray(distance, dtype=np.float64).ravel()
-    order = np.lexsort((index, distance))
-    return index[order], distance[order]
-
-
 @_styled
 def neighbour_grid_figure(space: str, index, distance, urls: Sequence[str], *, n_cols: int = 6,
                           relevant: Sequence[bool | None] | None = None, hover: Sequence[str] | None = None,

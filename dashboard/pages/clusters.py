@@ -17,6 +17,8 @@ import dash_bootstrap_components as dbc
 import numpy as np
 from dash import Input, Output, State, dash_table, dcc, html
 
+from ainerd_core import analysis as A
+from ainerd_core.results import K_SET, counts_name, labels_name
 from dashboard import clusterings
 from dashboard.figures import clusters as F
 from dashboard.pages import DATASET_STORE
@@ -51,8 +53,8 @@ def _sweep(entry) -> dict | None:
 
 def _k_labels(entry) -> dict[int, np.ndarray]:
     out = {}
-    for k in (3, 5, 8):
-        lab = entry.result(f"labels_k{k}")
+    for k in K_SET:
+        lab = entry.result(labels_name(k))
         if lab is not None:
             out[k] = lab
     return out
@@ -60,8 +62,8 @@ def _k_labels(entry) -> dict[int, np.ndarray]:
 
 def _k_counts(entry) -> dict[int, np.ndarray]:
     out = {}
-    for k in (3, 5, 8):
-        c = entry.result(f"tables/counts_k{k}")
+    for k in K_SET:
+        c = entry.result(counts_name(k))
         if c is not None:
             out[k] = c
     return out
@@ -242,36 +244,6 @@ def _recluster_card(entry):
     ], className="mb-3")
 
 
-# --------------------------------------------------------------------------- re-clustering
-def recluster_labels(x, k: int, algorithm: str, order_feature, seed: int = 0, progress=None) -> np.ndarray:
-    """Labels of ``algorithm`` at ``k`` on latents ``x``, renumbered 0 = highest ordering feature
-    (slowest). ``progress(done, total)`` is called between steps."""
-    from ainerd_core import analysis as A
-
-    x = np.asarray(x, dtype=np.float32)
-    k = int(max(2, min(int(k), len(x) - 1)))
-    report = progress or (lambda done, total: None)
-    if algorithm == "kmeans":
-        from sklearn.cluster import KMeans
-
-        n_init = 10
-        best, best_inertia = None, np.inf
-        for i in range(n_init):
-            km = KMeans(n_clusters=k, n_init=1, random_state=seed + i).fit(x)
-            if km.inertia_ < best_inertia:
-                best, best_inertia = km.labels_.astype(np.int32), km.inertia_
-            report(i + 1, n_init + 1)
-        lab = best
-    else:
-        report(1, 3)
-        labs, _ = A.other_algorithms(x, k, seed=seed, names=(algorithm,))
-        lab = labs[algorithm]
-        report(2, 3)
-    if order_feature is not None:
-        lab = A.order_labels(lab, np.asarray(order_feature, dtype=np.float64))
-    return np.asarray(lab, dtype=np.int32)
-
-
 def register_callbacks(app, services):
     catalog = services.catalog
 
@@ -411,15 +383,14 @@ def register_callbacks(app, services):
             order = ds.read_result("order_feature")
             umap = ds.read_result("umap")
             ref = ds.read_result("labels")
+            ra = ds.result_attrs
         if x is None:
             return failed("this dataset has no latents")
-
-        def progress(done, total):
-            pct = int(5 + 90 * done / total)
-            set_progress((pct, f"{pct} %"))
-
+        k = min(k, len(x) - 1)
+        set_progress((10, "clustering"))
         try:
-            lab = recluster_labels(x, k, algorithm, order, seed=0, progress=progress)
+            # precompute's seed and restarts: at the same k, k-means reproduces the stored labels
+            lab = A.recluster(x, k, algorithm, order, seed=int(ra.get("seed", 0)), n_init=int(ra.get("n_init", 10)))
         except Exception as exc:  # noqa: BLE001 - an algorithm that fails on these latents is reported
             log.warning("re-clustering %s k=%s failed: %s", algorithm, k, exc)
             return failed(f"{ALGO_NAMES[algorithm]} failed on these latents: {exc}")

@@ -122,21 +122,8 @@ def _draw_fig(entry, dataset_id, seed):
 
 
 def _has_model_file(entry) -> bool:
-    """Whether the image route can decode reconstructions (the same lookup as the catalog's)."""
-    from pathlib import Path
-
-    try:
-        from ainerd_core import model as M
-    except Exception:  # noqa: BLE001
-        return False
-    for key in ("model_path", "model", "checkpoint"):
-        value = entry.result_attrs.get(key)
-        if isinstance(value, str) and value.strip():
-            p = Path(value)
-            cands = [p] if p.is_absolute() else [entry.path.parent / p, Path(__file__).resolve().parents[2] / p]
-            if any(c.is_file() for c in cands):
-                return True
-    return Path(M.DEMO_WEIGHTS).is_file()
+    """Whether the image route can decode reconstructions (the catalog's checkpoint lookup)."""
+    return entry.provenance.resolve(entry.path)[0] is not None
 
 
 def layout(ctx):

@@ -37,12 +37,25 @@ def _precompute_state(entry) -> html.Span:
 
 
 def _timings(entry):
+    """The precompute's measured total (never a sum: stages and their parts overlap)."""
     t = entry.timings
-    if not t:
+    if t.total is None and not t.stages:
         return html.Span("—", className="text-muted")
-    total = sum(float(v) for v in t.values() if isinstance(v, (int, float)))
-    detail = ", ".join(f"{k} {float(v):.1f} s" for k, v in t.items() if isinstance(v, (int, float)))
+    total = t.total if t.total is not None else sum(t.stages.values())
+    detail = ", ".join(f"{k} {v:.1f} s" for k, v in t.stages.items())
     return html.Span(f"{total:.1f} s", title=detail, className="timings")
+
+
+def _timing_rows(entry) -> list:
+    t = entry.timings
+    rows = []
+    for stage, seconds in t.stages.items():
+        rows.append(html.Tr([html.Td(stage), html.Td(f"{seconds:.2f} s")]))
+        rows += [html.Tr([html.Td(f"\u2003{part}", className="text-muted"), html.Td(f"{v:.2f} s", className="text-muted")])
+                 for part, v in t.parts.get(stage, {}).items()]
+    if t.total is not None:
+        rows.append(html.Tr([html.Td(html.B("total")), html.Td(html.B(f"{t.total:.2f} s"))], className="timings-total"))
+    return rows
 
 
 def _page_links(ctx, entry):
@@ -90,8 +103,7 @@ def _detail(ctx, entry):
     for title, prefixes in _GROUPS:
         have = [n for n in names if n.startswith(prefixes)]
         groups.append(html.Li([html.B(f"{title}: "), ", ".join(have) if have else html.I("none")]))
-    timing_rows = [html.Tr([html.Td(k), html.Td(f"{float(v):.2f} s")]) for k, v in entry.timings.items()
-                   if isinstance(v, (int, float))]
+    timing_rows = _timing_rows(entry)
     return dbc.Card([
         dbc.CardHeader(html.Span(f"Dataset {entry.id}", className="fw-semibold")),
         dbc.CardBody(dbc.Row([

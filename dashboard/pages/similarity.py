@@ -100,6 +100,28 @@ def png_data_uri(arr, size=None) -> str:
 
 
 # =========================================================================== upload parsing
+def upload_limit_bytes(config) -> int:
+    """Largest .npy file an upload may be: the request limit, less base64's 4/3 and room for the
+    rest of the callback request (64 KiB)."""
+    return max(0, (config.max_upload_bytes - 64 * 1024) * 3 // 4)
+
+
+def upload_check_js(config) -> str:
+    """Clientside check of an upload before it is sent: a name that is not .npy or a file over the
+    limit gets a message (the server would refuse the request with 413, which the page cannot show)."""
+    limit_chars = max(0, config.max_upload_bytes - 64 * 1024)
+    limit_mib = upload_limit_bytes(config) / 2**20
+    return ("function(contents, filename) {"
+            " var nu = window.dash_clientside.no_update;"
+            " if (!contents) { return [nu, '']; }"
+            " var name = filename || 'upload';"
+            " if (!/\\.npy$/i.test(name)) { return [null, name + ': not a .npy file; upload a NumPy .npy file holding one square 2-d map.']; }"
+            f" if (contents.length > {limit_chars}) {{ return [null, name + ' is ' + (contents.length * 0.75 / 1048576).toFixed(1)"
+            f" + ' MiB: uploads are limited to {limit_mib:.1f} MiB (AINERD_MAX_UPLOAD_MB on the server).']; }}"
+            " return [contents, ''];"
+            "}")
+
+
 def parse_upload(contents: str, filename: str | None) -> np.ndarray:
     """A dcc.Upload ``contents`` string of a .npy file -> normalised (256, 256) float32 map.
 
@@ -108,11 +130,10 @@ def parse_upload(contents: str, filename: str | None) -> np.ndarray:
         raise ValueError("empty upload")
     if filename and not filename.lower().endswith(".npy"):
         raise ValueError(f"{filename}: upload a NumPy .npy file holding one square 2-d map")
-    raw = base64.b64decode(contents.split(",", 1)[1])
-    try:
-        arr = np.load(io.BytesIO(raw), allow_pickle=False)
-    except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
-        raise ValueError(f"{filename or 'upload'}: not a readable .npy file ({exc})") from None
+    from dashboard.validation import decode_upload, load_npy_bytes
+
+    # the header is checked before anything is allocated (empty files, 10^12-element claims)
+    arr = load_npy_bytes(decode_upload(contents, filename), filename or "upload")
     from ainerd_core.errors import InputError
     from ainerd_core.readers.resample import prepare_target
 
@@ -193,13 +214,18 @@ def layout(ctx):
                             debounce=True, style={"width": "7rem"}),
                   html.Span(f" of 0..{entry.n_maps - 1}", className="small text-muted ms-1")],
                  className="d-flex align-items-center mb-2"),
+        # no accept/max_size here: the upload component drops refused files without a word;
+        # the clientside check (upload_check_js) says why instead
         dcc.Upload(id="similarity-upload", children=html.Div(["drop or ", html.A("choose a .npy map"),
-                                                              " (any square size)"]),
-                   accept=".npy", multiple=False, max_size=ctx.services.config.max_upload_bytes,
+                                                              f" (any square size, at most "
+                                                              f"{upload_limit_bytes(ctx.services.config) / 2**20:.1f} MiB)"]),
+                   multiple=False, max_size=-1,
                    className="border border-secondary rounded p-2 text-center small mb-2",
                    style={"borderStyle": "dashed", "cursor": "pointer"}),
         dbc.Progress(id="similarity-upload-progress", value=0, label="", className="mb-2", style={"height": "1rem"}),
         html.Div(id="similarity-upload-status", className="small mb-2"),
+        html.Div(id="similarity-upload-error", className="small mb-2 text-danger"),
+        dcc.Store(id="similarity-upload-checked"),
         html.Div(id="similarity-target-view"),
         dbc.Label("neighbours shown", className="small mb-0 mt-2"),
         dcc.Dropdown(id="similarity-k", options=[{"label": str(k), "value": k} for k in K_CHOICES], value=K_CHOICES[0],
@@ -264,6 +290,10 @@ def _all_distances(entry) -> dict:
 # =========================================================================== callbacks
 def register_callbacks(app, services):
     catalog, config = services.catalog, services.config
+
+    app.clientside_callback(upload_check_js(config), Output("similarity-upload-checked", "data"),
+                            Output("similarity-upload-error", "children"), Input("similarity-upload", "contents"),
+                            State("similarity-upload", "filename"), prevent_initial_call=True)
 
     @app.callback(Output("similarity-focus", "data"), Input("similarity-latent-grid", "clickData"),
                   Input("similarity-raw-grid", "clickData"), State(DATASET_STORE, "data"), prevent_initial_call=True)
@@ -333,7 +363,7 @@ def register_callbacks(app, services):
 
     @services.register_background(
         Output("similarity-upload-result", "data"), Output("similarity-upload-status", "children"),
-        Input("similarity-upload", "contents"), State("similarity-upload", "filename"),
+        Input("similarity-upload-checked", "data"), State("similarity-upload", "filename"),
         State("similarity-k", "value"), State(DATASET_STORE, "data"),
         progress=[Output("similarity-upload-progress", "value"), Output("similarity-upload-progress", "label")],
         running=[(Output("similarity-upload", "disabled"), True, False)],
