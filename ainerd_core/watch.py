@@ -183,7 +183,7 @@ def pack_result(res: dict) -> dict:
             if value.dtype.kind == "O":
                 out[key] = {"strings": [str(v) for v in value]}
             else:
-                arr = np.ascontiguousarray(value)
+                arr = np.array(value, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
                 out[key] = {"dtype": arr.dtype.str, "shape": list(arr.shape),
                             "b64": base64.b64encode(arr.tobytes()).decode("ascii")}
         else:

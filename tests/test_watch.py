@@ -455,3 +455,16 @@ def test_precompute_replaces_live_results(explorer_data, tmp_path):  # noqa: F81
         assert np.array_equal(lab[36:], np.argmin(((lat[36:, None] - cent[None]) ** 2).sum(-1), axis=1))
         assert ds.read_result("tables/counts").sum() == 54 and ds.read_result("tables/counts").shape == (3, 3)
         assert ds.ledger["file"].tolist() == [f"E031_{i:04d}_results.hdf" for i in range(3)]
+
+
+def test_pack_result_round_trip():
+    from ainerd_core.watch import pack_result, unpack_result
+
+    res = {"maps": np.arange(8, dtype=np.float32).reshape(2, 2, 2), "scalar": np.asarray(0.5, np.float32),
+           "meta/source": np.array(["a:1", "b:2"], dtype=object), "start_time": "2024-03-01T10:00:00", "size": 64}
+    import json
+
+    back = unpack_result(json.loads(json.dumps(pack_result(res))))
+    assert back["scalar"].shape == () and back["scalar"].dtype == np.float32 and float(back["scalar"]) == 0.5
+    assert np.array_equal(back["maps"], res["maps"]) and back["meta/source"].tolist() == ["a:1", "b:2"]
+    assert back["start_time"] == res["start_time"] and back["size"] == 64
