@@ -53,7 +53,7 @@ demo-weights: $(DEMO)
 # docs/model.md). Deterministic for the seed and --threads 2; sized for <= 60 min on 2 *free* CPU cores
 # (~3.5 s a step). Written beside the shipped weights, which it replaces only once it beats them (docs/model.md).
 RANDOMIZED_WEIGHTS := data/demo_weights_randomized.pt
-demo-weights-randomized: | $(BIN)/activate
+demo-weights-randomized: | $(INSTALLED)
 	$(PYTHON) -m ainerd_core train-randomized --out $(RANDOMIZED_WEIGHTS) --steps 1000 --batch-size 16 \
 		--objective both --ssl-weight 0.2 --lr-max 1e-3 --seed 0 --threads 2 --steps-per-epoch 25
 

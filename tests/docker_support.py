@@ -287,6 +287,11 @@ def build_image(tag: str, *, base: str | None = BASE_TAG, log=print, extra_args=
         cmd = [docker_cli(), "build", "--network", "host", "--progress", "plain", "-t", tag]
         if base:
             cmd += ["--build-arg", f"BASE_IMAGE={base}"]
+        # the image carries its own cache metadata: a rebuild reuses its unchanged layers (the pip
+        # install above all) even after `docker builder prune`
+        cmd += ["--build-arg", "BUILDKIT_INLINE_CACHE=1"]
+        if image_exists(tag):
+            cmd += ["--cache-from", tag]
         if "pip.conf" in secrets:
             # the torch wheel comes from the host's settings (a local CPU wheel), not the CPU index
             cmd += ["--build-arg", "TORCH_INDEX_URL="]

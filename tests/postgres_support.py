@@ -2,7 +2,8 @@
 
 :class:`PostgresServer` runs ``initdb`` into a fresh temporary folder and ``postgres`` on a free
 loopback port (trust authentication, loopback only). As root it runs both as the ``postgres``
-system user (``runuser``), because PostgreSQL refuses to run as root. Every test gets its own
+system user (``runuser`` for initdb; the server is started with that uid directly, so that it is
+this process's child and dies with it), because PostgreSQL refuses to run as root. Every test gets its own
 database (:meth:`PostgresServer.new_database`), so caches keyed by URL never see stale rows.
 
 Used by the ``database`` fixture of ``tests/conftest.py`` (SQLite and PostgreSQL) and by
@@ -16,6 +17,7 @@ By hand::
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import os
 import pwd
@@ -52,6 +54,14 @@ def postgres_bindir() -> Path:
         if (c / "initdb").exists() and (c / "postgres").exists():
             return c
     raise PostgresUnavailable("PostgreSQL server binaries not found (apt-get install postgresql)")
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded here: the child may no longer read our files
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGINT when the parent dies (Linux PR_SET_PDEATHSIG)."""
+    _LIBC.prctl(1, int(signal.SIGINT))  # 1 = PR_SET_PDEATHSIG
 
 
 def _free_port() -> int:
@@ -100,8 +110,13 @@ class PostgresServer:
             opts += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         self.log_path = self.tmp / "server.log"
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self._as_server_user([str(self.bindir / "postgres"), "-D", str(self.datadir), *opts]),
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        # the postmaster is our own child (as the postgres user when we are root, no runuser in
+        # between) and gets SIGINT (fast shutdown) when this process dies, even by SIGTERM or
+        # SIGKILL, when no fixture teardown runs: a killed test run leaves no server behind
+        as_user = dict(user=self.user.pw_uid, group=self.user.pw_gid, extra_groups=[]) if self.user else {}
+        self.proc = subprocess.Popen([str(self.bindir / "postgres"), "-D", str(self.datadir), *opts],
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     preexec_fn=_die_with_parent, **as_user)
         log.close()
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -152,12 +167,8 @@ class PostgresServer:
         if self.proc and self.proc.poll() is None:
             # SIGINT = "fast" shutdown: ends the open sessions (pooled connections of this
             # process) and shuts down cleanly; SIGTERM would wait for every client to leave
-            try:  # the postmaster itself: runuser, our child, does not pass signals on
-                pid = int((self.datadir / "postmaster.pid").read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                pid = self.proc.pid
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGINT)
+                self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
