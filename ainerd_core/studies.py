@@ -50,7 +50,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, deferred, mapped_co
 
 from .atomic import atomic_write_text
 from .errors import InputError
-from .results import ModelProvenance
+from .results import ModelProvenance, checkpoint_sha256
 
 METHODS = ("latent", "raw")
 MAP_SIZE = 256
@@ -380,6 +380,10 @@ def find_candidates(ds, target, methods, n: int, model_path=None) -> tuple[dict,
             if mp is None or not Path(mp).exists():
                 raise InputError("--target", "an uploaded map that is not in the dataset needs --model PATH "
                                              "to be placed in latent space (or use --methods raw)")
+            sha = ModelProvenance.from_attrs(ds.result_attrs).sha256
+            if model_path and sha and checkpoint_sha256(mp) != sha:  # issue 12: only the model of the latents
+                raise InputError("--model", f"{Path(mp).name} is not the model that made this dataset's latents "
+                                            f"(SHA-256 differs from the recorded {sha[:12]}); they would not be comparable")
             if lat is None:
                 raise InputError(ds.path, "no latents: run `python -m ainerd_core precompute` first")
             from .model import load_model
