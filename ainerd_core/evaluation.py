@@ -30,6 +30,23 @@ paired permutation test
 inter-rater agreement
     Fleiss' kappa (statsmodels, over candidates rated by every expert) and Krippendorff's alpha
     (nominal, krippendorff package, all ratings, missing allowed), over the distinct candidates.
+
+Completeness (what is withheld on sparse data)
+----------------------------------------------
+Every result says how many answers it rests on (``answered`` / ``total`` per method and per
+expert). Below these documented minimums a statistic is withheld (``None``) and its ``*_note``
+says why:
+
+- :data:`MIN_WINDOW_ANSWERS` (5) answers in a rank's smoothing window: below it the smoothed
+  average and its bootstrap band are not drawn at that rank (``band_lo``/``band_hi`` are NaN,
+  ``supported`` is False), so bands exist only where there is data;
+- the 50 % rank (``rank_below_50``, ``last_rank_at_or_above_50``) needs a supported smoothed
+  value at every rank from 1 up to it (up to the last rank when the curve never falls below
+  50 %); a gap means the crossing could lie in the unanswered ranks;
+- its interval needs the rank itself and at least :data:`MIN_EXPERTS_INTERVAL` (2) experts;
+- the permutation test needs :data:`MIN_PAIRS` (10) rank pairs answered on both sides;
+- Fleiss' kappa needs 2 experts and :data:`MIN_AGREEMENT_ITEMS` (10) images rated by all of
+  them; Krippendorff's alpha 2 experts and 10 images rated by at least two.
 """
 from __future__ import annotations
 
@@ -42,6 +59,37 @@ DEFAULT_WINDOW = 21
 DEFAULT_BOOT = 2000
 DEFAULT_PERM = 10000
 THRESHOLD = 0.5
+MIN_WINDOW_ANSWERS = 5
+MIN_EXPERTS_INTERVAL = 2
+MIN_PAIRS = 10
+MIN_AGREEMENT_ITEMS = 10
+
+
+def supported_ranks(y, window: int = DEFAULT_WINDOW, min_answers: int = MIN_WINDOW_ANSWERS) -> np.ndarray:
+    """(N,) bool: the smoothing window of the rank holds at least ``min_answers`` answers."""
+    _, c = _window_sums(_as2d(y), window)
+    return c >= min_answers
+
+
+def supported_crossing(curve, supported, threshold: float = THRESHOLD) -> tuple[int | None, int | None, str]:
+    """(rank_below_50, last_rank_at_or_above_50, note): both None with the reason when a rank up to
+    the crossing (or up to the last rank when it never crosses) lacks support."""
+    curve = np.asarray(curve, dtype=np.float64)
+    supported = np.asarray(supported, bool)
+    n = curve.size
+    if n == 0:
+        return None, None, "no ranks"
+    r = crossing_rank(np.where(supported, curve, np.nan), threshold)
+    upto = r if r is not None else n
+    gap = np.flatnonzero(~supported[:upto])
+    if gap.size:
+        a, b = int(gap[0]) + 1, int(gap[-1]) + 1
+        where = f"rank {a}" if a == b else f"ranks {a}..{b}"
+        return None, None, (f"insufficient: {where} have fewer than {MIN_WINDOW_ANSWERS} answers in their smoothing "
+                            "window, so the 50 % crossing could lie there")
+    if r is None:
+        return None, n, "never below 50 % up to the last rank"
+    return r, r - 1, ""
 
 
 def _as2d(y) -> np.ndarray:
@@ -250,27 +298,45 @@ def analyse(per_method: dict[str, np.ndarray], items: np.ndarray | None = None, 
         avg = average_accuracy(y)
         sm = smoothed_accuracy(y, window)
         lo, hi = bootstrap_band(y, window, n_boot, seed=seed + i)
+        sup = supported_ranks(y, window)
+        lo, hi = np.where(sup, lo, np.nan), np.where(sup, hi, np.nan)  # bands only where there is data
         per_expert = []
         for e in range(y.shape[0]):
             sme = smoothed_accuracy(y[e], window)
+            rb, lr, note = supported_crossing(sme, supported_ranks(y[e], window), threshold)
             per_expert.append({"accuracy": y[e], "smoothed": sme, "n_rated": int(np.sum(~np.isnan(y[e]))),
+                               "n_total": int(y.shape[1]),
                                "mean_accuracy": float(np.nanmean(y[e])) if np.any(~np.isnan(y[e])) else None,
-                               "rank_below_50": crossing_rank(sme, threshold),
-                               "last_rank_at_or_above_50": last_rank_above(sme, threshold)})
+                               "rank_below_50": rb, "last_rank_at_or_above_50": lr, "crossing_note": note})
+        rb, lr, note = supported_crossing(sm, sup, threshold)
+        n_experts = int(y.shape[0])
+        if lr is None:
+            ci, ci_note = None, "withheld: the 50 % rank itself is " + (note or "not defined")
+        elif n_experts < MIN_EXPERTS_INTERVAL:
+            ci, ci_note = None, f"needs at least {MIN_EXPERTS_INTERVAL} experts (cluster bootstrap over experts)"
+        else:
+            ci = crossing_interval(y, window, min(n_boot, 500), seed=seed + 100 + i, threshold=threshold)
+            ci_note = "" if ci is not None else "no bootstrap resample had a defined crossing"
+        answered = int(np.sum(~np.isnan(y)))
         out["methods"][method] = {
             "n_ranks": int(y.shape[1]), "average": avg, "smoothed": sm, "band_lo": lo, "band_hi": hi,
+            "supported": sup, "answered": answered, "total": int(y.size),
             "mean_accuracy": float(np.nanmean(y)) if np.any(~np.isnan(y)) else None,
-            "rank_below_50": crossing_rank(sm, threshold),
-            "last_rank_at_or_above_50": last_rank_above(sm, threshold),
-            "crossing_interval": crossing_interval(y, window, min(n_boot, 500), seed=seed + 100 + i, threshold=threshold),
+            "rank_below_50": rb, "last_rank_at_or_above_50": lr, "crossing_note": note,
+            "crossing_interval": ci, "crossing_interval_note": ci_note,
             "experts": per_expert,
-            "agreement": {"fleiss_kappa": fleiss_kappa(y), "krippendorff_alpha": krippendorff_alpha(y)},
+            "agreement": agreement_with_notes(y),
         }
     names = list(per_method)
     tests = []
     for a, b in itertools.combinations(names, 2):
         res = paired_permutation_test(per_method[a], per_method[b], n_perm, seed=seed)
         res.update(a=a, b=b)
+        res["note"] = ("" if res["n_pairs"] >= MIN_PAIRS else
+                       f"insufficient: {res['n_pairs']} rank pairs answered on both sides, at least {MIN_PAIRS} needed")
+        if res["note"]:
+            res["statistic_unchecked"], res["p_value_unchecked"] = res["statistic"], res["p_value"]
+            res["statistic"] = res["p_value"] = None
         per_e = []
         ya, yb = _as2d(per_method[a]), _as2d(per_method[b])
         for e in range(ya.shape[0]):
@@ -280,6 +346,39 @@ def analyse(per_method: dict[str, np.ndarray], items: np.ndarray | None = None, 
         tests.append(res)
     out["permutation_tests"] = tests
     if items is not None:
-        out["agreement"] = {"fleiss_kappa": fleiss_kappa(items), "krippendorff_alpha": krippendorff_alpha(items),
-                            "n_candidates": int(_as2d(items).shape[1])}
+        out["agreement"] = dict(agreement_with_notes(items), n_candidates=int(_as2d(items).shape[1]))
+        x = _as2d(items)
+        out["completeness"] = {"answered": int(np.sum(~np.isnan(x))), "total": int(x.size),
+                               "per_expert": [{"answered": int(np.sum(~np.isnan(x[e]))), "total": int(x.shape[1])}
+                                              for e in range(x.shape[0])]}
+    out["minimums"] = {"window_answers": MIN_WINDOW_ANSWERS, "experts_for_interval": MIN_EXPERTS_INTERVAL,
+                       "rank_pairs": MIN_PAIRS, "agreement_images": MIN_AGREEMENT_ITEMS}
     return _clean(out)
+
+
+def agreement_with_notes(items) -> dict:
+    """Fleiss' kappa and Krippendorff's alpha, each withheld (None) with a note below the minimums."""
+    x = _as2d(items)
+    e = x.shape[0]
+    complete = int(np.sum(~np.isnan(x).any(axis=0))) if e else 0
+    pairable = int(np.sum(np.sum(~np.isnan(x), axis=0) >= 2)) if e else 0
+    out = {"n_complete": complete, "n_pairable": pairable}
+    if e < 2:
+        note = "needs at least 2 experts"
+        out.update(fleiss_kappa=None, fleiss_note=note, krippendorff_alpha=None, krippendorff_note=note)
+        return out
+    if complete < MIN_AGREEMENT_ITEMS:
+        out.update(fleiss_kappa=None, fleiss_note=f"insufficient: {complete} images rated by every expert, "
+                                                  f"at least {MIN_AGREEMENT_ITEMS} needed")
+    else:
+        k = fleiss_kappa(x)
+        out.update(fleiss_kappa=k, fleiss_note="undefined: every answer the same" if k is not None and not
+                   np.isfinite(k) else "")
+    if pairable < MIN_AGREEMENT_ITEMS:
+        out.update(krippendorff_alpha=None, krippendorff_note=f"insufficient: {pairable} images rated by two or "
+                                                              f"more experts, at least {MIN_AGREEMENT_ITEMS} needed")
+    else:
+        a = krippendorff_alpha(x)
+        out.update(krippendorff_alpha=a, krippendorff_note="undefined: every answer the same" if a is not None and
+                   not np.isfinite(a) else "")
+    return out

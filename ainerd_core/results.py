@@ -526,6 +526,11 @@ class ResultsView:
             ks.add(self.k)
         return sorted(ks)
 
+    def by_k(self, name_of=labels_name) -> dict:
+        """``{k: result}`` for the k of :data:`K_SET` present; ``name_of``: :func:`labels_name`
+        (labels (N,)) or :func:`counts_name` (tables (T, k))."""
+        return {k: v for k in K_SET if (v := self.result(name_of(k))) is not None}
+
     def labels(self, k: int | None = None):
         """Cluster labels (N,) at ``k`` (None or the chosen k: ``labels``), or None."""
         return self.result(labels_name(k, self.k))

@@ -50,7 +50,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, deferred, mapped_co
 
 from .atomic import atomic_write_text
 from .errors import InputError
-from .results import ModelProvenance
+from .results import ModelProvenance, checkpoint_sha256
 
 METHODS = ("latent", "raw")
 MAP_SIZE = 256
@@ -380,6 +380,10 @@ def find_candidates(ds, target, methods, n: int, model_path=None) -> tuple[dict,
             if mp is None or not Path(mp).exists():
                 raise InputError("--target", "an uploaded map that is not in the dataset needs --model PATH "
                                              "to be placed in latent space (or use --methods raw)")
+            sha = ModelProvenance.from_attrs(ds.result_attrs).sha256
+            if model_path and sha and checkpoint_sha256(mp) != sha:  # issue 12: only the model of the latents
+                raise InputError("--model", f"{Path(mp).name} is not the model that made this dataset's latents "
+                                            f"(SHA-256 differs from the recorded {sha[:12]}); they would not be comparable")
             if lat is None:
                 raise InputError(ds.path, "no latents: run `python -m ainerd_core precompute` first")
             from .model import load_model
@@ -431,8 +435,14 @@ class StudyStore:
     # ---------------------------------------------------------------- organiser
     def create_study(self, dataset_path, target, n: int = DEFAULT_N, experts=(), methods=METHODS,
                      expires_days: float | None = None, title: str | None = None, model_path=None,
-                     target_desc: str | None = None) -> tuple[Study, list[tuple[Expert, str]]]:
-        """Create a study; returns it and ``[(expert, token), ...]`` (tokens are not stored)."""
+                     target_desc: str | None = None, progress=None) -> tuple[Study, list[tuple[Expert, str]]]:
+        """Create a study; returns it and ``[(expert, token), ...]`` (tokens are not stored).
+
+        ``progress(percent, text)``, if given, is called as the work advances (0..100)."""
+        def report(pct, text):
+            if progress is not None:
+                progress(int(pct), text)
+
         from .dataset import open_dataset
 
         methods = tuple(dict.fromkeys(m.strip().lower() for m in methods if m.strip()))
@@ -443,9 +453,11 @@ class StudyStore:
         if len(set(names)) != len(names):
             raise InputError("--experts", "expert names must be distinct")
         dataset_path = Path(dataset_path)
+        report(2, "searching neighbours")
         with open_dataset(dataset_path) as ds:
             found, t_map, t_index = find_candidates(ds, target, methods, int(n), model_path)
             all_idx = sorted({int(i) for idx, _ in found.values() for i in idx})
+            report(30, f"reading {len(all_idx)} maps")
             maps = ds.read_maps(all_idx) if all_idx else np.empty((0, MAP_SIZE, MAP_SIZE), np.float32)
             ds_title = str(ds.attrs.get("title", ""))
         if target_desc is None:
@@ -453,7 +465,12 @@ class StudyStore:
             if not isinstance(target, (int, np.integer)) and t_index is not None:
                 target_desc += f" (identical to dataset index {t_index})"
         rng = np.random.default_rng(secrets.randbits(64))
-        pngs = {i: render_png(m) for i, m in zip(all_idx, maps)}
+        pngs = {}
+        for j, (i, m) in enumerate(zip(all_idx, maps)):
+            pngs[i] = render_png(m)
+            if j % 25 == 0:
+                report(40 + 45 * j / max(1, len(all_idx)), f"rendering image {j + 1} of {len(all_idx)}")
+        report(88, "writing the study")
         now = utcnow()
         n_used = max((len(idx) for idx, _ in found.values()), default=0)
         with self.session() as s, s.begin():

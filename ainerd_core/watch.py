@@ -183,7 +183,7 @@ def pack_result(res: dict) -> dict:
             if value.dtype.kind == "O":
                 out[key] = {"strings": [str(v) for v in value]}
             else:
-                arr = np.ascontiguousarray(value)
+                arr = np.array(value, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
                 out[key] = {"dtype": arr.dtype.str, "shape": list(arr.shape),
                             "b64": base64.b64encode(arr.tobytes()).decode("ascii")}
         else:
@@ -461,13 +461,21 @@ class Watcher:
     def _load_reference(self) -> None:
         from . import model as M
 
-        ref_path = self.o.reference
-        if ref_path is None:
-            from .dataset import open_dataset
+        from .dataset import open_dataset
 
-            with open_dataset(self.o.out, segments=False) as base:
-                if base.has_results and base.read_result("latent") is not None and base.n_maps:
-                    ref_path = self.o.out
+        ref_path = self.o.reference
+        with open_dataset(self.o.out, segments=False) as base:
+            names = set(base.result_names())
+            own = base.n_maps and {"latent", "labels", "umap"} <= names and (
+                ref_path is None or any(n.startswith("kmeans/centroids_k") for n in names))
+        if own:
+            # a precompute of the live dataset itself is the newest clustering of this very
+            # experiment: later maps join its clusters (and --reference is only the first start)
+            if ref_path is not None and Path(ref_path).resolve() != Path(self.o.out).resolve():
+                self.say(f"{self.o.out} holds its own precomputed results: using them as the reference")
+            ref_path = self.o.out
+        st = Path(self.o.out).stat()
+        self._out_key = (st.st_mtime_ns, st.st_size)
         if ref_path is None:
             self.reference = None
             self.say("note: no reference (--reference, or --out with precomputed results): maps get latents"
@@ -544,8 +552,8 @@ class Watcher:
     def poll_once(self) -> int:
         """One pass: take every ready file, follow the rheology log. Returns files committed."""
         committed = 0
-        if self.reference is not None and self.reference.changed():
-            self.say(f"the reference {self.reference.path} changed (precompute?): reloading it")
+        if (self.reference is not None and self.reference.changed()) or self._out_changed():
+            self.say("the reference or the dataset's base file changed (precompute?): reloading")
             self._load_state()
             self._load_reference()
         self._poll_rheology()
@@ -585,6 +593,14 @@ class Watcher:
                     and not self._seen_unfinished():
                 return total
             time.sleep(self.o.poll_s)
+
+    def _out_changed(self) -> bool:
+        """Whether something else (a precompute) rewrote the dataset's base file."""
+        try:
+            st = Path(self.o.out).stat()
+        except OSError:
+            return False
+        return (st.st_mtime_ns, st.st_size) != getattr(self, "_out_key", None)
 
     def _seen_unfinished(self) -> bool:
         return any(name not in self._done and (s.size, s.mtime_ns) != self._failed.get(name)
@@ -868,6 +884,7 @@ class Watcher:
             kwargs["ledger"] = {k: np.asarray(v, dtype=object if k in ("file", "status", "start_time", "message",
                                                                        "utc", "folder") else None)
                                 for k, v in ledger.items()}
+        t_write0 = time.perf_counter()
         try:
             seg = D.append_segment(self.o.out, number, **kwargs)
         except BaseException:
@@ -875,11 +892,12 @@ class Watcher:
                 (self.n, self.time, self.sector, self.phi, self.labels, self.umap, self._classes) = saved
             raise
         commit_s = time.perf_counter() - t_commit0
+        write_s = time.perf_counter() - t_write0
         if "rheology" in kwargs:
             self._rheo_dirty = False
             self._rheo_committed_at = time.monotonic()
         event = {"segment": seg.name, "utc": _utc_now(), "wall": time.time(), "compute_s": compute_s,
-                 "commit_s": commit_s}
+                 "commit_s": commit_s, "write_s": write_s}
         if failed is not None:
             self._failed[failed[0].name] = (failed[1].size, failed[1].mtime_ns)
             event.update(kind="failed", file=failed[0].name, message=failed[2])
@@ -890,7 +908,7 @@ class Watcher:
             cpu = res.get("compute_cpu_s")
             self.say(f"{path.name}: {res['maps'].shape[0]} maps at t = {t:.1f} s -> {seg.name} "
                      f"(compute {compute_s:.2f} s" + (f" = {cpu:.2f} CPU s" if cpu is not None else "")
-                     + f", commit {commit_s:.3f} s; {self.n} maps)")
+                     + f", commit {commit_s:.3f} s of which write {write_s:.3f} s; {self.n} maps)")
             self._segments_since_compact += 1
         else:
             event.update(kind="rheology")
@@ -901,8 +919,10 @@ class Watcher:
             self.say(f"compacting {self._segments_since_compact} segments into the base file")
             D.compact(self.o.out)
             self._segments_since_compact = 0
+            st = Path(self.o.out).stat()
+            self._out_key = (st.st_mtime_ns, st.st_size)  # our own rewrite: nothing to reload
             if self.reference is not None and Path(self.reference.path).resolve() == Path(self.o.out).resolve():
-                self.reference.key = (Path(self.o.out).stat().st_mtime_ns, Path(self.o.out).stat().st_size)
+                self.reference.key = self._out_key
         return 1 if res is not None else 0
 
     def _classes_of(self, phi) -> np.ndarray:

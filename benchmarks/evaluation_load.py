@@ -120,8 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
     if args.postgres:
-        sys.path.insert(0, str(REPO / "tests"))  # tests/postgres_support.py: the suite's own server
-        from postgres_support import PostgresServer
+        # the suite's own throw-away server (run from the checkout root: python -m benchmarks.evaluation_load)
+        from tests.postgres_support import PostgresServer
 
         with PostgresServer(durable=True) as pg:
             rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--postgres"]

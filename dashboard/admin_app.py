@@ -1,13 +1,21 @@
-"""The organiser's Dash app at ``/admin/``: studies, expert links, progress and results.
+"""The organiser's Dash app at ``/admin/``: studies, expert links, progress, results, audit log.
 
-- ``/admin/``: create a study (a dataset of ``config.data_dir``; target = a map index or an
-  uploaded ``.npy`` resampled and normalised to 256 x 256), the list of studies with progress per
-  expert, revoke a link, add an expert, close a study. Links are shown once, at creation (only
-  token hashes are stored).
+- ``/admin/``: where blinding stands (datasets withheld from the explorer while their study is
+  open, warnings where it is at risk), create a study (a background job with a progress bar;
+  a dataset of ``config.data_dir``; target = a map index or an uploaded ``.npy``), the list of
+  studies with answered/total per expert, revoke / restore an expert, close / reopen a study,
+  add an expert, "log out everywhere", and the audit log. Links are shown once, at creation
+  (only token hashes are stored), each with a copy button.
 - ``/admin/studies/<id>``: accuracy vs neighbour rank per method (per expert and averaged,
-  smoothed, with bootstrap bands), the rank where the average falls below 50 %, the paired
-  permutation test, Fleiss' kappa and Krippendorff's alpha, and the exports
-  ``/admin/export/<id>/<file>`` (CSV/JSON, with the full rating log).
+  smoothed, bootstrap bands only where the window holds enough answers), completeness
+  (answered/total per expert and method), the 50 % rank, the paired permutation test, Fleiss'
+  kappa and Krippendorff's alpha - each withheld with its reason below the minimums of
+  :mod:`ainerd_core.evaluation` - and the exports ``/admin/export/<id>/<file>``.
+
+Destructive actions (revoke, restore, close, reopen, log out everywhere) take two steps on the
+server: the button only asks; the server answers with a confirmation dialog and a token signed
+with ``AINERD_SECRET_KEY`` naming the action, its target and this login session (valid 5
+minutes); only "Confirm" with a valid token acts. Every action is written to ``audit_events``.
 
 Access: ``dashboard.auth`` lets only the admin role reach ``/admin``; :func:`_admin_guard`
 checks it again here (defence in depth, covering Dash's internal routes of this app and the
@@ -15,16 +23,16 @@ exports).
 """
 from __future__ import annotations
 
-import base64
-import io
 import re
 
 import dash
+import dash_bootstrap_components as dbc
 import flask
 import numpy as np
 import plotly.graph_objects as go
 from dash import ALL, Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from ainerd_core.errors import AinerdError
 from ainerd_core.studies import StudyStore, expert_link, prepare_target
@@ -44,23 +52,47 @@ def _is_admin(config) -> bool:
 
 
 def _table(header, rows, **kw):
-    return html.Table([html.Thead(html.Tr([html.Th(h, style={"padding": "2px 10px", "textAlign": "left"})
-                                           for h in header])),
-                       html.Tbody([html.Tr([html.Td(c, style={"padding": "2px 10px", "borderTop": "1px solid #ddd"})
-                                            for c in r]) for r in rows])],
-                      style={"borderCollapse": "collapse", "margin": "0.5em 0"}, className="admin-table", **kw)
+    return dbc.Table([html.Thead(html.Tr([html.Th(h) for h in header])),
+                      html.Tbody([html.Tr([html.Td(c) for c in r]) for r in rows])],
+                     size="sm", striped=True, hover=True, className="admin-table align-middle", **kw)
 
 
-def _fmt(v, nd=3):
+def _fmt(v, nd=3, why: str = ""):
+    """A number, or "-" with the reason right beside it (no unexplained dash)."""
     if v is None:
-        return "-"
+        return html.Span(["-", html.Small(f" ({why})" if why else " (no answers yet)", className="text-muted")])
     if isinstance(v, float):
         return f"{v:.{nd}f}"
     return str(v)
 
 
+def _card(title, body, **kw):
+    return dbc.Card([dbc.CardHeader(title, className="fw-semibold"), dbc.CardBody(body)], className="mb-3", **kw)
+
+
+def _link_with_copy(label: str, link: str, key: str):
+    """An expert link with a copy button (dcc.Clipboard copies the text of the code element)."""
+    cid = f"admin-link-{key}"
+    return html.Div([html.Span(f"{label}: ", className="me-1"), html.Code(link, id=cid, className="me-2"),
+                     dcc.Clipboard(target_id=cid, title="copy the link", className="d-inline-block",
+                                   style={"cursor": "pointer", "fontSize": "1.1rem"})],
+                    className="admin-link d-flex align-items-center mb-1")
+
+
+CONFIRM_SALT = "ainerd-admin-confirm"
+CONFIRM_MAX_AGE_S = 300
+STYLESHEET = "/assets/00-bootstrap-5.3.3.min.css"  # the explorer's (same look)
+
+
+
+
 def init_admin(server: flask.Flask, config) -> dash.Dash:
+    from . import auth
+    from .background import make_background_manager
+    from .validation import decode_upload, load_npy_bytes
+
     store = StudyStore(config.database_url)
+    signer = URLSafeTimedSerializer(config.secret_key, salt=CONFIRM_SALT)
 
     def _admin_guard():
         path = flask.request.path
@@ -91,77 +123,156 @@ def init_admin(server: flask.Flask, config) -> dash.Dash:
 
     app = dash.Dash(__name__, server=server, url_base_pathname=PREFIX, title="AI-NERD studies",
                     assets_folder=str(__import__("pathlib").Path(__file__).parent / "_admin_assets_none"),
-                    include_assets_files=False, suppress_callback_exceptions=True)
+                    include_assets_files=False, suppress_callback_exceptions=True,
+                    external_stylesheets=[STYLESHEET], background_callback_manager=make_background_manager(config),
+                    update_title=None)
 
-    app.layout = html.Div(style={"fontFamily": "sans-serif", "margin": "1em 2em"}, children=[
-        dcc.Location(id="admin-url"),
-        html.Div([html.A("Studies", href=PREFIX), html.Span(" | "), html.A("Explorer", href="/")]),
-        html.Div(id="admin-page"),
-    ])
+    # ---------------------------------------------------------------- shell
+    def navbar():
+        logout = html.Form([
+            dcc.Input(type="hidden", name="csrf_token", value=auth.csrf_token(), id="admin-logout-csrf"),
+            dbc.Button("Log out", type="submit", color="light", outline=True, size="sm", id="admin-logout"),
+        ], method="POST", action="/logout", className="ms-3 mb-0", id="admin-logout-form")
+        return dbc.Navbar(dbc.Container([
+            dbc.NavbarBrand("AI-NERD · studies", href=PREFIX, className="fw-bold"),
+            dbc.Nav([dbc.NavItem(dbc.NavLink("Studies", href=PREFIX, id="admin-nav-studies")),
+                     dbc.NavItem(dbc.NavLink("Explorer", href="/", external_link=True, id="admin-nav-explorer"))],
+                    navbar=True, className="me-auto"),
+            html.Small(auth.actor(), className="text-light"),
+            logout,
+        ], fluid=True), color="dark", dark=True, className="mb-3")
+
+    confirm_modal = dbc.Modal([
+        dbc.ModalHeader(dbc.ModalTitle("Please confirm")),
+        dbc.ModalBody(id="admin-confirm-text"),
+        dbc.ModalFooter([dbc.Button("Cancel", id="admin-confirm-cancel", color="secondary", n_clicks=0),
+                         dbc.Button("Confirm", id="admin-confirm-ok", color="danger", n_clicks=0)]),
+    ], id="admin-confirm-modal", is_open=False)
+
+    def layout():
+        shell = [dcc.Location(id="admin-url"), dcc.Store(id="admin-confirm-token"), confirm_modal]
+        if not flask.has_request_context():
+            return html.Div(shell + [html.Div(id="admin-page")])
+        return html.Div(shell + [
+            navbar(),
+            dcc.Store(id="admin-base-url", data=flask.request.host_url.rstrip("/")),
+            dcc.Store(id="admin-actor", data=auth.actor()),
+            dbc.Container(html.Div(id="admin-page"), fluid=True, className="pb-4"),
+        ])
+
+    app.layout = layout
 
     # ---------------------------------------------------------------- pages
     def datasets():
         d = config.data_dir
         return sorted(p.name for p in d.glob("*.h5")) if d.exists() else []
 
+    def action_button(label, action, target, color="outline-danger"):
+        return dbc.Button(label, id={"type": "admin-action", "action": action, "target": str(target)}, n_clicks=0,
+                          size="sm", color=color.replace("outline-", ""), outline=color.startswith("outline"),
+                          className="ms-2")
+
     def studies_table():
         rows = []
         for st in store.list_studies():
             experts = []
             for e in st["experts"]:
-                experts.append(html.Div([
-                    f"{e['name']} (id {e['id']}): {e['rated']} / {e['total']} [{e['state']}] ",
-                    html.Button("revoke", id={"type": "admin-revoke", "index": e["id"]}, n_clicks=0,
-                                disabled=e["state"] != "active"),
-                ]))
-            rows.append((st["id"], html.A(st["title"], href=f"{PREFIX}studies/{st['id']}"), st["status"],
+                btn = (action_button("revoke", "revoke", e["id"]) if e["state"] == "active" else
+                       action_button("restore", "restore", e["id"], "outline-success") if e["state"] == "revoked" else None)
+                experts.append(html.Div([f"{e['name']} (id {e['id']}): {e['rated']} / {e['total']} answered ",
+                                         dbc.Badge(e["state"], color={"active": "success", "revoked": "danger"}.get(
+                                             e["state"], "secondary"), className="ms-1"), btn],
+                                        className="mb-1"))
+            toggle = (action_button("close", "close", st["id"]) if st["status"] == "open"
+                      else action_button("reopen", "reopen", st["id"], "outline-success"))
+            rows.append((st["id"], html.A(st["title"], href=f"{PREFIX}studies/{st['id']}"),
+                         dbc.Badge(st["status"], color="success" if st["status"] == "open" else "secondary"),
                          f"{st['n_candidates']} images, {st['n_per_method']} per method ({', '.join(st['methods'])})",
-                         html.Div(experts),
-                         html.Button("close", id={"type": "admin-close", "index": st["id"]}, n_clicks=0,
-                                     disabled=st["status"] != "open")))
+                         html.Div(experts), toggle))
         if not rows:
             return html.P("No studies yet.")
-        return _table(["id", "study", "status", "candidates", "experts (rated / total)", ""], rows, id="admin-studies")
+        return _table(["id", "study", "status", "candidates", "experts (answered / total)", ""], rows,
+                      id="admin-studies")
+
+    def blinding_card():
+        blinding = server.extensions.get("ainerd_blinding")
+        if blinding is None:
+            return None
+        rep = blinding.report()
+        items = []
+        if rep["withheld"]:
+            items.append(html.P(["Withheld from the explorer (viewers, anonymous users and expert browsers) while "
+                                 "their study is open: ",
+                                 html.B(", ".join(f"{d} (study {', '.join(map(str, s))})"
+                                                  for d, s in sorted(rep["withheld"].items())))],
+                                id="admin-withheld"))
+        elif rep["n_open"]:
+            items.append(html.P("No dataset of an open study is in the data folder."))
+        else:
+            items.append(html.P("No study is open: nothing is withheld."))
+        items.append(html.P(rep["note"] + " Experts must not know the admin password.", className="text-muted small"))
+        for w in rep["warnings"]:
+            items.append(dbc.Alert(w, color="warning", className="p-2 mb-1 admin-blinding-warning"))
+        return _card("Blinding", items, id="admin-blinding")
+
+    def sessions_card():
+        live = store.live_web_sessions()
+        text = ", ".join(f"{n} {role}" for role, n in sorted(live.items())) or "none"
+        return _card("Sessions", [html.Span(f"Live logins: {text}. ", id="admin-sessions"),
+                                  action_button("Log out everywhere", "logout-all", 0)])
+
+    def audit_card():
+        rows = [(e["utc"][:19].replace("T", " "), e["actor"], e["action"], e["study_id"] or "", e["expert_id"] or "",
+                 e["detail"]) for e in store.audit_events(30)]
+        body = _table(["UTC", "who", "action", "study", "expert", "detail"], rows, id="admin-audit") if rows \
+            else html.P("Nothing yet.", id="admin-audit")
+        return _card("Audit log (newest first)", body)
 
     def home():
         opts = [{"label": n, "value": n} for n in datasets()]
+        form = dbc.Form([
+            dbc.Row([dbc.Label("Dataset", width=3), dbc.Col(dcc.Dropdown(id="admin-dataset", options=opts,
+                                                                         value=opts[0]["value"] if opts else None,
+                                                                         clearable=False))], className="mb-2"),
+            dbc.Row([dbc.Label("Target map index", width=3),
+                     dbc.Col(dbc.Input(id="admin-target-index", type="number", min=0, step=1), width=3),
+                     dbc.Col([dcc.Upload(dbc.Button("or upload a target .npy", color="secondary", outline=True,
+                                                    size="sm"), id="admin-target-upload", multiple=False,
+                                         max_size=-1),
+                              html.Small(id="admin-upload-name", className="ms-2")], className="d-flex")],
+                    className="mb-2"),
+            dbc.Row([dbc.Label("Neighbours per method", width=3),
+                     dbc.Col(dbc.Input(id="admin-n", type="number", value=300, min=1), width=3)], className="mb-2"),
+            dbc.Row([dbc.Label("Experts (comma-separated)", width=3),
+                     dbc.Col(dbc.Input(id="admin-experts", type="text"))], className="mb-2"),
+            dbc.Row([dbc.Label("Methods", width=3),
+                     dbc.Col(dbc.Checklist(id="admin-methods", options=["latent", "raw"], value=["latent", "raw"],
+                                           inline=True))], className="mb-2"),
+            dbc.Row([dbc.Label("Links expire after days (empty = never)", width=3),
+                     dbc.Col(dbc.Input(id="admin-expires", type="number", min=0), width=3)], className="mb-2"),
+            dbc.Button("Create study", id="admin-create", n_clicks=0, color="primary"),
+            dbc.Progress(id="admin-create-progress", value=0, label="", className="my-2", style={"height": "1.2rem"}),
+            dcc.Store(id="admin-upload-checked"),
+            html.Div(id="admin-create-result"),
+        ])
+        add = html.Div([dbc.InputGroup([dbc.InputGroupText("Add expert to study"),
+                                        dbc.Input(id="admin-add-study", type="number", min=1),
+                                        dbc.Input(id="admin-add-name", type="text", placeholder="name"),
+                                        dbc.Button("Add", id="admin-add", n_clicks=0)], className="mb-2"),
+                        html.Div(id="admin-add-result")])
         return html.Div([
-            html.H1("Blind expert evaluation: studies"),
-            html.H2("New study"),
-            html.Div([
-                html.Label("Dataset "), dcc.Dropdown(id="admin-dataset", options=opts,
-                                                     value=opts[0]["value"] if opts else None, clearable=False,
-                                                     style={"width": "24em", "display": "inline-block"}),
-            ]),
-            html.Div([html.Label("Target map index "), dcc.Input(id="admin-target-index", type="number", min=0, step=1,
-                                                                           style={"width": "8em"}),
-                      html.Span(" or upload a target .npy: "),
-                      dcc.Upload(html.Button("Choose .npy"), id="admin-target-upload", multiple=False,
-                                 style={"display": "inline-block"}),
-                      html.Span(id="admin-upload-name")]),
-            html.Div([html.Label("Neighbours per method "), dcc.Input(id="admin-n", type="number", value=300, min=1,
-                                                                             style={"width": "8em"})]),
-            html.Div([html.Label("Experts (comma-separated) "), dcc.Input(id="admin-experts", type="text",
-                                                                          style={"width": "24em"})]),
-            html.Div([html.Label("Methods "), dcc.Checklist(id="admin-methods", options=["latent", "raw"],
-                                                            value=["latent", "raw"], inline=True)]),
-            html.Div([html.Label("Links expire after days (empty = never) "),
-                      dcc.Input(id="admin-expires", type="number", min=0, style={"width": "8em"})]),
-            html.Button("Create study", id="admin-create", n_clicks=0),
-            dcc.Loading(html.Pre(id="admin-create-result", style={"whiteSpace": "pre-wrap"})),
-            html.H2("Studies"),
-            html.Div([html.Label("Add expert to study "), dcc.Input(id="admin-add-study", type="number", min=1,
-                                                                             style={"width": "8em"}),
-                      dcc.Input(id="admin-add-name", type="text", placeholder="name", style={"width": "16em"}),
-                      html.Button("Add", id="admin-add", n_clicks=0)]),
-            html.Pre(id="admin-action-result"),
-            html.Div(studies_table(), id="admin-studies-box"),
+            html.H2("Blind expert evaluation: studies"),
+            blinding_card(),
+            _card("New study", form),
+            _card("Studies", [add, html.Div(id="admin-action-result"), html.Div(studies_table(), id="admin-studies-box")]),
+            html.Div(sessions_card(), id="admin-sessions-box"),
+            html.Div(audit_card(), id="admin-audit-box"),
         ])
 
     def study_page(study_id: int):
         summary = store.study_summary(study_id)
         if summary is None:
-            return html.P(f"No study {study_id}.")
+            return dbc.Alert(f"No study {study_id}.", color="warning")
         res = store.analyse(study_id)
         fig = go.Figure()
         for m, r in res["methods"].items():
@@ -169,129 +280,276 @@ def init_admin(server: flask.Flask, config) -> dash.Dash:
             x = list(range(1, r["n_ranks"] + 1))
             lo = [np.nan if v is None else v for v in r["band_lo"]]
             hi = [np.nan if v is None else v for v in r["band_hi"]]
-            fig.add_trace(go.Scatter(x=x + x[::-1], y=hi + lo[::-1], fill="toself", line={"width": 0},
-                                     fillcolor=color, opacity=0.18, name=f"{m}: 95 % band", hoverinfo="skip"))
+            # one band segment per run of supported ranks: no fill across unanswered ranks
+            sup = [bool(v) for v in r.get("supported", [True] * len(x))]
+            start = None
+            for k in range(len(x) + 1):
+                inside = k < len(x) and sup[k] and not np.isnan(lo[k])
+                if inside and start is None:
+                    start = k
+                if not inside and start is not None:
+                    xs = x[start:k]
+                    fig.add_trace(go.Scatter(x=xs + xs[::-1], y=hi[start:k] + lo[start:k][::-1], fill="toself",
+                                             line={"width": 0}, fillcolor=color, opacity=0.18, hoverinfo="skip",
+                                             name=f"{m}: 95 % band", legendgroup=f"{m}-band",
+                                             showlegend=start == next(i for i, v in enumerate(sup) if v)))
+                    start = None
             for name, ex in zip(res["experts"], r["experts"]):
                 fig.add_trace(go.Scatter(x=x, y=ex["smoothed"], mode="lines", line={"color": color, "dash": "dot",
                                                                                     "width": 1},
                                          name=f"{m}: {name}"))
             fig.add_trace(go.Scatter(x=x, y=r["average"], mode="markers", marker={"color": color, "size": 4},
                                      name=f"{m}: average per rank"))
-            fig.add_trace(go.Scatter(x=x, y=r["smoothed"], mode="lines", line={"color": color, "width": 3},
-                                     name=f"{m}: average, smoothed"))
+            sm = [v if s else None for v, s in zip(r["smoothed"], sup)]
+            fig.add_trace(go.Scatter(x=x, y=sm, mode="lines", line={"color": color, "width": 3},
+                                     name=f"{m}: average, smoothed", connectgaps=False))
         fig.add_hline(y=0.5, line={"dash": "dash", "color": "#888"})
         fig.update_layout(xaxis_title="neighbour rank", yaxis_title="accuracy (fraction 'similar')",
-                          yaxis_range=[-0.05, 1.05], height=480, margin={"t": 30})
+                          yaxis_range=[-0.05, 1.05], height=480, margin={"t": 30}, template="plotly_white")
+        comp = res.get("completeness", {})
+        answered, total = comp.get("answered", 0), comp.get("total", 0)
+        frac = answered / total if total else 0.0
+        mins = res.get("minimums", {})
+        completeness = dbc.Alert([
+            html.B(f"{answered} of {total} answers ({100 * frac:.1f} %). "),
+            "Statistics below rest on the answers given so far; a value shown as '-' comes with its reason. "
+            f"Minimums: {mins.get('window_answers')} answers in a rank's smoothing window for the smoothed curve, its "
+            "band and the 50 % rank; "
+            f"{mins.get('experts_for_interval')} experts for its interval; {mins.get('rank_pairs')} rank pairs for the "
+            f"permutation test; {mins.get('agreement_images')} images for agreement."],
+            color="success" if frac >= 0.999 else "warning", id="admin-completeness")
         method_rows = []
         for m, r in res["methods"].items():
             ci = r["crossing_interval"]
-            method_rows.append((m, r["n_ranks"], _fmt(r["mean_accuracy"]), _fmt(r["rank_below_50"]),
-                                _fmt(r["last_rank_at_or_above_50"]), "-" if not ci else f"{ci[0]} .. {ci[1]}",
-                                _fmt(r["agreement"]["fleiss_kappa"]), _fmt(r["agreement"]["krippendorff_alpha"])))
+            agr = r["agreement"]
+            method_rows.append((m, f"{r['answered']} / {r['total']}", _fmt(r["mean_accuracy"]),
+                                _fmt(r["rank_below_50"], why=r.get("crossing_note") or "never below 50 %"),
+                                _fmt(r["last_rank_at_or_above_50"], why=r.get("crossing_note", "")),
+                                f"{ci[0]} .. {ci[1]}" if ci else _fmt(None, why=r.get("crossing_interval_note", "")),
+                                _fmt(agr.get("fleiss_kappa"), why=agr.get("fleiss_note", "")),
+                                _fmt(agr.get("krippendorff_alpha"), why=agr.get("krippendorff_note", ""))))
         expert_rows = []
         for m, r in res["methods"].items():
             for name, ex in zip(res["experts"], r["experts"]):
-                expert_rows.append((m, name, ex["n_rated"], _fmt(ex["mean_accuracy"]), _fmt(ex["rank_below_50"]),
-                                    _fmt(ex["last_rank_at_or_above_50"])))
-        tests = [(f"{t['a']} - {t['b']}", _fmt(t["statistic"]), _fmt(t["p_value"], 4), t["n_pairs"],
+                expert_rows.append((m, name, f"{ex['n_rated']} / {ex.get('n_total', r['n_ranks'])}",
+                                    _fmt(ex["mean_accuracy"]),
+                                    _fmt(ex["rank_below_50"], why=ex.get("crossing_note") or "never below 50 %"),
+                                    _fmt(ex["last_rank_at_or_above_50"], why=ex.get("crossing_note", ""))))
+        tests = [(f"{t['a']} - {t['b']}", _fmt(t["statistic"], why=t.get("note", "")),
+                  _fmt(t["p_value"], 4, why=t.get("note", "")), t["n_pairs"],
                   "exact" if t["exact"] else f"Monte Carlo, {t['n_permutations']}") for t in res["permutation_tests"]]
         agree = res.get("agreement", {})
         files = ["accuracy.csv", "ratings.csv", "rating_events.csv", "candidates.csv", "analysis.json", "log.json"]
         return html.Div([
-            html.H1(f"Study {study_id}: {summary['title']}"),
+            html.H2(f"Study {study_id}: {summary['title']}"),
             html.P(f"Status {summary['status']}; dataset {summary['dataset']}; target {summary['target']}; "
                    f"{summary['n_candidates']} distinct images; experts: "
                    + ", ".join(f"{e['name']} ({e['rated']} / {e['total']})" for e in summary["experts"])),
+            completeness,
             dcc.Graph(id="admin-accuracy", figure=fig),
-            html.H2("Accuracy and the 50 % rank"),
-            _table(["method", "ranks", "mean accuracy", "first rank < 50 % (smoothed)", "last rank >= 50 %",
+            html.H4("Accuracy and the 50 % rank"),
+            _table(["method", "answered / total", "mean accuracy", "first rank < 50 % (smoothed)", "last rank >= 50 %",
                     "95 % interval (expert bootstrap)", "Fleiss kappa", "Krippendorff alpha"], method_rows,
                    id="admin-method-table"),
-            _table(["method", "expert", "rated", "mean accuracy", "first rank < 50 %", "last rank >= 50 %"],
+            _table(["method", "expert", "answered / total", "mean accuracy", "first rank < 50 %", "last rank >= 50 %"],
                    expert_rows, id="admin-expert-table"),
-            html.H2("Paired permutation test"),
+            html.H4("Paired permutation test"),
             _table(["methods (A - B)", "mean difference", "p (two-sided)", "rank pairs", "kind"], tests,
                    id="admin-perm-table"),
-            html.H2("Agreement over all distinct images"),
-            html.P(f"Fleiss' kappa {_fmt(agree.get('fleiss_kappa'))}, Krippendorff's alpha (nominal) "
-                   f"{_fmt(agree.get('krippendorff_alpha'))}", id="admin-agreement"),
-            html.H2("Definitions"),
+            html.H4("Agreement over all distinct images"),
+            html.P(["Fleiss' kappa ", _fmt(agree.get("fleiss_kappa"), why=agree.get("fleiss_note", "")),
+                    ", Krippendorff's alpha (nominal) ",
+                    _fmt(agree.get("krippendorff_alpha"), why=agree.get("krippendorff_note", ""))], id="admin-agreement"),
+            html.H4("Definitions"),
             html.Ul([html.Li(f"{k}: {v}") for k, v in res["definitions"].items()]),
-            html.H2("Export"),
+            html.H4("Export"),
             html.Ul([html.Li(html.A(f, href=f"/admin/export/{study_id}/{f}", id=f"admin-export-{f.split('.')[0]}"))
                      for f in files]),
         ])
 
     @app.callback(Output("admin-page", "children"), Input("admin-url", "pathname"))
     def route(pathname):
-        m = re.match(r"^/admin/studies/(\d+)/?$", pathname or "")
+        m = re.match(r"^/admin/studies/(\d{1,9})/?$", pathname if isinstance(pathname, str) else "")
         if m:
             return study_page(int(m.group(1)))
         return home()
 
-    # ---------------------------------------------------------------- actions
-    @app.callback(Output("admin-upload-name", "children"), Input("admin-target-upload", "filename"),
-                  prevent_initial_call=True)
-    def upload_name(name):
-        return f" {name}" if name else ""
+    # ---------------------------------------------------------------- uploads (checked in the browser first)
+    from .pages.similarity import upload_check_js
 
-    @app.callback(Output("admin-create-result", "children"), Output("admin-studies-box", "children", allow_duplicate=True),
+    app.clientside_callback(upload_check_js(config), Output("admin-upload-checked", "data"),
+                            Output("admin-upload-name", "children"), Input("admin-target-upload", "contents"),
+                            State("admin-target-upload", "filename"), prevent_initial_call=True)
+
+    # ---------------------------------------------------------------- create (background job)
+    def _error(text):
+        return dbc.Alert(f"error: {text}", color="danger", className="p-2 mb-0 admin-create-error")
+
+    @app.callback(Output("admin-create-result", "children"),
+                  Output("admin-studies-box", "children", allow_duplicate=True),
                   Input("admin-create", "n_clicks"),
                   State("admin-dataset", "value"), State("admin-target-index", "value"),
-                  State("admin-target-upload", "contents"), State("admin-target-upload", "filename"),
+                  State("admin-upload-checked", "data"), State("admin-target-upload", "filename"),
                   State("admin-n", "value"), State("admin-experts", "value"), State("admin-methods", "value"),
-                  State("admin-expires", "value"), prevent_initial_call=True)
-    def create(_n, dataset, index, contents, filename, n, experts, methods, expires):
-        if not dataset or dataset not in datasets():
-            return "error: choose a dataset", dash.no_update
+                  State("admin-expires", "value"), State("admin-base-url", "data"), State("admin-actor", "data"),
+                  background=True, prevent_initial_call=True, interval=400,
+                  progress=[Output("admin-create-progress", "value"), Output("admin-create-progress", "label")],
+                  running=[(Output("admin-create", "disabled"), True, False)])
+    def create(set_progress, _n, dataset, index, contents, filename, n, experts, methods, expires, base, actor):
+        set_progress((0, ""))
+        if not isinstance(dataset, str) or dataset not in datasets():
+            return _error("choose a dataset"), dash.no_update
         if contents:
             try:
-                raw = base64.b64decode(contents.split(",", 1)[1])
-                target = prepare_target(np.load(io.BytesIO(raw), allow_pickle=False), filename or "upload")
-            except (ValueError, OSError, IndexError) as exc:
-                return f"error: {filename}: not a readable .npy array ({exc})", dash.no_update
+                arr = load_npy_bytes(decode_upload(contents, filename), filename or "upload")
+                target = prepare_target(arr, filename or "upload")
+            except ValueError as exc:
+                return _error(str(exc)), dash.no_update
             except AinerdError as exc:
-                return f"error: {exc}", dash.no_update
+                return _error(str(exc)), dash.no_update
             desc = f"file {filename}"
         elif index is not None:
-            target, desc = int(index), None
+            try:
+                target, desc = int(index), None
+            except (TypeError, ValueError):
+                return _error("the target map index must be a whole number"), dash.no_update
         else:
-            return "error: give a target map index or upload a .npy", dash.no_update
-        names = [e.strip() for e in (experts or "").split(",") if e.strip()]
+            return _error("give a target map index or upload a .npy"), dash.no_update
+        names = [e.strip() for e in (experts if isinstance(experts, str) else "").split(",") if e.strip()]
         if not names:
-            return "error: give at least one expert name", dash.no_update
+            return _error("give at least one expert name"), dash.no_update
         try:
-            study, tokens = store.create_study(config.data_dir / dataset, target, n=int(n or 300), experts=names,
-                                               methods=methods or [], target_desc=desc,
-                                               expires_days=float(expires) if expires else None)
+            n = int(n or 300)
+            expires_days = float(expires) if expires not in (None, "") else None
+        except (TypeError, ValueError):
+            return _error("neighbours per method and expiry must be numbers"), dash.no_update
+        try:
+            study, tokens = store.create_study(config.data_dir / dataset, target, n=n, experts=names,
+                                               methods=methods if isinstance(methods, list) else [],
+                                               target_desc=desc, expires_days=expires_days,
+                                               progress=lambda pct, text: set_progress((pct, text)))
         except AinerdError as exc:
-            return f"error: {exc}", dash.no_update
-        base = flask.request.host_url.rstrip("/")
-        lines = [f"Study {study.id} created ({study.n_per_method} per method). Send each expert their link "
-                 "(shown only now; only hashes are stored):"]
-        lines += [f"{e.name}: {expert_link(base, t)}" for e, t in tokens]
-        return "\n".join(lines), studies_table()
+            set_progress((0, ""))
+            return _error(str(exc)), dash.no_update
+        store.audit(actor or "admin", "create", study.id, detail=f"{dataset}, {study.n_per_method} per method, "
+                                                                 f"experts {', '.join(names)}")
+        set_progress((100, "done"))
+        base = base if isinstance(base, str) and base.startswith("http") else ""
+        body = [html.P(f"Study {study.id} created ({study.n_per_method} per method). Send each expert their link "
+                       "(shown only now; only hashes are stored):", id="admin-create-done")]
+        body += [_link_with_copy(e.name, expert_link(base, t), f"{study.id}-{e.id}") for e, t in tokens]
+        return dbc.Alert(body, color="success", className="p-2 mb-0"), studies_table()
 
-    @app.callback(Output("admin-action-result", "children"), Output("admin-studies-box", "children"),
-                  Input({"type": "admin-revoke", "index": ALL}, "n_clicks"),
-                  Input({"type": "admin-close", "index": ALL}, "n_clicks"), Input("admin-add", "n_clicks"),
-                  State("admin-add-study", "value"), State("admin-add-name", "value"), prevent_initial_call=True)
-    def act(_r, _c, _a, add_study, add_name):
-        trig = ctx.triggered_id
-        if not ctx.triggered or not ctx.triggered[0].get("value"):
+    # ---------------------------------------------------------------- add an expert (not destructive)
+    @app.callback(Output("admin-add-result", "children"), Output("admin-studies-box", "children", allow_duplicate=True),
+                  Input("admin-add", "n_clicks"), State("admin-add-study", "value"), State("admin-add-name", "value"),
+                  prevent_initial_call=True)
+    def add(n, study_id, name):
+        if not n:
             raise PreventUpdate
         try:
-            if trig == "admin-add":
-                expert, token = store.add_expert(int(add_study or 0), add_name or "")
-                msg = f"{expert.name}: {expert_link(flask.request.host_url.rstrip('/'), token)} (shown only now)"
-            elif trig["type"] == "admin-revoke":
-                e = store.revoke(trig["index"])
-                msg = f"expert {e.id} ({e.name}) revoked"
-            else:
-                st = store.close_study(trig["index"])
-                msg = f"study {st.id} closed"
+            expert, token = store.add_expert(int(study_id or 0), name if isinstance(name, str) else "")
+        except (AinerdError, TypeError, ValueError) as exc:
+            return _error(str(exc)), dash.no_update
+        store.audit(auth.actor(), "add-expert", expert.study_id, expert.id, detail=expert.name)
+        link = expert_link(flask.request.host_url.rstrip("/"), token)
+        return (dbc.Alert([html.Small("shown only now"), _link_with_copy(expert.name, link, f"add-{expert.id}")],
+                          color="success", className="p-2"), studies_table())
+
+    # ---------------------------------------------------------------- confirm step (server-side)
+    def _sid() -> str:
+        rec = auth.session_record()
+        return rec["id"] if rec else ""
+
+    def _describe(action: str, target: int) -> str:
+        if action in ("revoke", "restore"):
+            with store.session() as s:
+                from ainerd_core.studies import Expert
+
+                e = s.get(Expert, target)
+            if e is None:
+                raise AinerdError(None, f"no expert {target}")
+            rated = next((x["rated"] for st in store.list_studies() for x in st["experts"] if x["id"] == target), 0)
+            if action == "revoke":
+                return (f"Revoke expert {target} ({e.name}, {rated} answers)? Their link stops working at once; "
+                        "their answers are kept and you can restore the link later.")
+            return f"Restore expert {target} ({e.name}, {rated} answers)? Their link works again."
+        if action in ("close", "reopen"):
+            st = store.study_summary(target)
+            if st is None:
+                raise AinerdError(None, f"no study {target}")
+            if action == "close":
+                return (f"Close study {target} ({st['title']})? All its links stop working and its dataset is "
+                        "released to the explorer. You can reopen it.")
+            return (f"Reopen study {target} ({st['title']})? Its links work again (unless revoked or expired) and "
+                    "its dataset is withheld from the explorer again.")
+        if action == "logout-all":
+            return "End every viewer and admin login, this one included? Copied cookies stop working too."
+        raise AinerdError(None, f"unknown action {action!r}")
+
+    @app.callback(Output("admin-confirm-modal", "is_open"), Output("admin-confirm-text", "children"),
+                  Output("admin-confirm-token", "data"),
+                  Input({"type": "admin-action", "action": ALL, "target": ALL}, "n_clicks"),
+                  Input("admin-confirm-cancel", "n_clicks"), prevent_initial_call=True)
+    def ask(_clicks, _cancel):
+        trig = ctx.triggered_id
+        if trig == "admin-confirm-cancel" or not ctx.triggered or not ctx.triggered[0].get("value"):
+            if trig == "admin-confirm-cancel":
+                return False, "", None
+            raise PreventUpdate
+        action, target = trig["action"], int(trig["target"])
+        try:
+            text = _describe(action, target)
         except AinerdError as exc:
-            msg = f"error: {exc}"
-        return msg, studies_table()
+            return True, f"error: {exc}", None
+        token = signer.dumps({"a": action, "t": target, "s": _sid()})
+        return True, text, token
+
+    @app.callback(Output("admin-confirm-modal", "is_open", allow_duplicate=True),
+                  Output("admin-action-result", "children"),
+                  Output("admin-studies-box", "children", allow_duplicate=True),
+                  Output("admin-audit-box", "children"), Output("admin-sessions-box", "children"),
+                  Input("admin-confirm-ok", "n_clicks"), State("admin-confirm-token", "data"),
+                  prevent_initial_call=True)
+    def confirm(n, token):
+        if not n:
+            raise PreventUpdate
+        nu = dash.no_update
+        try:
+            order = signer.loads(token if isinstance(token, str) else "", max_age=CONFIRM_MAX_AGE_S)
+        except BadSignature:
+            return (False, dbc.Alert("Nothing done: the confirmation is missing or expired; click the action again.",
+                                     color="warning", className="p-2"), nu, nu, nu)
+        if not isinstance(order, dict) or order.get("s") != _sid():
+            return (False, dbc.Alert("Nothing done: this confirmation belongs to another login.", color="warning",
+                                     className="p-2"), nu, nu, nu)
+        action, target, who = order.get("a"), order.get("t"), auth.actor()
+        try:
+            if action == "revoke":
+                e = store.revoke(str(target))
+                store.audit(who, "revoke", e.study_id, e.id, detail=e.name)
+                msg = f"expert {e.id} ({e.name}) revoked"
+            elif action == "restore":
+                e = store.restore(target)
+                store.audit(who, "restore", e.study_id, e.id, detail=e.name)
+                msg = f"expert {e.id} ({e.name}) restored"
+            elif action == "close":
+                st = store.close_study(target)
+                store.audit(who, "close", st.id)
+                msg = f"study {st.id} closed"
+            elif action == "reopen":
+                st = store.reopen(target)
+                store.audit(who, "reopen", st.id)
+                msg = f"study {st.id} reopened"
+            elif action == "logout-all":
+                store.audit(who, "logout-all")
+                n_ended = auth.end_all_sessions()
+                msg = f"{n_ended} logins ended; log in again"
+            else:
+                raise AinerdError(None, f"unknown action {action!r}")
+        except AinerdError as exc:
+            return False, dbc.Alert(f"error: {exc}", color="danger", className="p-2"), nu, nu, nu
+        return (False, dbc.Alert(msg, color="success", className="p-2", id="admin-action-done"), studies_table(),
+                audit_card(), sessions_card())
 
     return app

@@ -114,16 +114,27 @@ def graph_card(graph_id: str, figure, *, title: str | None = None, csv: bool = T
                      dbc.CardBody(body, className="p-2")], className="mb-3")
 
 
-def register_csv_download(app: dash.Dash, graph_id: str, filename: str, to_csv=None, states=()) -> None:
+def register_csv_download(app: dash.Dash, graph_id: str, filename: str, to_csv=None, states=(), *,
+                          with_figure: bool = False) -> None:
     """Register the CSV button of :func:`graph_card`.
 
     Without ``to_csv`` the browser's figure is sent back and every trace's data is written in
     long format (:func:`dashboard.exports.figure_to_csv`). With ``to_csv(*state_values) -> str``
     the figure is not uploaded: the function rebuilds the table on the server from the values
     of ``states`` (e.g. ``State(DATASET_STORE, "data")``, the page's controls), which is what
-    big figures should do.
+    big figures should do. ``with_figure=True`` calls ``to_csv(figure, *state_values)`` instead
+    (tables that need both).
     """
     from .exports import figure_to_csv
+
+    if with_figure:
+        @app.callback(Output(f"{graph_id}-csv-download", "data"), Input(f"{graph_id}-csv", "n_clicks"),
+                      State(graph_id, "figure"), *states, prevent_initial_call=True)
+        def _download_with_figure(n_clicks, figure, *values):
+            if not n_clicks or not figure:
+                return dash.no_update
+            return dict(content=to_csv(figure, *values), filename=filename, type="text/csv")
+        return
 
     if to_csv is None:
         @app.callback(Output(f"{graph_id}-csv-download", "data"), Input(f"{graph_id}-csv", "n_clicks"),
@@ -147,6 +158,15 @@ def help_link(path: str) -> dcc.Link:
     view = path.strip("/").replace("-", "_") or "overview"
     return dcc.Link("help for this view", href=f"/help?view={view}", className="small help-link",
                     id=f"help-link-{view}")
+
+
+def thumb_url(entry, dataset_id, index, thumb=True):
+    """PNG URL of a dataset map (None for a latents-only dataset: no image)."""
+    if entry is None or not entry.has_maps:
+        return None
+    from dashboard.images import map_image_url
+
+    return map_image_url(dataset_id, int(index), thumb=thumb)
 
 
 def message(text, color: str = "info", **kwargs) -> dbc.Alert:
@@ -257,6 +277,13 @@ def map_detail(entry, index: int, labels=None, *, reconstruction: bool = False, 
 def _navbar(services: Services, options: list[dict]) -> dbc.Navbar:
     links = [dbc.NavItem(dbc.NavLink(p.TITLE, href=p.PATH, id=f"nav-{_page_key(p)}", className="px-2"))
              for p in services.pages]
+    import flask
+
+    from .auth import current_role
+
+    if flask.has_request_context() and current_role() == "admin":  # cross link to the studies (admin pages)
+        links.append(dbc.NavItem(dbc.NavLink("Admin", href="/admin/", external_link=True, id="nav-admin",
+                                             className="px-2 text-warning")))
     selector = dcc.Dropdown(id="dataset-select", options=options, value=None, clearable=False, searchable=True,
                             placeholder="dataset", style={"minWidth": "14rem", "color": "#212529"})
     return dbc.Navbar(dbc.Container([

@@ -184,3 +184,13 @@ def timeline_csv(entry, counts, clustering: str = "", fit_columns: Mapping[str, 
     return timeline_long_csv(times, counts, rheology=rh,
                              minima=entry.result("stress_minima/time") if rh else None,
                              clustering=clustering, fits=fits)
+
+
+def csv_text(columns, rows) -> str:
+    """A header and rows as CSV text, values as Python writes them."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow(r)
+    return buf.getvalue()

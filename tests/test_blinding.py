@@ -19,17 +19,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from dashboard_fixtures import build_precomputed, explorer_data  # noqa: E402,F401
+from dashboard_fixtures import build_precomputed, explorer_data  # noqa: F401
 
-from dashboard import auth  # noqa: E402
-from dashboard.app import create_app  # noqa: E402
-from dashboard.config import Config  # noqa: E402
+from dashboard import auth
+from dashboard.app import create_app
+from dashboard.config import Config
 
 SECRET = "b" * 48
 ADMIN_PW = "blinding admin password"
@@ -45,9 +42,7 @@ def data_dir(explorer_data, tmp_path_factory):
     shutil.copy(explorer_data / "demo.h5", folder / "demo.h5")
     for extra in explorer_data.glob("*.pt"):
         shutil.copy(extra, folder / extra.name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AINERD_FIXTURE_PIPELINE", "synthetic")
-        build_precomputed(folder, name=CONTROL_DS, times=6, seed=3)
+    build_precomputed(folder, name=CONTROL_DS, times=6, seed=3)
     return folder
 
 

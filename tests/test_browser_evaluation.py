@@ -158,7 +158,8 @@ def test_whole_study_in_browser(tmp_path):
         text = table.text
         for m in ("latent", "raw"):
             last = ev.last_rank_above(ev.smoothed_accuracy(y[m], 21))
-            assert f"{m} 5 " in text and f" {last} " in text.split(m, 1)[1].split("\n")[0] + " ", text
+            # answered / total = 2 experts x 5 ranks, all answered
+            assert f"{m} 10 / 10 " in text and f" {last} " in text.split(m, 1)[1].split("\n")[0] + " ", text
         log = requests.get(server.url + "/admin/export/1/rating_events.csv", cookies=cookies, timeout=30).text
         assert len(log.strip().splitlines()) - 1 == 2 * total + 1  # every click, the changed answer included
     finally:

@@ -81,9 +81,13 @@ def test_new_time_point_appears_without_reload(explorer_data, tmp_path):  # noqa
         assert after["range"] == zoomed  # zoom kept (uirevision)
         text = driver.find_element("id", "live-indicator").text
         assert "LIVE" in text and "E031_0002_results.hdf" in text and "54 maps" in text
-        wait_for(lambda: "1 alert" in driver.find_element("id", "live-alerts").text, what="alerts list")
+        wait_for(lambda: "alert" in driver.find_element("id", "live-alerts").text, what="alerts list")
         driver.find_element("css selector", "#live-alert-list summary").click()
-        assert "E031_0009_results.hdf" in driver.find_element("id", "live-alert-list").text
+        listed = driver.find_element("id", "live-alert-list").text
+        assert "file failed: E031_0009_results.hdf" in listed
+        links = driver.find_elements("css selector", "#live-alert-list a")  # novel maps link to the map
+        for a in links:
+            assert "/similarity?dataset=beamtime&target=" in a.get_attribute("href")
 
         # the other live pages render and refresh without console errors
         for path in ("/sectors", "/latent-map", "/"):

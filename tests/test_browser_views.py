@@ -335,3 +335,18 @@ def test_no_console_errors_on_any_page(driver, server, dataset):
         assert not driver.find_elements("css selector", "#page-content .alert-danger"), path
         errors = console_errors(driver)
         assert not errors, (path, errors)
+
+
+def test_selected_map_and_lasso_selection_come_back_from_the_url(driver, server):
+    open_page(driver, server.url + "/latent-map?dataset=demo&map=7&sel=3-5,9")
+    summary = wait_for(lambda: driver.find_element("id", "latent-selection-summary").text, what="selection list")
+    assert summary.startswith("4 maps selected")
+    assert "map index" in wait_for(lambda: driver.find_element("id", "latent-detail").text, what="map detail")
+    sel = wait_for(lambda: driver.execute_script(
+        "const gd = document.querySelector('#latent-graph .js-plotly-plot');"
+        "if (!gd || !gd.data) return null; let n = 0;"
+        "gd.data.forEach(t => { if (t.selectedpoints) n += t.selectedpoints.length; }); return n;"), what="selected points")
+    assert sel == 4
+    g = figure(driver, "#latent-graph")
+    assert "map 7" in g["names"]  # the ring of the clicked map
+    assert not console_errors(driver)

@@ -310,7 +310,22 @@ def _admin_call(c, deps, output_contains, inputs: dict, states: dict, changed: s
                "changedPropIds": [changed]}
     r = c.post("/admin/_dash-update-component", json=payload)
     assert r.status_code == 200, r.data[:500]
-    return json.loads(r.data)["response"]
+    data = json.loads(r.data)
+    if "cacheKey" in data:  # a background job: poll the way Dash's renderer does
+        import time
+        from urllib.parse import urlencode
+
+        url = "/admin/_dash-update-component?" + urlencode({"cacheKey": data["cacheKey"], "job": data["job"]})
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            r = c.post(url, json=payload)
+            assert r.status_code in (200, 204), r.data[:500]
+            got = json.loads(r.data) if r.data else {}
+            if "response" in got:
+                return got["response"]
+            time.sleep(0.2)
+        raise AssertionError("the background job did not finish")
+    return data["response"]
 
 
 def test_admin_creates_study_from_index_and_upload(world, tmp_path):
@@ -320,11 +335,13 @@ def test_admin_creates_study_from_index_and_upload(world, tmp_path):
     deps = json.loads(c.get("/admin/_dash-dependencies").data)
     base = {("admin-dataset", "value"): "tiny.h5", ("admin-n", "value"): 4, ("admin-experts", "value"): "X, Y",
             ("admin-methods", "value"): ["latent", "raw"]}
+    base[("admin-base-url", "data")] = "http://localhost"
     out = _admin_call(c, deps, "admin-create-result", {"admin-create": 1},
                       {**base, ("admin-target-index", "value"): 2}, "admin-create.n_clicks")
-    text = out["admin-create-result"]["children"]
+    text = json.dumps(out["admin-create-result"]["children"])
     links = re.findall(r"http://localhost/evaluate/[A-Za-z0-9_-]{43}", text)
-    assert text.startswith("Study ") and len(links) == 2, text
+    assert "Study " in text and len(set(links)) == 2, text
+    assert text.count("Clipboard") == 2  # a copy button per link
     # an uploaded target (the published one when it is beside the checkout, else a 128 x 128 map)
     published = Path(__file__).resolve().parents[2] / "shared" / "data" / "ainerd_e031" / "target_c2.npy"
     if published.exists():
@@ -334,20 +351,31 @@ def test_admin_creates_study_from_index_and_upload(world, tmp_path):
         np.save(buf, np.random.default_rng(0).random((128, 128)))
         raw_bytes = buf.read_bytes()
     upload = "data:application/octet-stream;base64," + base64.b64encode(raw_bytes).decode()
-    st = {**base, ("admin-target-upload", "contents"): upload, ("admin-target-upload", "filename"): "target_c2.npy"}
+    st = {**base, ("admin-upload-checked", "data"): upload, ("admin-target-upload", "filename"): "target_c2.npy"}
     out = _admin_call(c, deps, "admin-create-result", {"admin-create": 2}, st, "admin-create.n_clicks")
-    assert "needs --model" in out["admin-create-result"]["children"]  # latent needs a model for a foreign map
+    assert "needs --model" in json.dumps(out["admin-create-result"])  # latent needs a model for a foreign map
     st[("admin-methods", "value")] = ["raw"]
     out = _admin_call(c, deps, "admin-create-result", {"admin-create": 3}, st, "admin-create.n_clicks")
-    text = out["admin-create-result"]["children"]
-    assert text.startswith("Study ") and "4 per method" in text, text
-    sid = int(text.split()[1])
+    text = json.dumps(out["admin-create-result"]["children"])
+    assert "Study " in text and "4 per method" in text, text
+    sid = int(re.search(r"Study (\d+) created", text).group(1))
     summary = world["store"].study_summary(sid)
     assert summary["methods"] == ["raw"] and summary["n_candidates"] == 4 and "target_c2.npy" in summary["target"]
     # bad upload: a clear message, no study
-    st[("admin-target-upload", "contents")] = "data:application/octet-stream;base64," + base64.b64encode(b"nope").decode()
-    out = _admin_call(c, deps, "admin-create-result", {"admin-create": 4}, st, "admin-create.n_clicks")
-    assert out["admin-create-result"]["children"].startswith("error: target_c2.npy")
+    for bad, why in ((b"nope", "not a .npy file"), (b"", "the file is empty"), (_lying_npy(), "claims")):
+        st[("admin-upload-checked", "data")] = "data:application/octet-stream;base64," + base64.b64encode(bad).decode()
+        out = _admin_call(c, deps, "admin-create-result", {"admin-create": 4}, st, "admin-create.n_clicks")
+        text = json.dumps(out["admin-create-result"])
+        assert "error: target_c2.npy" in text and why in text, text
+
+
+def _lying_npy() -> bytes:
+    """A .npy header claiming 10^12 float64 elements, followed by 16 bytes."""
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (10 ** 6, 10 ** 6)})
+    return buf.getvalue() + b"\0" * 16
 
 
 def test_open_page_after_closing_says_why_and_saves_nothing(world, tmp_path):
@@ -367,3 +395,142 @@ def test_open_page_after_closing_says_why_and_saves_nothing(world, tmp_path):
     # a forged or absent session still gets nothing from the callback route
     anon = world["app"].test_client()
     assert click(anon, deps, "rate-similar", 0).status_code == 403
+
+
+# ------------------------------------------------------------------ admin: confirmations, audit
+
+def _pattern_call(c, deps, action, target):
+    """Click an action button (pattern-matching id) as the renderer sends it."""
+    dep = next(d for d in deps if d["output"].startswith("..admin-confirm-modal.is_open...admin-confirm-text"))
+    pid = {"action": action, "target": str(target), "type": "admin-action"}
+    payload = {"output": dep["output"],
+               "outputs": [{"id": "admin-confirm-modal", "property": "is_open"},
+                           {"id": "admin-confirm-text", "property": "children"},
+                           {"id": "admin-confirm-token", "property": "data"}],
+               "inputs": [[{"id": pid, "property": "n_clicks", "value": 1}],
+                          {"id": "admin-confirm-cancel", "property": "n_clicks", "value": 0}],
+               "changedPropIds": [json.dumps(pid, sort_keys=True, separators=(",", ":")) + ".n_clicks"]}
+    r = c.post("/admin/_dash-update-component", json=payload)
+    assert r.status_code == 200, r.data[:300]
+    return json.loads(r.data)["response"]
+
+
+def _confirm(c, deps, token):
+    dep = next(d for d in deps if "admin-action-result.children" in d["output"])
+    outs = [dict(zip(("id", "property"), o.split("@")[0].rsplit(".", 1))) for o in dep["output"].strip(".").split("...")]
+    payload = {"output": dep["output"], "outputs": outs,
+               "inputs": [{"id": "admin-confirm-ok", "property": "n_clicks", "value": 1}],
+               "state": [{"id": "admin-confirm-token", "property": "data", "value": token}],
+               "changedPropIds": ["admin-confirm-ok.n_clicks"]}
+    r = c.post("/admin/_dash-update-component", json=payload)
+    assert r.status_code == 200, r.data[:300]
+    return json.dumps(json.loads(r.data)["response"])
+
+
+def test_destructive_actions_take_a_server_side_confirmation(world):
+    store = world["store"]
+    e, _ = store.add_expert(world["s2"].id, "Confirmable")
+    c = admin_client(world)
+    deps = json.loads(c.get("/admin/_dash-dependencies").data)
+    asked = _pattern_call(c, deps, "revoke", e.id)
+    token = asked["admin-confirm-token"]["data"]
+    assert asked["admin-confirm-modal"]["is_open"] is True and "Revoke expert" in asked["admin-confirm-text"]["children"]
+    state = lambda: next(x["state"] for st in store.list_studies() for x in st["experts"] if x["id"] == e.id)  # noqa: E731
+    assert state() == "active"  # asking changed nothing
+    # a forged token, or one from another login, does nothing
+    assert "Nothing done" in _confirm(c, deps, "forged.token.value")
+    other = admin_client(world)
+    assert "another login" in _confirm(other, deps, token)
+    assert state() == "active"
+    assert "revoked" in _confirm(c, deps, token) and state() == "revoked"
+    # restore (the mis-click of the issue is undone), close and reopen, each confirmed
+    assert "restored" in _confirm(c, deps, _pattern_call(c, deps, "restore", e.id)["admin-confirm-token"]["data"])
+    assert state() == "active"
+    sid = world["s2"].id
+    assert "closed" in _confirm(c, deps, _pattern_call(c, deps, "close", sid)["admin-confirm-token"]["data"])
+    assert store.study_summary(sid)["status"] == "closed"
+    assert "reopened" in _confirm(c, deps, _pattern_call(c, deps, "reopen", sid)["admin-confirm-token"]["data"])
+    assert store.study_summary(sid)["status"] == "open"
+    actions = [(a["action"], a["expert_id"] or a["study_id"]) for a in store.audit_events(10)]
+    assert actions[:4] == [("reopen", sid), ("close", sid), ("restore", e.id), ("revoke", e.id)], actions
+    assert all(a["actor"].startswith("admin session ") for a in store.audit_events(4))
+
+
+def test_log_out_everywhere_from_the_admin_page(world):
+    c = admin_client(world)
+    viewer_copy = admin_client(world)
+    deps = json.loads(c.get("/admin/_dash-dependencies").data)
+    token = _pattern_call(c, deps, "logout-all", 0)["admin-confirm-token"]["data"]
+    assert "logins ended" in _confirm(c, deps, token)
+    for x in (c, viewer_copy):
+        assert x.get("/admin/_dash-layout", headers={"Accept": "application/json"}).status_code == 401
+
+
+def test_admin_page_has_logout_crosslinks_and_the_explorer_style(world):
+    c = admin_client(world)
+    page = c.get("/admin/").get_data(as_text=True)
+    assert "/assets/00-bootstrap-5.3.3.min.css" in page
+    layout = json.loads(c.get("/admin/_dash-layout").data)
+    form = find_props(layout, "admin-logout-form")
+    assert form["action"] == "/logout" and form["method"] == "POST"
+    assert find_props(layout, "admin-logout-csrf")["name"] == "csrf_token"
+    assert find_props(layout, "admin-nav-explorer")["href"] == "/"
+
+
+def test_results_say_how_complete_they_are(world):
+    from ainerd_core import evaluation as ev
+
+    store = world["store"]
+    study, toks = store.create_study(world["tiny"], 5, n=20, experts=["P", "Q"])
+    p_id = toks[0][0].id
+    for pos in range(3):  # 3 answers of 2 x (distinct images)
+        store.record_rating(p_id, pos, True)
+    res = store.analyse(study.id, n_boot=50, n_perm=50)
+    comp = res["completeness"]
+    assert comp["answered"] == 3 and comp["per_expert"][0]["answered"] == 3 and comp["per_expert"][1]["answered"] == 0
+    for m, r in res["methods"].items():
+        assert r["last_rank_at_or_above_50"] is None and r["crossing_note"].startswith("insufficient"), (m, r)
+        assert r["crossing_interval"] is None and r["crossing_interval_note"]
+        assert r["agreement"]["fleiss_kappa"] is None and r["agreement"]["fleiss_note"]
+        # no band where the window holds fewer than the minimum
+        for lo, ok in zip(r["band_lo"], r["supported"]):
+            assert (lo is not None) == ok
+        assert r["answered"] <= 3 and r["total"] == 2 * r["n_ranks"]
+    t = res["permutation_tests"][0]
+    assert t["p_value"] is None and t["note"].startswith("insufficient")
+    assert res["minimums"]["window_answers"] == ev.MIN_WINDOW_ANSWERS
+    c = admin_client(world)
+    r = c.post("/admin/_dash-update-component", json={
+        "output": "admin-page.children", "outputs": {"id": "admin-page", "property": "children"},
+        "inputs": [{"id": "admin-url", "property": "pathname", "value": f"/admin/studies/{study.id}"}],
+        "changedPropIds": ["admin-url.pathname"]})
+    text = r.get_data(as_text=True)
+    assert f"3 of {comp['total']} answers" in text and "insufficient" in text
+    # every '-' comes with its reason beside it
+    page = json.loads(text)["response"]["admin-page"]["children"]
+    dashes = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            ch = node.get("props", {}).get("children")
+            if isinstance(ch, list) and ch and ch[0] == "-":
+                dashes.append(ch)
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(page)
+    assert dashes and all(len(d) == 2 and d[1]["props"]["children"].strip(" ()") for d in dashes)
+
+
+def test_explorer_links_to_admin_for_the_admin_only(world):
+    layout = json.loads(admin_client(world).get("/_dash-layout").data)
+    assert find_props(layout, "nav-admin")["href"] == "/admin/"
+    viewer = world["app"].test_client()
+    from dashboard import auth
+
+    with viewer.session_transaction() as s:
+        s.update(auth.session_values(world["config"], "viewer"))
+    assert find_props(json.loads(viewer.get("/_dash-layout").data), "nav-admin") is None

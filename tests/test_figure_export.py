@@ -51,3 +51,14 @@ def test_stamp_names_dataset_model_and_version():
     assert text.startswith("Demo run (demo)") and "model sha256 abababababab" in text and "AI-NERD" in text
     Entry.result_attrs = {}
     assert "model unknown" in stamp_text(Entry())
+
+
+def test_route_is_behind_the_login_gate(tmp_path):
+    from dashboard.app import create_app
+    from dashboard.config import Config
+
+    (tmp_path / "data").mkdir()
+    server = create_app(Config(data_dir=tmp_path / "data", instance_dir=tmp_path / "i", secret_key="k" * 40,
+                               viewer_password="a viewer password of some length", testing=False).validated())
+    r = server.test_client().post("/_export/pdf", data=SVG, headers={"Accept": "application/json"})
+    assert r.status_code in (302, 401, 403) and not r.data.startswith(b"%PDF")

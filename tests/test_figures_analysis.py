@@ -245,7 +245,7 @@ def test_parse_upload_normalises_any_square_map(rng):
     (np.zeros((10, 12)), "x.npy", "square"),
     (np.full((64, 64), np.nan), "x.npy", "NaN"),
     (np.zeros((64, 64)), "x.png", ".npy"),
-    (np.array([{"a": 1}], dtype=object), "x.npy", "readable"),
+    (np.array([{"a": 1}], dtype=object), "x.npy", "object values"),
 ])
 def test_parse_upload_rejects_bad_files(arr, name, match):
     from dashboard.pages.similarity import parse_upload

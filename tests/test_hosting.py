@@ -242,7 +242,7 @@ def run_recluster_in_browser(base: str, viewer_password: str, dataset: str = "de
             return result and result[0].text.strip()
 
         text = wait.until(finished)
-        assert "k=4" in text, text
+        assert "k = 4" in text, text  # "k-means, k = 4: sizes ..."
         wait.until(lambda d: finished(d) and ("100", "done") in seen)
         assert any(v not in (None, "0") for v, _ in seen), seen
         errors = console_errors(driver)

@@ -13,19 +13,16 @@ from __future__ import annotations
 import base64
 import io
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from dashboard_fixtures import explorer_data  # noqa: E402,F401
+from dashboard_fixtures import explorer_data  # noqa: F401
 
-from dashboard import auth  # noqa: E402
-from dashboard.app import create_app  # noqa: E402
-from dashboard.config import Config  # noqa: E402
-from dashboard.validation import load_npy_bytes  # noqa: E402
+from dashboard import auth
+from dashboard.app import create_app
+from dashboard.config import Config
+from dashboard.validation import load_npy_bytes
 
 SECRET = "m" * 48
 ADMIN_PW = "malformed admin pw"

@@ -261,8 +261,9 @@ def test_watch_slow_in_place_writer_and_corrupt_file(explorer_data, tmp_path):  
         assert sorted(zip(files, status)) == [("E031_0000_results.hdf", "ok"), ("E031_0001_results.hdf", "ok"),
                                               ("E031_0005_results.hdf", "failed")]
         alerts = ds.alerts
-        assert alerts["kind"].tolist() == ["file failed"] and alerts["file"].tolist() == ["E031_0005_results.hdf"]
-        assert "E031_0005_results.hdf" in alerts["message"][0]
+        failed = [i for i, k in enumerate(alerts["kind"]) if k == "file failed"]  # (novel maps may be alerted too)
+        assert [alerts["file"][i] for i in failed] == ["E031_0005_results.hdf"]
+        assert "E031_0005_results.hdf" in alerts["message"][failed[0]]
         assert np.array_equal(ds.read_maps(np.arange(18, 36)).shape, (18, 256, 256))
 
 
@@ -404,8 +405,12 @@ def test_watch_novelty_rows_and_alerts(explorer_data, tmp_path):  # noqa: F811
     folder.mkdir()
     rng = np.random.default_rng(3)
     noise = {lab: rng.random((64, 64)).astype(np.float32) for lab in range(1, 19)}  # unlike any training map
-    write_aps_nexus(folder / "odd_results.hdf", size=64, q_values=(0.004,), maps=noise)
-    aps_file(folder, 1)
+    write_aps_nexus(folder / "b_odd_results.hdf", size=64, q_values=(0.004,), maps=noise,
+                    start_time="2024-03-01T10:01:00")
+    with open_dataset(ref) as r:  # maps of the reference itself: in distribution
+        known = {lab: r.read_map(lab * 7) for lab in range(1, 19)}
+    write_aps_nexus(folder / "a_known_results.hdf", size=256, q_values=(0.004,), maps=known,
+                    start_time="2024-03-01T10:00:00")
     with watcher(folder, tmp_path / "live.h5", ref) as w:
         if w._novelty_ref is None:
             pytest.skip("no novelty reference stored with the reference or the model")
@@ -413,7 +418,53 @@ def test_watch_novelty_rows_and_alerts(explorer_data, tmp_path):  # noqa: F811
     with open_dataset(tmp_path / "live.h5") as ds:
         score = ds.read_result("novelty/score")
         assert score.shape == (36,) and np.all((score >= 0) & (score <= 1))
+        known_rows = np.array([str(x).startswith("a_known") for x in ds.meta["source"]])  # either file may come first
+        assert known_rows.sum() == 18
+        assert np.median(score[known_rows]) < 0.9 and np.all(score[~known_rows] >= N.NOVEL_THRESHOLD), score
         flagged = np.flatnonzero(score >= N.NOVEL_THRESHOLD)
         alerts = ds.alerts or {"kind": np.array([]), "map": np.array([])}
         novel = [int(m) for k, m in zip(alerts["kind"], alerts["map"]) if k == "novel map"]
         assert sorted(novel) == flagged.tolist()
+
+
+def test_precompute_replaces_live_results(explorer_data, tmp_path):  # noqa: F811
+    """A full precompute of the live dataset while the watcher runs: its results replace the live
+    ones, the segments are merged, and later maps join the new clusters."""
+    from ainerd_core.precompute import precompute
+
+    ref = reference_copy(explorer_data, tmp_path)
+    folder = tmp_path / "beam"
+    folder.mkdir()
+    out = tmp_path / "live.h5"
+    for i in range(2):
+        aps_file(folder, i)
+    with watcher(folder, out, ref) as w:
+        run_until(w, lambda: w.n == 36)
+        precompute(out, k=3, n_init=3, n_boot=2, neighbours=10, targets=10, verbose=False)
+        assert D.list_segments(out) == []
+        with open_dataset(out) as ds:
+            assert ds.n_maps == 36 and ds.result_attrs["k"] == 3 and "timings_json" in ds.result_attrs
+            assert len(ds.ledger["file"]) == 2
+        aps_file(folder, 2)
+        run_until(w, lambda: w.n == 54)
+        assert Path(w.reference.path) == out
+    with open_dataset(out) as ds, open_dataset(out, segments=False) as base:
+        lab, lat = ds.read_result("labels"), ds.read_result("latent")
+        cent = base.read_result("kmeans/centroids_k3")
+        assert lab.shape == (54,) and ds.result_attrs["k"] == 3
+        assert np.array_equal(lab[36:], np.argmin(((lat[36:, None] - cent[None]) ** 2).sum(-1), axis=1))
+        assert ds.read_result("tables/counts").sum() == 54 and ds.read_result("tables/counts").shape == (3, 3)
+        assert ds.ledger["file"].tolist() == [f"E031_{i:04d}_results.hdf" for i in range(3)]
+
+
+def test_pack_result_round_trip():
+    from ainerd_core.watch import pack_result, unpack_result
+
+    res = {"maps": np.arange(8, dtype=np.float32).reshape(2, 2, 2), "scalar": np.asarray(0.5, np.float32),
+           "meta/source": np.array(["a:1", "b:2"], dtype=object), "start_time": "2024-03-01T10:00:00", "size": 64}
+    import json
+
+    back = unpack_result(json.loads(json.dumps(pack_result(res))))
+    assert back["scalar"].shape == () and back["scalar"].dtype == np.float32 and float(back["scalar"]) == 0.5
+    assert np.array_equal(back["maps"], res["maps"]) and back["meta/source"].tolist() == ["a:1", "b:2"]
+    assert back["start_time"] == res["start_time"] and back["size"] == 64

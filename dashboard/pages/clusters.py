@@ -18,12 +18,13 @@ import numpy as np
 from dash import Input, Output, State, dash_table, dcc, html
 
 from ainerd_core import analysis as A
-from ainerd_core.results import K_SET, counts_name, labels_name
+from ainerd_core.results import counts_name, labels_name
 from dashboard import clusterings
 from dashboard.figures import clusters as F
 from dashboard.pages import DATASET_STORE
 
-from .similarity import csv_text, figure_csv, graph_card_safe, message_box, register_csv, thumb_url
+from ..explorer import graph_card, message, register_csv_download, thumb_url
+from ..exports import csv_text, figure_to_csv
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +49,6 @@ def _sweep(entry) -> dict | None:
         v = entry.result(f"kmeans/{key}")
         if v is not None:
             out[key] = np.asarray(v)
-    return out
-
-
-def _k_labels(entry) -> dict[int, np.ndarray]:
-    out = {}
-    for k in K_SET:
-        lab = entry.result(labels_name(k))
-        if lab is not None:
-            out[k] = lab
-    return out
-
-
-def _k_counts(entry) -> dict[int, np.ndarray]:
-    out = {}
-    for k in K_SET:
-        c = entry.result(counts_name(k))
-        if c is not None:
-            out[k] = c
     return out
 
 
@@ -135,29 +118,29 @@ def layout(ctx):
              order_note(entry, "clusters")]  # how clusters are numbered, and how well that follows the fitted rate
     labels = entry.result("labels")
     if labels is None:
-        return html.Div(cards + [message_box("This dataset has no cluster labels (run precompute).", "warning")])
+        return html.Div(cards + [message("This dataset has no cluster labels (run precompute).", "warning")])
     sweep = _sweep(entry)
     chosen = entry.k
     suggested = entry.result_attrs.get("suggested_k")
     if sweep is not None:
         rule = entry.result_attrs.get("k_rule", "")
-        cards.append(graph_card_safe("clusters-sweep", F.k_sweep_figure(sweep, chosen, suggested, rule),
-                                     title="How many clusters? k-means sweep",
-                                     note=html.P(f"Chosen k = {chosen}; suggested k = {suggested}. Rule: {rule}",
-                                                 className="small text-muted mb-1", id="clusters-k-note")))
+        cards.append(graph_card("clusters-sweep", F.k_sweep_figure(sweep, chosen, suggested, rule),
+                                title="How many clusters? k-means sweep",
+                                note=html.P(f"Chosen k = {chosen}; suggested k = {suggested}. Rule: {rule}",
+                                            className="small text-muted mb-1", id="clusters-k-note")))
     else:
-        cards.append(message_box("No k-means sweep in the results.", "secondary"))
+        cards.append(message("No k-means sweep in the results.", "secondary"))
 
     umap = entry.result("umap")
-    klab = _k_labels(entry)
+    klab = entry.by_k(labels_name)
     if umap is not None and klab:
-        cards.append(graph_card_safe("clusters-kcompare", F.k_compare_umap_figure(umap, klab),
-                                     title="k = 3 / 5 / 8 side by side (UMAP)"))
-    counts = _k_counts(entry)
+        cards.append(graph_card("clusters-kcompare", F.k_compare_umap_figure(umap, klab),
+                                title="k = 3 / 5 / 8 side by side (UMAP)"))
+    counts = entry.by_k(counts_name)
     times = entry.result("tables/times")
     if counts and times is not None:
-        cards.append(graph_card_safe("clusters-kcounts", F.counts_over_time_figure(times, counts),
-                                     title="k = 3 / 5 / 8: maps per cluster over time"))
+        cards.append(graph_card("clusters-kcounts", F.counts_over_time_figure(times, counts),
+                                title="k = 3 / 5 / 8: maps per cluster over time"))
 
     algos = _algorithms(entry)
     if len(algos) > 1:
@@ -167,12 +150,12 @@ def layout(ctx):
             columns=[{"name": n, "id": n} for n in ("algorithm", "n_clusters", "noise", "largest_share", "sizes")],
             style_cell={"fontSize": "0.85rem", "padding": "4px", "textAlign": "left"},
             style_header={"fontWeight": "bold"})
-        cards.append(graph_card_safe("clusters-algorithms", F.algorithm_sizes_figure(algos),
-                                     title="Other algorithms on the same latents", extra=table))
+        cards.append(graph_card("clusters-algorithms", F.algorithm_sizes_figure(algos),
+                                title="Other algorithms on the same latents", extra=table))
     ari = {"seeds": entry.result("stability/ari_seeds"), "bootstrap": entry.result("stability/ari_bootstrap")}
     if any(v is not None for v in ari.values()):
-        cards.append(graph_card_safe("clusters-stability", F.stability_figure(ari),
-                                     title="Stability: adjusted Rand index vs the chosen clustering"))
+        cards.append(graph_card("clusters-stability", F.stability_figure(ari),
+                                title="Stability: adjusted Rand index vs the chosen clustering"))
 
     # example maps
     if entry.has_maps:
@@ -184,19 +167,19 @@ def layout(ctx):
             html.Span(" (random maps of each cluster, drawn with this seed; not hand-picked)",
                       className="small text-muted ms-2"),
         ], className="d-flex align-items-center mb-2")
-        cards.append(graph_card_safe("clusters-examples", _examples_fig(entry, dsid, 0),
-                                     title="Example maps per cluster", note=draw))
+        cards.append(graph_card("clusters-examples", _examples_fig(entry, dsid, 0),
+                                title="Example maps per cluster", note=draw))
     else:
-        cards.append(message_box("Example maps per cluster need C2 maps; this dataset holds latents only.",
-                                 "secondary", id="clusters-examples-missing"))
+        cards.append(message("Example maps per cluster need C2 maps; this dataset holds latents only.",
+                             "secondary", id="clusters-examples-missing"))
 
     umap_raw = entry.result("umap_raw")
     if umap is not None and umap_raw is not None:
-        cards.append(graph_card_safe("clusters-rawumap", F.latent_vs_raw_umap_figure(umap, umap_raw, labels),
-                                     title="Latent vs raw-pixel UMAP (same labels)"))
+        cards.append(graph_card("clusters-rawumap", F.latent_vs_raw_umap_figure(umap, umap_raw, labels),
+                                title="Latent vs raw-pixel UMAP (same labels)"))
     elif umap is not None:
-        cards.append(message_box("The raw-pixel UMAP needs C2 maps; this dataset holds latents only.", "secondary",
-                                 id="clusters-rawumap-missing"))
+        cards.append(message("The raw-pixel UMAP needs C2 maps; this dataset holds latents only.", "secondary",
+                             id="clusters-rawumap-missing"))
 
     retrieval = _retrieval_table(entry)
     if retrieval is not None:
@@ -268,7 +251,7 @@ def register_callbacks(app, services):
         e = _entry(dataset_id)
         s = _sweep(e) if e else None
         if not s:
-            return figure_csv(fig)
+            return figure_to_csv(fig)
         cols = ["k"] + [m for m, *_ in F.METRICS if m in s]
         rows = [[int(s["k"][i])] + [float(s[m][i]) for m in cols[1:]] for i in range(len(s["k"]))]
         return csv_text(cols + ["chosen", "suggested"],
@@ -277,7 +260,7 @@ def register_callbacks(app, services):
     def labels_csv(fig, dataset_id):
         e = _entry(dataset_id)
         if e is None:
-            return figure_csv(fig)
+            return figure_to_csv(fig)
         cols, data = ["index", "time_s", "sector"], [np.arange(e.n_maps), e.meta["time"], e.meta["sector"]]
         umap, umap_raw = e.result("umap"), e.result("umap_raw")
         if umap is not None:
@@ -288,7 +271,7 @@ def register_callbacks(app, services):
             data += [umap_raw[:, 0], umap_raw[:, 1]]
         cols.append(f"label_k{e.k}")
         data.append(e.result("labels"))
-        for k, lab in _k_labels(e).items():
+        for k, lab in e.by_k(labels_name).items():
             cols.append(f"label_k{k}")
             data.append(lab)
         for name, lab in _algorithms(e).items():
@@ -300,10 +283,10 @@ def register_callbacks(app, services):
     def counts_csv(fig, dataset_id):
         e = _entry(dataset_id)
         if e is None:
-            return figure_csv(fig)
+            return figure_to_csv(fig)
         times = e.result("tables/times")
         rows = []
-        for k, c in _k_counts(e).items():
+        for k, c in e.by_k(counts_name).items():
             for t in range(c.shape[0]):
                 for lab in range(c.shape[1]):
                     rows.append([k, float(times[t]), lab, int(c[t, lab])])
@@ -312,7 +295,7 @@ def register_callbacks(app, services):
     def stability_csv(fig, dataset_id):
         e = _entry(dataset_id)
         if e is None:
-            return figure_csv(fig)
+            return figure_to_csv(fig)
         rows = [[kind, i, float(v)] for kind in ("seeds", "bootstrap")
                 for i, v in enumerate(e.result(f"stability/ari_{kind}", []))]
         return csv_text(["kind", "run", "adjusted_rand_index"], rows)
@@ -329,13 +312,13 @@ def register_callbacks(app, services):
         return f"# {title}\n" + csv_text(["cluster", "index", "time_s", "sector"], rows)
 
     state = (State(DATASET_STORE, "data"),)
-    register_csv(app, "clusters-sweep", "kmeans_sweep.csv", sweep_csv, state)
-    register_csv(app, "clusters-kcompare", "labels_k3_k5_k8.csv", labels_csv, state)
-    register_csv(app, "clusters-kcounts", "counts_k3_k5_k8.csv", counts_csv, state)
-    register_csv(app, "clusters-algorithms", "algorithm_labels.csv", labels_csv, state)
-    register_csv(app, "clusters-stability", "stability_ari.csv", stability_csv, state)
-    register_csv(app, "clusters-examples", "cluster_examples.csv", examples_csv, state)
-    register_csv(app, "clusters-rawumap", "umap_latent_vs_raw.csv", labels_csv, state)
+    register_csv_download(app, "clusters-sweep", "kmeans_sweep.csv", sweep_csv, state, with_figure=True)
+    register_csv_download(app, "clusters-kcompare", "labels_k3_k5_k8.csv", labels_csv, state, with_figure=True)
+    register_csv_download(app, "clusters-kcounts", "counts_k3_k5_k8.csv", counts_csv, state, with_figure=True)
+    register_csv_download(app, "clusters-algorithms", "algorithm_labels.csv", labels_csv, state, with_figure=True)
+    register_csv_download(app, "clusters-stability", "stability_ari.csv", stability_csv, state, with_figure=True)
+    register_csv_download(app, "clusters-examples", "cluster_examples.csv", examples_csv, state, with_figure=True)
+    register_csv_download(app, "clusters-rawumap", "umap_latent_vs_raw.csv", labels_csv, state, with_figure=True)
 
     # ---- the re-clustering job
     config = services.config

@@ -111,6 +111,14 @@ def layout(ctx):
                               placeholder="choose time points")], md=12, className="mt-1"),
     ], className="mb-2 align-items-center")
     figure = build_figure(entry, color_by, k, share_on, chosen_times, selected, instance_dir)
+    if chosen_sel:  # a selection from the URL is drawn as selected, as the lasso left it
+        wanted = set(chosen_sel)
+        for trace in figure.data:
+            cd = getattr(trace, "customdata", None)
+            # the point traces (not the highlighted times or the ring of the clicked map)
+            if cd is not None and trace.type in ("scatter", "scattergl") \
+                    and not str(trace.name).startswith(("t = ", "map ")):
+                trace.selectedpoints = [j for j, c in enumerate(cd) if int(c) in wanted]
     entry.warm_model()  # reconstructions: load the autoencoder before the first click
     selection = dbc.Card([
         dbc.CardHeader(html.Div([html.Span("Lasso selection", className="fw-semibold me-auto"),

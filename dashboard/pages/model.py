@@ -24,7 +24,8 @@ from dash import Input, Output, State, dcc, html
 from dashboard.figures import model as F
 from dashboard.pages import DATASET_STORE
 
-from .similarity import csv_text, figure_csv, graph_card_safe, message_box, register_csv, thumb_url
+from ..explorer import graph_card, message, register_csv_download, thumb_url
+from ..exports import csv_text, figure_to_csv
 
 PATH = "/model"
 TITLE = "Model"
@@ -136,10 +137,10 @@ def layout(ctx):
                     className="text-muted", id="model-info")]
     ep, tr, va = (entry.result(f"model/learning_curve/{k}") for k in ("epoch", "train_loss", "val_loss"))
     if ep is not None and tr is not None:
-        parts.append(graph_card_safe("model-curve", F.learning_curve_figure(ep, tr, va), title="Learning curve"))
+        parts.append(graph_card("model-curve", F.learning_curve_figure(ep, tr, va), title="Learning curve"))
     else:
-        parts.append(message_box("No learning curve in the results (the checkpoint carries none, e.g. the "
-                                 "published weights).", "secondary", id="model-curve-missing"))
+        parts.append(message("No learning curve in the results (the checkpoint carries none, e.g. the "
+                             "published weights).", "secondary", id="model-curve-missing"))
 
     idx = entry.result("model/recon_index")
     if idx is not None and entry.has_result("model/recon_input"):
@@ -149,7 +150,7 @@ def layout(ctx):
         pool = attrs.get("recon_pool", "")
         note = html.P(f"{len(idx)} maps drawn at random by precompute (seed {attrs.get('seed', '?')})"
                       + (f" from the {pool}" if pool else "") + "; not hand-picked.", className="small text-muted mb-1")
-        parts.append(graph_card_safe("model-recon", fig, title="Reconstructions next to inputs", note=note))
+        parts.append(graph_card("model-recon", fig, title="Reconstructions next to inputs", note=note))
         parts.append(html.Div(html.Div("Click a tile to enlarge the map and its reconstruction next to the map's g2 "
                                        "and fit.", className="small text-muted"), id="model-view-recon",
                               className="mb-3"))
@@ -161,15 +162,15 @@ def layout(ctx):
                           style={"width": "6rem"}),
                 html.Span(" any map of the dataset, drawn at random", className="small text-muted ms-2"),
             ], className="d-flex align-items-center mb-2")
-            parts.append(graph_card_safe("model-draw-grid", _draw_fig(entry, dsid, 1),
-                                         title="More random reconstructions", note=ctrl))
+            parts.append(graph_card("model-draw-grid", _draw_fig(entry, dsid, 1),
+                                    title="More random reconstructions", note=ctrl))
             parts.append(html.Div(id="model-view-draw", className="mb-3"))
     elif not entry.has_maps:
-        parts.append(message_box("Reconstructions need C2 maps; this dataset holds latents only.", "warning",
-                                 id="model-recon-missing"))
+        parts.append(message("Reconstructions need C2 maps; this dataset holds latents only.", "warning",
+                             id="model-recon-missing"))
     else:
-        parts.append(message_box("No reconstructions in the results (precompute ran without a model).", "secondary",
-                                 id="model-recon-missing"))
+        parts.append(message("No reconstructions in the results (precompute ran without a model).", "secondary",
+                             id="model-recon-missing"))
 
     ls, mse = entry.result("model/latent_sweep/latent_size"), entry.result("model/latent_sweep/test_mse")
     if ls is not None and mse is not None:
@@ -177,21 +178,21 @@ def layout(ctx):
         how = attrs.get("latent_sweep_schedule")
         note = html.P(f"Trained with a {how}." if how else "How the sweep was trained is not recorded.",
                       className="small text-muted mb-1", id="model-sweep-schedule")
-        parts.append(graph_card_safe("model-sweep", F.latent_sweep_figure(ls, mse, latent.shape[1] if latent is not None else None),
-                                     title="Latent-size sweep", note=note))
+        parts.append(graph_card("model-sweep", F.latent_sweep_figure(ls, mse, latent.shape[1] if latent is not None else None),
+                                title="Latent-size sweep", note=note))
     else:
-        parts.append(message_box("No latent-size sweep in the results (run `python -m ainerd_core latent-sweep`).",
-                                 "secondary", id="model-sweep-missing"))
+        parts.append(message("No latent-size sweep in the results (run `python -m ainerd_core latent-sweep`).",
+                             "secondary", id="model-sweep-missing"))
 
     if entry.has_result("model/noise_maps"):
         sigma = attrs.get("noise_sigma")
-        parts.append(graph_card_safe("model-noise", F.noise_grid_figure(_stack_urls(entry, "model/noise_maps"),
-                                                                         float(sigma) if sigma is not None else None),
-                                     title="Artificial maps: decoded latent + Gaussian noise",
-                                     note=html.P("Random latents of the dataset plus Gaussian noise, decoded: similar "
-                                                 "latents give similar maps.", className="small text-muted mb-1")))
+        parts.append(graph_card("model-noise", F.noise_grid_figure(_stack_urls(entry, "model/noise_maps"),
+                                                                    float(sigma) if sigma is not None else None),
+                                title="Artificial maps: decoded latent + Gaussian noise",
+                                note=html.P("Random latents of the dataset plus Gaussian noise, decoded: similar "
+                                            "latents give similar maps.", className="small text-muted mb-1")))
     else:
-        parts.append(message_box("No noise-generated maps in the results.", "secondary", id="model-noise-missing"))
+        parts.append(message("No noise-generated maps in the results.", "secondary", id="model-noise-missing"))
     return html.Div(parts, id="model-page")
 
 
@@ -263,7 +264,7 @@ def register_callbacks(app, services):
     def recon_csv(fig, dataset_id):
         entry = catalog.get(dataset_id)
         if entry is None or entry.result("model/recon_index") is None:
-            return figure_csv(fig)
+            return figure_to_csv(fig)
         idx, mse = entry.result("model/recon_index"), _recon_mse(entry)
         return csv_text(["index", "time_s", "sector", "mse"],
                         [[int(i), float(entry.meta["time"][i]), int(entry.meta["sector"][i]), float(m)]
@@ -277,7 +278,7 @@ def register_callbacks(app, services):
         entry = catalog.get(dataset_id)
         stack = entry.result("model/noise_maps") if entry else None
         if stack is None:
-            return figure_csv(fig)
+            return figure_to_csv(fig)
         s = np.asarray(stack, np.float64)
         sigma = entry.result_attrs.get("noise_sigma")
         return f"# decoded latent + Gaussian noise, sigma {sigma}\n" + csv_text(
@@ -285,8 +286,8 @@ def register_callbacks(app, services):
             [[i, float(m.mean()), float(m.min()), float(m.max()), float(np.diagonal(m).mean())] for i, m in enumerate(s)])
 
     state = (State(DATASET_STORE, "data"),)
-    register_csv(app, "model-curve", "learning_curve.csv", lambda fig, _d: figure_csv(fig), state)
-    register_csv(app, "model-recon", "reconstructions.csv", recon_csv, state)
-    register_csv(app, "model-draw-grid", "reconstructions_random.csv", draw_csv, state)
-    register_csv(app, "model-sweep", "latent_sweep.csv", lambda fig, _d: figure_csv(fig), state)
-    register_csv(app, "model-noise", "noise_maps.csv", noise_csv, state)
+    register_csv_download(app, "model-curve", "learning_curve.csv", lambda fig, _d: figure_to_csv(fig), state, with_figure=True)
+    register_csv_download(app, "model-recon", "reconstructions.csv", recon_csv, state, with_figure=True)
+    register_csv_download(app, "model-draw-grid", "reconstructions_random.csv", draw_csv, state, with_figure=True)
+    register_csv_download(app, "model-sweep", "latent_sweep.csv", lambda fig, _d: figure_to_csv(fig), state, with_figure=True)
+    register_csv_download(app, "model-noise", "noise_maps.csv", noise_csv, state, with_figure=True)

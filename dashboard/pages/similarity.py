@@ -15,7 +15,6 @@ registration, cards, thumbnail URLs).
 from __future__ import annotations
 
 import base64
-import csv
 import io
 import logging
 import time
@@ -25,6 +24,8 @@ import dash_bootstrap_components as dbc
 import numpy as np
 from dash import Input, Output, State, dash_table, dcc, html
 
+from dashboard.explorer import graph_card, message, register_csv_download, thumb_url
+from dashboard.exports import csv_text, figure_to_csv
 from dashboard.figures import similarity as F
 from dashboard.pages import DATASET_STORE
 
@@ -42,56 +43,6 @@ RANKS = (1, 10, 100)
 
 
 # =========================================================================== shared helpers
-def csv_text(columns, rows) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow(r)
-    return buf.getvalue()
-
-
-def figure_csv(fig: dict) -> str:
-    """Every trace's data in long format (:func:`dashboard.exports.figure_to_csv`)."""
-    from dashboard.exports import figure_to_csv
-
-    return figure_to_csv(fig)
-
-
-def register_csv(app, graph_id: str, filename: str, to_csv, states=()) -> None:
-    """The CSV button of a graph card (``<graph_id>-csv`` -> ``<graph_id>-csv-download``)."""
-
-    @app.callback(Output(f"{graph_id}-csv-download", "data"), Input(f"{graph_id}-csv", "n_clicks"),
-                  State(graph_id, "figure"), *states, prevent_initial_call=True)
-    def _download(n_clicks, figure, *values):
-        if not n_clicks or not figure:
-            return dash.no_update
-        return dict(content=to_csv(figure, *values), filename=filename, type="text/csv")
-
-
-GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
-
-
-def graph_card_safe(graph_id, figure, **kwargs):
-    """The explorer's :func:`graph_card` (PNG via the modebar, a CSV button)."""
-    from dashboard.explorer import graph_card
-
-    return graph_card(graph_id, figure, **kwargs)
-
-
-def message_box(text, color="info", **kwargs):
-    return dbc.Alert(text, color=color, **kwargs)
-
-
-def thumb_url(entry, dataset_id, index, thumb=True):
-    """PNG URL of a dataset map (None for a latents-only dataset: no image)."""
-    if entry is None or not entry.has_maps:
-        return None
-    from dashboard.images import map_image_url
-
-    return map_image_url(dataset_id, int(index), thumb=thumb)
-
-
 def png_data_uri(arr, size=None) -> str:
     """A server-rendered PNG of an array that is not a stored map (an uploaded target)."""
     from dashboard.images import render_c2_png
@@ -194,17 +145,17 @@ def layout(ctx):
     notes = []
     if not entry.has_maps:
         sha = entry.result_attrs.get("model_sha256")
-        notes.append(message_box([html.B("This dataset holds latents only. "),
-                                  "No C2 maps: no thumbnails and no raw-pixel neighbours; latent-space neighbours are "
-                                  "listed in the grid and the table. An uploaded map can only be searched in the latent "
-                                  "space, and only if the model that made these latents is on this server",
-                                  f" (model sha256 {sha[:12]}…)" if isinstance(sha, str) and sha else
-                                  " (this dataset does not record which model that was, so an upload cannot be encoded)",
-                                  "; otherwise the upload reports that nothing could be searched."],
-                                 "warning", id="similarity-latents-only"))
+        notes.append(message([html.B("This dataset holds latents only. "),
+                              "No C2 maps: no thumbnails and no raw-pixel neighbours; latent-space neighbours are "
+                              "listed in the grid and the table. An uploaded map can only be searched in the latent "
+                              "space, and only if the model that made these latents is on this server",
+                              f" (model sha256 {sha[:12]}…)" if isinstance(sha, str) and sha else
+                              " (this dataset does not record which model that was, so an upload cannot be encoded)",
+                              "; otherwise the upload reports that nothing could be searched."],
+                             "warning", id="similarity-latents-only"))
     elif not has_raw:
-        notes.append(message_box("No precomputed raw-pixel neighbours (precompute ran with --no-raw-neighbours).",
-                                 "secondary"))
+        notes.append(message("No precomputed raw-pixel neighbours (precompute ran with --no-raw-neighbours).",
+                             "secondary"))
     picker = dbc.Card([dbc.CardHeader("Target"), dbc.CardBody([
         dcc.Graph(id="similarity-umap", figure=F.target_umap_figure(umap, labels=entry.result("labels"), target=start)
                   if umap is not None else {}, config={"displaylogo": False, "displayModeBar": False},
@@ -232,8 +183,8 @@ def layout(ctx):
                      clearable=False),
     ])], className="mb-3")
     grids = html.Div([
-        graph_card_safe("similarity-latent-grid", _empty_grid("latent"), title="latent space (64-d) neighbours"),
-        graph_card_safe("similarity-raw-grid", _empty_grid("raw"), title="raw-pixel (65,536-d) neighbours"),
+        graph_card("similarity-latent-grid", _empty_grid("latent"), title="latent space (64-d) neighbours"),
+        graph_card("similarity-raw-grid", _empty_grid("raw"), title="raw-pixel (65,536-d) neighbours"),
     ])
     table = dbc.Card([dbc.CardHeader("Every neighbour, failures included"), dbc.CardBody(dash_table.DataTable(
         id="similarity-table", data=[], page_size=24, sort_action="native", filter_action="native",
@@ -268,7 +219,7 @@ def layout(ctx):
                                         id="similarity-focus-view"))], className="mb-3", id="similarity-focus-card"),
         dcc.Store(id="similarity-focus", data=-1),
         table,
-        graph_card_safe("similarity-dist", dist_fig, title="Neighbour-distance distributions (all maps)"),
+        graph_card("similarity-dist", dist_fig, title="Neighbour-distance distributions (all maps)"),
     ], id="similarity-page")
 
 
@@ -505,7 +456,7 @@ def register_callbacks(app, services):
     def dist_csv(fig, dataset_id):
         entry = catalog.get(dataset_id)
         if entry is None:
-            return figure_csv(fig)
+            return figure_to_csv(fig)
         d = _all_distances(entry)
         cols, data = ["index"], [np.arange(entry.n_maps)]
         for space, arr in d.items():
@@ -521,9 +472,9 @@ def register_callbacks(app, services):
                                convert={"target": lambda t: (t or {}).get("index")})
 
     state = (State(DATASET_STORE, "data"),)
-    register_csv(app, "similarity-latent-grid", "neighbours_latent.csv", grid_csv, state)
-    register_csv(app, "similarity-raw-grid", "neighbours_raw.csv", grid_csv, state)
-    register_csv(app, "similarity-dist", "neighbour_distances.csv", dist_csv, state)
+    register_csv_download(app, "similarity-latent-grid", "neighbours_latent.csv", grid_csv, state, with_figure=True)
+    register_csv_download(app, "similarity-raw-grid", "neighbours_raw.csv", grid_csv, state, with_figure=True)
+    register_csv_download(app, "similarity-dist", "neighbour_distances.csv", dist_csv, state, with_figure=True)
 
 
 # =========================================================================== uploads
