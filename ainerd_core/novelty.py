@@ -128,6 +128,38 @@ def reference_for(model, maps=None, seed: int = 0, max_maps: int = 2000) -> dict
         "reference, seeded); novelty is relative to this dataset, not to the model's training data"))
 
 
+def reference_from_arrays(latents: np.ndarray, errors: np.ndarray, k: int = DEFAULT_K, seed: int = 0,
+                          max_maps: int = 2000, source: str = "") -> dict | None:
+    """The reference :func:`reference_for` builds from a dataset, made from latents (N, D) and
+    reconstruction errors (N,) already computed for every map (no second encode or decode).
+
+    The bank/reference split is the same seeded draw as :func:`reference_for`'s, so both give
+    the same reference for the same maps and seed (up to float rounding of the encoder).
+    """
+    import torch
+
+    latents = np.asarray(latents, np.float32)
+    errors = np.asarray(errors, np.float64)
+    n = len(latents)
+    if n < 8:
+        return None
+    rng = np.random.default_rng([seed, 4242])
+    idx = np.sort(rng.choice(n, size=min(n, max_maps), replace=False))
+    half = rng.permutation(len(idx))
+    bank_i, ref_i = np.sort(idx[half[: len(idx) // 2]]), np.sort(idx[half[len(idx) // 2:]])
+    bank = latents[bank_i]
+    rerr = errors[ref_i]
+    rknn = knn_distance(latents[ref_i], bank, k)
+    rerr_s, rknn_s = np.sort(rerr), np.sort(rknn)
+    comb = np.maximum(_ecdf(rerr_s, rerr), _ecdf(rknn_s, rknn))
+    return {"bank": torch.from_numpy(bank), "recon": torch.from_numpy(rerr_s),
+            "knn": torch.from_numpy(rknn_s), "combined": torch.from_numpy(np.sort(comb)), "k": int(k),
+            "n_bank": int(len(bank)), "n_reference": int(len(rerr)), "source": source or (
+                f"no reference stored with the model: built from this dataset ({len(bank_i)} maps as bank, "
+                f"{len(ref_i)} as reference, seeded); novelty is relative to this dataset, not to the model's "
+                "training data")}
+
+
 def reference_from_results(read_result, attrs: dict) -> dict | None:
     """The reference precompute stored in ``/results/novelty/reference_*`` (None if absent).
     ``read_result(name)`` returns a stored array or None (e.g. ``Dataset.read_result``)."""
@@ -137,18 +169,21 @@ def reference_from_results(read_result, attrs: dict) -> dict | None:
     return {**parts, "k": int(attrs.get("novelty_k", DEFAULT_K)), "source": str(attrs.get("novelty_source", ""))}
 
 
-def novelty_of_maps(model, maps, reference: dict, latents=None) -> dict:
+def novelty_of_maps(model, maps, reference: dict, latents=None, errors=None) -> dict:
     """Novelty of maps (N, 256, 256) array or a Dataset for ``model`` against ``reference``.
 
     Returns a dict of (N,) arrays: ``score`` float32 in [0, 1], ``recon_quantile``,
     ``knn_quantile`` float32, ``recon_error``, ``knn_distance`` float32, ``novel`` bool, and
     ``latent`` (N, D) float32; plus ``source`` (the reference's text) and ``threshold``.
-    ``latents`` (precomputed) saves the encoding. Maps that are part of a dataset-built bank are
+    ``latents`` (precomputed) saves the encoding, ``errors`` (with ``latents``) the decoding. Maps that are part of a dataset-built bank are
     compared without themselves.
     """
     if reference is None:
         raise ValueError("novelty needs a reference (see reference_for)")
-    err, lat = recon_errors(model, maps, latents)
+    if errors is not None and latents is not None:  # computed already (precompute reuses them)
+        err, lat = np.asarray(errors, np.float64), np.asarray(latents, np.float32)
+    else:
+        err, lat = recon_errors(model, maps, latents)
     bank = _as_np(reference["bank"])
     dist = knn_distance(lat, bank, int(reference.get("k", DEFAULT_K)), exclude_zero=True)
     rq = _ecdf(_as_np(reference["recon"]), err)

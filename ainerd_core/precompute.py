@@ -522,9 +522,16 @@ def precompute(path, *, model_path=None, model=None, k: int = 5, seed: int = 0,
             with clock.stage("10b. novelty"):
                 from . import novelty as NV
 
-                ref = NV.reference_for(model, ds, seed=seed)
                 own = attrs.get("latent_source") == "model"  # shipped /latents may come from another model
-                nov = NV.novelty_of_maps(model, ds, ref, latents=latent if own else None)
+                stored = getattr(model, "checkpoint_info", {}).get("novelty_reference")
+                if own and stored is None:
+                    # one decode of every map serves both the dataset-built reference and the scores
+                    errors, _ = NV.recon_errors(model, ds, latent)
+                    ref = NV.reference_from_arrays(latent, errors, seed=seed)
+                    nov = NV.novelty_of_maps(model, ds, ref, latents=latent, errors=errors)
+                else:
+                    ref = NV.reference_for(model, ds, seed=seed)
+                    nov = NV.novelty_of_maps(model, ds, ref, latents=latent if own else None)
                 for key in ("score", "recon_quantile", "knn_quantile", "recon_error", "knn_distance"):
                     res[f"novelty/{key}"] = nov[key]
                 for key in ("bank", "recon", "knn", "combined"):  # the reference, for uploads and live mode
