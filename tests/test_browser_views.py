@@ -253,7 +253,9 @@ def test_reclustering_result_is_selectable_labelled_and_clears_errors(driver, se
     assert g["legend"].startswith("k-means, k = 4")
     assert checked(driver, "timeline-k") == rid
     # the sectors page offers it too, and a reload keeps it
-    driver.find_element("css selector", "a.nav-link[href*='/sectors']").click()
+    link = driver.find_element("css selector", "a.nav-link[href*='/sectors']")
+    # the page has scrolled the clicked maps into view (the navbar is above it): click as a script
+    driver.execute_script("arguments[0].click();", link)
     wait_for(lambda: checked(driver, "sectors-k") == rid, what="result chosen on the sectors page")
     driver.refresh()
     wait_for(lambda: checked(driver, "sectors-k") == rid, what="result kept after a reload")
