@@ -272,7 +272,8 @@ class LoginRateLimiter:
             return
         key = self._key(client)
         if self._redis is not None:
-            self._redis.decr(key)
+            if self._redis.decr(key) <= 0:  # never leave a counter behind without its expiry
+                self._redis.delete(key)
         else:
             self._store.uncount_login_attempt(key)
 
