@@ -94,7 +94,8 @@ def _as_1d(path, group: str, name: str, values, n: int | None) -> np.ndarray:
 
 def _write_array(group: h5py.Group, name: str, arr: np.ndarray) -> None:
     if arr.dtype.kind in "OUS":
-        group.create_dataset(name, data=np.asarray(arr, dtype=object).astype(str).astype(object), dtype=_STR)
+        # astype(str) decodes a bytes ('S') array; str() of each object would write "b'...'"
+        group.create_dataset(name, data=np.asarray(arr).astype(str).astype(object), dtype=_STR)
     else:
         group.create_dataset(name, data=arr)
 
@@ -460,11 +461,7 @@ def _write_group(f: h5py.File, group: str, fields: Mapping | None) -> None:
         return
     g = f.require_group(group)
     for name, value in fields.items():
-        arr = np.asarray(value)
-        if arr.dtype.kind in "OUS":
-            g.create_dataset(name, data=arr.astype(str).astype(object), dtype=_STR)
-        else:
-            g.create_dataset(name, data=arr)
+        _write_array(g, name, np.asarray(value))
 
 
 def append_segment(path, number: int, *, maps=None, meta: Mapping | None = None, rows: Mapping | None = None,
