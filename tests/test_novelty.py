@@ -62,3 +62,19 @@ def test_stored_reference_is_used_and_survives_a_checkpoint(tmp_path, demo_maps)
     assert got["source"] == "unit test" and got["n_bank"] == 24
     nov = NV.novelty_of_maps(m2, ood_maps()[:1], got)
     assert nov["novel"].all() and nov["source"] == "unit test"
+
+
+def test_reference_from_precomputed_arrays_equals_the_one_built_from_maps(demo_maps):
+    """Precompute reuses one decode of every map for the reference and the scores: the same
+    seeded bank/reference split, so the same reference and scores as encoding the maps again."""
+    model = M.load_model(device="cpu")
+    maps = demo_maps[0]
+    built = NV.reference_for(model, maps, seed=0)
+    errors, latents = NV.recon_errors(model, maps)
+    reused = NV.reference_from_arrays(latents, errors, seed=0)
+    assert reused["n_bank"] == built["n_bank"] and reused["n_reference"] == built["n_reference"]
+    for key in ("bank", "recon", "knn", "combined"):
+        np.testing.assert_allclose(NV._as_np(reused[key]), NV._as_np(built[key]), rtol=1e-4, atol=1e-6)
+    a = NV.novelty_of_maps(model, maps, reused, latents=latents, errors=errors)
+    b = NV.novelty_of_maps(model, maps, built)
+    np.testing.assert_allclose(a["score"], b["score"], atol=0.05)
