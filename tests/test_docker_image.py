@@ -28,7 +28,7 @@ from browser_support import REPO, find_props, free_port
 from docker_support import DockerUnavailable, build_image, docker, docker_cli, image_exists
 
 from benchmarks.evaluation_load import click_payload
-from test_hosting import client, login
+from test_hosting import assert_refused_without_credentials, client, login
 
 pytestmark = pytest.mark.slow
 
@@ -165,11 +165,7 @@ def test_non_root_and_private_instance(running):
 @pytest.mark.parametrize("method, path", [("GET", "/_dash-layout"), ("POST", "/_dash-update-component"),
                                           ("GET", "/admin/"), ("POST", "/admin/_dash-update-component")])
 def test_refused_without_credentials(running, method, path):
-    r = requests.request(method, running.url + path, json={} if method == "POST" else None,
-                         headers={"Accept": "application/json"}, allow_redirects=False, timeout=10)
-    assert r.status_code == 401, (path, r.status_code)
-    r = requests.get(running.url + "/", allow_redirects=False, timeout=10)
-    assert r.status_code == 302 and r.headers["Location"].startswith("/login?next=")
+    assert_refused_without_credentials(running.url, method, path)
 
 
 def test_viewer_and_admin_login(running):

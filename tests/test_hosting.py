@@ -118,10 +118,15 @@ def test_healthz_and_workers(hosted):
                                           ("GET", "/admin/"), ("GET", "/admin/_dash-layout"),
                                           ("POST", "/admin/_dash-update-component")])
 def test_refused_without_credentials(hosted, method, path):
-    r = requests.request(method, hosted.url + path, json={} if method == "POST" else None,
+    assert_refused_without_credentials(hosted.url, method, path)
+
+
+def assert_refused_without_credentials(base: str, method: str, path: str) -> None:
+    """An anonymous request gets 401 (JSON clients) and a page visit is sent to the login form."""
+    r = requests.request(method, base + path, json={} if method == "POST" else None,
                          headers={"Accept": "application/json"}, allow_redirects=False, timeout=10)
     assert r.status_code == 401, (path, r.status_code)
-    r = requests.get(hosted.url + "/", allow_redirects=False, timeout=10)
+    r = requests.get(base + "/", allow_redirects=False, timeout=10)
     assert r.status_code == 302 and r.headers["Location"].startswith("/login?next=")
 
 
