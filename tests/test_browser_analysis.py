@@ -222,7 +222,7 @@ def test_clusters_figures_examples_and_recluster(driver, server, explorer_data, 
         text = driver.find_element("css selector", "#recluster-result").text
         return text if text.startswith("k-means, k = 3: sizes") else None
 
-    text = wait_for(done, timeout=60, interval=0.05, what="re-clustering result")
+    text = wait_for(done, timeout=240, interval=0.05, what="re-clustering result")
     assert any(v not in (None, "0") for v in seen), seen                  # progress was shown
     sizes = [int(s) for s in text.split("sizes ")[1].split(" (")[0].split()]
     assert sum(sizes) == len(labels_k3) and len(sizes) == 3
