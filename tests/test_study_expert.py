@@ -20,6 +20,7 @@ from sqlalchemy import event
 from ainerd_core import study_expert
 from ainerd_core.studies import Rating, RatingEvent, StudyStore, get_engine
 from ainerd_core.testing import build_tiny
+from benchmarks.evaluation_load import click_payload
 from browser_support import find_props
 from dashboard.app import create_app
 from dashboard.config import Config
@@ -70,12 +71,7 @@ def login(world, i=0):
 
 
 def click(c, dep, button, pos):
-    outputs = [dict(zip(("id", "property"), o.rsplit(".", 1))) for o in dep["output"].strip(".").split("...")]
-    inputs = [{"id": i["id"], "property": i["property"], "value": 1 if i["id"] == button else 0} for i in dep["inputs"]]
-    state = [{"id": s["id"], "property": s["property"], "value": pos} for s in dep["state"]]
-    return c.post("/evaluate/_dash-update-component", json={
-        "output": dep["output"], "outputs": outputs, "inputs": inputs, "state": state,
-        "changedPropIds": [f"{button}.n_clicks"]})
+    return c.post("/evaluate/_dash-update-component", json=click_payload(dep, button, pos))
 
 
 def test_one_connection_per_request_and_no_admin_table(world):
