@@ -375,7 +375,7 @@ def init_admin(server: flask.Flask, config) -> dash.Dash:
         return home()
 
     # ---------------------------------------------------------------- uploads (checked in the browser first)
-    from .pages.similarity import upload_check_js
+    from .validation import upload_check_js
 
     app.clientside_callback(upload_check_js(config), Output("admin-upload-checked", "data"),
                             Output("admin-upload-name", "children"), Input("admin-target-upload", "contents"),
