@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 from ainerd_core.studies import Assignment, Rating, RatingEvent, StudyStore
 from dashboard.testing import find_props
+from benchmarks.common import write_json
 
 
 def build_dataset(path: Path, n: int = 60) -> Path:
@@ -191,8 +192,7 @@ def main(argv=None) -> int:
         "database": "sqlite WAL synchronous=FULL" if db.startswith("sqlite") else db.split(":", 1)[0],
     }
     print(json.dumps(figures, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1))
+    write_json(args.json, figures)
     ok = not problems and not errors
     print("OK: no lost or duplicated rating" if ok else "FAILED", file=sys.stderr)
     print(f"p95 {figures['rating_ms']['p95']} ms (target < 200 ms)", file=sys.stderr)
