@@ -20,11 +20,9 @@ gradients with respect to inputs and to weights), minus the input gradient of th
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +31,7 @@ import torch.nn.functional as F
 from ainerd_core import model as M
 from ainerd_core.model import Autoencoder, _conv_flops, decoder_flops, encoder_flops
 from ainerd_core.train import LR_BASE, LR_MAX, random_diagonal_shift
+from benchmarks.common import write_json
 
 
 def make(variant: str, seed: int = 0):
@@ -102,8 +101,7 @@ def main(argv=None) -> int:
         res["gflops"][v] = med * step_flops / 1e9
         print(f"  {v:14s} {med:7.1f} maps/s  x{med / base:4.2f}  {med * step_flops / 1e9:6.1f} GFLOP/s  "
               f"(rounds: {', '.join(f'{t:.1f}' for t in times[v])})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
+    write_json(args.json, res)
     return 0
 
 
