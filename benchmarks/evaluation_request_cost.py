@@ -32,6 +32,8 @@ from pathlib import Path
 
 from sqlalchemy import event
 
+from benchmarks.common import write_json
+
 
 def _click(dep: dict, button: str, pos: int) -> dict:
     from benchmarks.evaluation_load import click_payload
@@ -137,7 +139,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
     if args.postgres:
-        from tests.postgres_support import PostgresServer
+        from ainerd_core.postgres_server import PostgresServer
 
         with PostgresServer(durable=True) as pg:
             return _report(measure(pg.new_database("cost"), args.n, args.profile), args.json)
@@ -153,8 +155,7 @@ def _report(out: dict, json_path) -> int:
         print(f"{kind}: {f['cpu_ms_median']} ms CPU (x{f['over_baseline']} of GET /healthz "
               f"{out['baseline']['cpu_ms_median']} ms), {f['statements']} SQL statements, "
               f"{f['checkouts']} pool checkouts per request", file=sys.stderr)
-    if json_path:
-        Path(json_path).write_text(json.dumps(out, indent=1))
+    write_json(json_path, out)
     if prof:
         print(prof)
     return 0
