@@ -19,7 +19,6 @@ Targets (paper scale, 13,000 maps): page loads < 1.5 s, interactions < 150 ms at
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 from ainerd_core.results import K_SET
 from dashboard.testing import start_server
+from benchmarks.common import write_json
 
 PAGES = ("/", "/timeline", "/sectors", "/latent-map")
 
@@ -257,10 +257,9 @@ def main(argv=None) -> int:
     for name, v in results.items():
         print(f"{name:45s} {pct(v, 50):8.1f} {pct(v, 95):8.1f} {sizes.get(name, ''):>10}")
     print(f"server RSS after first page loads {rss_after_pages:.0f} MB, at the end {rss_end:.0f} MB")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"n_maps": n, "cold": cold, "rss_mb": rss_end,
-                                               "p50_ms": {k: pct(v, 50) for k, v in results.items()},
-                                               "p95_ms": {k: pct(v, 95) for k, v in results.items()}}, indent=1))
+    write_json(args.json, {"n_maps": n, "cold": cold, "rss_mb": rss_end,
+                           "p50_ms": {k: pct(v, 50) for k, v in results.items()},
+                           "p95_ms": {k: pct(v, 95) for k, v in results.items()}})
     return 0
 
 

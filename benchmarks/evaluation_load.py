@@ -4,7 +4,7 @@
 
 Builds a small dataset, creates one study with N experts (same database as the server: SQLite,
 ``--db URL``, or ``--postgres``: a throw-away PostgreSQL server with its default, durable
-settings, started from Debian's binaries by ``tests/postgres_support.py``), starts gunicorn with
+settings, started from Debian's binaries by ``ainerd_core/postgres_server.py``), starts gunicorn with
 ``gunicorn.conf.py`` and W workers (3 = the image's WEB_CONCURRENCY), and runs one thread per expert, each
 with its own HTTP session cookie: open the link, read the layout and the callback definitions,
 then rate every image through ``POST /evaluate/_dash-update-component`` exactly like the browser
@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 from ainerd_core.studies import Assignment, Rating, RatingEvent, StudyStore
 from dashboard.testing import find_props
+from benchmarks.common import write_json
 
 
 def build_dataset(path: Path, n: int = 60) -> Path:
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.postgres:
         # the suite's own throw-away server (run from the checkout root: python -m benchmarks.evaluation_load)
-        from tests.postgres_support import PostgresServer
+        from ainerd_core.postgres_server import PostgresServer
 
         with PostgresServer(durable=True) as pg:
             rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--postgres"]
@@ -191,8 +192,7 @@ def main(argv=None) -> int:
         "database": "sqlite WAL synchronous=FULL" if db.startswith("sqlite") else db.split(":", 1)[0],
     }
     print(json.dumps(figures, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1))
+    write_json(args.json, figures)
     ok = not problems and not errors
     print("OK: no lost or duplicated rating" if ok else "FAILED", file=sys.stderr)
     print(f"p95 {figures['rating_ms']['p95']} ms (target < 200 ms)", file=sys.stderr)

@@ -26,7 +26,6 @@ processes took from us.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -42,6 +41,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 from ainerd_core.testing import c2_full, write_aps_nexus
+from benchmarks.common import write_json
 
 PY = sys.executable
 
@@ -287,8 +287,7 @@ def main(argv=None) -> int:
                   + ", ".join(f"{n}: {r:.0f}" for n, r in checkpoints.items())
                   + f"; slope after the first 25 %: {slope:+.2f} MB per 100 files")
     finally:
-        if args.json:
-            args.json.write_text(json.dumps(result, indent=2, default=str))
+        write_json(args.json, result)
         shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -178,6 +178,22 @@ class DatasetEntry(ResultsView):
         cls = sector_class(phi, float(self.attrs.get("flow_axis_deg", 90.0)))
         return {int(s): str(c) for s, c in zip(sectors, cls)}
 
+    def maps_at_time(self, time_index: int) -> np.ndarray:
+        """Indices of the maps of one time point (an index into ``tables/times``), ordered by
+        sector; empty for an index out of range."""
+        def table():
+            ti = self.result("tables/time_index")
+            if ti is None:
+                _, ti = np.unique(self.meta["time"], return_inverse=True)
+            order = np.lexsort((self.meta["sector"], ti))
+            bounds = np.searchsorted(ti[order], np.arange(ti.max() + 2))
+            return order, bounds
+        order, bounds = self.cached("timeline/maps_by_time", table)
+        time_index = int(time_index)
+        if not 0 <= time_index < len(bounds) - 1:
+            return np.zeros(0, dtype=int)
+        return order[bounds[time_index]:bounds[time_index + 1]]
+
     # ------------------------------------------------------------------ maps
     def read_map(self, index: int) -> np.ndarray:
         """One C2 map (size, size) float32; raises InputError for a latents-only dataset."""

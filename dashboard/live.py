@@ -29,6 +29,7 @@ import dash_bootstrap_components as dbc
 import numpy as np
 from dash import Input, Output, State, dcc, html
 
+from .clusterings import pick_k
 from .pages import DATASET_STORE
 
 log = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ def register_live_callbacks(app, services) -> None:
         if entry is None or not entry.has_results:
             return dash.no_update
         times = entry.result("tables/times")
-        fig = T.build_figure(entry, T.pick_k(entry, k, instance_dir), instance_dir=instance_dir,
+        fig = T.build_figure(entry, pick_k(entry, k, instance_dir), instance_dir=instance_dir,
                              time_index=index_or_none(time_index, 0 if times is None else len(times)), panels=panels)
         return keep_view(fig, old, relayout)
 
@@ -198,7 +199,6 @@ def register_live_callbacks(app, services) -> None:
                   prevent_initial_call=True)
     def redraw_sectors(live, k, old, relayout):
         from .pages import sectors as S
-        from .pages.timeline import pick_k
 
         entry = changed_entry(live)
         if entry is None or not entry.has_results:
@@ -211,7 +211,6 @@ def register_live_callbacks(app, services) -> None:
                   State("latent-graph", "relayoutData"), prevent_initial_call=True)
     def redraw_latent(live, color_by, k, share, times, selected, old, relayout):
         from .pages import latent_map as L
-        from .pages.timeline import pick_k
 
         entry = changed_entry(live)
         if entry is None or not entry.has_results:

@@ -8,13 +8,13 @@ import numpy as np
 from dash import Input, Output, State, dcc, html
 
 from ..c2view import fit_columns, order_note
+from ..clusterings import choice_label, k_options, labels_for, pick_k
 from ..exports import sector_time_csv
 from .. import view_state
 from ..explorer import graph_card, help_link, map_detail, register_csv_download
 from ..figures.sectors import sector_heatmap
 from ..images import map_image_url
 from . import DATASET_STORE
-from .timeline import choice_label, k_options, labels_for, pick_k
 
 PATH = "/sectors"
 TITLE = "Sectors"

@@ -28,6 +28,7 @@ from dashboard.explorer import graph_card, message, register_csv_download, thumb
 from dashboard.exports import csv_text, figure_to_csv
 from dashboard.figures import similarity as F
 from dashboard.pages import DATASET_STORE
+from dashboard.validation import upload_check_js, upload_limit_bytes
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +52,6 @@ def png_data_uri(arr, size=None) -> str:
 
 
 # =========================================================================== upload parsing
-def upload_limit_bytes(config) -> int:
-    """Largest .npy file an upload may be: the request limit, less base64's 4/3 and room for the
-    rest of the callback request (64 KiB)."""
-    return max(0, (config.max_upload_bytes - 64 * 1024) * 3 // 4)
-
-
-def upload_check_js(config) -> str:
-    """Clientside check of an upload before it is sent: a name that is not .npy or a file over the
-    limit gets a message (the server would refuse the request with 413, which the page cannot show)."""
-    limit_chars = max(0, config.max_upload_bytes - 64 * 1024)
-    limit_mib = upload_limit_bytes(config) / 2**20
-    return ("function(contents, filename) {"
-            " var nu = window.dash_clientside.no_update;"
-            " if (!contents) { return [nu, '']; }"
-            " var name = filename || 'upload';"
-            " if (!/\\.npy$/i.test(name)) { return [null, name + ': not a .npy file; upload a NumPy .npy file holding one square 2-d map.']; }"
-            f" if (contents.length > {limit_chars}) {{ return [null, name + ' is ' + (contents.length * 0.75 / 1048576).toFixed(1)"
-            f" + ' MiB: uploads are limited to {limit_mib:.1f} MiB (AINERD_MAX_UPLOAD_MB on the server).']; }}"
-            " return [contents, ''];"
-            "}")
-
-
 def parse_upload(contents: str, filename: str | None) -> np.ndarray:
     """A dcc.Upload ``contents`` string of a .npy file -> normalised (256, 256) float32 map.
 
