@@ -26,11 +26,10 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ainerd_core import model as M
 from ainerd_core.model import Autoencoder, _conv_flops, decoder_flops, encoder_flops
-from ainerd_core.train import LR_BASE, LR_MAX, random_diagonal_shift
+from ainerd_core.train import LR_BASE, LR_MAX, optimisation_step, random_diagonal_shift
 from benchmarks.common import write_json
 
 
@@ -51,13 +50,7 @@ def step(variant, m, opt, sched, x):
     M.DROP_RELU_KERNEL = False if variant == "ours_torch_dropout" else None
     if variant == "plain_cl":
         x = x.contiguous(memory_format=torch.channels_last)
-    y = m(x)
-    loss = F.mse_loss(y, x)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    sched.step()
-    return float(loss.detach())
+    return float(optimisation_step(m, opt, sched, x))
 
 
 def main(argv=None) -> int:
