@@ -13,13 +13,17 @@ per request. What one request costs (``benchmarks/evaluation_request_cost.py``):
   with the answered count in one SELECT;
 - **what never changes is cached per process**: an expert's study, target key and, per
   position, candidate id and image key (written once at creation; no code path updates or
-  deletes them) and candidate PNGs (rendered once at creation; an LRU bounded by bytes, see
-  ``PNG_CACHE_BYTES``). Whether the expert may rate (revoked, expired, study closed) is read
-  from the database on every request, never cached: revocation and closing act at once in
-  every worker.
+  deletes them) and the candidate and target PNGs (rendered once at creation and stored in the
+  database; an LRU bounded by bytes, see ``PNG_CACHE_BYTES``; PostgreSQL also prepares the
+  statements server-side after a few runs, psycopg's default). Whether the expert may rate
+  (revoked, expired, study closed) is read from the database on every request, never cached:
+  revocation and closing act at once in every worker.
+- the pool is SQLAlchemy's default (5 + 10 overflow per process; a request holds one
+  connection, a gunicorn worker runs 4 threads); PostgreSQL connections are pre-pinged at
+  checkout (one round trip per request) so that a restarted database costs no failed request.
 
-Blinding: everything here reads only ``studies.status``, ``experts``, ``assignments``,
-``candidates.png`` and ``ratings``; never ``candidate_sources`` nor ``candidates.dataset_index``
+Blinding: everything here reads only ``studies.status`` and ``target_png``, ``experts``,
+``assignments``, ``candidates.png`` and ``ratings``; never ``candidate_sources`` nor ``candidates.dataset_index``
 (``tests/test_evaluation_security.py``, ``tests/test_blinding.py``).
 """
 from __future__ import annotations
@@ -112,7 +116,7 @@ _SLOTS: dict[tuple[str, int], Slots] = {}
 
 
 class _PngCache:
-    """Candidate PNG bytes by (database URL, candidate id); least recently used out beyond the budget."""
+    """PNG bytes by (database URL, "candidate" or "study", id); least recently used out beyond the budget."""
 
     def __init__(self, budget: int):
         self.budget, self.size = budget, 0
@@ -319,14 +323,15 @@ def image(store, expert_id, key: str, check: bool = True) -> tuple[bytes | None,
         if s is None:
             return None, reason
         if key == s.target_key:
-            return c.execute(Q_TARGET_PNG, {"study_id": s.study_id}).scalar(), ""
-        pos = s.key_index.get(key)
-        if pos is None:
+            stmt, cache_key, params = Q_TARGET_PNG, (store.url, "study", s.study_id), {"study_id": s.study_id}
+        elif key in s.key_index:
+            cid = s.candidates[s.key_index[key]]
+            stmt, cache_key, params = Q_PNG, (store.url, "candidate", cid), {"candidate_id": cid}
+        else:
             return None, ""
-        cid = s.candidates[pos]
-        png = _PNGS.get((store.url, cid))
+        png = _PNGS.get(cache_key)
         if png is None:
-            png = c.execute(Q_PNG, {"candidate_id": cid}).scalar()
+            png = c.execute(stmt, params).scalar()
             if png is not None:
-                _PNGS.put((store.url, cid), png)
+                _PNGS.put(cache_key, png)
         return png, ""

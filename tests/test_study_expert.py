@@ -107,8 +107,8 @@ def test_one_connection_per_request_and_no_admin_table(world):
 def test_revocation_and_closing_are_never_cached(world):
     store, (expert, _) = world["store"], world["tokens"][1]
     c, dep, layout = login(world, 1)
-    src = find_props(layout, "eval-candidate")["src"]
-    assert c.get(src).status_code == 200  # caches warm: slots and this PNG
+    src, target = find_props(layout, "eval-candidate")["src"], find_props(layout, "eval-target")["src"]
+    assert c.get(src).status_code == 200 and c.get(target).status_code == 200  # caches warm: slots, PNGs
     assert click(c, dep, "rate-similar", 0).status_code == 200
     for act, undo, word in ((lambda: store.revoke(str(expert.id)), lambda: store.restore(expert.id), "withdrawn"),
                             (lambda: store.close_study(world["study"].id), lambda: store.reopen(world["study"].id),
@@ -118,14 +118,14 @@ def test_revocation_and_closing_are_never_cached(world):
         payload = json.loads(r.data)["response"]
         assert word in payload["eval-error"]["children"] and payload["rate-similar"]["disabled"] is True
         assert set(payload) == {"rate-similar", "rate-not-similar", "eval-error"}
-        assert c.get(src).status_code == 403
+        assert c.get(src).status_code == 403 and c.get(target).status_code == 403
         assert click(c, dep, "rate-next", 0).status_code == 200  # answered, but only with the reason
         with get_engine(store.url).connect() as conn:
             events = conn.execute(RatingEvent.__table__.select().where(RatingEvent.expert_id == expert.id)).all()
             ratings = conn.execute(Rating.__table__.select().where(Rating.expert_id == expert.id)).all()
         assert len(events) == 1 and len(ratings) == 1  # the refused clicks left nothing
         undo()
-        assert c.get(src).status_code == 200
+        assert c.get(src).status_code == 200 and c.get(target).data.startswith(b"\x89PNG")
     r = click(c, dep, "rate-not-similar", 1)
     assert json.loads(r.data)["response"]["eval-error"]["children"] == ""
     assert store.expert_view(expert.id)["rated"] == 2
