@@ -1,6 +1,6 @@
 """The expert side per request (ainerd_core/study_expert.py), on SQLite and PostgreSQL, through the app.
 
-- a rating click is one pool checkout and 4 statements, an image one checkout (counted with
+- a rating click is one pool checkout and 3 statements, an image one checkout (counted with
   SQLAlchemy events: the work per request cannot silently grow back);
 - nothing the expert side executes names ``candidate_sources`` or ``dataset_index`` (every SQL
   statement of a whole expert session is recorded);
@@ -98,8 +98,8 @@ def test_one_connection_per_request_and_no_admin_table(world):
         assert click(c, dep, "rate-back", total).status_code == 200
         assert c.get("/evaluate/_dash-layout").status_code == 200
     # after the first click (which reads the expert's fixed data once) every click is one
-    # checkout and 4 statements: upsert, re-check, event, next position with the count
-    assert per_click[0][0] == 1 and all(p == (1, 4) for p in per_click[1:]), per_click
+    # checkout and 3 statements: the upsert if still allowed, the event, next position with the count
+    assert per_click[0][0] == 1 and all(p == (1, 3) for p in per_click[1:]), per_click
     assert everything.sql and not any("candidate_sources" in s or "dataset_index" in s for s in everything.sql)
     assert store.expert_view(world["tokens"][0][0].id)["rated"] == total
 
@@ -166,3 +166,16 @@ def test_png_cache_is_bounded_and_serves_the_stored_bytes(world):
     first = store.image_for_key(expert.id, key)
     assert first.startswith(b"\x89PNG") and study_expert.image(store, expert.id, key) == (first, "")
     assert study_expert.image(store, expert.id + 1, key)[0] is None  # another expert's key: nothing
+
+
+def test_the_write_itself_refuses_an_expired_link(world):
+    store, study = world["store"], world["study"]
+    late, _ = store.add_expert(study.id, "Late", expires_days=-1)
+    with pytest.raises(study_expert.Refused) as exc:
+        store.record_rating(late.id, 0, True)
+    assert exc.value.reason == study_expert.EXPIRED
+    with get_engine(store.url).connect() as conn:
+        assert not conn.execute(Rating.__table__.select().where(Rating.expert_id == late.id)).all()
+        assert not conn.execute(RatingEvent.__table__.select().where(RatingEvent.expert_id == late.id)).all()
+    soon, _ = store.add_expert(study.id, "Soon", expires_days=1)
+    assert store.record_rating(soon.id, 0, False)["version"] == 1
