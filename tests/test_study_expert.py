@@ -179,3 +179,36 @@ def test_the_write_itself_refuses_an_expired_link(world):
         assert not conn.execute(RatingEvent.__table__.select().where(RatingEvent.expert_id == late.id)).all()
     soon, _ = store.add_expert(study.id, "Soon", expires_days=1)
     assert store.record_rating(soon.id, 0, False)["version"] == 1
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # SQLite has no server connection
+def test_idle_server_connections_are_replaced_before_use(world, database, monkeypatch):
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.pool import NullPool
+
+    from ainerd_core import studies
+
+    store, eid = world["store"], world["tokens"][0][0].id
+    admin = create_engine(database.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+
+    def restart_like():  # the server ends every other connection to this database, as a restart does
+        assert store.check_expert(eid)[0] == eid  # a pooled connection exists and was just used
+        with admin.connect() as c:
+            c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+
+    # control: a connection used moments ago is not pinged, so its death fails one request...
+    monkeypatch.setattr(studies, "PING_IDLE_S", 1e9)
+    restart_like()
+    with pytest.raises(OperationalError):
+        store.check_expert(eid)
+    assert store.check_expert(eid)[0] == eid  # ...and the pool is replaced for the next one
+    # once idle for PING_IDLE_S, it is pinged at checkout and replaced before the request uses it
+    monkeypatch.setattr(studies, "PING_IDLE_S", 0.0)
+    restart_like()
+    assert store.check_expert(eid)[0] == eid
+    c, dep, layout = login(world)
+    restart_like()
+    assert click(c, dep, "rate-similar", find_props(layout, "eval-pos")["data"]).status_code == 200
+    admin.dispose()
