@@ -5,7 +5,9 @@
   gunicorn command of the Dockerfile) on a free port and waits for ``/healthz``.
 - :func:`make_driver` starts headless Debian Chromium through chromedriver (Selenium), with
   the browser console log enabled so tests can fail on console errors.
-- :func:`wait_for`, :func:`console_errors`, :func:`find_props`: polling and inspection helpers.
+- :func:`wait_for`, :func:`console_errors`, :func:`find_props`, :func:`find_component`: polling
+  and inspection helpers.
+- :func:`signed_in_client`: a Flask test client already signed in as a role (no login form).
 
 ``tests/browser_support.py`` adds the pytest side (skip, or fail under ``AINERD_REQUIRE_BROWSER=1``).
 """
@@ -174,3 +176,28 @@ def find_props(node, cid):
         if got is not None:
             return got
     return None
+
+
+def find_component(node, cid):
+    """The component with id ``cid`` in a Dash component tree (the Python objects a layout
+    function returns, not their JSON), or None."""
+    if getattr(node, "id", None) == cid:
+        return node
+    children = getattr(node, "children", None)
+    for child in children if isinstance(children, (list, tuple)) else [children]:
+        if child is not None and not isinstance(child, (str, int, float)):
+            got = find_component(child, cid)
+            if got is not None:
+                return got
+    return None
+
+
+def signed_in_client(app, config, role: str):
+    """A test client of the Flask ``app`` whose session is signed in as ``role`` ('admin' or
+    'viewer'), as after a successful login with ``config``'s password."""
+    from dashboard import auth
+
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session.update(auth.session_values(config, role))
+    return client

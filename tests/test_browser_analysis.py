@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 
 from ainerd_core.dataset import open_dataset
-from browser_support import (console_errors, make_driver, quit_driver, require_browser, start_server,
-                             wait_for)
+from browser_support import console_errors, wait_for
 from conftest import E031
-from dashboard_fixtures import explorer_data  # noqa: F401
 
 pytestmark = pytest.mark.browser
+WINDOW = (1400, 1100)  # the browser window of the module's `driver` (tests/browser_support.py)
 
 GRID_JS = """
 const g = document.getElementById(arguments[0]);
@@ -35,21 +34,6 @@ const conv = v => (v == null ? null : (ArrayBuffer.isView(v) ? Array.from(v) : v
 return p.data.map(t => ({name: t.name, x: conv(t.x), y: conv(t.y), meta: t.meta || null,
                          customdata: conv(t.customdata)}));
 """
-
-
-@pytest.fixture(scope="module")
-def server(explorer_data, tmp_path_factory):  # noqa: F811
-    require_browser()
-    srv = start_server(explorer_data, tmp_path_factory.mktemp("instance-analysis"))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def driver(server):
-    d = make_driver(1400, 1100)
-    yield d
-    quit_driver(d)
 
 
 def _open(driver, server, path):

@@ -9,25 +9,18 @@ import time
 
 import pytest
 
-from browser_support import console_errors, make_driver, quit_driver, require_browser, start_server, wait_for
+from browser_support import PLOTLY_ARRAYS_JS, console_errors, make_driver, quit_driver, require_browser, start_server, wait_for
 from dashboard_fixtures import explorer_data  # noqa: F401
 from test_watch import aps_file, watcher
 
 pytestmark = pytest.mark.browser
 
-BAR_TIMES_JS = """
+BAR_TIMES_JS = PLOTLY_ARRAYS_JS + """
 const gd = document.querySelector('#timeline-graph .js-plotly-plot');
 if (!gd || !gd.data) return null;
-const TYPES = {f8: Float64Array, f4: Float32Array, i4: Int32Array};
-const arr = v => {
-  if (v == null) return [];
-  if (v.bdata === undefined) return Array.from(v);
-  const bin = atob(v.bdata), buf = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) buf[i] = bin.charCodeAt(i);
-  return Array.from(new TYPES[v.dtype](buf.buffer));
-};
 const xs = new Set();
-gd.data.filter(t => t.type === 'bar' || (t.name || '').startsWith('cluster')).forEach(t => arr(t.x).forEach(x => xs.add(x)));
+gd.data.filter(t => t.type === 'bar' || (t.name || '').startsWith('cluster'))
+  .forEach(t => (arr(t.x) || []).forEach(x => xs.add(x)));
 return {times: Array.from(xs).sort((a, b) => a - b), range: (gd._fullLayout.xaxis || {}).range};
 """
 
