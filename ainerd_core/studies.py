@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text,
                         UniqueConstraint, create_engine, event, func, select)
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, deferred, mapped_column
 
 from .atomic import atomic_write_text
@@ -707,145 +707,41 @@ class StudyStore:
     # ---------------------------------------------------------------- expert side
     # Everything below reads only studies.status, experts, assignments, candidates.png and ratings:
     # never candidate_sources nor candidates.dataset_index.
+    # The per-request work (one connection, prebuilt statements, per-process caches) lives in
+    # ainerd_core.study_expert; these are its entry points for the CLI, tests and other callers.
     def expert_for_token(self, token: str) -> tuple[int | None, str]:
         """(expert id, '') for a usable token, else (None, reason shown to the visitor)."""
+        from . import study_expert
+
         if not isinstance(token, str) or not 20 <= len(token) <= 100:
-            return None, "This link is not valid."
-        with self.reader.connect() as c:
-            row = c.execute(select(Expert.id).where(Expert.token_hash == hash_token(token))).first()
-        if row is None:
-            return None, "This link is not valid."
-        return self.check_expert(row[0])
+            return None, study_expert.INVALID
+        return study_expert.for_token(self, hash_token(token))
 
     def check_expert(self, expert_id) -> tuple[int | None, str]:
         """(expert id, '') if the expert may rate now, else (None, reason)."""
-        try:
-            expert_id = int(expert_id)
-        except (TypeError, ValueError):
-            return None, "No evaluation session: open the link you were sent."
-        with self.reader.connect() as c:
-            row = c.execute(select(Expert.revoked_utc, Expert.expires_utc, Study.status)
-                            .join(Study, Study.id == Expert.study_id).where(Expert.id == expert_id)).first()
-        if row is None:
-            return None, "This link is not valid."
-        if row.revoked_utc is not None:
-            return None, "This link has been withdrawn by the organiser."
-        if row.expires_utc is not None and row.expires_utc < utcnow():
-            return None, "This link has expired."
-        if row.status != "open":
-            return None, "This evaluation is closed. Thank you for your help."
-        return expert_id, ""
+        from . import study_expert
+
+        return study_expert.check(self, expert_id)
 
     def expert_view(self, expert_id: int, position: int | None = None) -> dict:
         """What the expert sees: target key, the image key at ``position`` (default: resume
         position = first unrated), the current answer there, rated count and total."""
-        with self.reader.connect() as c:
-            total, target_key = self._fixed(c, expert_id)
-            rated = c.execute(select(func.count()).select_from(Rating).where(Rating.expert_id == expert_id)).scalar()
-            if position is None:
-                position = self._next_unrated(c, expert_id, -1)
-                if position is None:
-                    position = total  # all rated: the 'done' view
-            position = max(0, min(int(position), total))
-            key = answer = None
-            if position < total:
-                row = c.execute(select(Assignment.image_key, Rating.similar)
-                                .outerjoin(Rating, (Rating.expert_id == Assignment.expert_id)
-                                           & (Rating.candidate_id == Assignment.candidate_id))
-                                .where(Assignment.expert_id == expert_id, Assignment.position == position)).first()
-                key, answer = row.image_key, row.similar
-        return {"target_key": target_key, "position": position, "total": total, "rated": rated,
-                "image_key": key, "answer": answer}
+        from . import study_expert
 
-    _FIXED: dict = {}
-    _SLOTS: dict = {}
-
-    def _fixed(self, c, expert_id: int) -> tuple[int, str]:
-        """(number of images, target key) of an expert: fixed at creation, so cached per process."""
-        key = (self.url, expert_id)
-        got = self._FIXED.get(key)
-        if got is None:
-            total = c.execute(select(func.count()).select_from(Assignment).where(Assignment.expert_id == expert_id)).scalar()
-            target_key = c.execute(select(Expert.target_key).where(Expert.id == expert_id)).scalar()
-            got = (int(total), target_key)
-            if target_key is not None:
-                self._FIXED[key] = got
-        return got
-
-    def expert_total(self, expert_id: int) -> int:
-        with self.reader.connect() as c:
-            return self._fixed(c, expert_id)[0]
-
-    @staticmethod
-    def _next_unrated(c, expert_id: int, after: int) -> int | None:
-        q = (select(func.min(Assignment.position))
-             .outerjoin(Rating, (Rating.expert_id == Assignment.expert_id)
-                        & (Rating.candidate_id == Assignment.candidate_id))
-             .where(Assignment.expert_id == expert_id, Rating.candidate_id.is_(None)))
-        nxt = c.execute(q.where(Assignment.position > after)).scalar()
-        if nxt is None:
-            nxt = c.execute(q).scalar()  # wrap around to an earlier skipped one
-        return nxt
+        return study_expert.view(self, expert_id, position)
 
     def next_position(self, expert_id: int, after: int) -> int | None:
-        with self.reader.connect() as c:
-            return self._next_unrated(c, expert_id, after)
+        from . import study_expert
+
+        return study_expert.next_position(self, expert_id, after)
 
     def record_rating(self, expert_id: int, position: int, similar: bool) -> dict:
-        """Upsert the answer at the expert's ``position`` and log the event; returns after COMMIT.
+        """Upsert the answer at the expert's ``position`` and log the event; returns after COMMIT
+        (the next view and ``version``). Raises StudyError if the position does not exist or
+        the expert may no longer rate."""
+        from . import study_expert
 
-        Raises StudyError if the position does not exist or the expert may no longer rate.
-        """
-        expert_id, position, similar = int(expert_id), int(position), bool(similar)
-        ck = (self.url, expert_id, position)
-        row = self._SLOTS.get(ck)  # assignments never change: cached per process
-        if row is None:
-            with self.reader.connect() as c:
-                row = c.execute(select(Assignment.candidate_id, Expert.study_id)
-                                .join(Expert, Expert.id == Assignment.expert_id)
-                                .where(Assignment.expert_id == expert_id, Assignment.position == position)).first()
-            if row is None:
-                raise StudyError("rating", "no such image")
-            row = self._SLOTS[ck] = (row.candidate_id, row.study_id)
-        cand, study_id = row
-        now = utcnow()
-        table = Rating.__table__
-        values = dict(expert_id=expert_id, candidate_id=cand, study_id=study_id, similar=similar, version=1,
-                      first_utc=now, updated_utc=now)
-        with self._write_lock(), self.engine.connect() as c:
-            dialect = c.dialect.name
-            if dialect in ("sqlite", "postgresql"):
-                if dialect == "sqlite":
-                    from sqlalchemy.dialects.sqlite import insert as _insert
-                else:
-                    from sqlalchemy.dialects.postgresql import insert as _insert
-                stmt = _insert(table).values(**values)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[table.c.expert_id, table.c.candidate_id],
-                    set_={"similar": similar, "version": table.c.version + 1, "updated_utc": now},
-                ).returning(table.c.version)
-                version = c.execute(stmt).scalar_one()  # first statement is a write: takes the write lock
-            else:  # pragma: no cover - generic fallback
-                try:
-                    with c.begin_nested():
-                        c.execute(table.insert().values(**values))
-                    version = 1
-                except IntegrityError:
-                    c.execute(table.update().where(table.c.expert_id == expert_id, table.c.candidate_id == cand)
-                              .values(similar=similar, version=table.c.version + 1, updated_utc=now))
-                    version = c.execute(select(table.c.version).where(table.c.expert_id == expert_id,
-                                                                      table.c.candidate_id == cand)).scalar_one()
-            # re-check under the write lock: a link revoked or study closed meanwhile refuses the write
-            ok = c.execute(select(Expert.revoked_utc, Expert.expires_utc, Study.status)
-                           .join(Study, Study.id == Expert.study_id).where(Expert.id == expert_id)).first()
-            if ok.revoked_utc is not None or ok.status != "open" or (ok.expires_utc and ok.expires_utc < now):
-                c.rollback()
-                raise StudyError("rating", "this evaluation no longer accepts answers")
-            c.execute(RatingEvent.__table__.insert().values(study_id=study_id, expert_id=expert_id, candidate_id=cand,
-                                                            position=position, similar=similar, version=version,
-                                                            created_utc=now))
-            c.commit()
-        return {"version": version}
+        return study_expert.rate(self, expert_id, position, similar)
 
     @contextlib.contextmanager
     def _write_lock(self):
@@ -873,15 +769,9 @@ class StudyStore:
 
     def image_for_key(self, expert_id: int, key: str) -> bytes | None:
         """PNG of the expert's target or of one of the expert's candidates, else None."""
-        if not isinstance(key, str) or not 10 <= len(key) <= 64:
-            return None
-        with self.reader.connect() as c:
-            png = c.execute(select(Candidate.png).join(Assignment, Assignment.candidate_id == Candidate.id)
-                            .where(Assignment.image_key == key, Assignment.expert_id == expert_id)).scalar()
-            if png is None:
-                png = c.execute(select(Study.target_png).join(Expert, Expert.study_id == Study.id)
-                                .where(Expert.target_key == key, Expert.id == expert_id)).scalar()
-        return png
+        from . import study_expert
+
+        return study_expert.image(self, expert_id, key, check=False)[0]
 
     # ---------------------------------------------------------------- results
     def ratings_arrays(self, study_id: int) -> dict:

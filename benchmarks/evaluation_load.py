@@ -18,13 +18,17 @@ duplicated rating), every acknowledged click is in the event log (and nothing el
 stored answer is the last one acknowledged for that image. Prints p50/p95/p99/max latency of the
 rating POSTs and of the image GETs. Target: p95 < 200 ms.
 
-Baseline, measured in the same run on the same server before the others start: one extra expert
-rating alone, without pause (``alone_ms``); ``p95_over_alone_p50`` = the load's p95 / that p50.
+Baselines, measured in the same run on the same server before the others start: ``GET /healthz``
+(``healthz_ms``) and one extra expert rating alone, without pause (``alone_ms``);
+``p50_over_alone_p50`` / ``p95_over_alone_p50`` = the load's p50 / p95 over that p50. The load
+average (``os.getloadavg``) before and at the end of the run is recorded: on a shared machine
+the figures mean little without it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -140,7 +144,14 @@ def main(argv=None) -> int:
     tokens, alone_token = tokens[:-1], tokens[-1]
     server = start_server(data, instance, gunicorn_workers=args.workers, AINERD_SECRET_KEY="L" * 48,
                           AINERD_ADMIN_PASSWORD="load-admin", GUNICORN_LOGLEVEL="warning", AINERD_DATABASE_URL=db)
+    load_before = os.getloadavg()
     try:
+        # plain baselines on the same server, before the load: GET /healthz, and one expert alone
+        healthz = []
+        for _ in range(30):
+            t0 = time.perf_counter()
+            requests.get(server.url + "/healthz", timeout=30).raise_for_status()
+            healthz.append(time.perf_counter() - t0)
         alone = {}
         expert_worker(server.url, alone_token[1], 999, alone, threading.Barrier(1), 0.0)
         results = [dict() for _ in tokens]
@@ -154,6 +165,7 @@ def main(argv=None) -> int:
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
+        load_after = os.getloadavg()
     finally:
         server.stop()
         print(f"server log: {server.log_path}", file=sys.stderr)
@@ -187,7 +199,10 @@ def main(argv=None) -> int:
                       "mean": round(statistics.fmean(lat) * 1000, 1) if lat else None},
         "image_ms": {"p50": round(pct(img, 50), 1), "p95": round(pct(img, 95), 1)},
         "alone_ms": {"p50": round(pct(alone.get("lat", []), 50), 1), "p95": round(pct(alone.get("lat", []), 95), 1)},
+        "healthz_ms": {"p50": round(pct(healthz, 50), 1)},
+        "p50_over_alone_p50": round(pct(lat, 50) / pct(alone.get("lat", []), 50), 1) if alone.get("lat") else None,
         "p95_over_alone_p50": round(pct(lat, 95) / pct(alone.get("lat", []), 50), 1) if alone.get("lat") else None,
+        "load_avg_before": [round(x, 2) for x in load_before], "load_avg_after": [round(x, 2) for x in load_after],
         "errors": sorted({str(e) for e in errors})[:10], "n_errors": len(errors), "problems": problems[:10], "n_problems": len(problems),
         "database": "sqlite WAL synchronous=FULL" if db.startswith("sqlite") else db.split(":", 1)[0],
     }
@@ -195,7 +210,11 @@ def main(argv=None) -> int:
     write_json(args.json, figures)
     ok = not problems and not errors
     print("OK: no lost or duplicated rating" if ok else "FAILED", file=sys.stderr)
-    print(f"p95 {figures['rating_ms']['p95']} ms (target < 200 ms)", file=sys.stderr)
+    r, a = figures["rating_ms"], figures["alone_ms"]
+    print(f"rating p50 {r['p50']} ms (x{figures['p50_over_alone_p50']} of one expert alone, {a['p50']} ms), "
+          f"p95 {r['p95']} ms (x{figures['p95_over_alone_p50']}; target < 200 ms); GET /healthz alone "
+          f"{figures['healthz_ms']['p50']} ms; load average {load_before[0]:.1f} before, {load_after[0]:.1f} at the end",
+          file=sys.stderr)
     return 0 if ok else 1
 
 
