@@ -10,7 +10,6 @@ import time
 import pytest
 
 from browser_support import PLOTLY_ARRAYS_JS, console_errors, make_driver, quit_driver, require_browser, start_server, wait_for
-from dashboard_fixtures import explorer_data  # noqa: F401
 from test_watch import aps_file, watcher
 
 pytestmark = pytest.mark.browser
@@ -25,7 +24,7 @@ return {times: Array.from(xs).sort((a, b) => a - b), range: (gd._fullLayout.xaxi
 """
 
 
-def test_new_time_point_appears_without_reload(explorer_data, tmp_path):  # noqa: F811
+def test_new_time_point_appears_without_reload(explorer_data, tmp_path):
     require_browser()
     data = tmp_path / "data"
     data.mkdir()
