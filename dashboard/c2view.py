@@ -27,6 +27,7 @@ import numpy as np
 from dash import MATCH, Input, Output, State, dcc, html
 
 from .figures import dynamics as D
+from .view_state import index_or_none
 
 log = logging.getLogger(__name__)
 
@@ -303,11 +304,8 @@ def register_callbacks(app, catalog) -> None:
         entry = catalog.get(state.get("dataset"))
         if entry is None or entry.version != state.get("version"):
             return dash.no_update
-        try:
-            index = int(state.get("index"))
-        except (TypeError, ValueError):
-            return dash.no_update
-        if not 0 <= index < entry.n_maps:
+        index = index_or_none(state.get("index"), entry.n_maps)
+        if index is None:
             return dash.no_update
         limits = limits if isinstance(limits, str) and limits in D.COLOR_LIMITS else DEFAULT_LIMITS
         source = state.get("source") if state.get("source") in ("map", "map+recon", "recon", "stack") else "map"

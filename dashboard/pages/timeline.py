@@ -217,11 +217,8 @@ def register_callbacks(app, services) -> None:
             return dash.no_update
         if not dash.callback_context.triggered or not dash.callback_context.triggered[0].get("value"):
             return dash.no_update  # a new grid was drawn, nothing was clicked
-        try:
-            index = int(trig.get("index"))
-        except (TypeError, ValueError):
-            return dash.no_update
-        if not 0 <= index < entry.n_maps:
+        index = view_state.index_or_none(trig.get("index"), entry.n_maps)
+        if index is None:
             return dash.no_update
         from ..explorer import map_caption
 
