@@ -156,6 +156,19 @@ def register_live_callbacks(app, services) -> None:
     """The polling callback and the per-page redraws (see the module docstring)."""
     catalog = services.catalog
 
+    def changed_entry(live):
+        if not isinstance(live, dict) or not live.get("changed"):
+            return None
+        return catalog.get(live.get("dataset"))
+
+    _register_poll(app, services)
+    _register_redraws(app, services, changed_entry)
+
+
+def _register_poll(app, services) -> None:
+    """Every POLL_MS: the indicator, and a new ``live-version`` (+ alerts) when the dataset grew."""
+    catalog = services.catalog
+
     @app.callback(Output("live-version", "data"), Output("live-indicator", "children"),
                   Output("live-alerts", "children"),
                   Input("live-interval", "n_intervals"), Input(DATASET_STORE, "data"), State("live-version", "data"))
@@ -171,11 +184,10 @@ def register_live_callbacks(app, services) -> None:
         state = {"dataset": entry.id, "version": version, "changed": bool(same_dataset)}
         return state, badge, alerts_list(entry, services)
 
-    def changed_entry(live):
-        if not isinstance(live, dict) or not live.get("changed"):
-            return None
-        return catalog.get(live.get("dataset"))
 
+def _register_redraws(app, services, changed_entry) -> None:
+    """The open page's figures redrawn when ``changed_entry(live)`` gives the grown dataset."""
+    catalog = services.catalog
     instance_dir = getattr(services.config, "instance_dir", None)
 
     # each redraw mirrors the page's own redraw callback (same builder, same controls)

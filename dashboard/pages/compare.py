@@ -27,7 +27,6 @@ from plotly.subplots import make_subplots
 from .. import view_state
 from ..explorer import graph_card, help_link, message
 from ..figures.common import TEMPLATE, cluster_color, event_list, scatter_trace
-from . import DATASET_STORE
 
 PATH = "/compare"
 TITLE = "Compare"
