@@ -170,7 +170,7 @@ def main(argv=None) -> int:
                 results.setdefault(f"page {path}", []).append(dt)
                 sizes[f"page {path}"] = size
         _first_click(c, state, cold)
-        _interactions(c, state, n, times, has_maps, args.repeat, results, sizes)
+        _interactions(c, state, n, times, args.repeat, results, sizes)
         if has_maps:
             _png_route(c, state, times, args.repeat, results)
         rss_end = rss_mb(server.proc.pid)
@@ -194,19 +194,14 @@ def main(argv=None) -> int:
 
 
 def _first_click(c: Client, state: dict, cold: dict) -> None:
-    """The first click on a point loads the autoencoder (reconstruction), once per process: timed apart."""
+    """The first click on a point loads the autoencoder (its reconstruction is drawn in the detail
+    card, with the map: no separate image request), once per process: timed apart."""
     t0 = time.perf_counter()
-    _, r = _click_point(c, state, 1)
+    _click_point(c, state, 1)
     cold["first point click"] = time.perf_counter() - t0
-    recon = [u for u in set(_find_urls(r.json())) if u.startswith("/_maps/")]
-    for u in recon:
-        t0 = time.perf_counter()
-        c.s.get(c.url + u, timeout=120)
-        cold.setdefault("first map images of a point (incl. model load + decode)", 0.0)
-        cold["first map images of a point (incl. model load + decode)"] += time.perf_counter() - t0
 
 
-def _interactions(c: Client, state: dict, n: int, times, has_maps: bool, repeat: int, results: dict,
+def _interactions(c: Client, state: dict, n: int, times, repeat: int, results: dict,
                   sizes: dict) -> None:
     """``repeat`` rounds of the interactive callbacks (recolour, change k, click, lasso, timeline,
     sectors), each timed into ``results`` (seconds per call)."""
@@ -226,15 +221,8 @@ def _interactions(c: Client, state: dict, n: int, times, has_maps: bool, repeat:
         results.setdefault("latent map: change k", []).append(dt)
         idx = int(rng.integers(n))
         t0 = time.perf_counter()
-        _, r = _click_point(c, state, idx)
+        _click_point(c, state, idx)
         results.setdefault("latent map: click a point", []).append(time.perf_counter() - t0)
-        if has_maps:
-            for u in set(_find_urls(r.json())):
-                if u.startswith("/_maps/"):
-                    t0 = time.perf_counter()
-                    c.s.get(c.url + u, timeout=60).raise_for_status()
-                    results.setdefault("PNG of a clicked point (map or reconstruction), cold", []).append(
-                        time.perf_counter() - t0)
         sel = rng.choice(n, size=min(500, n), replace=False).tolist()
         dt, _ = c.callback("..latent-selection.children...latent-selection-store.data...latent-selection-csv.disabled..",
                            {"latent-graph.selectedData": {"points": [{"customdata": j} for j in sel]}},
