@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from dash import Input, Output, State, dash_table, dcc, html
 from plotly.subplots import make_subplots
 
-from ainerd_core import analysis as A
+from ainerd_core import analysis
 
 from .. import view_state
 from ..explorer import graph_card, help_link, message
@@ -65,13 +65,13 @@ def joint(entries, k: int) -> dict:
     centroids = entries[0].result(f"kmeans/centroids_k{int(k)}")
     if centroids is not None and np.asarray(centroids).shape[1] == x.shape[1]:
         n_c = len(centroids)
-        labels = A.nearest_centroid(x, centroids)
+        labels = analysis.nearest_centroid(x, centroids)
         rule = (f"every map assigned to the nearest of {entries[0].id}'s {n_c} k-means centroids "
                 f"(its precomputed clustering at k = {n_c}, cluster 0 = slowest)")
     else:
-        labels = A.kmeans_labels(x, int(k), seed=0, n_init=4)
+        labels = analysis.kmeans_labels(x, int(k), seed=0, n_init=4)
         rule = f"k-means (k = {int(k)}, seed 0) on all the datasets' latents together; cluster order unknown"
-    plane = A.pca_plane(x)
+    plane = analysis.pca_plane(x)
     got = {"x": x.astype(np.float32), "which": which, "local": local, "labels": labels,
            "plane": plane.astype(np.float32), "rule": rule, "k": int(labels.max()) + 1}
     with _LOCK:
