@@ -23,12 +23,13 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from .processes import free_port, log_tail, wait_until_ready
 
 REQUIRE_ENV = "AINERD_REQUIRE_POSTGRES"
 
@@ -64,12 +65,6 @@ def _die_with_parent() -> None:
     _LIBC.prctl(1, int(signal.SIGINT))  # 1 = PR_SET_PDEATHSIG
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class PostgresServer:
     """One throw-away PostgreSQL cluster. ``durable=False`` (tests) turns fsync off: the data is
     thrown away anyway; the load benchmark keeps PostgreSQL's defaults (``durable=True``)."""
@@ -79,7 +74,7 @@ class PostgresServer:
         self.durable, self.max_connections = durable, max_connections
         self.tmp = Path(tempfile.mkdtemp(prefix="ainerd-pg-"))
         self.datadir, self.sockdir = self.tmp / "data", self.tmp / "sock"
-        self.port = _free_port()
+        self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self._names = itertools.count(1)
         self.user = None
@@ -118,23 +113,12 @@ class PostgresServer:
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                      preexec_fn=_die_with_parent, **as_user)
         log.close()
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited with {self.proc.returncode}: {self.log()}")
-            try:
-                self._admin("SELECT 1")
-                return self
-            except Exception:  # noqa: BLE001 - not accepting connections yet
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"postgres did not accept connections within {timeout} s: {self.log()}")
+        wait_until_ready(self.proc, lambda: self._admin("SELECT 1"), name="postgres",
+                         ready_means="accept connections", timeout=timeout, log=self.log, stop=self.stop)
+        return self
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-3000:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path, 3000)
 
     def url(self, database: str = "postgres") -> str:
         """SQLAlchemy URL of one database (psycopg 3 driver, TCP on loopback)."""

@@ -95,6 +95,12 @@ class PngCache:
         return len(self._items)
 
 
+def _route_url(route: str, dataset_id: str, token: str) -> str:
+    from urllib.parse import quote
+
+    return f"{route}/{quote(dataset_id, safe='')}/{token}.png"
+
+
 class ImageService:
     """Signs image ids, resolves them back and renders/caches PNGs for one server."""
 
@@ -114,10 +120,7 @@ class ImageService:
         entry = self.catalog.get(dataset_id)
         if entry is None:
             return None
-        from urllib.parse import quote
-
-        tok = self.token(entry.id, entry.version, index, variant)
-        return f"{ROUTE_PREFIX}/{quote(entry.id, safe='')}/{tok}.png"
+        return _route_url(ROUTE_PREFIX, entry.id, self.token(entry.id, entry.version, index, variant))
 
     def resolve(self, dataset_id: str, token: str):
         """(entry, index, variant) of a token, or None."""
@@ -167,9 +170,7 @@ class ImageService:
         return hmac.new(self._stack_key, msg, hashlib.sha256).hexdigest()[:32]
 
     def stack_url(self, entry, name: str, index: int) -> str:
-        from urllib.parse import quote
-
-        return f"{STACK_ROUTE}/{quote(entry.id, safe='')}/{self.stack_token(entry, name, index)}.png"
+        return _route_url(STACK_ROUTE, entry.id, self.stack_token(entry, name, index))
 
     def resolve_stack(self, dataset_id: str, token: str):
         """(entry, stack name, row) of a stack token, or None (stacks are small: a linear scan)."""

@@ -17,7 +17,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,15 +25,11 @@ from pathlib import Path
 
 import requests
 
+from ainerd_core.processes import free_port, log_tail, wait_until_ready
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 BROWSER_MISSING = "headless Chromium tests need chromium and chromedriver (apt-get install chromium chromium-driver)"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -49,24 +44,13 @@ class Server:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"server did not answer /healthz within {timeout} s:\n{self.log()}")
+        wait_until_ready(self.proc, lambda: requests.get(self.url + "/healthz", timeout=2).status_code == 200,
+                         name="server", ready_means="answer /healthz", timeout=timeout, log=self.log,
+                         stop=self.stop, interval=0.3)
+        return self
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-5000:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path, 5000)
 
     def kill(self, sig=signal.SIGKILL) -> None:
         """Kill the whole process group (gunicorn master and workers) at once."""

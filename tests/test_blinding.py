@@ -22,7 +22,7 @@ import shutil
 
 import pytest
 
-from dashboard_fixtures import build_precomputed, explorer_data  # noqa: F401
+from dashboard_fixtures import build_precomputed
 
 from dashboard import auth
 from dashboard.app import create_app

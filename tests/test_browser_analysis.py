@@ -96,7 +96,7 @@ def _no_console_errors(driver):
 
 
 # --------------------------------------------------------------------------- similarity
-def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp_path):  # noqa: F811
+def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp_path):
     path = explorer_data / "demo.h5"
     with open_dataset(path) as ds:
         lat_idx = ds.read_result("similarity/latent_index")
@@ -157,7 +157,7 @@ def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp
 
 
 # --------------------------------------------------------------------------- clusters
-def test_clusters_figures_examples_and_recluster(driver, server, explorer_data, tmp_path):  # noqa: F811
+def test_clusters_figures_examples_and_recluster(driver, server, explorer_data, tmp_path):
     with open_dataset(explorer_data / "demo.h5") as ds:
         inertia = ds.read_result("kmeans/inertia")
         ks = ds.read_result("kmeans/k")
@@ -216,7 +216,7 @@ def test_clusters_figures_examples_and_recluster(driver, server, explorer_data, 
 
 
 # --------------------------------------------------------------------------- model
-def test_model_page(driver, server, explorer_data):  # noqa: F811
+def test_model_page(driver, server, explorer_data):
     with open_dataset(explorer_data / "demo.h5") as ds:
         recon_index = ds.read_result("model/recon_index")
         curve = ds.read_result("model/learning_curve/train_loss")

@@ -10,11 +10,10 @@ import pytest
 from dashboard.catalog import Catalog
 from dashboard.pages import PAGE_MODULES, load_pages, missing_requirements, parse_query
 from dashboard.testing import find_component
-from dashboard_fixtures import explorer_data  # noqa: F401
 
 
 @pytest.fixture
-def folder(explorer_data, tmp_path):  # noqa: F811
+def folder(explorer_data, tmp_path):
     out = tmp_path / "data"
     out.mkdir()
     for name in ("demo.h5", "e031.h5"):
@@ -95,7 +94,7 @@ def _record_model(folder, named, sha):
     write_results(folder / "demo.h5", results, attrs)
 
 
-def test_precompute_records_the_checkpoint_checksum(explorer_data):  # noqa: F811
+def test_precompute_records_the_checkpoint_checksum(explorer_data):
     from pathlib import Path
 
     from ainerd_core.dataset import open_dataset
@@ -231,7 +230,7 @@ def _call(client, output, inputs, state=()):
     return r.get_json()["response"]
 
 
-def test_csv_buttons_return_the_figures_data(explorer_data, tmp_path):  # noqa: F811
+def test_csv_buttons_return_the_figures_data(explorer_data, tmp_path):
     import csv
     import io
 

@@ -17,8 +17,6 @@ import json
 import numpy as np
 import pytest
 
-from dashboard_fixtures import explorer_data  # noqa: F401
-
 from dashboard.app import create_app
 from dashboard.config import Config
 from dashboard.testing import signed_in_client

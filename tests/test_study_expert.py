@@ -187,7 +187,7 @@ def test_idle_server_connections_are_replaced_before_use(world, database, monkey
     from sqlalchemy.exc import OperationalError
     from sqlalchemy.pool import NullPool
 
-    from ainerd_core import studies
+    from ainerd_core import study_db
 
     store, eid = world["store"], world["tokens"][0][0].id
     admin = create_engine(database.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
@@ -199,13 +199,13 @@ def test_idle_server_connections_are_replaced_before_use(world, database, monkey
                            "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
 
     # control: a connection used moments ago is not pinged, so its death fails one request...
-    monkeypatch.setattr(studies, "PING_IDLE_S", 1e9)
+    monkeypatch.setattr(study_db, "PING_IDLE_S", 1e9)
     restart_like()
     with pytest.raises(OperationalError):
         store.check_expert(eid)
     assert store.check_expert(eid)[0] == eid  # ...and the pool is replaced for the next one
     # once idle for PING_IDLE_S, it is pinged at checkout and replaced before the request uses it
-    monkeypatch.setattr(studies, "PING_IDLE_S", 0.0)
+    monkeypatch.setattr(study_db, "PING_IDLE_S", 0.0)
     restart_like()
     assert store.check_expert(eid)[0] == eid
     c, dep, layout = login(world)

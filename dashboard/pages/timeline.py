@@ -13,7 +13,7 @@ from .. import view_state
 from ..clusterings import choice_label, counts_for, k_options, labels_for, pick_k
 from ..c2view import c2_view, order_note, rate_table, rate_unit
 from ..exports import timeline_csv
-from ..explorer import graph_card, help_link, message, register_csv_download, thumbnail_grid
+from ..explorer import graph_card, help_link, message, register_clustering_csv, thumbnail_grid
 from ..figures.common import empty_figure
 from ..figures.timeline import timeline_figure
 from . import DATASET_STORE
@@ -149,9 +149,13 @@ def layout(ctx):
 
 
 def register_callbacks(app, services) -> None:
-    catalog = services.catalog
-    instance_dir = services.config.instance_dir
+    _register_figure(app, services.catalog, services.config.instance_dir)
+    _register_maps(app, services.catalog, services.config.instance_dir)
+    _register_state_and_csv(app, services.catalog, services.config.instance_dir)
 
+
+def _register_figure(app, catalog, instance_dir) -> None:
+    """The figure follows the controls; a click on it picks a time point."""
     @app.callback(Output("timeline-graph", "figure"), Output("timeline-graph", "style"),
                   Input("timeline-k", "value"), Input("timeline-time", "data"),
                   Input("timeline-panels", "value"), State(DATASET_STORE, "data"), prevent_initial_call=True)
@@ -182,6 +186,9 @@ def register_callbacks(app, services) -> None:
         ti = view_state.index_or_none(ti[0] if isinstance(ti, list) else ti, 0 if times is None else len(times))
         return dash.no_update if ti is None else ti
 
+
+def _register_maps(app, catalog, instance_dir) -> None:
+    """The picked time point's maps (scrolled into view) and one of them enlarged."""
     @app.callback(Output("timeline-maps", "children"), Input("timeline-time", "data"), Input("timeline-k", "value"),
                   State(DATASET_STORE, "data"), prevent_initial_call=True)
     def show_maps(time_index, k, dataset_id):
@@ -204,10 +211,6 @@ def register_callbacks(app, services) -> None:
         }""",
         Output("timeline-scrolled", "data"), Input("timeline-maps", "children"), prevent_initial_call=True)
 
-    view_state.register_writer(app, PATH, {"k": Input("timeline-k", "value"), "time": Input("timeline-time", "data"),
-                                           "panels": Input("timeline-panels", "value")},
-                               convert={"time": lambda v: v if isinstance(v, int) and v >= 0 else None})
-
     @app.callback(Output("timeline-view", "children"), Input({"type": "timeline-thumb", "index": ALL}, "n_clicks"),
                   State(DATASET_STORE, "data"), prevent_initial_call=True)
     def enlarge(clicks, dataset_id):
@@ -217,24 +220,23 @@ def register_callbacks(app, services) -> None:
             return dash.no_update
         if not dash.callback_context.triggered or not dash.callback_context.triggered[0].get("value"):
             return dash.no_update  # a new grid was drawn, nothing was clicked
-        try:
-            index = int(trig.get("index"))
-        except (TypeError, ValueError):
-            return dash.no_update
-        if not 0 <= index < entry.n_maps:
+        index = view_state.index_or_none(trig.get("index"), entry.n_maps)
+        if index is None:
             return dash.no_update
         from ..explorer import map_caption
 
         return html.Div([html.Div(map_caption(entry, index), className="fw-semibold small mt-2"),
                          c2_view(entry, index, key="timeline", title=f"C2 of map {index}")])
 
-    def to_csv(dataset_id, k):
-        entry = catalog.get(dataset_id)
-        if entry is None:
-            return ""
-        k = pick_k(entry, k, instance_dir)
+
+def _register_state_and_csv(app, catalog, instance_dir) -> None:
+    """The URL keeps k, the time point and the rows; the CSV of the clustering shown."""
+    view_state.register_writer(app, PATH, {"k": Input("timeline-k", "value"), "time": Input("timeline-time", "data"),
+                                           "panels": Input("timeline-panels", "value")},
+                               convert={"time": lambda v: v if isinstance(v, int) and v >= 0 else None})
+
+    def table(entry, k):
         return timeline_csv(entry, counts_for(entry, k, instance_dir), choice_label(entry, k, instance_dir),
                             fit_columns=rate_columns(entry), fit_unit=rate_unit(entry))
 
-    register_csv_download(app, "timeline-graph", "timeline.csv", to_csv=to_csv,
-                          states=(State(DATASET_STORE, "data"), State("timeline-k", "value")))
+    register_clustering_csv(app, catalog, instance_dir, "timeline-graph", "timeline.csv", "timeline-k", table)
