@@ -22,7 +22,9 @@ Baselines, measured in the same run on the same server before the others start: 
 (``healthz_ms``) and one extra expert rating alone, without pause (``alone_ms``);
 ``p50_over_alone_p50`` / ``p95_over_alone_p50`` = the load's p50 / p95 over that p50. The load
 average (``os.getloadavg``) before and at the end of the run is recorded: on a shared machine
-the figures mean little without it.
+the latencies mean little without it. ``server_cpu_ms_per_rating``: CPU seconds of the server
+processes (gunicorn, and PostgreSQL with ``--postgres``) during the load / rating POSTs (each
+with its image GET), which the machine's other work hardly changes.
 """
 from __future__ import annotations
 
@@ -107,6 +109,21 @@ def expert_worker(base: str, token: str, seed: int, out: dict, barrier: threadin
     out.update(lat=lat, img=img_lat, acked=acked, errors=errors)
 
 
+def server_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by this process's live descendants: the gunicorn
+    master and workers and, with ``--postgres``, the PostgreSQL server and its backends."""
+    import psutil
+
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            t = child.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:  # ended meanwhile
+            pass
+    return total
+
+
 def pct(values, q):
     return float(np.percentile(np.asarray(values) * 1000.0, q)) if values else float("nan")
 
@@ -165,6 +182,10 @@ def main(argv=None) -> int:
         "image_ms": {"p50": round(pct(img, 50), 1), "p95": round(pct(img, 95), 1)},
         "alone_ms": {"p50": round(pct(alone.get("lat", []), 50), 1), "p95": round(pct(alone.get("lat", []), 95), 1)},
         "healthz_ms": {"p50": round(pct(healthz, 50), 1)},
+        # CPU per rating POST (with its image GET and the retries): what the load costs, whatever
+        # else the machine is doing (the latencies depend on that; this hardly does)
+        "server_cpu_ms_per_rating": round(1000 * run["cpu"]["server"] / max(1, len(lat)), 2),
+        "client_cpu_ms_per_rating": round(1000 * run["cpu"]["client"] / max(1, len(lat)), 2),
         "p50_over_alone_p50": round(pct(lat, 50) / pct(alone.get("lat", []), 50), 1) if alone.get("lat") else None,
         "p95_over_alone_p50": round(pct(lat, 95) / pct(alone.get("lat", []), 50), 1) if alone.get("lat") else None,
         "load_avg_before": [round(x, 2) for x in load_before], "load_avg_after": [round(x, 2) for x in load_after],
@@ -178,8 +199,8 @@ def main(argv=None) -> int:
     r, a = figures["rating_ms"], figures["alone_ms"]
     print(f"rating p50 {r['p50']} ms (x{figures['p50_over_alone_p50']} of one expert alone, {a['p50']} ms), "
           f"p95 {r['p95']} ms (x{figures['p95_over_alone_p50']}; target < 200 ms); GET /healthz alone "
-          f"{figures['healthz_ms']['p50']} ms; load average {load_before[0]:.1f} before, {load_after[0]:.1f} at the end",
-          file=sys.stderr)
+          f"{figures['healthz_ms']['p50']} ms; load average {load_before[0]:.1f} before, {load_after[0]:.1f} at the end; "
+          f"server CPU {figures['server_cpu_ms_per_rating']} ms per rating", file=sys.stderr)
     return 0 if ok else 1
 
 
@@ -198,12 +219,14 @@ def _storm(url: str, tokens, alone_token, think_s: float) -> dict:
     threads = [threading.Thread(target=expert_worker, args=(url, tok, i, results[i], barrier, think_s))
                for i, (_, tok) in enumerate(tokens)]
     t0 = time.perf_counter()
+    cpu0, client0 = server_cpu_s(), time.process_time()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    return {"healthz": healthz, "alone": alone, "results": results, "wall": wall, "load_after": os.getloadavg(),
+    cpu = {"server": server_cpu_s() - cpu0, "client": time.process_time() - client0}
+    return {"cpu": cpu, "healthz": healthz, "alone": alone, "results": results, "wall": wall, "load_after": os.getloadavg(),
             "lat": [x for r in results for x in r.get("lat", [])], "img": [x for r in results for x in r.get("img", [])]}
 
 
