@@ -17,7 +17,8 @@ per request. What one request costs (``benchmarks/evaluation_request_cost.py``):
   database; an LRU bounded by bytes, see ``PNG_CACHE_BYTES``; PostgreSQL also prepares the
   statements server-side after a few runs, psycopg's default). Whether the expert may rate
   (revoked, expired, study closed) is read from the database on every request, never cached:
-  revocation and closing act at once in every worker.
+  revocation and closing act at once in every worker. (The caches are keyed by database URL
+  and ids: a database replaced under a running server, not just restored, needs a restart.)
 - the pool is SQLAlchemy's default (5 + 10 overflow per process; a request holds one
   connection, a gunicorn worker runs 4 threads); PostgreSQL connections are pre-pinged at
   checkout (one round trip per request) so that a restarted database costs no failed request.
