@@ -109,16 +109,16 @@ def expert_worker(base: str, token: str, seed: int, out: dict, barrier: threadin
     out.update(lat=lat, img=img_lat, acked=acked, errors=errors)
 
 
-def server_cpu_s() -> float:
-    """CPU seconds (user + system) used so far by this process's live descendants: the gunicorn
-    master and workers and, with ``--postgres``, the PostgreSQL server and its backends."""
+def server_cpu_s() -> dict:
+    """CPU seconds (user + system) used so far by this process's live descendants: ``postgres``
+    (with ``--postgres``: the server and its backends) and ``web`` (gunicorn master and workers)."""
     import psutil
 
-    total = 0.0
+    total = {"web": 0.0, "postgres": 0.0}
     for child in psutil.Process().children(recursive=True):
         try:
             t = child.cpu_times()
-            total += t.user + t.system
+            total["postgres" if child.name().startswith("postgres") else "web"] += t.user + t.system
         except psutil.Error:  # ended meanwhile
             pass
     return total
@@ -184,7 +184,9 @@ def main(argv=None) -> int:
         "healthz_ms": {"p50": round(pct(healthz, 50), 1)},
         # CPU per rating POST (with its image GET and the retries): what the load costs, whatever
         # else the machine is doing (the latencies depend on that; this hardly does)
-        "server_cpu_ms_per_rating": round(1000 * run["cpu"]["server"] / max(1, len(lat)), 2),
+        "server_cpu_ms_per_rating": round(1000 * (run["cpu"]["web"] + run["cpu"]["postgres"]) / max(1, len(lat)), 2),
+        "web_cpu_ms_per_rating": round(1000 * run["cpu"]["web"] / max(1, len(lat)), 2),
+        "postgres_cpu_ms_per_rating": round(1000 * run["cpu"]["postgres"] / max(1, len(lat)), 2),
         "client_cpu_ms_per_rating": round(1000 * run["cpu"]["client"] / max(1, len(lat)), 2),
         "p50_over_alone_p50": round(pct(lat, 50) / pct(alone.get("lat", []), 50), 1) if alone.get("lat") else None,
         "p95_over_alone_p50": round(pct(lat, 95) / pct(alone.get("lat", []), 50), 1) if alone.get("lat") else None,
@@ -200,7 +202,8 @@ def main(argv=None) -> int:
     print(f"rating p50 {r['p50']} ms (x{figures['p50_over_alone_p50']} of one expert alone, {a['p50']} ms), "
           f"p95 {r['p95']} ms (x{figures['p95_over_alone_p50']}; target < 200 ms); GET /healthz alone "
           f"{figures['healthz_ms']['p50']} ms; load average {load_before[0]:.1f} before, {load_after[0]:.1f} at the end; "
-          f"server CPU {figures['server_cpu_ms_per_rating']} ms per rating", file=sys.stderr)
+          f"server CPU {figures['server_cpu_ms_per_rating']} ms per rating (web {figures['web_cpu_ms_per_rating']}, "
+          f"PostgreSQL {figures['postgres_cpu_ms_per_rating']})", file=sys.stderr)
     return 0 if ok else 1
 
 
@@ -225,7 +228,9 @@ def _storm(url: str, tokens, alone_token, think_s: float) -> dict:
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
-    cpu = {"server": server_cpu_s() - cpu0, "client": time.process_time() - client0}
+    cpu1 = server_cpu_s()
+    cpu = {"web": cpu1["web"] - cpu0["web"], "postgres": cpu1["postgres"] - cpu0["postgres"],
+           "client": time.process_time() - client0}
     return {"cpu": cpu, "healthz": healthz, "alone": alone, "results": results, "wall": wall, "load_after": os.getloadavg(),
             "lat": [x for r in results for x in r.get("lat", [])], "img": [x for r in results for x in r.get("img", [])]}
 
