@@ -68,6 +68,23 @@ def browser(width: int = 1400, height: int = 1000):
         quit_driver(driver)
 
 
+def wait_for_figure(driver, script: str, selector: str, pred=None, timeout: float = 30.0, what: str | None = None):
+    """Run the JavaScript ``script`` (which reads the figure under the CSS ``selector``, its
+    ``arguments[0]``, and returns null until it is drawn) until its result is truthy and satisfies
+    ``pred``; return that result."""
+    def get():
+        got = driver.execute_script(script, selector)
+        return got if got and (pred is None or pred(got)) else None
+    return wait_for(get, timeout, what or f"figure {selector}")
+
+
+def open_page(driver, url: str, ready: str = "#page-content > *") -> None:
+    """Load ``url`` and wait until the dashboard's router has rendered the page (an element
+    matching the CSS selector ``ready`` exists)."""
+    driver.get(url)
+    wait_for(lambda: driver.find_elements("css selector", ready), what=f"page {url}")
+
+
 @contextlib.contextmanager
 def running_server(data_dir, instance_dir, **env_extra: str):
     """A dashboard server on ``data_dir`` for a browser test (skips the test without a browser,

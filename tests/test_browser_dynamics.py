@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ainerd_core.dataset import open_dataset
-from browser_support import console_errors, wait_for
+from browser_support import console_errors, wait_for, wait_for_figure
 
 pytestmark = pytest.mark.browser
 
@@ -33,11 +33,8 @@ def browser_data(dynamics_data):
     return dynamics_data
 
 
-def fig(driver, sel, pred=lambda g: True, what=None):
-    def get():
-        g = driver.execute_script(FIG_JS, sel)
-        return g if g and pred(g) else None
-    return wait_for(get, 30, what or sel)
+def fig(driver, sel, pred=None, what=None):
+    return wait_for_figure(driver, FIG_JS, sel, pred, timeout=30, what=what or sel)
 
 
 def test_clicking_a_point_shows_the_map_in_seconds_next_to_its_g2_fit_and_numbers(driver, server, browser_data):

@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from browser_support import browser, console_errors, wait_for
+import browser_support
+from browser_support import browser, console_errors, wait_for, wait_for_figure
 
 pytestmark = pytest.mark.browser
 
@@ -30,15 +31,11 @@ def query(driver) -> dict:
 
 
 def open_page(driver, url):
-    driver.get(url)
-    wait_for(lambda: driver.find_elements("css selector", "#page-content > div"), what=f"page {url}")
+    browser_support.open_page(driver, url, ready="#page-content > div")
 
 
 def figure(driver, sel, pred=None, timeout=30.0):
-    def get():
-        g = driver.execute_script(FIG_JS, sel)
-        return g if g and (pred is None or pred(g)) else None
-    return wait_for(get, timeout, f"figure {sel}")
+    return wait_for_figure(driver, FIG_JS, sel, pred, timeout)
 
 
 def checked(driver, radio_id) -> str | None:
