@@ -1,7 +1,8 @@
 """Figure 3D and Supplementary Fig. 4: the UMAP plane of all maps (WebGL scatter).
 
 Points are coloured by cluster, sector class (categorical: one trace per category, so the legend
-toggles them) or by time, sector, dynamics score (continuous: one trace with a colourbar). The
+toggles them) or by time, sector, dynamics score, fitted rate or novelty score (continuous: one
+trace with a colourbar; the novelty scale is fixed to [0, 1]). The
 flow/vorticity share grid can be drawn underneath as a diverging heatmap (blue = flow = +1,
 red = vorticity = -1, white = 0), and the maps of up to three time points highlighted.
 Every point trace carries the map index as ``customdata`` (click, lasso).
@@ -15,9 +16,10 @@ from .common import (CLASS_COLORS, FLOW_SHARE_COLORSCALE, SCORE_COLORSCALE, SECT
                      TIME_COLORSCALE, cluster_color, event_list, scatter_trace)
 
 COLOR_BY = {"cluster": "cluster", "time": "time (s)", "sector": "sector", "class": "flow / vorticity",
-            "dynamics": "dynamics score", "rate": "log10 fitted rate"}
+            "dynamics": "dynamics score", "rate": "log10 fitted rate", "novelty": "novelty score"}
 NO_FIT_COLOR = "#d0d0d0"
 RATE_COLORSCALE = "Plasma"  # no grey inside, unlike Cividis: the grey points are the failed fits
+NOVELTY_COLORSCALE = "YlOrRd"  # 0 (typical of the model's data) pale .. 1 (novel) dark red; range fixed to [0, 1]
 HIGHLIGHT_SYMBOLS = ("diamond", "square", "triangle-up")
 HIGHLIGHT_COLORS = ("#000000", "#ff00ff", "#00c8c8")
 
@@ -83,7 +85,7 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
                                        hovertemplate=hover))
     else:
         scale = {"time": TIME_COLORSCALE, "sector": SECTOR_COLORSCALE, "dynamics": SCORE_COLORSCALE,
-                 "rate": RATE_COLORSCALE}[color_by]
+                 "rate": RATE_COLORSCALE, "novelty": NOVELTY_COLORSCALE}[color_by]
         numbers = values.astype(np.float32)
         have = np.isfinite(numbers)
         if not have.all():  # NaN colours are undefined in plotly: such points get a grey trace
@@ -92,7 +94,8 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
                              hovertemplate=hover))
         fig.add_trace(Sc(x=xy[have, 0], y=xy[have, 1], mode="markers", name=COLOR_BY[color_by], customdata=event_list(index[have]),
                                    marker=dict(color=numbers[have], colorscale=scale, size=size,
-                                               line=dict(width=0),
+                                               line=dict(width=0), **({"cmin": 0.0, "cmax": 1.0}
+                                                                      if color_by == "novelty" else {}),
                                                colorbar=dict(title=dict(text=color_title or COLOR_BY[color_by]), len=0.5, y=0.75)),
                                    hovertemplate="map %{customdata}<br>" + COLOR_BY[color_by]
                                    + " %{marker.color:.3g}<extra></extra>", showlegend=False))
