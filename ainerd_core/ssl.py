@@ -130,10 +130,12 @@ def _lr_at(step: int, steps: int, lr_max: float) -> float:
 
 def evaluate(model: Autoencoder, maps: np.ndarray, batch_size: int = 32) -> dict:
     """Reconstruction MSE and explained variance (as :func:`ainerd_core.train.explained_variance`)."""
-    from .model import reconstruct
+    from .model import decode, encode
     from .train import explained_variance
 
-    return explained_variance(maps, reconstruct(model, maps, batch_size=batch_size))
+    # bulk=False: the weights change between calls, a frozen graph would be rebuilt every time
+    z = encode(model, maps, batch_size=batch_size, bulk=False)
+    return explained_variance(maps, decode(model, z, batch_size=batch_size))
 
 
 def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: str = "both", seed: int = 0,
