@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "latent-sweep": ("ainerd_core.diagnostics", "test MSE vs latent size, within a time budget"),
     "precompute": ("ainerd_core.precompute", "latents, clusters, UMAP, similarity -> /results"),
     "benchmark-retrieval": ("ainerd_core.retrieval", "precision@k of latent vs raw-pixel neighbours"),
-    "study": ("ainerd_core.studies", "create and manage blind expert-evaluation studies"),
+    "study": ("ainerd_core.study_cli", "create and manage blind expert-evaluation studies"),
     "simulate-randomized": ("ainerd_core.randomsim", "domain-randomised maps with truth (training ranges or held-out settings)"),
     "train-randomized": ("ainerd_core.ssl", "train the autoencoder on domain-randomised maps (reconstruction and/or VICReg)"),
     "watch": ("ainerd_core.watch", "live mode: append the beamline's new result files to a dataset as they arrive"),

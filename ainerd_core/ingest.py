@@ -183,28 +183,22 @@ def _q_selection(text: str):
 
 
 # --------------------------------------------------------------------------- aps
-def ingest_aps(args) -> tuple[Path, int]:
-    width, n_sectors = _geometry(args)
-    files = _expand(args.files, args.out)
-    _check_out(args.out, files)
-    q_sel = _q_selection(args.q_index)
-    rheo = _rheology(args)
-    table = aps_reader.read_time_table(args.time_table) if args.time_table else None
-    cessation = None
-    if args.cessation_time and args.cessation_time.strip().lower() != "first":
-        cessation = aps_reader.parse_time_text(args.cessation_time, "--cessation-time")
+def _dataset_attrs(args, kind: str, width: float, n_sectors: int, provenance: str) -> dict:
+    """The attributes every ingested dataset carries (``/`` of the file)."""
+    return dict(source_kind=kind, title=args.title or args.out.stem, flow_axis_deg=float(args.flow_axis_deg),
+                sector_width_deg=width, n_sectors=n_sectors, provenance=provenance)
 
-    # pass 1: small metadata of every file (no maps)
-    infos = [aps_reader.scan_file(p) for p in files]
-    names = [i.path.name for i in infos]
-    dup = {n for n in names if names.count(n) > 1}
-    if dup and table is not None:
-        raise InputError(sorted(dup)[0], "given twice (file names must be unique with --time-table)")
-    first = infos[0]
-    for info in infos[1:]:
-        if info.size != first.size:
-            raise InputError(info.path, f"maps are {info.size} x {info.size} but {first.path.name} has"
-                                        f" {first.size} x {first.size} (one experiment, one map size)")
+
+def _positions(order: np.ndarray) -> np.ndarray:
+    """(N,) int64: the row of the dataset each input row goes to (the inverse of ``order``)."""
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    return position
+
+
+def _aps_times(args, infos, table, cessation) -> list[float]:
+    """Seconds of every file: from ``--time-table``, else its /entry/start_time relative to
+    ``cessation`` (None: the earliest file)."""
     times = []
     for info in infos:
         if table is not None:
@@ -218,16 +212,47 @@ def ingest_aps(args) -> tuple[Path, int]:
     if table is None:
         ref = cessation or min(times, key=lambda t: aps_reader.seconds_between(t, times[0]))
         times = [aps_reader.seconds_between(t, ref) for t in times]
+    return times
 
-    rows = []  # (file index, entry)
-    for fi, info in enumerate(infos):
-        for e in info.entries:
-            if q_sel is None or e.q_index in q_sel:
-                rows.append((fi, e))
+
+def _aps_scan(args, files, table) -> list:
+    """Pass 1: the small metadata of every file (no maps); one experiment has one map size."""
+    infos = [aps_reader.scan_file(p) for p in files]
+    names = [i.path.name for i in infos]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup and table is not None:
+        raise InputError(sorted(dup)[0], "given twice (file names must be unique with --time-table)")
+    first = infos[0]
+    for info in infos[1:]:
+        if info.size != first.size:
+            raise InputError(info.path, f"maps are {info.size} x {info.size} but {first.path.name} has"
+                                        f" {first.size} x {first.size} (one experiment, one map size)")
+    return infos
+
+
+def _aps_rows(infos, q_sel) -> list:
+    """(file index, entry) of every selected map."""
+    rows = [(fi, e) for fi, info in enumerate(infos) for e in info.entries if q_sel is None or e.q_index in q_sel]
     if not rows:
         present = sorted({e.q_index for i in infos for e in i.entries})
         raise InputError("--q-index", f"selects no maps (q indices present: {present})")
-    n = len(rows)
+    return rows
+
+
+def ingest_aps(args) -> tuple[Path, int]:
+    width, n_sectors = _geometry(args)
+    files = _expand(args.files, args.out)
+    _check_out(args.out, files)
+    q_sel = _q_selection(args.q_index)
+    rheo = _rheology(args)
+    table = aps_reader.read_time_table(args.time_table) if args.time_table else None
+    cessation = None
+    if args.cessation_time and args.cessation_time.strip().lower() != "first":
+        cessation = aps_reader.parse_time_text(args.cessation_time, "--cessation-time")
+    infos = _aps_scan(args, files, table)
+    times = _aps_times(args, infos, table, cessation)
+    rows = _aps_rows(infos, q_sel)
+    first, n = infos[0], len(rows)
     time = np.array([times[fi] for fi, _ in rows], dtype=np.float64)
     q = np.array([e.q for _, e in rows], dtype=np.float64)
     phi = np.mod(np.array([e.phi for _, e in rows], dtype=np.float64), 360.0)
@@ -236,37 +261,20 @@ def ingest_aps(args) -> tuple[Path, int]:
     label = np.array([e.label for _, e in rows], dtype=np.int32)
     fidx = np.array([fi for fi, _ in rows])
     order = np.lexsort((label, fidx, time, q_index, sector))  # sector-major, then q, then time
-    position = np.empty(n, dtype=np.int64)
-    position[order] = np.arange(n)
 
     step = {i.pixel_time_s for i in infos}
     pixel_time = np.array([np.nan if infos[fi].pixel_time_s is None else infos[fi].pixel_time_s
                            for fi, _ in rows]) * (first.size / MAP_SIZE)
-    attrs = dict(source_kind="aps-8idi", title=args.title or args.out.stem, flow_axis_deg=float(args.flow_axis_deg),
-                 sector_width_deg=width, n_sectors=n_sectors,
-                 provenance=(f"ingest aps: {len(files)} {first.layout} files, {n} maps of {first.size} x {first.size}"
-                             f" -> {MAP_SIZE} (upper triangle mirrored, "
-                             f"{'diagonal fixed, ' if args.diagonal_fix else ''}area-averaged, min-max normalised);"
-                             f" times {'from ' + str(args.time_table.name) if table else 'from /entry/start_time'}"
-                             f"{_rheology_note(rheo)}"))
+    attrs = _dataset_attrs(args, "aps-8idi", width, n_sectors,
+                           f"ingest aps: {len(files)} {first.layout} files, {n} maps of {first.size} x {first.size}"
+                           f" -> {MAP_SIZE} (upper triangle mirrored, "
+                           f"{'diagonal fixed, ' if args.diagonal_fix else ''}area-averaged, min-max normalised);"
+                           f" times {'from ' + str(args.time_table.name) if table else 'from /entry/start_time'}"
+                           f"{_rheology_note(rheo)}")
     if len(step) == 1 and None not in step:
         attrs["c2_time_step_s"] = float(pixel_time[0])
-    c2_min = np.empty(n)
-    c2_max = np.empty(n)
     with DatasetWriter(args.out, n, **attrs) as w:
-        # pass 2: one file open at a time, one map in memory at a time
-        by_file: dict[int, list[int]] = {}
-        for r, (fi, _) in enumerate(rows):
-            by_file.setdefault(fi, []).append(r)
-        for fi, rs in by_file.items():
-            path = infos[fi].path
-            with aps_reader.open_h5(path) as f:
-                for r in rs:
-                    key = rows[r][1].dataset
-                    raw = check_map(path, aps_reader.read_map(path, f, key), key, upper_triangle=True)
-                    m, c2_min[r], c2_max[r] = prepare_map(raw, size=MAP_SIZE, diagonal_fix=args.diagonal_fix,
-                                                          upper_triangle=True)
-                    w.write_maps(int(position[r]), m[None])
+        c2_min, c2_max = _aps_write_maps(args, w, infos, rows, _positions(order))
         src = np.array([f"{infos[fi].path.name}:{e.dataset.rsplit('/', 1)[-1]} (label {e.label})"
                         for fi, e in rows], dtype=object)
         extra = {} if np.isnan(pixel_time).any() else {"c2_time_step_s": pixel_time[order]}
@@ -276,6 +284,26 @@ def ingest_aps(args) -> tuple[Path, int]:
         if rheo is not None:
             w.set_rheology(**rheo[0])
     return args.out, n
+
+
+def _aps_write_maps(args, w, infos, rows, position) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 2: one file open at a time, one map in memory at a time; returns each row's raw
+    C2 minimum and maximum (before normalisation), (N,) each."""
+    c2_min = np.empty(len(rows))
+    c2_max = np.empty(len(rows))
+    by_file: dict[int, list[int]] = {}
+    for r, (fi, _) in enumerate(rows):
+        by_file.setdefault(fi, []).append(r)
+    for fi, rs in by_file.items():
+        path = infos[fi].path
+        with aps_reader.open_h5(path) as f:
+            for r in rs:
+                key = rows[r][1].dataset
+                raw = check_map(path, aps_reader.read_map(path, f, key), key, upper_triangle=True)
+                m, c2_min[r], c2_max[r] = prepare_map(raw, size=MAP_SIZE, diagonal_fix=args.diagonal_fix,
+                                                      upper_triangle=True)
+                w.write_maps(int(position[r]), m[None])
+    return c2_min, c2_max
 
 
 # --------------------------------------------------------------------------- stack
@@ -302,15 +330,13 @@ def ingest_stack(args) -> tuple[Path, int]:
         q = meta.get("q", np.full(n, np.nan))
         source = meta.get("source", np.array([f"{args.maps.name}[{i}]" for i in range(n)], dtype=object))
         order = np.lexsort((np.arange(n), time, np.nan_to_num(q, nan=np.inf), sector))
-        position = np.empty(n, dtype=np.int64)
-        position[order] = np.arange(n)
-        attrs = dict(source_kind="stack", title=args.title or args.out.stem, flow_axis_deg=float(args.flow_axis_deg),
-                     sector_width_deg=width, n_sectors=n_sectors,
-                     provenance=(f"ingest stack: {args.maps.name} ({n} maps of {stack.size} x {stack.size}"
-                                 f" -> {MAP_SIZE},"
-                                 f" {'upper triangle mirrored, ' if args.upper_triangle else ''}"
-                                 f"{'diagonal fixed, ' if args.diagonal_fix else ''}area-averaged, min-max normalised)"
-                                 f" + {args.meta.name}{_rheology_note(rheo)}"))
+        position = _positions(order)
+        attrs = _dataset_attrs(args, "stack", width, n_sectors,
+                               f"ingest stack: {args.maps.name} ({n} maps of {stack.size} x {stack.size}"
+                               f" -> {MAP_SIZE},"
+                               f" {'upper triangle mirrored, ' if args.upper_triangle else ''}"
+                               f"{'diagonal fixed, ' if args.diagonal_fix else ''}area-averaged, min-max normalised)"
+                               f" + {args.meta.name}{_rheology_note(rheo)}")
         if args.c2_time_step is not None:
             if not (np.isfinite(args.c2_time_step) and args.c2_time_step > 0):
                 raise InputError("--c2-time-step", f"must be a positive number of seconds, got {args.c2_time_step}")
@@ -336,11 +362,10 @@ def ingest_published(args) -> tuple[Path, int]:
     _check_out(args.out, [data["latents_path"]])
     rheo = _rheology(args, data["rheology_path"], DEFAULT_RHEOLOGY_OFFSET_S)
     n = data["latents"].shape[0]
-    attrs = dict(source_kind="ainerd-published", title=args.title or args.out.stem,
-                 flow_axis_deg=float(args.flow_axis_deg), sector_width_deg=SECTOR_WIDTH_DEG, n_sectors=N_SECTORS,
-                 provenance=(f"ingest published: {Path(args.folder).resolve().name} ({data['latents_path'].name},"
-                             f" sector.npy, start_time_s.npy; Horwath et al., Nat. Commun. 2024, "
-                             f"doi 10.5281/zenodo.8101899){_rheology_note(rheo)}"))
+    attrs = _dataset_attrs(args, "ainerd-published", SECTOR_WIDTH_DEG, N_SECTORS,
+                           f"ingest published: {Path(args.folder).resolve().name} ({data['latents_path'].name},"
+                           f" sector.npy, start_time_s.npy; Horwath et al., Nat. Commun. 2024, "
+                           f"doi 10.5281/zenodo.8101899){_rheology_note(rheo)}")
     with DatasetWriter(args.out, n, has_maps=False, **attrs) as w:
         w.set_meta(time=data["time"], sector=data["sector"], source=data["source"])
         w.set_latents(data["latents"])

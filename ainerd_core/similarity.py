@@ -443,7 +443,7 @@ def _target_vector(target, space, parts, ds, model):
 
 
 def nearest_neighbours(source, target, space: str = "latent", k: int = 10, *, model=None,
-                       batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+                       batch_size: int = 256, on_batch=None) -> tuple[np.ndarray, np.ndarray]:
     """Exact Euclidean K nearest neighbours of one target among a dataset's maps.
 
     Parameters
@@ -457,6 +457,9 @@ def nearest_neighbours(source, target, space: str = "latent", k: int = 10, *, mo
         (encoded with ``model`` for latent space, projected for PCA, compared pixel-wise for raw).
     space : 'latent', 'raw' or 'pca'
     k : number of neighbours
+    batch_size : maps read at a time in raw space (one batch of float32 maps in memory)
+    on_batch : callable ``(maps_done, n_maps)``, optional
+        Called after each batch in raw space (the progress of a search that streams the file).
 
     Returns
     -------
@@ -477,6 +480,8 @@ def nearest_neighbours(source, target, space: str = "latent", k: int = 10, *, mo
         for s, b in src.batches(batch_size):
             diff = b - v
             d2[s:s + len(b)] = np.einsum("ij,ij->i", diff, diff)
+            if on_batch is not None:
+                on_batch(s + len(b), src.n)
     else:
         x = np.asarray(parts[need], np.float64)
         d2 = ((x - vec) ** 2).sum(1)

@@ -329,11 +329,14 @@ class Experiment:
 
     # one map ---------------------------------------------------------------------------
     def render(self, i_time: int, sector: int, t0: float, lag_index: np.ndarray, lag_counts: np.ndarray):
-        """Render the C2 map of one (time, sector); return (normalised map, truth dict)."""
+        """Render the C2 map of one (time, sector); return (normalised map, truth dict).
+
+        ``t0`` is the map's start (s after cessation); ``lag_index`` (size * size,) the lag in
+        pixels of every pixel and ``lag_counts`` (size,) how many pixels have each lag.
+        """
         c = self.cfg
         n, dt = c.size, c.dt
         s = sector - 1
-        q_m = c.q * 1e10
         # 1-d integrals on a fine grid; values at frame centres
         nf = n * OVERSAMPLE
         tf = t0 + (np.arange(nf) + 0.5) * (dt / OVERSAMPLE)
@@ -341,15 +344,18 @@ class Experiment:
         r = self.rate(tf, env) * self.sector_aniso[s]
         g = self.shear_rate(tf, env)
         v = self.velocity(tf, env)
+        h = self._coherent(sector, _at_centres(r, dt), _at_centres(g, dt), _at_centres(v, dt) * (c.q * 1e10))
+        width = _band_width(h, lag_index, lag_counts)
+        img, observed = self._observe(h, i_time, sector)
+        return img, self._truth(sector, t0, env, r, g, v, width, observed)
 
-        def at_centres(x):
-            cum = np.concatenate([[0.0], np.cumsum(x) * (dt / OVERSAMPLE)])
-            edges = cum[::OVERSAMPLE]
-            return 0.5 * (edges[:-1] + edges[1:])
-
-        F, G, Q = at_centres(r), at_centres(g), at_centres(v) * q_m
+    def _coherent(self, sector: int, F: np.ndarray, G: np.ndarray, Q: np.ndarray) -> np.ndarray:
+        """(size, size) float32 noise-free normalised correlation (1 at zero lag): diffusive decay,
+        heterodyne fringes and laminar shear decorrelation, from the integrals at the frame
+        centres of the relaxation rate ``F`` (1), shear rate ``G`` (strain, 1) and velocity ``Q``
+        (times q: rad)."""
+        q_m = self.cfg.q * 1e10
         uc, ubar, du = self._u_range(sector)
-
         I = np.abs(F[:, None] - F[None, :]).astype(np.float32)
         a, b, kap = 1.0 - self.het_frac, self.het_frac, self.kappa
         e_s = np.exp(-I)
@@ -369,16 +375,14 @@ class Experiment:
             S = _sinc(X)
             S *= S
             h *= S
-        # noise-free band width from the lag profile of h (1 at zero lag)
-        prof = np.bincount(lag_index, weights=h.ravel(), minlength=n) / lag_counts
-        below = np.nonzero(prof < math.exp(-1.0))[0]
-        if below.size:
-            k = int(below[0])
-            p0, p1 = prof[k - 1], prof[k]
-            width = (k - 1) + (p0 - math.exp(-1.0)) / (p0 - p1) if p0 != p1 else float(k)
-        else:
-            width = float(n)
-        # contrast, baseline, speckle noise, frame-flux fluctuations
+        return h
+
+    def _observe(self, h: np.ndarray, i_time: int, sector: int) -> tuple[np.ndarray, dict]:
+        """The measured map from the noise-free ``h`` (overwritten): contrast, baseline, speckle
+        noise and frame-flux fluctuations (seeded by run, time and sector), min-max normalised.
+        Returns (map, {contrast, baseline, n_pixels, noise_std, noise_floor})."""
+        c, s = self.cfg, sector - 1
+        n = h.shape[0]
         rng = np.random.default_rng([c.seed, 1, i_time, sector])
         beta = float(self.sector_contrast[s] * rng.uniform(0.97, 1.03))
         base = float(1.0 + rng.uniform(0.0, 0.02)) + c.baseline_offset
@@ -396,8 +400,16 @@ class Experiment:
         c2 *= flux[None, :]
         lo_c2, hi_c2 = float(c2.min()), float(c2.max())
         floor = (base - lo_c2) / (hi_c2 - lo_c2) if hi_c2 > lo_c2 else 0.0
-        img = normalise_map(c2)
-        # truth
+        return normalise_map(c2), {"contrast": beta, "baseline": base, "n_pixels": n_pix, "noise_std": noise_std,
+                                   "noise_floor": floor}
+
+    def _truth(self, sector: int, t0: float, env, r, g, v, width: float, observed: dict) -> dict:
+        """The ground truth of one map from its fine-grid rate ``r`` (1/s), shear rate ``g`` (1/s),
+        velocity ``v`` (m/s), burst envelopes ``env``, band width (pixels) and :meth:`_observe`'s figures."""
+        c, s = self.cfg, sector - 1
+        q_m = c.q * 1e10
+        uc, ubar, du = self._u_range(sector)
+        a, b, kap = 1.0 - self.het_frac, self.het_frac, self.kappa
         tc = t0 + c.window / 2
         rate_mean = float(r.mean())
         aniso = float(self.sector_aniso[s])
@@ -418,11 +430,11 @@ class Experiment:
             x = 0.5 * q_m * H_GAP * uc * g_mean * T
             lam = (math.sin(x) / x) ** 2 if x > 0 else 1.0
             vis = 2 * a * b * dephase * math.exp(-0.5 * (1 + kap) * rate_mean * T) * lam
-        truth = {
+        return {
             "relaxation_rate": rate_mean,
             "relaxation_time": 1.0 / rate_mean,
             "band_width_px": width,
-            "band_width_s": width * dt,
+            "band_width_s": width * c.dt,
             "fringe_frequency": f_fr,
             "fringe_visibility": vis,
             "burst": int(active),
@@ -433,9 +445,9 @@ class Experiment:
             "D_off": aniso * self.r_off / c.q ** 2,
             "D_mean": rate_mean / c.q ** 2,
             "anisotropy": aniso,
-            "contrast": beta,
-            "baseline": base,
-            "strain": float(g.sum() * (dt / OVERSAMPLE)),
+            "contrast": observed["contrast"],
+            "baseline": observed["baseline"],
+            "strain": float(g.sum() * (c.dt / OVERSAMPLE)),
             "shear_rate": float(g.mean()),
             "velocity": v_mean * 1e9,
             "heterodyne_fraction": b,
@@ -443,11 +455,10 @@ class Experiment:
             "phi": float(self.phi[s]),
             "age": tc,
             "stress": float(self.stress(np.array([tc]))[0]),
-            "n_pixels": n_pix,
-            "noise_std": noise_std,
-            "noise_floor": floor,
+            "n_pixels": observed["n_pixels"],
+            "noise_std": observed["noise_std"],
+            "noise_floor": observed["noise_floor"],
         }
-        return img, truth
 
     def describe(self) -> dict:
         """Run-level parameters (stored as the ``simulation_json`` attribute)."""
@@ -460,6 +471,27 @@ class Experiment:
             "h_gap_m": H_GAP, "beamstop_deg": self.beamstop_deg,
             "events": [ev.__dict__ | {"burst_centre": ev.centre} for ev in self.events],
         }
+
+
+def _at_centres(x: np.ndarray, dt: float) -> np.ndarray:
+    """The running integral of ``x`` (sampled OVERSAMPLE times per pixel of ``dt`` s) at the
+    pixel centres: (len(x) / OVERSAMPLE,)."""
+    cum = np.concatenate([[0.0], np.cumsum(x) * (dt / OVERSAMPLE)])
+    edges = cum[::OVERSAMPLE]
+    return 0.5 * (edges[:-1] + edges[1:])
+
+
+def _band_width(h: np.ndarray, lag_index: np.ndarray, lag_counts: np.ndarray) -> float:
+    """Noise-free band width in pixels: the lag where the lag profile of ``h`` (1 at zero lag)
+    falls below 1/e, interpolated linearly (the map's size when it never does)."""
+    n = h.shape[0]
+    prof = np.bincount(lag_index, weights=h.ravel(), minlength=n) / lag_counts
+    below = np.nonzero(prof < math.exp(-1.0))[0]
+    if not below.size:
+        return float(n)
+    k = int(below[0])
+    p0, p1 = prof[k - 1], prof[k]
+    return (k - 1) + (p0 - math.exp(-1.0)) / (p0 - p1) if p0 != p1 else float(k)
 
 
 def _sinc(x: np.ndarray) -> np.ndarray:

@@ -25,377 +25,51 @@ Command line (``python -m ainerd_core study ...``)::
                  [--expires-days N] [--base-url http://host:8050] [--db URL] [--title T] [--model PATH]
     study list | close ID | revoke TOKEN_OR_EXPERT_ID | add-expert ID NAME | results ID --out DIR
 
+Modules: :mod:`ainerd_core.study_db` (tables, engine, tokens), :mod:`ainerd_core.study_candidates`
+(images, targets, candidate search), this one (the store: every operation), :mod:`ainerd_core.study_expert`
+(the expert-facing requests) and :mod:`ainerd_core.study_cli` (the command line); their names
+stay importable from here.
+
 The database URL defaults to ``$AINERD_DATABASE_URL``, else ``sqlite:///<$AINERD_INSTANCE_DIR or
 instance>/ainerd.db`` (the dashboard's default).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import datetime as _dt
-import hashlib
 import io
 import json
 import os
 import secrets
-import threading
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import (BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text,
-                        UniqueConstraint, create_engine, event, func, select)
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, deferred, mapped_column
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from .atomic import atomic_write_text
 from .errors import InputError
-from .results import ModelProvenance, checkpoint_sha256
+from .study_candidates import (IMAGE_CMAP, MAP_SIZE, METHODS, find_candidates, load_target_file,  # noqa: F401
+                               prepare_target, render_png)
+from .study_db import (AuditEvent, Assignment, Base, Candidate, CandidateSource, Expert, LoginCounter,  # noqa: F401
+                       Rating, RatingEvent, Study, WebSession, _opaque, default_database_url, expert_link,
+                       get_engine, hash_token, new_token, private_folder, private_sqlite_file, utcnow)
 
-METHODS = ("latent", "raw")
-MAP_SIZE = 256
-IMAGE_CMAP = "viridis"
 DEFAULT_N = 300
-
-
-# ====================================================================== models
-class Base(DeclarativeBase):
-    pass
-
-
-def utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
-
-
-class Study(Base):
-    __tablename__ = "studies"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    title: Mapped[str] = mapped_column(String(300))
-    dataset_path: Mapped[str] = mapped_column(Text)
-    target_desc: Mapped[str] = mapped_column(Text)
-    target_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    n_per_method: Mapped[int] = mapped_column(Integer)
-    methods: Mapped[str] = mapped_column(String(100))
-    status: Mapped[str] = mapped_column(String(16), default="open")
-    created_utc: Mapped[_dt.datetime] = mapped_column(DateTime)
-    closed_utc: Mapped[_dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    target_png: Mapped[bytes] = deferred(mapped_column(LargeBinary))
-
-
-class Candidate(Base):
-    """One distinct image shown to experts (rows inserted in random order: ids carry no rank)."""
-    __tablename__ = "candidates"
-    __table_args__ = (UniqueConstraint("study_id", "dataset_index"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    dataset_index: Mapped[int] = mapped_column(Integer)
-    png: Mapped[bytes] = deferred(mapped_column(LargeBinary))
-
-
-class CandidateSource(Base):
-    """Which method found a candidate at which rank (admin side only)."""
-    __tablename__ = "candidate_sources"
-    __table_args__ = (UniqueConstraint("study_id", "method", "rank"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
-    method: Mapped[str] = mapped_column(String(32))
-    rank: Mapped[int] = mapped_column(Integer)
-    distance: Mapped[float] = mapped_column(Float)
-
-
-class Expert(Base):
-    __tablename__ = "experts"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
-    created_utc: Mapped[_dt.datetime] = mapped_column(DateTime)
-    expires_utc: Mapped[_dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    revoked_utc: Mapped[_dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    order_seed: Mapped[int] = mapped_column(BigInteger)
-    target_key: Mapped[str] = mapped_column(String(64), unique=True, index=True)
-
-
-class Assignment(Base):
-    """Expert ``expert_id`` sees ``candidate_id`` at ``position`` (0-based) under ``image_key``."""
-    __tablename__ = "assignments"
-    __table_args__ = (UniqueConstraint("expert_id", "position"), UniqueConstraint("expert_id", "candidate_id"))
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    expert_id: Mapped[int] = mapped_column(ForeignKey("experts.id"), index=True)
-    position: Mapped[int] = mapped_column(Integer)
-    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"))
-    image_key: Mapped[str] = mapped_column(String(64), unique=True, index=True)
-
-
-class Rating(Base):
-    """The current answer of an expert to a candidate (upserted; ``version`` counts writes)."""
-    __tablename__ = "ratings"
-    expert_id: Mapped[int] = mapped_column(ForeignKey("experts.id"), primary_key=True)
-    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    similar: Mapped[bool] = mapped_column(Boolean)
-    version: Mapped[int] = mapped_column(Integer)
-    first_utc: Mapped[_dt.datetime] = mapped_column(DateTime)
-    updated_utc: Mapped[_dt.datetime] = mapped_column(DateTime)
-
-
-class RatingEvent(Base):
-    """Append-only log of every rating click (who, what, when, every change)."""
-    __tablename__ = "rating_events"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
-    expert_id: Mapped[int] = mapped_column(ForeignKey("experts.id"), index=True)
-    candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"))
-    position: Mapped[int] = mapped_column(Integer)
-    similar: Mapped[bool] = mapped_column(Boolean)
-    version: Mapped[int] = mapped_column(Integer)
-    created_utc: Mapped[_dt.datetime] = mapped_column(DateTime)
-
-
-class WebSession(Base):
-    """A login of the explorer/admin (server-side session; the cookie holds only the random id).
-
-    ``id_hash`` is the SHA-256 of the id in the signed cookie; ``fingerprint`` ties the session to
-    the role's password at login (a new password ends it); ``revoked_utc`` is set by logout and
-    "log out everywhere"."""
-    __tablename__ = "web_sessions"
-    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    role: Mapped[str] = mapped_column(String(16))
-    fingerprint: Mapped[str] = mapped_column(String(64))
-    created_utc: Mapped[_dt.datetime] = mapped_column(DateTime)
-    expires_utc: Mapped[_dt.datetime] = mapped_column(DateTime, index=True)
-    revoked_utc: Mapped[_dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    revoke_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
-
-
-class LoginCounter(Base):
-    """Login attempts per client address (hashed) within a window; updated by one atomic upsert."""
-    __tablename__ = "login_counters"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    count: Mapped[int] = mapped_column(Integer)
-    last_epoch: Mapped[float] = mapped_column(Float)
-
-
-class AuditEvent(Base):
-    """Append-only log of organiser actions (create, revoke, restore, close, reopen, sessions)."""
-    __tablename__ = "audit_events"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    created_utc: Mapped[_dt.datetime] = mapped_column(DateTime)
-    actor: Mapped[str] = mapped_column(String(64))
-    action: Mapped[str] = mapped_column(String(32))
-    study_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    expert_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    detail: Mapped[str] = mapped_column(Text, default="")
-
-
-# ====================================================================== engine
-def default_database_url(env=None) -> str:
-    env = os.environ if env is None else env
-    url = env.get("AINERD_DATABASE_URL")
-    if url:
-        return url
-    instance = Path(env.get("AINERD_INSTANCE_DIR", "instance"))
-    return f"sqlite:///{(instance / 'ainerd.db').resolve()}"
-
-
-_ENGINES: dict[tuple[str, int], object] = {}
-_ENGINE_LOCK = threading.Lock()
-
-
-def get_engine(url: str | None = None):
-    """One engine per (URL, process): safe after gunicorn forks. Creates the tables on first use."""
-    url = url or default_database_url()
-    key = (url, os.getpid())
-    with _ENGINE_LOCK:
-        engine = _ENGINES.get(key)
-        if engine is not None:
-            return engine
-        kwargs = {}
-        if url.startswith("sqlite"):
-            path = url.split(":///", 1)[-1]
-            if path and path != ":memory:":
-                private_sqlite_file(path)
-            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-        else:
-            kwargs["pool_pre_ping"] = True
-        engine = create_engine(url, **kwargs)
-        if engine.dialect.name == "sqlite":
-            @event.listens_for(engine, "connect")
-            def _pragmas(dbapi_conn, _record):
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=FULL")
-                cur.execute("PRAGMA foreign_keys=ON")
-                cur.close()
-        for attempt in range(5):
-            try:
-                Base.metadata.create_all(engine)
-                break
-            except OperationalError:  # another process created the tables at the same moment
-                if attempt == 4:
-                    raise
-                import time
-
-                time.sleep(0.2 * (attempt + 1))
-        _ENGINES[key] = engine
-        return engine
-
-
-def private_sqlite_file(path) -> None:
-    """Create the SQLite file mode 0600 (its folder 0700 if we create it) or tighten both.
-
-    The database holds ``candidate_sources`` (which method found which image) and every
-    rating: no other local user may read it, however the app or the CLI was started (a
-    umask of 022 would otherwise give 0755 / 0644). SQLite gives its -wal and -shm files the
-    database file's mode; they are tightened too when they exist. Files of another user are
-    left alone (we could not change them)."""
-    import stat
-
-    path = Path(path)
-    if not path.parent.exists():
-        os.makedirs(path.parent, mode=0o700, exist_ok=True)
-    try:
-        # only ever create: opening and closing an existing database file would drop the POSIX
-        # locks SQLite holds on it in this process (a documented way to corrupt it)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
-    for p in (path, Path(str(path) + "-wal"), Path(str(path) + "-shm")):
-        try:
-            st = p.stat()
-        except FileNotFoundError:
-            continue
-        if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
-            os.chmod(p, 0o600)
-
-
-def private_folder(path) -> None:
-    """Create ``path`` mode 0700 or tighten it to 0700 (only a folder this user owns)."""
-    import stat
-
-    path = Path(path)
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    st = path.stat()
-    if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
-        os.chmod(path, 0o700)
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def new_token() -> str:
-    """``secrets.token_urlsafe(32)`` (256 bits), redrawn if it starts with '_' or '-': no link can
-    look like one of Dash's internal routes under /evaluate/ (``_dash-...``, ``_reload-hash``), and
-    ``study revoke TOKEN`` never reads a token as an option."""
-    while True:
-        token = secrets.token_urlsafe(32)
-        if token[0] not in "_-":
-            return token
-
-
-def _opaque() -> str:
-    return secrets.token_urlsafe(24)
-
-
-# ====================================================================== images and targets
-def render_png(c2, cmap: str = IMAGE_CMAP) -> bytes:
-    """Every image experts see goes through here: 256 x 256, viridis, [0, 1], origin lower-left."""
-    from .imaging import c2_to_png
-
-    return c2_to_png(c2, cmap=cmap, vmin=0.0, vmax=1.0)
-
-
-def prepare_target(arr, where="target") -> np.ndarray:
-    """An uploaded map as (256, 256) float32 in [0, 1] (area-averaged, min-max normalised)."""
-    from .readers.resample import prepare_target as _prepare
-
-    return _prepare(arr, where, size=MAP_SIZE)
-
-
-def load_target_file(path) -> np.ndarray:
-    path = Path(path)
-    if not path.exists():
-        raise InputError(path, "no such file")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(path, f"not a readable .npy array: {exc}") from None
-    return prepare_target(arr, path)
-
-
-def _latent_matrix(ds):
-    lat = ds.read_result("latent")
-    if lat is None:
-        lat = ds.latents
-    return lat
-
-
-def find_candidates(ds, target, methods, n: int, model_path=None) -> tuple[dict, np.ndarray, int | None]:
-    """Nearest neighbours of the target for each method.
-
-    Returns ({method: (index (n,), distance (n,))}, target map (256, 256), target index or None).
-    An uploaded target identical to a dataset map (pixel distance < 1e-3 per pixel) is treated as
-    that map (excluded from its own neighbours and placed in latent space by its latent).
-    """
-    if not ds.has_maps:
-        raise InputError(ds.path, "this dataset holds latents only: experts need C2 maps to look at")
-    from . import similarity as S
-
-    if isinstance(target, (int, np.integer)):
-        t_index = int(target)
-        if not 0 <= t_index < ds.n_maps:
-            raise InputError("--target", f"index {t_index} outside 0..{ds.n_maps - 1}")
-        t_map = ds.read_map(t_index)
-    else:
-        t_map = prepare_target(target)
-        t_index = None
-    n_avail = ds.n_maps - 1 if t_index is not None else ds.n_maps
-    if n < 1:
-        raise InputError("--n", f"must be >= 1, got {n}")
-    n = min(n, n_avail)
-    out = {}
-    raw = None
-    if "raw" in methods or t_index is None:
-        idx, dist = S.nearest_neighbours(ds, t_index if t_index is not None else t_map, "raw", n + 1)
-        idx, dist = np.asarray(idx), np.asarray(dist, np.float64)
-        if t_index is None and dist.size and dist[0] < 1e-3 * MAP_SIZE:
-            t_index = int(idx[0])  # the uploaded map is this dataset map
-            idx, dist = idx[1:], dist[1:]
-            n = min(n, ds.n_maps - 1)
-        raw = (idx[:n], dist[:n])
-        if "raw" in methods:
-            out["raw"] = raw
-    if "latent" in methods:
-        lat = _latent_matrix(ds)
-        if t_index is not None:
-            if lat is None:
-                raise InputError(ds.path, "no latents: run `python -m ainerd_core precompute` first")
-            idx, dist = S.nearest_neighbours({"latent": lat}, t_index, "latent", n)
-        else:
-            # the checkpoint that made the latents (ainerd_core.results: the one lookup)
-            mp = model_path or ModelProvenance.from_attrs(ds.result_attrs).resolve(ds.path, demo_fallback=False)[0]
-            if mp is None or not Path(mp).exists():
-                raise InputError("--target", "an uploaded map that is not in the dataset needs --model PATH "
-                                             "to be placed in latent space (or use --methods raw)")
-            sha = ModelProvenance.from_attrs(ds.result_attrs).sha256
-            if model_path and sha and checkpoint_sha256(mp) != sha:  # issue 12: only the model of the latents
-                raise InputError("--model", f"{Path(mp).name} is not the model that made this dataset's latents "
-                                            f"(SHA-256 differs from the recorded {sha[:12]}); they would not be comparable")
-            if lat is None:
-                raise InputError(ds.path, "no latents: run `python -m ainerd_core precompute` first")
-            from .model import load_model
-
-            idx, dist = S.nearest_neighbours({"latent": lat}, t_map, "latent", n, model=load_model(mp))
-        out["latent"] = (np.asarray(idx)[:n], np.asarray(dist, np.float64)[:n])
-    return out, t_map, t_index
 
 
 # ====================================================================== the store
 class StudyError(InputError):
     """A study operation that cannot be done (no such study, closed, revoked...): one line."""
+
+
+def _get(s: Session, table, key, where: str):
+    """The ``table`` row (Study or Expert) with id ``key``, else :class:`StudyError` naming ``where``."""
+    row = s.get(table, int(key))
+    if row is None:
+        raise StudyError(where, f"no {table.__tablename__[:-1]} {key}")
+    return row
 
 
 def _fmt(t: _dt.datetime | None) -> str | None:
@@ -509,9 +183,7 @@ class StudyStore:
 
     def add_expert(self, study_id: int, name: str, expires_days: float | None = None) -> tuple[Expert, str]:
         with self.session() as s, s.begin():
-            study = s.get(Study, int(study_id))
-            if study is None:
-                raise StudyError("study", f"no study {study_id}")
+            study = _get(s, Study, study_id, "study")
             if study.status != "open":
                 raise StudyError("study", f"study {study_id} is closed")
             name = name.strip()
@@ -523,9 +195,7 @@ class StudyStore:
 
     def close_study(self, study_id: int) -> Study:
         with self.session() as s, s.begin():
-            study = s.get(Study, int(study_id))
-            if study is None:
-                raise StudyError("study", f"no study {study_id}")
+            study = _get(s, Study, study_id, "study")
             if study.status != "closed":
                 study.status, study.closed_utc = "closed", utcnow()
             return study
@@ -547,18 +217,14 @@ class StudyStore:
     def restore(self, expert_id: int) -> Expert:
         """Undo a revocation: the expert's link and answers work again (their answers were kept)."""
         with self.session() as s, s.begin():
-            expert = s.get(Expert, int(expert_id))
-            if expert is None:
-                raise StudyError("restore", f"no expert {expert_id}")
+            expert = _get(s, Expert, expert_id, "restore")
             expert.revoked_utc = None
             return expert
 
     def reopen(self, study_id: int) -> Study:
         """Reopen a closed study: its links work again (unless revoked or expired)."""
         with self.session() as s, s.begin():
-            study = s.get(Study, int(study_id))
-            if study is None:
-                raise StudyError("study", f"no study {study_id}")
+            study = _get(s, Study, study_id, "study")
             study.status, study.closed_utc = "open", None
             return study
 
@@ -707,145 +373,41 @@ class StudyStore:
     # ---------------------------------------------------------------- expert side
     # Everything below reads only studies.status, experts, assignments, candidates.png and ratings:
     # never candidate_sources nor candidates.dataset_index.
+    # The per-request work (one connection, prebuilt statements, per-process caches) lives in
+    # ainerd_core.study_expert; these are its entry points for the CLI, tests and other callers.
     def expert_for_token(self, token: str) -> tuple[int | None, str]:
         """(expert id, '') for a usable token, else (None, reason shown to the visitor)."""
+        from . import study_expert
+
         if not isinstance(token, str) or not 20 <= len(token) <= 100:
-            return None, "This link is not valid."
-        with self.reader.connect() as c:
-            row = c.execute(select(Expert.id).where(Expert.token_hash == hash_token(token))).first()
-        if row is None:
-            return None, "This link is not valid."
-        return self.check_expert(row[0])
+            return None, study_expert.INVALID
+        return study_expert.for_token(self, hash_token(token))
 
     def check_expert(self, expert_id) -> tuple[int | None, str]:
         """(expert id, '') if the expert may rate now, else (None, reason)."""
-        try:
-            expert_id = int(expert_id)
-        except (TypeError, ValueError):
-            return None, "No evaluation session: open the link you were sent."
-        with self.reader.connect() as c:
-            row = c.execute(select(Expert.revoked_utc, Expert.expires_utc, Study.status)
-                            .join(Study, Study.id == Expert.study_id).where(Expert.id == expert_id)).first()
-        if row is None:
-            return None, "This link is not valid."
-        if row.revoked_utc is not None:
-            return None, "This link has been withdrawn by the organiser."
-        if row.expires_utc is not None and row.expires_utc < utcnow():
-            return None, "This link has expired."
-        if row.status != "open":
-            return None, "This evaluation is closed. Thank you for your help."
-        return expert_id, ""
+        from . import study_expert
+
+        return study_expert.check(self, expert_id)
 
     def expert_view(self, expert_id: int, position: int | None = None) -> dict:
         """What the expert sees: target key, the image key at ``position`` (default: resume
         position = first unrated), the current answer there, rated count and total."""
-        with self.reader.connect() as c:
-            total, target_key = self._fixed(c, expert_id)
-            rated = c.execute(select(func.count()).select_from(Rating).where(Rating.expert_id == expert_id)).scalar()
-            if position is None:
-                position = self._next_unrated(c, expert_id, -1)
-                if position is None:
-                    position = total  # all rated: the 'done' view
-            position = max(0, min(int(position), total))
-            key = answer = None
-            if position < total:
-                row = c.execute(select(Assignment.image_key, Rating.similar)
-                                .outerjoin(Rating, (Rating.expert_id == Assignment.expert_id)
-                                           & (Rating.candidate_id == Assignment.candidate_id))
-                                .where(Assignment.expert_id == expert_id, Assignment.position == position)).first()
-                key, answer = row.image_key, row.similar
-        return {"target_key": target_key, "position": position, "total": total, "rated": rated,
-                "image_key": key, "answer": answer}
+        from . import study_expert
 
-    _FIXED: dict = {}
-    _SLOTS: dict = {}
-
-    def _fixed(self, c, expert_id: int) -> tuple[int, str]:
-        """(number of images, target key) of an expert: fixed at creation, so cached per process."""
-        key = (self.url, expert_id)
-        got = self._FIXED.get(key)
-        if got is None:
-            total = c.execute(select(func.count()).select_from(Assignment).where(Assignment.expert_id == expert_id)).scalar()
-            target_key = c.execute(select(Expert.target_key).where(Expert.id == expert_id)).scalar()
-            got = (int(total), target_key)
-            if target_key is not None:
-                self._FIXED[key] = got
-        return got
-
-    def expert_total(self, expert_id: int) -> int:
-        with self.reader.connect() as c:
-            return self._fixed(c, expert_id)[0]
-
-    @staticmethod
-    def _next_unrated(c, expert_id: int, after: int) -> int | None:
-        q = (select(func.min(Assignment.position))
-             .outerjoin(Rating, (Rating.expert_id == Assignment.expert_id)
-                        & (Rating.candidate_id == Assignment.candidate_id))
-             .where(Assignment.expert_id == expert_id, Rating.candidate_id.is_(None)))
-        nxt = c.execute(q.where(Assignment.position > after)).scalar()
-        if nxt is None:
-            nxt = c.execute(q).scalar()  # wrap around to an earlier skipped one
-        return nxt
+        return study_expert.view(self, expert_id, position)
 
     def next_position(self, expert_id: int, after: int) -> int | None:
-        with self.reader.connect() as c:
-            return self._next_unrated(c, expert_id, after)
+        from . import study_expert
+
+        return study_expert.next_position(self, expert_id, after)
 
     def record_rating(self, expert_id: int, position: int, similar: bool) -> dict:
-        """Upsert the answer at the expert's ``position`` and log the event; returns after COMMIT.
+        """Upsert the answer at the expert's ``position`` and log the event; returns after COMMIT
+        (the next view and ``version``). Raises StudyError if the position does not exist or
+        the expert may no longer rate."""
+        from . import study_expert
 
-        Raises StudyError if the position does not exist or the expert may no longer rate.
-        """
-        expert_id, position, similar = int(expert_id), int(position), bool(similar)
-        ck = (self.url, expert_id, position)
-        row = self._SLOTS.get(ck)  # assignments never change: cached per process
-        if row is None:
-            with self.reader.connect() as c:
-                row = c.execute(select(Assignment.candidate_id, Expert.study_id)
-                                .join(Expert, Expert.id == Assignment.expert_id)
-                                .where(Assignment.expert_id == expert_id, Assignment.position == position)).first()
-            if row is None:
-                raise StudyError("rating", "no such image")
-            row = self._SLOTS[ck] = (row.candidate_id, row.study_id)
-        cand, study_id = row
-        now = utcnow()
-        table = Rating.__table__
-        values = dict(expert_id=expert_id, candidate_id=cand, study_id=study_id, similar=similar, version=1,
-                      first_utc=now, updated_utc=now)
-        with self._write_lock(), self.engine.connect() as c:
-            dialect = c.dialect.name
-            if dialect in ("sqlite", "postgresql"):
-                if dialect == "sqlite":
-                    from sqlalchemy.dialects.sqlite import insert as _insert
-                else:
-                    from sqlalchemy.dialects.postgresql import insert as _insert
-                stmt = _insert(table).values(**values)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[table.c.expert_id, table.c.candidate_id],
-                    set_={"similar": similar, "version": table.c.version + 1, "updated_utc": now},
-                ).returning(table.c.version)
-                version = c.execute(stmt).scalar_one()  # first statement is a write: takes the write lock
-            else:  # pragma: no cover - generic fallback
-                try:
-                    with c.begin_nested():
-                        c.execute(table.insert().values(**values))
-                    version = 1
-                except IntegrityError:
-                    c.execute(table.update().where(table.c.expert_id == expert_id, table.c.candidate_id == cand)
-                              .values(similar=similar, version=table.c.version + 1, updated_utc=now))
-                    version = c.execute(select(table.c.version).where(table.c.expert_id == expert_id,
-                                                                      table.c.candidate_id == cand)).scalar_one()
-            # re-check under the write lock: a link revoked or study closed meanwhile refuses the write
-            ok = c.execute(select(Expert.revoked_utc, Expert.expires_utc, Study.status)
-                           .join(Study, Study.id == Expert.study_id).where(Expert.id == expert_id)).first()
-            if ok.revoked_utc is not None or ok.status != "open" or (ok.expires_utc and ok.expires_utc < now):
-                c.rollback()
-                raise StudyError("rating", "this evaluation no longer accepts answers")
-            c.execute(RatingEvent.__table__.insert().values(study_id=study_id, expert_id=expert_id, candidate_id=cand,
-                                                            position=position, similar=similar, version=version,
-                                                            created_utc=now))
-            c.commit()
-        return {"version": version}
+        return study_expert.rate(self, expert_id, position, similar)
 
     @contextlib.contextmanager
     def _write_lock(self):
@@ -873,15 +435,9 @@ class StudyStore:
 
     def image_for_key(self, expert_id: int, key: str) -> bytes | None:
         """PNG of the expert's target or of one of the expert's candidates, else None."""
-        if not isinstance(key, str) or not 10 <= len(key) <= 64:
-            return None
-        with self.reader.connect() as c:
-            png = c.execute(select(Candidate.png).join(Assignment, Assignment.candidate_id == Candidate.id)
-                            .where(Assignment.image_key == key, Assignment.expert_id == expert_id)).scalar()
-            if png is None:
-                png = c.execute(select(Study.target_png).join(Expert, Expert.study_id == Study.id)
-                                .where(Expert.target_key == key, Expert.id == expert_id)).scalar()
-        return png
+        from . import study_expert
+
+        return study_expert.image(self, expert_id, key, check=False)[0]
 
     # ---------------------------------------------------------------- results
     def ratings_arrays(self, study_id: int) -> dict:
@@ -891,9 +447,7 @@ class StudyStore:
         ``items`` (E, C) answers per distinct candidate, ``candidate_ids`` (C,).
         """
         with self.session() as s:
-            st = s.get(Study, int(study_id))
-            if st is None:
-                raise StudyError("study", f"no study {study_id}")
+            st = _get(s, Study, study_id, "study")
             experts = s.scalars(select(Expert).where(Expert.study_id == st.id).order_by(Expert.id)).all()
             cands = s.scalars(select(Candidate.id).where(Candidate.study_id == st.id).order_by(Candidate.id)).all()
             sources = s.execute(select(CandidateSource.method, CandidateSource.rank, CandidateSource.candidate_id)
@@ -984,100 +538,3 @@ class StudyStore:
         for name, content in tables.items():
             written.append(atomic_write_text(out_dir / name, content))
         return written
-
-
-# ====================================================================== CLI
-def expert_link(base_url: str, token: str) -> str:
-    return f"{base_url.rstrip('/')}/evaluate/{token}"
-
-
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", help="database URL (default $AINERD_DATABASE_URL or sqlite:///instance/ainerd.db)")
-    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = sub.add_parser("create", help="create a study and print one expert link per line")
-    p.add_argument("dataset", help="dataset file (.h5) with C2 maps and /results/latent")
-    p.add_argument("--target", required=True, help="map index in the dataset, or a .npy file (resampled to 256x256)")
-    p.add_argument("--n", type=int, default=DEFAULT_N, help="neighbours per method (default 300)")
-    p.add_argument("--experts", required=True, help='comma-separated names, e.g. "Alice,Bob"')
-    p.add_argument("--methods", default="latent,raw", help="latent,raw (default both)")
-    p.add_argument("--expires-days", type=float, default=None, help="links expire after N days")
-    p.add_argument("--base-url", default="http://127.0.0.1:8050", help="address experts open")
-    p.add_argument("--title", default=None)
-    p.add_argument("--model", default=None, help="checkpoint to encode an uploaded target (latent method)")
-    p.add_argument("--db", dest="db_sub", default=None, help=argparse.SUPPRESS)
-    sub.add_parser("list", help="studies with progress per expert").add_argument("--db", dest="db_sub", default=None,
-                                                                               help=argparse.SUPPRESS)
-    p = sub.add_parser("close", help="close a study (links stop working)")
-    p.add_argument("study_id", type=int)
-    p.add_argument("--db", dest="db_sub", default=None, help=argparse.SUPPRESS)
-    p = sub.add_parser("revoke", help="revoke one expert link (by token or expert id)")
-    p.add_argument("token_or_expert_id")
-    p.add_argument("--db", dest="db_sub", default=None, help=argparse.SUPPRESS)
-    p = sub.add_parser("add-expert", help="add an expert to an open study; prints the link")
-    p.add_argument("study_id", type=int)
-    p.add_argument("name")
-    p.add_argument("--expires-days", type=float, default=None)
-    p.add_argument("--base-url", default="http://127.0.0.1:8050")
-    p.add_argument("--db", dest="db_sub", default=None, help=argparse.SUPPRESS)
-    p = sub.add_parser("results", help="write accuracy, statistics and the full rating log (CSV/JSON)")
-    p.add_argument("study_id", type=int)
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--window", type=int, default=21, help="smoothing window in ranks (odd, default 21)")
-    p.add_argument("--bootstrap", type=int, default=2000)
-    p.add_argument("--permutations", type=int, default=10000)
-    p.add_argument("--db", dest="db_sub", default=None, help=argparse.SUPPRESS)
-
-
-def _target_arg(value: str):
-    v = value.strip()
-    if v.lstrip("-").isdigit():
-        return int(v)
-    if not v.lower().endswith(".npy"):
-        raise InputError("--target", f"expected a map index or a .npy file, got {value!r}")
-    return load_target_file(v)
-
-
-def run(args) -> int:
-    store = StudyStore(getattr(args, "db_sub", None) or args.db)
-    if args.action == "create":
-        target = _target_arg(args.target)
-        desc = None if isinstance(target, int) else f"file {Path(args.target).name}"
-        study, tokens = store.create_study(args.dataset, target, n=args.n, experts=args.experts.split(","),
-                                           methods=args.methods.split(","), expires_days=args.expires_days,
-                                           title=args.title, model_path=args.model, target_desc=desc)
-        if not tokens:
-            raise InputError("--experts", "give at least one expert name")
-        import sys
-
-        print(f"study {study.id}: {study.title} ({study.n_per_method} per method, {study.methods})", file=sys.stderr)
-        for expert, token in tokens:
-            print(expert_link(args.base_url, token))
-        return 0
-    if args.action == "list":
-        for st in store.list_studies():
-            print(f"{st['id']}\t{st['status']}\t{st['n_candidates']} images\t{st['title']}")
-            for e in st["experts"]:
-                print(f"\texpert {e['id']}\t{e['name']}\t{e['rated']} / {e['total']}\t{e['state']}")
-        return 0
-    if args.action == "close":
-        st = store.close_study(args.study_id)
-        print(f"study {st.id} closed")
-        return 0
-    if args.action == "revoke":
-        e = store.revoke(args.token_or_expert_id)
-        print(f"expert {e.id} ({e.name}) revoked")
-        return 0
-    if args.action == "add-expert":
-        expert, token = store.add_expert(args.study_id, args.name, args.expires_days)
-        print(expert_link(args.base_url, token))
-        return 0
-    if args.action == "results":
-        if store.study_summary(args.study_id) is None:
-            raise InputError("study", f"no study {args.study_id}")
-        if args.window < 1 or args.window % 2 == 0:
-            raise InputError("--window", f"must be an odd positive number, got {args.window}")
-        for p in store.export(args.study_id, args.out, window=args.window, n_boot=args.bootstrap,
-                              n_perm=args.permutations):
-            print(p)
-        return 0
-    raise InputError(None, f"unknown action {args.action}")

@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -240,10 +241,126 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
     warm start keeps the checkpoint's train / validation / test split when it was made on a
     dataset of as many maps (its test maps stay unseen), and its starting weights count as
     epoch 0: no epoch that scores worse on validation replaces them.
+
+    Longer than 80 lines only by this docstring; its body is the list of stages: options
+    (:func:`_check_options`, :func:`_schedule`), split (:func:`_choose_split`),
+    warm start (:func:`_warm_start`), resume (:func:`_restore`), epochs (:func:`_run_epochs`),
+    test scoring (:func:`_score_best`).
     """
     from .dataset import open_dataset
 
     out = Path(out)
+    dev = _check_options(out, device, epochs, batch_size, threads, dropout, lr_step_epochs, lr_base, lr_max,
+                         resume, init_from, init_bottleneck)
+    t_start = time.perf_counter()
+    fit = _Fit(out=out, dev=dev, log=log)
+    if resume is not None:
+        latent, dropout = _read_resume(fit, resume, dropout)
+    lr_step_epochs, lr_base, lr_max = _schedule(fit.prev, lr_step_epochs, lr_base, lr_max)
+    init_ckpt = read_checkpoint(init_from) if init_from is not None else None
+    if dropout is None:
+        dropout = DROPOUT
+
+    with open_dataset(dataset) as ds:
+        if not ds.has_maps:
+            raise InputError(ds.path, "this dataset holds latents only, no C2 maps to train on")
+        fit.n_all = ds.n_maps
+        split_kept = _choose_split(fit, ds, init_ckpt, resume, init_from, max_maps, seed)
+        used = np.concatenate([fit.split["train"], fit.split["val"], fit.split["test"]])
+        fit.source = MapSource(ds, keep=used, keep_limit_bytes=IN_MEMORY_LIMIT)
+        schedule = {"base_lr": lr_base, "max_lr": lr_max, "step_size_up_epochs": lr_step_epochs}
+        fit.config = {"dataset": str(Path(dataset)), "epochs": int(epochs), "latent": int(latent),
+                      "augment": bool(augment), "batch_size": int(batch_size), "seed": int(seed),
+                      "max_maps": max_maps, "loss": "mse", "optimizer": "adam",
+                      "scheduler": {"name": "CyclicLR", "mode": "triangular2", **schedule, "cycle_momentum": False},
+                      "dropout": float(dropout), "augmentation": "random circular shift along the diagonal, "
+                                                                "k ~ U{0..255}, per map and batch",
+                      "split_fractions": list(SPLIT_FRACTIONS), "device": dev.type,
+                      "torch_threads": torch.get_num_threads()}
+
+        torch.manual_seed(seed)
+        fit.model = Autoencoder(latent, dropout=dropout).to(dev)
+        if init_ckpt is not None:
+            _warm_start(fit, init_from, init_ckpt["state_dict"], init_bottleneck, latent, seed, split_kept)
+        fit.batches_per_epoch = max(1, math.ceil(len(fit.split["train"]) / batch_size))
+        fit.opt = torch.optim.Adam(fit.model.parameters(), lr=lr_base)
+        fit.sched = torch.optim.lr_scheduler.CyclicLR(
+            fit.opt, base_lr=lr_base, max_lr=lr_max, mode="triangular2", cycle_momentum=False,
+            step_size_up=max(1, int(round(lr_step_epochs * fit.batches_per_epoch))))
+        fit.rng = np.random.default_rng(seed + 2)
+        if fit.state is not None:
+            _restore(fit, resume, schedule)
+        fit.config["batches_per_epoch"] = fit.batches_per_epoch
+
+        split = fit.split
+        log(f"training on {dev.type}: {len(split['train'])} train / {len(split['val'])} val / "
+            f"{len(split['test'])} test maps, latent {latent}, batch {batch_size}, "
+            f"{fit.batches_per_epoch} batches/epoch, epochs {fit.start_epoch + 1}..{epochs}, "
+            f"augment {'on' if augment else 'off'}, seed {seed}")
+        if init_ckpt is not None:  # the warm start is epoch 0: later epochs must beat it
+            fit.best_val, fit.best_epoch = evaluate_mse(fit.model, fit.source, split["val"], max(batch_size, 32), dev), 0
+            atomic_torch_save(fit.checkpoint(False, epoch=0), out)
+            fit.improved_this_run = True
+            log(f"epoch   0 (warm start)  val {fit.best_val:.5f}")
+        stopped_early = _run_epochs(fit, epochs, batch_size, augment, progress, time_budget_s, t_start)
+        test, elapsed = _score_best(fit, batch_size, stopped_early, t_start)
+    if not keep_state:
+        state_path(out).unlink(missing_ok=True)
+    return _summary(fit, test, elapsed, write_curve)
+
+
+def _summary(fit: _Fit, test: dict, elapsed: float, write_curve: bool) -> dict:
+    """Write the learning curve beside the model (``write_curve``), log and return the summary."""
+    curve, config, best_epoch, best_val, out = fit.curve, fit.config, fit.best_epoch, fit.best_val, fit.out
+    if write_curve:
+        atomic_write_text(curve_path(out), json.dumps({**curve, "best_epoch": best_epoch, "best_val_loss": best_val,
+                                                        "test": test, "config": config}, indent=1))
+    fit.log(f"best epoch {best_epoch} (val MSE {best_val:.5f}); test MSE {test['mse']:.5f}, explained variance "
+            f"{test['explained_variance'] * 100:.1f} % on {test['n_maps']} held-out maps; {elapsed:.0f} s; wrote {out}")
+    return {"out": str(out), "best_epoch": best_epoch, "best_val_loss": best_val, "test": test,
+            "learning_curve": curve, "seconds": elapsed, "config": config, "split": fit.split}
+
+
+@dataclass
+class _Fit:
+    """One training run's state, shared by the stages of :func:`train`."""
+
+    out: Path
+    dev: torch.device
+    log: object
+    state: dict | None = None  # the resumed training state (``--resume``)
+    prev: dict = field(default_factory=lambda: dict(SCHEDULE_DEFAULTS))  # the resumed run's schedule
+    n_all: int = 0
+    split: dict | None = None  # train / val / test -> sorted map indices
+    source: MapSource | None = None
+    config: dict | None = None
+    model: Autoencoder | None = None
+    opt: object = None
+    sched: object = None
+    rng: np.random.Generator | None = None
+    curve: dict = field(default_factory=lambda: {"epoch": [], "train_loss": [], "val_loss": [], "lr": [],
+                                                 "seconds": []})
+    best_val: float = float("inf")
+    best_epoch: int = -1
+    start_epoch: int = 0
+    batches_per_epoch: int = 1
+    improved_this_run: bool = False
+
+    def checkpoint(self, extra_state: bool, **more) -> dict:
+        """The checkpoint of the current weights; ``extra_state`` adds what ``--resume`` needs."""
+        ck = make_checkpoint(self.model, config=self.config, learning_curve=self.curve,
+                             split={k: v.tolist() for k, v in self.split.items()}, dataset_n_maps=self.n_all,
+                             best_val_loss=self.best_val, best_epoch=self.best_epoch,
+                             batches_per_epoch=self.batches_per_epoch, **more)
+        if extra_state:
+            ck.update(optimizer=self.opt.state_dict(), scheduler=self.sched.state_dict(),
+                      rng_state=json.dumps(self.rng.bit_generator.state), torch_rng_state=torch.get_rng_state())
+        return ck
+
+
+def _check_options(out: Path, device, epochs, batch_size, threads, dropout, lr_step_epochs, lr_base,
+                   lr_max, resume, init_from, init_bottleneck) -> torch.device:
+    """Refuse bad options (one-line :class:`InputError`); set torch's threads; return the device."""
     if not out.parent.exists():
         raise InputError(out, "the output folder does not exist")
     if epochs < 1:
@@ -262,219 +379,203 @@ def train(dataset, out, *, epochs: int = 60, latent: int = DEFAULT_LATENT, augme
     for name, value in (("--lr-base", lr_base), ("--lr-max", lr_max)):
         if value is not None and not (math.isfinite(value) and 0 < value <= 1):
             raise InputError(None, f"{name} must be in (0, 1], got {value}")
-    t_start = time.perf_counter()
+    if init_from is not None and resume is not None:
+        raise InputError(None, "--init-from and --resume exclude each other (resume already sets the weights)")
+    if init_bottleneck not in BOTTLENECK_INITS:
+        raise InputError(None, f"--init-bottleneck must be one of {', '.join(BOTTLENECK_INITS)}, got {init_bottleneck!r}")
+    return dev
 
-    state = None
-    prev = dict(SCHEDULE_DEFAULTS)  # the resumed run's schedule, else the published one
-    if resume is not None:
-        state = read_checkpoint(resume)
-        latent = int(state["latent_size"])
-        if dropout is None:  # keep the run's dropout unless told otherwise
-            dropout = float(state.get("dropout", DROPOUT))
-        elif float(state.get("dropout", DROPOUT)) != dropout:
-            log(f"note: dropout changes from {state.get('dropout', DROPOUT)} to {dropout} on resume")
-        old = state.get("config", {}).get("scheduler", {})
-        prev.update({k: float(old[k]) for k in SCHEDULE_DEFAULTS if k in old})
+
+def _read_resume(fit: _Fit, resume, dropout) -> tuple[int, float]:
+    """Read the ``--resume`` state into ``fit`` (its schedule into ``fit.prev``); returns its latent
+    size and the dropout to use (the run's own unless ``dropout`` is given)."""
+    fit.state = read_checkpoint(resume)
+    if dropout is None:  # keep the run's dropout unless told otherwise
+        dropout = float(fit.state.get("dropout", DROPOUT))
+    elif float(fit.state.get("dropout", DROPOUT)) != dropout:
+        fit.log(f"note: dropout changes from {fit.state.get('dropout', DROPOUT)} to {dropout} on resume")
+    old = fit.state.get("config", {}).get("scheduler", {})
+    fit.prev.update({k: float(old[k]) for k in SCHEDULE_DEFAULTS if k in old})
+    return int(fit.state["latent_size"]), dropout
+
+
+def _schedule(prev: dict, lr_step_epochs, lr_base, lr_max) -> tuple[float, float, float]:
+    """(step_size_up in epochs, base LR, max LR): the given values, else the resumed run's (``prev``)."""
     lr_step_epochs = prev["step_size_up_epochs"] if lr_step_epochs is None else float(lr_step_epochs)
     lr_base = prev["base_lr"] if lr_base is None else float(lr_base)
     lr_max = max(prev["max_lr"], lr_base) if lr_max is None else float(lr_max)
     if lr_max < lr_base:
         raise InputError(None, f"--lr-max ({lr_max:g}) must be >= --lr-base ({lr_base:g})")
-    if init_from is not None and resume is not None:
-        raise InputError(None, "--init-from and --resume exclude each other (resume already sets the weights)")
-    if init_bottleneck not in BOTTLENECK_INITS:
-        raise InputError(None, f"--init-bottleneck must be one of {', '.join(BOTTLENECK_INITS)}, got {init_bottleneck!r}")
-    init_ckpt = read_checkpoint(init_from) if init_from is not None else None
-    init_state = init_ckpt["state_dict"] if init_ckpt is not None else None
-    if dropout is None:
-        dropout = DROPOUT
+    return lr_step_epochs, lr_base, lr_max
 
-    with open_dataset(dataset) as ds:
-        if not ds.has_maps:
-            raise InputError(ds.path, "this dataset holds latents only, no C2 maps to train on")
-        n_all = ds.n_maps
-        # a warm start on a dataset of as many maps keeps the checkpoint's split
-        split_kept = init_ckpt is not None and "split" in init_ckpt and init_ckpt.get("dataset_n_maps") == n_all
-        if state is not None and "split" in state:
-            split = {k: np.asarray(v, np.int64) for k, v in state["split"].items()}
-            if state.get("dataset_n_maps") not in (None, n_all):
-                raise InputError(resume, f"was trained on a dataset of {state['dataset_n_maps']} maps, "
-                                         f"{ds.path} has {n_all}")
-        else:
-            if max_maps is not None and max_maps < n_all:
-                if max_maps < 3:
-                    raise InputError(None, f"--max-maps must be >= 3, got {max_maps}")
-                subset = np.sort(np.random.default_rng(seed + 1).choice(n_all, size=max_maps, replace=False))
-            else:
-                subset = np.arange(n_all)
-            if split_kept:
-                # the warm start's weights have seen its train maps: keep its test maps unseen
-                split = {k: np.intersect1d(np.asarray(init_ckpt["split"][k], np.int64), subset)
-                         for k in ("train", "val", "test")}
-                if min(len(v) for v in split.values()) == 0:
-                    raise InputError(None, f"--max-maps {max_maps} leaves part of the split of {init_from} empty")
-            else:
-                parts = make_split(len(subset), seed)
-                split = {k: subset[v] for k, v in parts.items()}
-        used = np.concatenate([split["train"], split["val"], split["test"]])
-        source = MapSource(ds, keep=used, keep_limit_bytes=IN_MEMORY_LIMIT)
-        config = {"dataset": str(Path(dataset)), "epochs": int(epochs), "latent": int(latent),
-                  "augment": bool(augment), "batch_size": int(batch_size), "seed": int(seed),
-                  "max_maps": max_maps, "loss": "mse", "optimizer": "adam",
-                  "scheduler": {"name": "CyclicLR", "mode": "triangular2", "base_lr": lr_base, "max_lr": lr_max,
-                                "step_size_up_epochs": lr_step_epochs, "cycle_momentum": False},
-                  "dropout": float(dropout), "augmentation": "random circular shift along the diagonal, "
-                                                            "k ~ U{0..255}, per map and batch",
-                  "split_fractions": list(SPLIT_FRACTIONS), "device": dev.type,
-                  "torch_threads": torch.get_num_threads()}
 
-        torch.manual_seed(seed)
-        model = Autoencoder(latent, dropout=dropout).to(dev)
-        if init_state is not None:
-            own = model.state_dict()
-            taken = {k: v for k, v in init_state.items() if k in own and own[k].shape == v.shape
-                     and not (init_bottleneck != "copy" and k.startswith("bottleneck."))}
-            model.load_state_dict({**own, **taken}, strict=True)
-            derived = {}
-            if init_bottleneck == "projected":
-                feats = _encoder_features(model, source, split["train"], dev)
-                derived = projected_bottleneck(init_state, feats, latent, seed=seed)
-                model.load_state_dict({**model.state_dict(), **derived}, strict=True)
-            random_keys = sorted(set(own) - set(taken) - set(derived))
-            config["init_from"] = {"path": str(init_from), "bottleneck": init_bottleneck, "tensors_taken": len(taken),
-                                   "tensors_projected": sorted(derived), "tensors_random": random_keys,
-                                   "split_kept": split_kept}
-            log(f"initialised from {init_from}: {len(taken)} of {len(own)} tensors taken, {len(derived)} projected, "
-                f"{len(random_keys)} random ({', '.join(random_keys) or 'none'})")
-        batches_per_epoch = max(1, math.ceil(len(split["train"]) / batch_size))
-        opt = torch.optim.Adam(model.parameters(), lr=lr_base)
-        sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=lr_base, max_lr=lr_max,
-                                                  step_size_up=max(1, int(round(lr_step_epochs * batches_per_epoch))),
-                                                  mode="triangular2",
-                                                  cycle_momentum=False)
-        curve = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "seconds": []}
-        best_val, best_epoch, start_epoch = float("inf"), -1, 0
-        rng = np.random.default_rng(seed + 2)
-        improved_this_run = False
-        if state is not None:
-            model.load_state_dict(state["state_dict"], strict=True)
-            same_schedule = prev == {"base_lr": lr_base, "max_lr": lr_max, "step_size_up_epochs": lr_step_epochs}
-            if "optimizer" in state and int(state.get("batches_per_epoch", -1)) == batches_per_epoch and same_schedule:
-                opt.load_state_dict(state["optimizer"])
-                sched.load_state_dict(state["scheduler"])
-                rng = np.random.default_rng()
-                rng.bit_generator.state = json.loads(state["rng_state"])
-                torch.set_rng_state(state["torch_rng_state"])
-            elif "optimizer" in state:
-                log(f"note: batch size or LR schedule changed since {resume}; optimizer and LR schedule restart")
-                rng = np.random.default_rng()
-                rng.bit_generator.state = json.loads(state["rng_state"])
-            best_val = float(state.get("best_val_loss", float("inf")))
-            best_epoch = int(state.get("best_epoch", -1))
-            start_epoch = int(state.get("epoch", 0))
-            # a finished run's checkpoint holds the weights of its best epoch but the curve of all
-            # its epochs: the epochs after the resumed weights are dropped, so epochs stay unique
-            old_curve = state.get("learning_curve") or {}
-            keep = sum(1 for e in old_curve.get("epoch", []) if int(e) <= start_epoch)  # epochs ascend
-            curve = {k: list(old_curve.get(k, []))[:keep] for k in curve}
-            config["resumed_from"] = str(resume)
-            config["history"] = list(state.get("config", {}).get("history", [])) + [
-                {"until_epoch": int(state.get("epoch", 0)),
-                 **{k: state.get("config", {}).get(k) for k in ("dropout", "batch_size", "augment", "torch_threads")},
-                 **prev}]
-            log(f"resumed from {resume} at epoch {start_epoch}")
-        config["batches_per_epoch"] = batches_per_epoch
+def _choose_split(fit: _Fit, ds, init_ckpt, resume, init_from, max_maps, seed) -> bool:
+    """``fit.split``: the resumed run's, else the warm start's (same number of maps), else a new
+    seeded one (of a seeded ``max_maps`` subset). Returns whether the warm start's split was kept."""
+    n_all, state = fit.n_all, fit.state
+    # a warm start on a dataset of as many maps keeps the checkpoint's split
+    split_kept = init_ckpt is not None and "split" in init_ckpt and init_ckpt.get("dataset_n_maps") == n_all
+    if state is not None and "split" in state:
+        fit.split = {k: np.asarray(v, np.int64) for k, v in state["split"].items()}
+        if state.get("dataset_n_maps") not in (None, n_all):
+            raise InputError(resume, f"was trained on a dataset of {state['dataset_n_maps']} maps, "
+                                     f"{ds.path} has {n_all}")
+        return split_kept
+    if max_maps is not None and max_maps < n_all:
+        if max_maps < 3:
+            raise InputError(None, f"--max-maps must be >= 3, got {max_maps}")
+        subset = np.sort(np.random.default_rng(seed + 1).choice(n_all, size=max_maps, replace=False))
+    else:
+        subset = np.arange(n_all)
+    if split_kept:
+        # the warm start's weights have seen its train maps: keep its test maps unseen
+        fit.split = {k: np.intersect1d(np.asarray(init_ckpt["split"][k], np.int64), subset)
+                     for k in ("train", "val", "test")}
+        if min(len(v) for v in fit.split.values()) == 0:
+            raise InputError(None, f"--max-maps {max_maps} leaves part of the split of {init_from} empty")
+    else:
+        parts = make_split(len(subset), seed)
+        fit.split = {k: subset[v] for k, v in parts.items()}
+    return split_kept
 
-        log(f"training on {dev.type}: {len(split['train'])} train / {len(split['val'])} val / "
-            f"{len(split['test'])} test maps, latent {latent}, batch {batch_size}, "
-            f"{batches_per_epoch} batches/epoch, epochs {start_epoch + 1}..{epochs}, "
-            f"augment {'on' if augment else 'off'}, seed {seed}")
 
-        def checkpoint(extra_state: bool, **more) -> dict:
-            ck = make_checkpoint(model, config=config, learning_curve=curve, split={k: v.tolist() for k, v in split.items()},
-                                 dataset_n_maps=n_all, best_val_loss=best_val, best_epoch=best_epoch,
-                                 batches_per_epoch=batches_per_epoch, **more)
-            if extra_state:
-                ck.update(optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                          rng_state=json.dumps(rng.bit_generator.state), torch_rng_state=torch.get_rng_state())
-            return ck
+def _warm_start(fit: _Fit, init_from, init_state: dict, init_bottleneck: str, latent: int, seed: int,
+                split_kept: bool) -> None:
+    """Load the ``init_from`` checkpoint's tensors into ``fit.model`` where the shapes agree (the
+    bottleneck copied, left random or projected, see :func:`projected_bottleneck`)."""
+    model = fit.model
+    own = model.state_dict()
+    taken = {k: v for k, v in init_state.items() if k in own and own[k].shape == v.shape
+             and not (init_bottleneck != "copy" and k.startswith("bottleneck."))}
+    model.load_state_dict({**own, **taken}, strict=True)
+    derived = {}
+    if init_bottleneck == "projected":
+        feats = _encoder_features(model, fit.source, fit.split["train"], fit.dev)
+        derived = projected_bottleneck(init_state, feats, latent, seed=seed)
+        model.load_state_dict({**model.state_dict(), **derived}, strict=True)
+    random_keys = sorted(set(own) - set(taken) - set(derived))
+    fit.config["init_from"] = {"path": str(init_from), "bottleneck": init_bottleneck, "tensors_taken": len(taken),
+                               "tensors_projected": sorted(derived), "tensors_random": random_keys,
+                               "split_kept": split_kept}
+    fit.log(f"initialised from {init_from}: {len(taken)} of {len(own)} tensors taken, {len(derived)} projected, "
+            f"{len(random_keys)} random ({', '.join(random_keys) or 'none'})")
 
-        if init_state is not None:  # the warm start is epoch 0: later epochs must beat it
-            best_val, best_epoch = evaluate_mse(model, source, split["val"], max(batch_size, 32), dev), 0
-            atomic_torch_save(checkpoint(False, epoch=0), out)
-            improved_this_run = True
-            log(f"epoch   0 (warm start)  val {best_val:.5f}")
-        train_idx = split["train"]
-        stopped_early = False
-        for epoch in range(start_epoch, epochs):
-            t0 = time.perf_counter()
-            model.train()
-            order = rng.permutation(train_idx)
-            total, seen = 0.0, 0
-            bar = None
-            if progress:
-                from tqdm import tqdm
 
-                bar = tqdm(total=len(order), unit="map", desc=f"epoch {epoch + 1}", leave=False)
-            for s in range(0, len(order), batch_size):
-                x = _to_device(source.get(order[s:s + batch_size]), dev)
-                if augment:
-                    x = random_diagonal_shift(x, rng)
-                y = model(x)
-                loss = F.mse_loss(y, x)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += float(loss.detach()) * x.shape[0]
-                seen += x.shape[0]
-                if bar is not None:
-                    bar.update(x.shape[0])
-            if bar is not None:
-                bar.close()
-            lr = sched.get_last_lr()[0]
-            val = evaluate_mse(model, source, split["val"], max(batch_size, 32), dev)
-            dt = time.perf_counter() - t0
-            curve["epoch"].append(epoch + 1)
-            curve["train_loss"].append(total / max(seen, 1))
-            curve["val_loss"].append(val)
-            curve["lr"].append(lr)
-            curve["seconds"].append(dt)
-            improved = val < best_val
-            improved_this_run = improved_this_run or improved
-            if improved:
-                best_val, best_epoch = val, epoch + 1
-                atomic_torch_save(checkpoint(False, epoch=epoch + 1), out)
-            atomic_torch_save(checkpoint(True, epoch=epoch + 1), state_path(out))
-            log(f"epoch {epoch + 1:3d}/{epochs}  train {curve['train_loss'][-1]:.5f}  val {val:.5f}  "
+def _restore(fit: _Fit, resume, schedule: dict) -> None:
+    """Continue the resumed run: its weights, its optimizer / LR schedule / RNG when the batch size
+    and schedule are unchanged (else they restart), its best epoch and its curve up to its weights."""
+    state = fit.state
+    fit.model.load_state_dict(state["state_dict"], strict=True)
+    same_schedule = fit.prev == schedule
+    if "optimizer" in state and int(state.get("batches_per_epoch", -1)) == fit.batches_per_epoch and same_schedule:
+        fit.opt.load_state_dict(state["optimizer"])
+        fit.sched.load_state_dict(state["scheduler"])
+        fit.rng = np.random.default_rng()
+        fit.rng.bit_generator.state = json.loads(state["rng_state"])
+        torch.set_rng_state(state["torch_rng_state"])
+    elif "optimizer" in state:
+        fit.log(f"note: batch size or LR schedule changed since {resume}; optimizer and LR schedule restart")
+        fit.rng = np.random.default_rng()
+        fit.rng.bit_generator.state = json.loads(state["rng_state"])
+    fit.best_val = float(state.get("best_val_loss", float("inf")))
+    fit.best_epoch = int(state.get("best_epoch", -1))
+    fit.start_epoch = int(state.get("epoch", 0))
+    # a finished run's checkpoint holds the weights of its best epoch but the curve of all
+    # its epochs: the epochs after the resumed weights are dropped, so epochs stay unique
+    old_curve = state.get("learning_curve") or {}
+    keep = sum(1 for e in old_curve.get("epoch", []) if int(e) <= fit.start_epoch)  # epochs ascend
+    fit.curve = {k: list(old_curve.get(k, []))[:keep] for k in fit.curve}
+    fit.config["resumed_from"] = str(resume)
+    fit.config["history"] = list(state.get("config", {}).get("history", [])) + [
+        {"until_epoch": int(state.get("epoch", 0)),
+         **{k: state.get("config", {}).get(k) for k in ("dropout", "batch_size", "augment", "torch_threads")},
+         **fit.prev}]
+    fit.log(f"resumed from {resume} at epoch {fit.start_epoch}")
+
+
+def optimisation_step(model: Autoencoder, opt, sched, x: torch.Tensor) -> torch.Tensor:
+    """One step of the published recipe on batch ``x`` (B, 1, 256, 256): MSE of the
+    reconstruction, Adam, CyclicLR stepped every batch. Returns the (detached) loss."""
+    y = model(x)
+    loss = F.mse_loss(y, x)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss.detach()
+
+
+def _train_epoch(fit: _Fit, epoch: int, batch_size: int, augment: bool, progress: bool) -> float:
+    """One pass over the training maps in a fresh random order; the mean training MSE."""
+    fit.model.train()
+    order = fit.rng.permutation(fit.split["train"])
+    total, seen = 0.0, 0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(order), unit="map", desc=f"epoch {epoch + 1}", leave=False)
+    for s in range(0, len(order), batch_size):
+        x = _to_device(fit.source.get(order[s:s + batch_size]), fit.dev)
+        if augment:
+            x = random_diagonal_shift(x, fit.rng)
+        loss = optimisation_step(fit.model, fit.opt, fit.sched, x)
+        total += float(loss) * x.shape[0]
+        seen += x.shape[0]
+        if bar is not None:
+            bar.update(x.shape[0])
+    if bar is not None:
+        bar.close()
+    return total / max(seen, 1)
+
+
+def _run_epochs(fit: _Fit, epochs: int, batch_size: int, augment: bool, progress: bool, time_budget_s,
+                t_start: float) -> bool:
+    """Train epochs ``start_epoch + 1 .. epochs``, saving the best (validation MSE) to ``out`` and
+    the training state after every epoch. Returns whether the time budget stopped it early."""
+    curve = fit.curve
+    for epoch in range(fit.start_epoch, epochs):
+        t0 = time.perf_counter()
+        train_loss = _train_epoch(fit, epoch, batch_size, augment, progress)
+        lr = fit.sched.get_last_lr()[0]
+        val = evaluate_mse(fit.model, fit.source, fit.split["val"], max(batch_size, 32), fit.dev)
+        dt = time.perf_counter() - t0
+        curve["epoch"].append(epoch + 1)
+        curve["train_loss"].append(train_loss)
+        curve["val_loss"].append(val)
+        curve["lr"].append(lr)
+        curve["seconds"].append(dt)
+        improved = val < fit.best_val
+        fit.improved_this_run = fit.improved_this_run or improved
+        if improved:
+            fit.best_val, fit.best_epoch = val, epoch + 1
+            atomic_torch_save(fit.checkpoint(False, epoch=epoch + 1), fit.out)
+        atomic_torch_save(fit.checkpoint(True, epoch=epoch + 1), state_path(fit.out))
+        fit.log(f"epoch {epoch + 1:3d}/{epochs}  train {curve['train_loss'][-1]:.5f}  val {val:.5f}  "
                 f"lr {lr:.2e}  {dt:6.1f} s{'  *best' if improved else ''}")
-            if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s and epoch + 1 < epochs:
-                log(f"time budget of {time_budget_s:.0f} s used up after epoch {epoch + 1}")
-                stopped_early = True
-                break
+        if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s and epoch + 1 < epochs:
+            fit.log(f"time budget of {time_budget_s:.0f} s used up after epoch {epoch + 1}")
+            return True
+    return False
 
-        if not improved_this_run:  # no epoch beat the resumed weights: they are the best, save them
-            if state is not None:
-                model.load_state_dict(state["state_dict"], strict=True)
-            atomic_torch_save(checkpoint(False, epoch=best_epoch if best_epoch >= 0 else start_epoch), out)
-        # score the best model on the held-out test split
-        best = read_checkpoint(out)
-        model.load_state_dict(best["state_dict"])
-        test_maps = source.get(split["test"])
-        mse, recon = evaluate_mse(model, source, split["test"], max(batch_size, 32), dev, return_recon=True)
-        test = explained_variance(test_maps, recon)
-        elapsed = time.perf_counter() - t_start
-        config["stopped_by_time_budget"] = stopped_early
-        atomic_torch_save(checkpoint(False, epoch=best_epoch, test=test, train_seconds=elapsed), out)
-    if not keep_state:
-        state_path(out).unlink(missing_ok=True)
-    if write_curve:
-        atomic_write_text(curve_path(out), json.dumps({**curve, "best_epoch": best_epoch, "best_val_loss": best_val,
-                                                        "test": test, "config": config}, indent=1))
-    log(f"best epoch {best_epoch} (val MSE {best_val:.5f}); test MSE {test['mse']:.5f}, explained variance "
-        f"{test['explained_variance'] * 100:.1f} % on {test['n_maps']} held-out maps; {elapsed:.0f} s; wrote {out}")
-    return {"out": str(out), "best_epoch": best_epoch, "best_val_loss": best_val, "test": test,
-            "learning_curve": curve, "seconds": elapsed, "config": config, "split": split}
+
+def _score_best(fit: _Fit, batch_size: int, stopped_early: bool, t_start: float) -> tuple[dict, float]:
+    """Score the best model on the held-out test split and write its final checkpoint; returns
+    (the test scores, see :func:`explained_variance`, seconds since ``t_start``)."""
+    model, out = fit.model, fit.out
+    if not fit.improved_this_run:  # no epoch beat the resumed weights: they are the best, save them
+        if fit.state is not None:
+            model.load_state_dict(fit.state["state_dict"], strict=True)
+        atomic_torch_save(fit.checkpoint(False, epoch=fit.best_epoch if fit.best_epoch >= 0 else fit.start_epoch), out)
+    best = read_checkpoint(out)
+    model.load_state_dict(best["state_dict"])
+    test_maps = fit.source.get(fit.split["test"])
+    mse, recon = evaluate_mse(model, fit.source, fit.split["test"], max(batch_size, 32), fit.dev, return_recon=True)
+    test = explained_variance(test_maps, recon)
+    elapsed = time.perf_counter() - t_start
+    fit.config["stopped_by_time_budget"] = stopped_early
+    atomic_torch_save(fit.checkpoint(False, epoch=fit.best_epoch, test=test, train_seconds=elapsed), out)
+    return test, elapsed
 
 
 # --------------------------------------------------------------------------- CLI

@@ -819,57 +819,17 @@ class Watcher:
         t_commit0 = time.perf_counter()
         number = D.next_segment_number(self.o.out)
         alerts: dict[str, list] = {k: [] for k in ALERT_FIELDS}
-        ledger = None
-        kwargs: dict[str, object] = {}
+        ledger, kwargs, saved = None, {}, None
         if failed is not None:
-            fpath, seen, message = failed
-            ledger = {"file": [fpath.name], "size": [seen.size], "mtime_ns": [seen.mtime_ns], "n_maps": [0],
-                      "status": ["failed"], "start_time": [""], "time_s": [np.nan], "message": [message],
-                      "utc": [_utc_now()], "folder": [str(Path(self.o.folder).resolve())]}
-            for k, v in zip(ALERT_FIELDS, (_utc_now(), "file failed", fpath.name, -1, message)):
-                alerts[k].append(v)
-            kwargs["attrs"] = {"file": fpath.name, "kind": "failed file"}
+            ledger, kwargs = self._failed_entry(failed, alerts)
         elif res is not None:
             meta, rows, st = self._rows_for(res, t)
-            n_new = res["maps"].shape[0]
             # running arrays first (the tables cover the new maps); rolled back if the commit fails
-            saved = (self.n, self.time, self.sector, self.phi, dict(self.labels), self.umap,
-                     getattr(self, "_classes", None))
+            saved = self._snapshot()
             try:
-                self.n += n_new
-                self.time = np.concatenate([self.time, meta["time"]])
-                self.sector = np.concatenate([self.sector, np.asarray(meta["sector"], np.int32)])
-                self.phi = np.concatenate([self.phi, meta["phi"]])
-                classes_old = saved[6] if saved[6] is not None else self._classes_of(saved[3])
-                self._classes = np.concatenate([classes_old, np.asarray(rows["sector_class"]).astype(str)])
-                for kk in list(self.reference.centroids if self.reference else []):
-                    name = "labels" if kk == self.reference.k else f"labels_k{kk}"
-                    old = self.labels.get(kk, np.full(saved[0], -1, np.int32))
-                    self.labels[kk] = np.concatenate([old, rows[name]])
-                if "umap" in rows:
-                    old = self.umap if self.umap is not None else np.full((saved[0], 2), np.nan, np.float32)
-                    self.umap = np.concatenate([old, rows["umap"]])
-                state = {**st["state"], **self._tables()}
-                rheo = self._rheo if self._rheo is not None else self.rheology_in
-                state.update(self._stress_minima(rheo))
-                novel = rows.get("novelty/score")
-                if novel is not None:
-                    threshold = _novel_threshold()
-                    for i in np.flatnonzero(np.asarray(novel) >= threshold):
-                        for k, v in zip(ALERT_FIELDS, (_utc_now(), "novel map", path.name, saved[0] + int(i),
-                                                       f"novelty {float(novel[i]):.3f} >= {threshold} "
-                                                       f"({meta['source'][i]})")):
-                            alerts[k].append(v)
-                ledger = {"file": [path.name], "size": [int(self._seen.get(path.name, _Seen(0, 0, 0)).size)],
-                          "mtime_ns": [int(self._seen.get(path.name, _Seen(0, 0, 0)).mtime_ns)],
-                          "n_maps": [n_new], "status": ["ok"], "start_time": [str(res.get("start_time", ""))],
-                          "time_s": [float(t)], "message": [""], "utc": [_utc_now()],
-                          "folder": [str(Path(self.o.folder).resolve())]}
-                kwargs.update(maps=res["maps"], meta=meta, rows=rows, state=state, state_attrs=st["attrs"],
-                              attrs={"file": path.name, "kind": "maps", "folder": str(Path(self.o.folder).resolve()),
-                                     "compute_s": float(compute_s)})
+                ledger, kwargs = self._grow(path, res, t, compute_s, meta, rows, st, alerts)
             except BaseException:
-                (self.n, self.time, self.sector, self.phi, self.labels, self.umap, self._classes) = saved
+                self._rollback(saved)
                 raise
         if self._rheo is not None and (self._rheo_dirty or rheology_only):
             kwargs["rheology"] = self._rheo
@@ -877,25 +837,83 @@ class Watcher:
             kwargs.setdefault("attrs", {"kind": "rheology"})
             if self.n:
                 kwargs["state"] = self._stress_minima(self._rheo)
-        if any(alerts.values()):
-            kwargs["alerts"] = {k: np.asarray(v, dtype=object if k in ("utc", "kind", "file", "message") else None)
-                                for k, v in alerts.items()}
-        if ledger is not None:
-            kwargs["ledger"] = {k: np.asarray(v, dtype=object if k in ("file", "status", "start_time", "message",
-                                                                       "utc", "folder") else None)
-                                for k, v in ledger.items()}
+        kwargs.update(_columns(alerts, ledger))
         t_write0 = time.perf_counter()
         try:
             seg = D.append_segment(self.o.out, number, **kwargs)
         except BaseException:
-            if res is not None:
-                (self.n, self.time, self.sector, self.phi, self.labels, self.umap, self._classes) = saved
+            if saved is not None:
+                self._rollback(saved)
             raise
         commit_s = time.perf_counter() - t_commit0
         write_s = time.perf_counter() - t_write0
         if "rheology" in kwargs:
             self._rheo_dirty = False
             self._rheo_committed_at = time.monotonic()
+        self._record(seg, path=path, res=res, t=t, failed=failed, compute_s=compute_s, commit_s=commit_s,
+                     write_s=write_s)
+        if self.o.compact_every and self._segments_since_compact >= self.o.compact_every:
+            self._compact()
+        return 1 if res is not None else 0
+
+    def _snapshot(self) -> tuple:
+        """The running arrays, to roll back to when a commit fails."""
+        return (self.n, self.time, self.sector, self.phi, dict(self.labels), self.umap,
+                getattr(self, "_classes", None))
+
+    def _rollback(self, saved: tuple) -> None:
+        (self.n, self.time, self.sector, self.phi, self.labels, self.umap, self._classes) = saved
+
+    def _failed_entry(self, failed, alerts: dict) -> tuple[dict, dict]:
+        """The ledger row, alert and segment attributes of a file that failed for good."""
+        fpath, seen, message = failed
+        ledger = {"file": [fpath.name], "size": [seen.size], "mtime_ns": [seen.mtime_ns], "n_maps": [0],
+                  "status": ["failed"], "start_time": [""], "time_s": [np.nan], "message": [message],
+                  "utc": [_utc_now()], "folder": [str(Path(self.o.folder).resolve())]}
+        for k, v in zip(ALERT_FIELDS, (_utc_now(), "file failed", fpath.name, -1, message)):
+            alerts[k].append(v)
+        return ledger, {"attrs": {"file": fpath.name, "kind": "failed file"}}
+
+    def _grow(self, path: Path, res: dict, t: float, compute_s: float, meta, rows, st, alerts: dict) -> tuple[dict, dict]:
+        """Extend the running arrays (time, sector, phi, classes, labels, UMAP) by a file's new maps and
+        build its segment: the recomputed tables, novelty alerts, the ledger row and the
+        :func:`ainerd_core.dataset.append_segment` arguments. The caller rolls back on failure."""
+        n_old, phi_old, classes_old = self.n, self.phi, getattr(self, "_classes", None)
+        n_new = res["maps"].shape[0]
+        self.n += n_new
+        self.time = np.concatenate([self.time, meta["time"]])
+        self.sector = np.concatenate([self.sector, np.asarray(meta["sector"], np.int32)])
+        self.phi = np.concatenate([self.phi, meta["phi"]])
+        classes_old = classes_old if classes_old is not None else self._classes_of(phi_old)
+        self._classes = np.concatenate([classes_old, np.asarray(rows["sector_class"]).astype(str)])
+        for kk in list(self.reference.centroids if self.reference else []):
+            name = "labels" if kk == self.reference.k else f"labels_k{kk}"
+            old = self.labels.get(kk, np.full(n_old, -1, np.int32))
+            self.labels[kk] = np.concatenate([old, rows[name]])
+        if "umap" in rows:
+            old = self.umap if self.umap is not None else np.full((n_old, 2), np.nan, np.float32)
+            self.umap = np.concatenate([old, rows["umap"]])
+        state = {**st["state"], **self._tables()}
+        rheo = self._rheo if self._rheo is not None else self.rheology_in
+        state.update(self._stress_minima(rheo))
+        novel = rows.get("novelty/score")
+        if novel is not None:
+            threshold = _novel_threshold()
+            for i in np.flatnonzero(np.asarray(novel) >= threshold):
+                for k, v in zip(ALERT_FIELDS, (_utc_now(), "novel map", path.name, n_old + int(i),
+                                               f"novelty {float(novel[i]):.3f} >= {threshold} "
+                                               f"({meta['source'][i]})")):
+                    alerts[k].append(v)
+        seen = self._seen.get(path.name, _Seen(0, 0, 0))
+        folder = str(Path(self.o.folder).resolve())
+        ledger = {"file": [path.name], "size": [int(seen.size)], "mtime_ns": [int(seen.mtime_ns)],
+                  "n_maps": [n_new], "status": ["ok"], "start_time": [str(res.get("start_time", ""))],
+                  "time_s": [float(t)], "message": [""], "utc": [_utc_now()], "folder": [folder]}
+        return ledger, dict(maps=res["maps"], meta=meta, rows=rows, state=state, state_attrs=st["attrs"],
+                            attrs={"file": path.name, "kind": "maps", "folder": folder, "compute_s": float(compute_s)})
+
+    def _record(self, seg, *, path, res, t, failed, compute_s, commit_s, write_s) -> None:
+        """Log a committed segment (printed, and in the bounded event list the status page shows)."""
         event = {"segment": seg.name, "utc": _utc_now(), "wall": time.time(), "compute_s": compute_s,
                  "commit_s": commit_s, "write_s": write_s}
         if failed is not None:
@@ -915,15 +933,17 @@ class Watcher:
         self.events.append(event)
         if len(self.events) > 1000:
             del self.events[:500]  # bounded: the watcher runs for days
-        if self.o.compact_every and self._segments_since_compact >= self.o.compact_every:
-            self.say(f"compacting {self._segments_since_compact} segments into the base file")
-            D.compact(self.o.out)
-            self._segments_since_compact = 0
-            st = Path(self.o.out).stat()
-            self._out_key = (st.st_mtime_ns, st.st_size)  # our own rewrite: nothing to reload
-            if self.reference is not None and Path(self.reference.path).resolve() == Path(self.o.out).resolve():
-                self.reference.key = self._out_key
-        return 1 if res is not None else 0
+
+    def _compact(self) -> None:
+        from . import dataset as D
+
+        self.say(f"compacting {self._segments_since_compact} segments into the base file")
+        D.compact(self.o.out)
+        self._segments_since_compact = 0
+        st = Path(self.o.out).stat()
+        self._out_key = (st.st_mtime_ns, st.st_size)  # our own rewrite: nothing to reload
+        if self.reference is not None and Path(self.reference.path).resolve() == Path(self.o.out).resolve():
+            self.reference.key = self._out_key
 
     def _classes_of(self, phi) -> np.ndarray:
         from .geometry import sector_class
@@ -932,6 +952,19 @@ class Watcher:
         if len(phi) == 0:
             return np.zeros(0, dtype="<U9")
         return np.asarray(sector_class(np.asarray(phi, float), float(self.o.flow_axis_deg), tol)).astype(str)
+
+
+def _columns(alerts: dict, ledger: dict | None) -> dict:
+    """The segment's ``alerts`` (when any) and ``ledger`` (when given) lists as arrays (text as objects)."""
+    out = {}
+    if any(alerts.values()):
+        out["alerts"] = {k: np.asarray(v, dtype=object if k in ("utc", "kind", "file", "message") else None)
+                         for k, v in alerts.items()}
+    if ledger is not None:
+        out["ledger"] = {k: np.asarray(v, dtype=object if k in ("file", "status", "start_time", "message",
+                                                                "utc", "folder") else None)
+                         for k, v in ledger.items()}
+    return out
 
 
 def _novel_threshold() -> float:

@@ -23,7 +23,6 @@ both fitted).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -34,6 +33,7 @@ import numpy as np
 
 from ainerd_core import dynamics as D
 from ainerd_core.dataset import open_dataset
+from benchmarks.common import write_json
 
 
 def load_maps(dataset: str | None) -> tuple[np.ndarray, float | None]:
@@ -137,8 +137,7 @@ def main(argv=None) -> int:
               f"curve_fit loop {t_plain:7.1f} s (extrapolated from {len(base_rates)} curves) -> "
               f"fit x{row['ratio_fit']:.0f} faster, end to end x{row['ratio_measure']:.0f}; CPU s: measure "
               f"{c_measure:.1f}, fit {c_fit:.1f}, curve_fit {c_base * n:.1f} (x{row['ratio_fit_cpu']:.0f})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+    write_json(args.json, out)
     return 0
 
 

@@ -22,7 +22,6 @@ the velocity spread within a sector decorrelate the maps further (see docs/dynam
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from ainerd_core import analysis as A
 from ainerd_core import dynamics as D
 from ainerd_core.dataset import open_dataset
 from ainerd_core.simulate import SimConfig, simulate
+from benchmarks.common import write_json
 
 
 def drawn(seed: int) -> dict:
@@ -115,9 +115,7 @@ def main(argv=None) -> int:
             print(f"| {name} | {a['fit'][0]:.3f} ({a['fit'][1]:.3f}) | {a['k3'][0]:.2f} ({a['k3'][1]:.2f}) | "
                   f"{a['k5'][0]:.2f} ({a['k5'][1]:.2f}) | {a['k8'][0]:.2f} ({a['k8'][1]:.2f}) | "
                   f"{a['status_1'][0]:.0%} / {a['status_2'][0]:.0%} | {a['floor'][0]:.2f} | {a['r2_median'][0]:.2f} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"size": args.size, "times": args.times, "seeds": args.seeds,
-                                               "table": table}, indent=1))
+    write_json(args.json, {"size": args.size, "times": args.times, "seeds": args.seeds, "table": table})
     return 0
 
 

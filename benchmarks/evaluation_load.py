@@ -4,7 +4,7 @@
 
 Builds a small dataset, creates one study with N experts (same database as the server: SQLite,
 ``--db URL``, or ``--postgres``: a throw-away PostgreSQL server with its default, durable
-settings, started from Debian's binaries by ``tests/postgres_support.py``), starts gunicorn with
+settings, started from Debian's binaries by ``ainerd_core/postgres_server.py``), starts gunicorn with
 ``gunicorn.conf.py`` and W workers (3 = the image's WEB_CONCURRENCY), and runs one thread per expert, each
 with its own HTTP session cookie: open the link, read the layout and the callback definitions,
 then rate every image through ``POST /evaluate/_dash-update-component`` exactly like the browser
@@ -18,13 +18,17 @@ duplicated rating), every acknowledged click is in the event log (and nothing el
 stored answer is the last one acknowledged for that image. Prints p50/p95/p99/max latency of the
 rating POSTs and of the image GETs. Target: p95 < 200 ms.
 
-Baseline, measured in the same run on the same server before the others start: one extra expert
-rating alone, without pause (``alone_ms``); ``p95_over_alone_p50`` = the load's p95 / that p50.
+Baselines, measured in the same run on the same server before the others start: ``GET /healthz``
+(``healthz_ms``) and one extra expert rating alone, without pause (``alone_ms``);
+``p50_over_alone_p50`` / ``p95_over_alone_p50`` = the load's p50 / p95 over that p50. The load
+average (``os.getloadavg``) before and at the end of the run is recorded: on a shared machine
+the figures mean little without it.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -39,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 from ainerd_core.studies import Assignment, Rating, RatingEvent, StudyStore
 from dashboard.testing import find_props
+from benchmarks.common import write_json
 
 
 def build_dataset(path: Path, n: int = 60) -> Path:
@@ -121,7 +126,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.postgres:
         # the suite's own throw-away server (run from the checkout root: python -m benchmarks.evaluation_load)
-        from tests.postgres_support import PostgresServer
+        from ainerd_core.postgres_server import PostgresServer
 
         with PostgresServer(durable=True) as pg:
             rest = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--postgres"]
@@ -139,28 +144,73 @@ def main(argv=None) -> int:
     tokens, alone_token = tokens[:-1], tokens[-1]
     server = start_server(data, instance, gunicorn_workers=args.workers, AINERD_SECRET_KEY="L" * 48,
                           AINERD_ADMIN_PASSWORD="load-admin", GUNICORN_LOGLEVEL="warning", AINERD_DATABASE_URL=db)
+    load_before = os.getloadavg()
     try:
-        alone = {}
-        expert_worker(server.url, alone_token[1], 999, alone, threading.Barrier(1), 0.0)
-        results = [dict() for _ in tokens]
-        barrier = threading.Barrier(len(tokens))
-        threads = [threading.Thread(target=expert_worker, args=(server.url, tok, i, results[i], barrier,
-                                                              args.think_ms / 1000.0))
-                   for i, (_, tok) in enumerate(tokens)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
+        run = _storm(server.url, tokens, alone_token, args.think_ms / 1000.0)
     finally:
         server.stop()
         print(f"server log: {server.log_path}", file=sys.stderr)
-    lat = [x for r in results for x in r.get("lat", [])]
-    img = [x for r in results for x in r.get("img", [])]
+    results, alone, lat = run["results"], run["alone"], run["lat"]
     errors = [e for r in results for e in r.get("errors", [])]
-    # the database after the storm
-    problems = [f"alone: {e}" for e in alone.get("errors", [])]
+    problems = [f"alone: {e}" for e in alone.get("errors", [])] + _check_database(store, tokens, alone_token, results, alone)
+    img, healthz, wall = run["img"], run["healthz"], run["wall"]
+    load_after = run["load_after"]
+    figures = {
+        "experts": len(tokens), "think_ms": args.think_ms, "gunicorn_workers": args.workers, "threads_per_worker": 4,
+        "images_per_expert": store.expert_view(tokens[0][0].id)["total"], "rating_posts": len(lat),
+        "wall_s": round(wall, 2), "posts_per_s": round(len(lat) / wall, 1),
+        "rating_ms": {"p50": round(pct(lat, 50), 1), "p95": round(pct(lat, 95), 1), "p99": round(pct(lat, 99), 1),
+                      "max": round(max(lat) * 1000, 1) if lat else None,
+                      "mean": round(statistics.fmean(lat) * 1000, 1) if lat else None},
+        "image_ms": {"p50": round(pct(img, 50), 1), "p95": round(pct(img, 95), 1)},
+        "alone_ms": {"p50": round(pct(alone.get("lat", []), 50), 1), "p95": round(pct(alone.get("lat", []), 95), 1)},
+        "healthz_ms": {"p50": round(pct(healthz, 50), 1)},
+        "p50_over_alone_p50": round(pct(lat, 50) / pct(alone.get("lat", []), 50), 1) if alone.get("lat") else None,
+        "p95_over_alone_p50": round(pct(lat, 95) / pct(alone.get("lat", []), 50), 1) if alone.get("lat") else None,
+        "load_avg_before": [round(x, 2) for x in load_before], "load_avg_after": [round(x, 2) for x in load_after],
+        "errors": sorted({str(e) for e in errors})[:10], "n_errors": len(errors), "problems": problems[:10], "n_problems": len(problems),
+        "database": "sqlite WAL synchronous=FULL" if db.startswith("sqlite") else db.split(":", 1)[0],
+    }
+    print(json.dumps(figures, indent=1))
+    write_json(args.json, figures)
+    ok = not problems and not errors
+    print("OK: no lost or duplicated rating" if ok else "FAILED", file=sys.stderr)
+    r, a = figures["rating_ms"], figures["alone_ms"]
+    print(f"rating p50 {r['p50']} ms (x{figures['p50_over_alone_p50']} of one expert alone, {a['p50']} ms), "
+          f"p95 {r['p95']} ms (x{figures['p95_over_alone_p50']}; target < 200 ms); GET /healthz alone "
+          f"{figures['healthz_ms']['p50']} ms; load average {load_before[0]:.1f} before, {load_after[0]:.1f} at the end",
+          file=sys.stderr)
+    return 0 if ok else 1
+
+
+def _storm(url: str, tokens, alone_token, think_s: float) -> dict:
+    """The plain baselines on the same server first (GET /healthz, one expert alone), then every
+    expert at once; returns the per-expert outcomes and the pooled latencies (seconds)."""
+    healthz = []
+    for _ in range(30):
+        t0 = time.perf_counter()
+        requests.get(url + "/healthz", timeout=30).raise_for_status()
+        healthz.append(time.perf_counter() - t0)
+    alone = {}
+    expert_worker(url, alone_token[1], 999, alone, threading.Barrier(1), 0.0)
+    results = [dict() for _ in tokens]
+    barrier = threading.Barrier(len(tokens))
+    threads = [threading.Thread(target=expert_worker, args=(url, tok, i, results[i], barrier, think_s))
+               for i, (_, tok) in enumerate(tokens)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"healthz": healthz, "alone": alone, "results": results, "wall": wall, "load_after": os.getloadavg(),
+            "lat": [x for r in results for x in r.get("lat", [])], "img": [x for r in results for x in r.get("img", [])]}
+
+
+def _check_database(store, tokens, alone_token, results, alone) -> list[str]:
+    """The database after the storm: one rating per image and one event per acknowledged click,
+    and every expert's last acknowledged answer stored. Returns the problems found."""
+    problems = []
     with store.session() as s:
         for (expert, _), res in zip([*tokens, alone_token], [*results, alone]):
             pos_cand = {a.position: a.candidate_id for a in s.query(Assignment).filter_by(expert_id=expert.id)}
@@ -177,26 +227,7 @@ def main(argv=None) -> int:
                 r = ratings.get(pos_cand[pos])
                 if r is None or r.similar is not similar:
                     problems.append(f"{expert.name}: answer at position {pos} lost or wrong")
-    figures = {
-        "experts": len(tokens), "think_ms": args.think_ms, "gunicorn_workers": args.workers, "threads_per_worker": 4,
-        "images_per_expert": store.expert_view(tokens[0][0].id)["total"], "rating_posts": len(lat),
-        "wall_s": round(wall, 2), "posts_per_s": round(len(lat) / wall, 1),
-        "rating_ms": {"p50": round(pct(lat, 50), 1), "p95": round(pct(lat, 95), 1), "p99": round(pct(lat, 99), 1),
-                      "max": round(max(lat) * 1000, 1) if lat else None,
-                      "mean": round(statistics.fmean(lat) * 1000, 1) if lat else None},
-        "image_ms": {"p50": round(pct(img, 50), 1), "p95": round(pct(img, 95), 1)},
-        "alone_ms": {"p50": round(pct(alone.get("lat", []), 50), 1), "p95": round(pct(alone.get("lat", []), 95), 1)},
-        "p95_over_alone_p50": round(pct(lat, 95) / pct(alone.get("lat", []), 50), 1) if alone.get("lat") else None,
-        "errors": sorted({str(e) for e in errors})[:10], "n_errors": len(errors), "problems": problems[:10], "n_problems": len(problems),
-        "database": "sqlite WAL synchronous=FULL" if db.startswith("sqlite") else db.split(":", 1)[0],
-    }
-    print(json.dumps(figures, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(figures, indent=1))
-    ok = not problems and not errors
-    print("OK: no lost or duplicated rating" if ok else "FAILED", file=sys.stderr)
-    print(f"p95 {figures['rating_ms']['p95']} ms (target < 200 ms)", file=sys.stderr)
-    return 0 if ok else 1
+    return problems
 
 
 if __name__ == "__main__":

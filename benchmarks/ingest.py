@@ -15,9 +15,7 @@ memory, to show maps are streamed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import shutil
 import statistics
 import tempfile
@@ -29,6 +27,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 from ainerd_core.cli import main
 from ainerd_core.testing import c2_full, write_aps_nexus
+from benchmarks.common import peak_rss_mib, write_json
 
 
 def make_files(folder: Path, n_files: int, size: int, bins: int) -> float:
@@ -93,11 +92,10 @@ def main_bench() -> None:
     else:
         print(f"E031 folder not found at {args.e031}; skipped")
 
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mib()
     print(f"peak resident memory of this process: {peak_mb:.0f} MB")
     report["peak_rss_mb"] = peak_mb
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    write_json(args.json, report)
 
 
 if __name__ == "__main__":

@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import peak_rss_mib, write_json
 
 
 
@@ -53,15 +54,14 @@ def main() -> int:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
     timings = json.loads(res["_attrs"]["timings_json"])
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    peak_gb = peak_rss_mib() / 1024
     n = len(res["latent"])
     print(f"\n{n} maps on {os.cpu_count()} cores; import {t_import:.1f} s; precompute {wall:.1f} s; "
           f"peak RSS {peak_gb:.2f} GB")
     for name, sec in timings.items():
         print(f"  {name:55s} {sec:8.2f} s")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"n_maps": n, "wall_s": wall, "import_s": t_import,
-                                               "peak_rss_gb": peak_gb, "stages": timings}, indent=1))
+    write_json(args.json, {"n_maps": n, "wall_s": wall, "import_s": t_import, "peak_rss_gb": peak_gb,
+                           "stages": timings})
     return 0
 
 

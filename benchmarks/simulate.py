@@ -13,8 +13,6 @@ rather than held in memory. Also reports the time per map for the physics alone 
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import statistics
 import tempfile
 import time
@@ -24,10 +22,7 @@ import numpy as np
 
 
 from ainerd_core.simulate import Experiment, SimConfig, simulate
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+from benchmarks.common import peak_rss_mib, write_json
 
 
 def render_only(cfg: SimConfig, n: int = 100) -> float:
@@ -80,8 +75,7 @@ def main(argv=None) -> int:
           f"median {med:.2f} s over {len(seconds)} round(s) = {result['maps_per_s']:.0f} maps/s "
           f"(physics alone {result['physics_ms_per_map']:.2f} ms/map); file {result['file_mib']:.0f} MiB; "
           f"peak RSS {result['peak_rss_mib']:.0f} MiB (after imports {rss_start:.0f} MiB)")
-    if a.json:
-        Path(a.json).write_text(json.dumps(result, indent=2))
+    write_json(a.json, result)
     return 0
 
 

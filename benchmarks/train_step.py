@@ -20,19 +20,17 @@ gradients with respect to inputs and to weights), minus the input gradient of th
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ainerd_core import model as M
 from ainerd_core.model import Autoencoder, _conv_flops, decoder_flops, encoder_flops
-from ainerd_core.train import LR_BASE, LR_MAX, random_diagonal_shift
+from ainerd_core.train import LR_BASE, LR_MAX, optimisation_step, random_diagonal_shift
+from benchmarks.common import write_json
 
 
 def make(variant: str, seed: int = 0):
@@ -52,13 +50,7 @@ def step(variant, m, opt, sched, x):
     M.DROP_RELU_KERNEL = False if variant == "ours_torch_dropout" else None
     if variant == "plain_cl":
         x = x.contiguous(memory_format=torch.channels_last)
-    y = m(x)
-    loss = F.mse_loss(y, x)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    sched.step()
-    return float(loss.detach())
+    return float(optimisation_step(m, opt, sched, x))
 
 
 def main(argv=None) -> int:
@@ -102,8 +94,7 @@ def main(argv=None) -> int:
         res["gflops"][v] = med * step_flops / 1e9
         print(f"  {v:14s} {med:7.1f} maps/s  x{med / base:4.2f}  {med * step_flops / 1e9:6.1f} GFLOP/s  "
               f"(rounds: {', '.join(f'{t:.1f}' for t in times[v])})")
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
+    write_json(args.json, res)
     return 0
 
 

@@ -178,6 +178,22 @@ class DatasetEntry(ResultsView):
         cls = sector_class(phi, float(self.attrs.get("flow_axis_deg", 90.0)))
         return {int(s): str(c) for s, c in zip(sectors, cls)}
 
+    def maps_at_time(self, time_index: int) -> np.ndarray:
+        """Indices of the maps of one time point (an index into ``tables/times``), ordered by
+        sector; empty for an index out of range."""
+        def table():
+            ti = self.result("tables/time_index")
+            if ti is None:
+                _, ti = np.unique(self.meta["time"], return_inverse=True)
+            order = np.lexsort((self.meta["sector"], ti))
+            bounds = np.searchsorted(ti[order], np.arange(ti.max() + 2))
+            return order, bounds
+        order, bounds = self.cached("timeline/maps_by_time", table)
+        time_index = int(time_index)
+        if not 0 <= time_index < len(bounds) - 1:
+            return np.zeros(0, dtype=int)
+        return order[bounds[time_index]:bounds[time_index + 1]]
+
     # ------------------------------------------------------------------ maps
     def read_map(self, index: int) -> np.ndarray:
         """One C2 map (size, size) float32; raises InputError for a latents-only dataset."""
@@ -196,6 +212,24 @@ class DatasetEntry(ResultsView):
         ``model``), else the shipped demo weights; loaded once per entry on CPU. The note says
         which model was used, or why there is no reconstruction.
         """
+        model, note = self._decoder()
+        if model is None:
+            return None, note
+        from ainerd_core.model import decode
+
+        latent = self.result("latent")
+        with self._lock:  # torch uses its own threads; one decode at a time per dataset
+            out = decode(model, latent[int(index):int(index) + 1])
+        return np.asarray(out).reshape(out.shape[-2:]), note
+
+    def reconstruction_status(self) -> tuple[bool, str]:
+        """(whether :meth:`reconstruction` can work, a note saying which model or why not);
+        loads the model once, decodes nothing."""
+        model, note = self._decoder()
+        return model is not None, note
+
+    def _decoder(self):
+        """(model, note saying which) when this dataset's latents can be decoded, else (None, why not)."""
         latent = self.result("latent")
         if latent is None:
             return None, "no latents were precomputed"
@@ -205,25 +239,7 @@ class DatasetEntry(ResultsView):
         if int(model.latent_size) != latent.shape[1]:
             return None, (f"the model's latent size ({model.latent_size}) differs from the "
                           f"dataset's ({latent.shape[1]})")
-        from ainerd_core.model import decode
-
-        with self._lock:  # torch uses its own threads; one decode at a time per dataset
-            out = decode(model, latent[int(index):int(index) + 1])
-        return np.asarray(out).reshape(out.shape[-2:]), self._model_note
-
-    def reconstruction_status(self) -> tuple[bool, str]:
-        """(whether :meth:`reconstruction` can work, a note saying which model or why not);
-        loads the model once, decodes nothing."""
-        latent = self.result("latent")
-        if latent is None:
-            return False, "no latents were precomputed"
-        model = self._load_model()
-        if model is None:
-            return False, self._model_note
-        if int(model.latent_size) != latent.shape[1]:
-            return False, (f"the model's latent size ({model.latent_size}) differs from the "
-                           f"dataset's ({latent.shape[1]})")
-        return True, self._model_note
+        return model, self._model_note
 
     def warm_model(self) -> None:
         """Load the reconstruction model in a background thread (pages call it when they are

@@ -124,3 +124,54 @@ def counts_table(entry, labels) -> np.ndarray | None:
     ok = labels >= 0
     np.add.at(table, (np.asarray(ti)[ok], labels[ok]), 1)
     return table
+
+
+# ---------------------------------------------------------------- what a page shows
+def k_options(entry, session_ids=(), instance_dir=None, current=None) -> list[dict]:
+    """Radio options: the precomputed k values, then this session's re-clustering results (and
+    ``current``, a result named by a shared link)."""
+    chosen = entry.k
+    opts = [{"label": f"k = {k}" + (" (chosen)" if k == chosen else ""), "value": k} for k in entry.available_k()]
+    if instance_dir is not None:
+        ids = list(session_ids or [])
+        if is_result_id(current) and current not in ids:
+            ids.append(current)
+        opts += options(entry, ids, instance_dir)
+    return opts
+
+
+def pick_k(entry, wanted, instance_dir=None):
+    """The clustering to show: ``wanted`` if it exists (an int k with labels, or a session
+    result id of this dataset), else the chosen k (else the first available)."""
+    if instance_dir is not None and is_result_id(wanted) \
+            and load(instance_dir, entry, wanted) is not None:
+        return wanted
+    ks = entry.available_k()
+    try:
+        wanted = int(wanted)
+    except (TypeError, ValueError):
+        wanted = None
+    if wanted in ks:
+        return wanted
+    return entry.k if entry.k in ks else (ks[0] if ks else None)
+
+
+def labels_for(entry, choice, instance_dir=None):
+    """(N,) labels of a choice of :func:`pick_k`."""
+    if is_result_id(choice):
+        got = load(instance_dir, entry, choice) if instance_dir is not None else None
+        return None if got is None else got["labels"]
+    return entry.labels(choice)
+
+
+def counts_for(entry, choice, instance_dir=None):
+    """(T, C) maps per cluster at each time point of a choice of :func:`pick_k`."""
+    if is_result_id(choice):
+        labels = labels_for(entry, choice, instance_dir)
+        return None if labels is None else counts_table(entry, labels)
+    return entry.counts(choice)
+
+
+def choice_label(entry, choice, instance_dir=None) -> str:
+    """Title/legend text of a choice of :func:`pick_k` ("no clustering" for None)."""
+    return describe(entry, choice, instance_dir) if choice is not None else "no clustering"

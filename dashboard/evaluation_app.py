@@ -9,13 +9,18 @@ the expert's own stored order, with buttons ``rate-similar``, ``rate-not-similar
 Blinding, enforced here
 -----------------------
 - :func:`_gate` (``before_request``) answers every path under ``/evaluate/`` itself: Dash's
-  ``_dash-layout``, ``_dash-dependencies``, ``_dash-update-component`` and ``_reload-hash``
-  and the page need a valid expert session (403 otherwise); images need a session and a key
-  of that expert (404 otherwise); only Dash's generic library bundles
-  (``_dash-component-suites``) and ``keys.js`` are served without one; anything else is 404.
-  (One exception: a signed session whose link was revoked, or whose study closed or expired,
-  while the page was open may still post a click; the callback then saves nothing and answers
-  only with the reason and disabled buttons.)
+  ``_dash-layout``, ``_dash-dependencies`` and ``_reload-hash`` and the page need a valid
+  expert session (403 otherwise); images need a session of an expert who may rate now (403)
+  and a key of that expert (404 otherwise); ``_dash-update-component`` needs a signed expert
+  session (403 otherwise), and the callback checks in the rating's own transaction that the
+  expert may still rate (a link revoked, or a study closed or expired, while the page was open
+  gets the reason and disabled buttons; nothing is saved); only Dash's generic library bundles
+  (``_dash-component-suites``) and ``keys.js`` are served without a session; anything else is 404.
+- Per request the database is read once per connection checkout, one checkout per request
+  (:mod:`ainerd_core.study_expert`: prebuilt statements, fixed data cached per process).
+- Expert sessions are signed cookies holding the expert id, not server-side rows: the link is
+  the credential, and revoking the expert (or closing the study) ends every copy of the cookie
+  at once, because whether the expert may rate is read from the database on every request.
 - Images are served only as ``/evaluate/img/<key>``, ``key`` a random string drawn per
   (expert, position) and stored in ``assignments``; the PNG bytes were rendered once at study
   creation by one function (:func:`ainerd_core.studies.render_png`), so every candidate takes
@@ -38,7 +43,8 @@ import flask
 from dash import Input, Output, State, ctx, dcc, html
 from dash.exceptions import PreventUpdate
 
-from ainerd_core.studies import StudyError, StudyStore
+from ainerd_core import study_expert
+from ainerd_core.studies import StudyStore
 
 PREFIX = "/evaluate/"
 SESSION_KEY = "ainerd_expert"
@@ -91,118 +97,153 @@ def _view_outputs(v: dict, error: str = ""):
 
 
 def init_evaluation(server: flask.Flask, config) -> dash.Dash:
+    """Mount the expert app on ``server``: the gate of every ``/evaluate/`` path, the page, its callback."""
     store = StudyStore(config.database_url)
     server.extensions["ainerd_study_store"] = store
-
-    def session_expert() -> tuple[int | None, str]:
-        """The expert of this request's session if they may rate now (checked once per request)."""
-        cached = getattr(flask.g, "ainerd_expert_check", None)
-        if cached is not None:
-            return cached
-        eid = flask.session.get(SESSION_KEY)
-        if eid is None:
-            result = (None, "No evaluation session: open the link you were sent.")
-        else:
-            result = store.check_expert(eid)
-        flask.g.ainerd_expert_check = result
-        return result
-
-    def _gate():
-        path = flask.request.path
-        if path == "/evaluate":
-            return flask.redirect(PREFIX, code=302)
-        if not path.startswith(PREFIX):
-            return None
-        rest = path[len(PREFIX):]
-        if rest.startswith("_dash-component-suites/"):
-            return None  # Dash's generic library bundles: identical for every visitor
-        if rest == "keys.js":
-            resp = flask.make_response(KEYS_JS)
-            resp.headers["Content-Type"] = "application/javascript; charset=utf-8"
-            resp.headers["Cache-Control"] = "private, max-age=3600"
-            return resp
-        eid, reason = session_expert()
-        if rest.startswith("img/"):
-            if eid is None:
-                return flask.make_response(("forbidden", 403, {"Content-Type": "text/plain", "Cache-Control": "no-store"}))
-            png = store.image_for_key(eid, rest[4:])
-            if png is None:
-                return flask.make_response(("not found", 404, {"Content-Type": "text/plain", "Cache-Control": "no-store"}))
-            resp = flask.Response(png, status=200, mimetype="image/png")
-            resp.headers["Cache-Control"] = "private, no-store"
-            resp.headers["X-Content-Type-Options"] = "nosniff"
-            return resp
-        if rest in _INTERNAL:
-            if eid is None and rest == "_dash-update-component" and flask.session.get(SESSION_KEY) is not None:
-                return None  # a signed expert session whose link was withdrawn: the callback only says why
-            if eid is None:
-                resp = flask.jsonify(error=reason)
-                resp.status_code = 403
-                resp.headers["Cache-Control"] = "no-store"
-                return resp
-            return None
-        if rest == "":
-            return None if eid is not None else _refusal_page(reason)
-        if not _TOKEN.fullmatch(rest) or rest.startswith(("_dash", "_reload", "_favicon", "_alive")) \
-                or flask.request.method not in ("GET", "HEAD"):
-            return flask.make_response(("not found", 404, {"Content-Type": "text/plain", "Cache-Control": "no-store"}))
-        # /evaluate/<token>
-        new_eid, reason = store.expert_for_token(rest)
-        if new_eid is None:
-            return _refusal_page(reason)
-        flask.session[SESSION_KEY] = new_eid
-        flask.session.permanent = True
-        resp = flask.redirect(PREFIX, code=303)
-        resp.headers["Referrer-Policy"] = "no-referrer"
-        resp.headers["Cache-Control"] = "no-store"
-        return resp
-
-    server.before_request(_gate)
-
+    server.before_request(lambda: _gate(store))
     app = dash.Dash(__name__, server=server, url_base_pathname=PREFIX, title="Blind evaluation",
                     assets_folder=str(Path(__file__).parent / "_evaluation_assets_none"),
                     include_assets_files=False, serve_locally=True, suppress_callback_exceptions=True,
                     external_scripts=[f"{PREFIX}keys.js"], update_title=None)
+    app.layout = lambda: _layout(store)
+    _register_step(app, store)
+    return app
 
-    def layout():
-        if not flask.has_request_context():
-            return html.Div(id="eval-root")
-        eid, reason = session_expert()
-        if eid is None:
-            return html.Div([html.H1("Blind evaluation"), html.P(reason, id="eval-refused")], id="eval-root")
-        v = store.expert_view(eid)
-        src, cand_style, progress, where, answer, dis1, dis2, pos, err = _view_outputs(v)
-        return html.Div(style={"fontFamily": "sans-serif", "maxWidth": "760px", "margin": "1em auto"}, id="eval-root",
-                        children=[
-            html.H1("Blind evaluation", style={"fontSize": "24px"}),
-            html.P("Is the image on the right similar to the reference image on the left? "
-                   "Keys: S = similar, D = not similar, Left = back, Right = forward. "
-                   "Every answer is saved at once; you can close this window and come back with your link."),
-            html.Div([
-                html.Figure([html.Img(id="eval-target", src=f"{PREFIX}img/{v['target_key']}", style=_IMG_STYLE,
-                                      alt="reference"), html.Figcaption("Reference")], style={"margin": "8px"}),
-                html.Figure([html.Img(id="eval-candidate", src=src, style=cand_style, alt="image to judge"),
-                             html.Figcaption(where, id="eval-position")], style={"margin": "8px"}),
-            ], style={"display": "flex", "flexWrap": "wrap"}),
-            html.Div([
-                html.Button("Similar (S)", id="rate-similar", n_clicks=0, disabled=dis1,
-                            style=dict(_BTN, background="#d8f0d8")),
-                html.Button("Not similar (D)", id="rate-not-similar", n_clicks=0, disabled=dis2,
-                            style=dict(_BTN, background="#f4d6d6")),
-            ]),
-            html.Div([
-                html.Button("< Back", id="rate-back", n_clicks=0, style=_BTN),
-                html.Button("Forward >", id="rate-next", n_clicks=0, style=_BTN),
-                html.Span(progress, id="eval-progress", style={"fontSize": "18px", "marginLeft": "1em"}),
-                html.Span(" answered", style={"fontSize": "18px"}),
-            ]),
-            html.P(answer, id="eval-answer", style={"fontWeight": "bold", "minHeight": "1.4em"}),
-            html.P(err, id="eval-error", style={"color": "#a00"}),
-            dcc.Store(id="eval-pos", data=pos),
-        ])
 
-    app.layout = layout
+# ---------------------------------------------------------------- who is asking
+def _session_expert_id() -> int | None:
+    """The expert id in this request's signed session (not yet checked against the database)."""
+    eid = flask.session.get(SESSION_KEY)
+    return eid if isinstance(eid, int) and not isinstance(eid, bool) else None
 
+
+def _checked_expert(store: StudyStore) -> tuple[int | None, str]:
+    """The session's expert if they may rate now (the database is read once per request)."""
+    cached = getattr(flask.g, "ainerd_expert_check", None)
+    if cached is None:
+        eid = _session_expert_id()
+        cached = (None, study_expert.NO_SESSION) if eid is None else store.check_expert(eid)
+        flask.g.ainerd_expert_check = cached
+    return cached
+
+
+# ---------------------------------------------------------------- the gate (before_request)
+def _plain(status: int, text: str):
+    return flask.make_response((text, status, {"Content-Type": "text/plain", "Cache-Control": "no-store"}))
+
+
+def _gate(store: StudyStore):
+    """Answer every path under /evaluate/ that is not the page or Dash's callback (module doc)."""
+    path = flask.request.path
+    if path == "/evaluate":
+        return flask.redirect(PREFIX, code=302)
+    if not path.startswith(PREFIX):
+        return None
+    rest = path[len(PREFIX):]
+    if rest.startswith("_dash-component-suites/"):
+        return None  # Dash's generic library bundles: identical for every visitor
+    if rest == "keys.js":
+        resp = flask.make_response(KEYS_JS)
+        resp.headers["Content-Type"] = "application/javascript; charset=utf-8"
+        resp.headers["Cache-Control"] = "private, max-age=3600"
+        return resp
+    if rest.startswith("img/"):
+        return _image_response(store, rest[4:])
+    if rest == "_dash-update-component" and _session_expert_id() is not None:
+        # the callback checks, in its own transaction, that this expert may still rate; a link
+        # withdrawn while the page was open gets the reason and disabled buttons, nothing saved
+        return None
+    if rest in _INTERNAL or rest == "":
+        eid, reason = _checked_expert(store)
+        if eid is not None:
+            return None
+        if rest == "":
+            return _refusal_page(reason)
+        resp = flask.jsonify(error=reason)
+        resp.status_code = 403
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+    if not _TOKEN.fullmatch(rest) or rest.startswith(("_dash", "_reload", "_favicon", "_alive")) \
+            or flask.request.method not in ("GET", "HEAD"):
+        return _plain(404, "not found")
+    return _token_login(store, rest)
+
+
+def _image_response(store: StudyStore, key: str):
+    """``/evaluate/img/<key>``: 403 without a usable expert session, 404 for a key not theirs."""
+    eid = _session_expert_id()
+    if eid is None:
+        return _plain(403, "forbidden")
+    png, reason = study_expert.image(store, eid, key)
+    if png is None:
+        return _plain(403 if reason else 404, "forbidden" if reason else "not found")
+    resp = flask.Response(png, status=200, mimetype="image/png")
+    resp.headers["Cache-Control"] = "private, no-store"
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    return resp
+
+
+def _token_login(store: StudyStore, token: str):
+    """``/evaluate/<token>``: a usable link puts its expert in the session; the token leaves the address bar."""
+    new_eid, reason = store.expert_for_token(token)
+    if new_eid is None:
+        return _refusal_page(reason)
+    flask.session[SESSION_KEY] = new_eid
+    flask.session.permanent = True
+    resp = flask.redirect(PREFIX, code=303)
+    resp.headers["Referrer-Policy"] = "no-referrer"
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+# ---------------------------------------------------------------- the page
+def _layout(store: StudyStore):
+    if not flask.has_request_context():
+        return html.Div(id="eval-root")
+    eid, reason = _checked_expert(store)
+    if eid is None:
+        return html.Div([html.H1("Blind evaluation"), html.P(reason, id="eval-refused")], id="eval-root")
+    return _page(store.expert_view(eid))
+
+
+def _page(v: dict):
+    """The component tree of the evaluation page for one expert view ``v``."""
+    src, cand_style, progress, where, answer, dis1, dis2, pos, err = _view_outputs(v)
+    return html.Div(style={"fontFamily": "sans-serif", "maxWidth": "760px", "margin": "1em auto"}, id="eval-root",
+                    children=[
+        html.H1("Blind evaluation", style={"fontSize": "24px"}),
+        html.P("Is the image on the right similar to the reference image on the left? "
+               "Keys: S = similar, D = not similar, Left = back, Right = forward. "
+               "Every answer is saved at once; you can close this window and come back with your link."),
+        html.Div([
+            html.Figure([html.Img(id="eval-target", src=f"{PREFIX}img/{v['target_key']}", style=_IMG_STYLE,
+                                  alt="reference"), html.Figcaption("Reference")], style={"margin": "8px"}),
+            html.Figure([html.Img(id="eval-candidate", src=src, style=cand_style, alt="image to judge"),
+                         html.Figcaption(where, id="eval-position")], style={"margin": "8px"}),
+        ], style={"display": "flex", "flexWrap": "wrap"}),
+        html.Div([
+            html.Button("Similar (S)", id="rate-similar", n_clicks=0, disabled=dis1,
+                        style=dict(_BTN, background="#d8f0d8")),
+            html.Button("Not similar (D)", id="rate-not-similar", n_clicks=0, disabled=dis2,
+                        style=dict(_BTN, background="#f4d6d6")),
+        ]),
+        html.Div([
+            html.Button("< Back", id="rate-back", n_clicks=0, style=_BTN),
+            html.Button("Forward >", id="rate-next", n_clicks=0, style=_BTN),
+            html.Span(progress, id="eval-progress", style={"fontSize": "18px", "marginLeft": "1em"}),
+            html.Span(" answered", style={"fontSize": "18px"}),
+        ]),
+        html.P(answer, id="eval-answer", style={"fontWeight": "bold", "minHeight": "1.4em"}),
+        html.P(err, id="eval-error", style={"color": "#a00"}),
+        dcc.Store(id="eval-pos", data=pos),
+    ])
+
+
+# ---------------------------------------------------------------- the click
+_ACTION = {"rate-similar": "similar", "rate-not-similar": "not-similar", "rate-back": "back", "rate-next": "next"}
+
+
+def _register_step(app: dash.Dash, store: StudyStore) -> None:
     @app.callback(Output("eval-candidate", "src"), Output("eval-candidate", "style"),
                   Output("eval-progress", "children"), Output("eval-position", "children"),
                   Output("eval-answer", "children"), Output("rate-similar", "disabled"),
@@ -211,38 +252,16 @@ def init_evaluation(server: flask.Flask, config) -> dash.Dash:
                   Input("rate-back", "n_clicks"), Input("rate-next", "n_clicks"), State("eval-pos", "data"),
                   prevent_initial_call=True)
     def step(_s, _d, _b, _n, pos):
-        eid, reason = session_expert()
-        if eid is None:  # revoked, expired or closed while the page was open: say so, save nothing
-            nu = dash.no_update
-            return nu, nu, nu, nu, nu, True, True, nu, reason + " Your last click was not saved."
-        trig = ctx.triggered_id
-        try:
-            pos = int(pos)
-        except (TypeError, ValueError):
-            pos = 0
-        error = ""
-        total = store.expert_total(eid)
-        pos = max(0, min(pos, total))
-        if trig in ("rate-similar", "rate-not-similar"):
-            if pos >= total:
-                raise PreventUpdate
-            try:
-                store.record_rating(eid, pos, trig == "rate-similar")  # returns after COMMIT
-            except StudyError:
-                return _view_outputs(store.expert_view(eid, pos), "This evaluation no longer accepts answers: "
-                                                                  "your last click was not saved.")
-            nxt = store.next_position(eid, pos)
-            pos = total if nxt is None else nxt
-        elif trig == "rate-back":
-            pos = max(0, pos - 1)
-        elif trig == "rate-next":
-            if pos + 1 < total:
-                pos += 1
-            else:
-                nxt = store.next_position(eid, pos)
-                pos = total if nxt is None else nxt
-        else:
+        eid = _session_expert_id()
+        action = _ACTION.get(ctx.triggered_id)
+        if eid is None or action is None:
             raise PreventUpdate
-        return _view_outputs(store.expert_view(eid, pos), error)
-
-    return app
+        # one store call, one connection: the rating (committed before we answer), the check
+        # that this expert may still rate, and the next view
+        v = study_expert.click(store, eid, pos, action)
+        if v.get("unchanged"):
+            raise PreventUpdate
+        if v["refused"]:  # revoked, expired or closed while the page was open: say so, save nothing
+            nu = dash.no_update
+            return nu, nu, nu, nu, nu, True, True, nu, v["refused"] + " Your last click was not saved."
+        return _view_outputs(v)

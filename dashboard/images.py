@@ -14,12 +14,17 @@ Variants: ``full`` (256 px, the stored resolution), ``thumb`` (:data:`THUMB_SIZE
 grids) and ``recon`` (the autoencoder's reconstruction of the map from its latent, when the
 dataset has latents and a model is available).
 
+Result stacks (:data:`STACKS`: the reconstructions and noise-decoded maps precompute stores
+under ``/results/model``) are not stored C2 maps; the same service signs and serves them from
+``/_results/<dataset_id>/<token>.png`` (:func:`stack_image_urls`), rendered at
+:data:`STACK_TILE_PX` px, with its own key so a map token never resolves as a stack token.
+
 Usage in a page (inside a request, e.g. in ``layout`` or a callback)::
 
     from dashboard.images import map_image_url
     html.Img(src=map_image_url(ctx.dataset_id, 17, thumb=True))
 
-:func:`init_images` (called once by the explorer) registers the route on the Flask server.
+:func:`init_images` (called once by the explorer) registers both routes on the Flask server.
 """
 from __future__ import annotations
 
@@ -37,6 +42,10 @@ THUMB_SIZE = 96
 VARIANTS = ("full", "thumb", "recon")
 ROUTE_PREFIX = "/_maps"
 CACHE_MAX_BYTES = 96 * 1024 * 1024
+#: result stacks served as images (one image per row)
+STACKS = ("model/recon_input", "model/recon_output", "model/noise_maps")
+STACK_ROUTE = "/_results"
+STACK_TILE_PX = 128
 _EXT_KEY = "ainerd_images"
 _STATE: "ImageService | None" = None  # the last one initialised (outside a request)
 
@@ -86,11 +95,18 @@ class PngCache:
         return len(self._items)
 
 
+def _route_url(route: str, dataset_id: str, token: str) -> str:
+    from urllib.parse import quote
+
+    return f"{route}/{quote(dataset_id, safe='')}/{token}.png"
+
+
 class ImageService:
     """Signs image ids, resolves them back and renders/caches PNGs for one server."""
 
     def __init__(self, secret_key: str, catalog, max_bytes: int = CACHE_MAX_BYTES):
         self._key = hashlib.sha256(("ainerd-map-image:" + secret_key).encode()).digest()
+        self._stack_key = hashlib.sha256(("ainerd-result-image:" + secret_key).encode()).digest()
         self.catalog = catalog
         self.cache = PngCache(max_bytes)
         self._lookup: dict[tuple[str, str, str], dict[str, int]] = {}
@@ -104,10 +120,7 @@ class ImageService:
         entry = self.catalog.get(dataset_id)
         if entry is None:
             return None
-        from urllib.parse import quote
-
-        tok = self.token(entry.id, entry.version, index, variant)
-        return f"{ROUTE_PREFIX}/{quote(entry.id, safe='')}/{tok}.png"
+        return _route_url(ROUTE_PREFIX, entry.id, self.token(entry.id, entry.version, index, variant))
 
     def resolve(self, dataset_id: str, token: str):
         """(entry, index, variant) of a token, or None."""
@@ -151,6 +164,38 @@ class ImageService:
         return data
 
 
+    # ---------------------------------------------------------------- result stacks
+    def stack_token(self, entry, name: str, index: int) -> str:
+        msg = f"{entry.id}\x00{entry.version}\x00{name}\x00{int(index)}".encode()
+        return hmac.new(self._stack_key, msg, hashlib.sha256).hexdigest()[:32]
+
+    def stack_url(self, entry, name: str, index: int) -> str:
+        return _route_url(STACK_ROUTE, entry.id, self.stack_token(entry, name, index))
+
+    def resolve_stack(self, dataset_id: str, token: str):
+        """(entry, stack name, row) of a stack token, or None (stacks are small: a linear scan)."""
+        entry = self.catalog.get(dataset_id)
+        if entry is None:
+            return None
+        for name in STACKS:
+            stack = entry.result(name)
+            if stack is None:
+                continue
+            for i in range(len(stack)):
+                if hmac.compare_digest(self.stack_token(entry, name, i), token):
+                    return entry, name, i
+        return None
+
+    def stack_png(self, entry, name: str, index: int) -> bytes:
+        """The PNG of row ``index`` of result stack ``name`` (cached)."""
+        key = ("stack", entry.id, entry.version, name, int(index))
+        data = self.cache.get(key)
+        if data is None:
+            data = render_c2_png(np.asarray(entry.result(name)[index]), size=STACK_TILE_PX)
+            self.cache.put(key, data)
+        return data
+
+
 def _service() -> ImageService | None:
     if flask.has_app_context():
         svc = flask.current_app.extensions.get(_EXT_KEY)
@@ -175,8 +220,38 @@ def map_image_url(dataset_id: str, index: int, thumb: bool = False, *, variant: 
     return svc.url(dataset_id, index, variant)
 
 
+def stack_image_urls(entry, name: str) -> list[str]:
+    """URLs of every row of result stack ``name`` of ``entry`` as PNGs ([] without the stack or
+    before :func:`init_images`)."""
+    svc = _service()
+    stack = entry.result(name)
+    if svc is None or stack is None:
+        return []
+    return [svc.stack_url(entry, name, i) for i in range(len(stack))]
+
+
+def _png_response(token: str, render, why: str = "") -> flask.Response:
+    """A PNG answer cached forever under its token (304 when the browser has it); ``render()``
+    -> bytes, or None for a 404 saying ``why``."""
+    if token in flask.request.if_none_match:
+        resp = flask.Response(status=304)
+    else:
+        data = render()
+        if data is None:
+            return flask.Response(why + "\n", status=404, mimetype="text/plain")
+        resp = flask.Response(data, mimetype="image/png")
+    resp.set_etag(token)
+    resp.headers["Cache-Control"] = "private, max-age=31536000, immutable"
+    return resp
+
+
+def _no_such_image() -> flask.Response:
+    return flask.Response("no such image\n", status=404, mimetype="text/plain")
+
+
 def init_images(server: flask.Flask, config, catalog) -> ImageService:
-    """Register ``/_maps/<dataset_id>/<token>.png`` on ``server``; returns the service."""
+    """Register ``/_maps/<dataset_id>/<token>.png`` and ``/_results/<dataset_id>/<token>.png`` on
+    ``server``; returns the service."""
     global _STATE
     svc = ImageService(config.secret_key, catalog)
     server.extensions[_EXT_KEY] = svc
@@ -185,20 +260,18 @@ def init_images(server: flask.Flask, config, catalog) -> ImageService:
     def serve_map_image(dataset_id: str, token: str):
         found = svc.resolve(dataset_id, token)
         if found is None:
-            return flask.Response("no such image\n", status=404, mimetype="text/plain")
+            return _no_such_image()
         entry, index, variant = found
-        etag = f"{token}"
-        if etag in flask.request.if_none_match:
-            resp = flask.Response(status=304)
-        else:
-            data = svc.png(entry, index, variant)
-            if data is None:
-                why = "no model or latents for a reconstruction" if variant == "recon" else "this dataset holds latents only, no C2 maps"
-                return flask.Response(why + "\n", status=404, mimetype="text/plain")
-            resp = flask.Response(data, mimetype="image/png")
-        resp.set_etag(etag)
-        resp.headers["Cache-Control"] = "private, max-age=31536000, immutable"
-        return resp
+        why = ("no model or latents for a reconstruction" if variant == "recon"
+               else "this dataset holds latents only, no C2 maps")
+        return _png_response(token, lambda: svc.png(entry, index, variant), why)
+
+    def serve_result_image(dataset_id: str, token: str):
+        found = svc.resolve_stack(dataset_id, token)
+        if found is None:
+            return _no_such_image()
+        return _png_response(token, lambda: svc.stack_png(*found))
 
     server.add_url_rule(f"{ROUTE_PREFIX}/<dataset_id>/<token>.png", "ainerd_map_image", serve_map_image)
+    server.add_url_rule(f"{STACK_ROUTE}/<dataset_id>/<token>.png", "ainerd_result_image", serve_result_image)
     return svc

@@ -5,7 +5,9 @@
   gunicorn command of the Dockerfile) on a free port and waits for ``/healthz``.
 - :func:`make_driver` starts headless Debian Chromium through chromedriver (Selenium), with
   the browser console log enabled so tests can fail on console errors.
-- :func:`wait_for`, :func:`console_errors`, :func:`find_props`: polling and inspection helpers.
+- :func:`wait_for`, :func:`console_errors`, :func:`find_props`, :func:`find_component`: polling
+  and inspection helpers.
+- :func:`signed_in_client`: a Flask test client already signed in as a role (no login form).
 
 ``tests/browser_support.py`` adds the pytest side (skip, or fail under ``AINERD_REQUIRE_BROWSER=1``).
 """
@@ -15,7 +17,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,15 +25,11 @@ from pathlib import Path
 
 import requests
 
+from ainerd_core.processes import free_port, log_tail, wait_until_ready
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 BROWSER_MISSING = "headless Chromium tests need chromium and chromedriver (apt-get install chromium chromium-driver)"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -47,24 +44,13 @@ class Server:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.cmd, cwd=REPO, env=self.env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"server did not answer /healthz within {timeout} s:\n{self.log()}")
+        wait_until_ready(self.proc, lambda: requests.get(self.url + "/healthz", timeout=2).status_code == 200,
+                         name="server", ready_means="answer /healthz", timeout=timeout, log=self.log,
+                         stop=self.stop, interval=0.3)
+        return self
 
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-5000:]
-        except OSError:
-            return ""
+        return log_tail(self.log_path, 5000)
 
     def kill(self, sig=signal.SIGKILL) -> None:
         """Kill the whole process group (gunicorn master and workers) at once."""
@@ -174,3 +160,28 @@ def find_props(node, cid):
         if got is not None:
             return got
     return None
+
+
+def find_component(node, cid):
+    """The component with id ``cid`` in a Dash component tree (the Python objects a layout
+    function returns, not their JSON), or None."""
+    if getattr(node, "id", None) == cid:
+        return node
+    children = getattr(node, "children", None)
+    for child in children if isinstance(children, (list, tuple)) else [children]:
+        if child is not None and not isinstance(child, (str, int, float)):
+            got = find_component(child, cid)
+            if got is not None:
+                return got
+    return None
+
+
+def signed_in_client(app, config, role: str):
+    """A test client of the Flask ``app`` whose session is signed in as ``role`` ('admin' or
+    'viewer'), as after a successful login with ``config``'s password."""
+    from dashboard import auth
+
+    client = app.test_client()
+    with client.session_transaction() as session:
+        session.update(auth.session_values(config, role))
+    return client

@@ -201,6 +201,28 @@ def install(server: flask.Flask, apps: dict) -> None:
 _DATA_URL = re.compile(r"^data:[^,]{0,200},")
 
 
+def upload_limit_bytes(config) -> int:
+    """Largest .npy file an upload may be: the request limit, less base64's 4/3 and room for the
+    rest of the callback request (64 KiB)."""
+    return max(0, (config.max_upload_bytes - 64 * 1024) * 3 // 4)
+
+
+def upload_check_js(config) -> str:
+    """Clientside check of an upload before it is sent: a name that is not .npy or a file over the
+    limit gets a message (the server would refuse the request with 413, which the page cannot show)."""
+    limit_chars = max(0, config.max_upload_bytes - 64 * 1024)
+    limit_mib = upload_limit_bytes(config) / 2**20
+    return ("function(contents, filename) {"
+            " var nu = window.dash_clientside.no_update;"
+            " if (!contents) { return [nu, '']; }"
+            " var name = filename || 'upload';"
+            " if (!/\\.npy$/i.test(name)) { return [null, name + ': not a .npy file; upload a NumPy .npy file holding one square 2-d map.']; }"
+            f" if (contents.length > {limit_chars}) {{ return [null, name + ' is ' + (contents.length * 0.75 / 1048576).toFixed(1)"
+            f" + ' MiB: uploads are limited to {limit_mib:.1f} MiB (AINERD_MAX_UPLOAD_MB on the server).']; }}"
+            " return [contents, ''];"
+            "}")
+
+
 def decode_upload(contents, filename: str | None) -> bytes:
     """The bytes of a dcc.Upload ``contents`` data URL; one-line ValueError naming the file."""
     name = filename or "upload"

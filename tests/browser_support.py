@@ -2,6 +2,14 @@
 
 Browser tests skip when chromium/chromedriver are missing, unless ``AINERD_REQUIRE_BROWSER=1``
 (set by ``.ci/run``), in which case they fail: CI must run them.
+
+The fixtures ``server`` and ``driver`` (module scope; tests/conftest.py makes them available to
+every test module) are the browser tests' real dashboard server and headless Chromium. A module
+chooses what they serve and show by defining ``browser_data`` (a fixture: the data folder,
+default ``explorer_data``) and ``WINDOW`` (a module constant: the window size in pixels, default
+1400 x 1000). The unchanged ``explorer_data`` folder is served by one server for the whole
+session (starting one takes seconds on a loaded CI machine); any other folder gets a server of
+its own for the module.
 """
 from __future__ import annotations
 
@@ -13,6 +21,26 @@ import pytest
 from dashboard import testing as _testing
 from dashboard.testing import (CHROMIUM_CANDIDATES, REPO, Server, browser_available, console_errors,  # noqa: F401
                                find_props, free_port, quit_driver, server_env, start_server, wait_for)
+
+
+# JavaScript to prepend to a script that reads a figure's data: ``arr(v)`` turns a plotly trace
+# array (a list, a typed array, or plotly's base64 spec {dtype, bdata, shape}; rows of them) into
+# plain nested arrays (null stays null)
+PLOTLY_ARRAYS_JS = """
+const TYPES = {f8: Float64Array, f4: Float32Array, i4: Int32Array, u4: Uint32Array, i2: Int16Array,
+               u2: Uint16Array, i1: Int8Array, u1: Uint8Array};
+const decode = v => {  // plotly's base64 typed arrays {dtype, bdata, shape}
+  const bin = atob(v.bdata), buf = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) buf[i] = bin.charCodeAt(i);
+  const flat = Array.from(new TYPES[v.dtype](buf.buffer));
+  if (!v.shape) return flat;
+  const [rows, cols] = String(v.shape).split(',').map(Number), out = [];
+  for (let r = 0; r < rows; r++) out.push(flat.slice(r * cols, (r + 1) * cols));
+  return out;
+};
+const arr = v => v == null ? null : (v.bdata !== undefined ? decode(v)
+    : Array.from(v, r => (r != null && typeof r === 'object') ? (r.bdata !== undefined ? decode(r) : Array.from(r)) : r));
+"""
 
 
 def require_browser():
@@ -31,9 +59,55 @@ def make_driver(width: int = 1400, height: int = 1000):
 
 
 @contextlib.contextmanager
-def browser():
-    driver = make_driver()
+def browser(width: int = 1400, height: int = 1000):
+    """A headless Chromium WebDriver (see :func:`make_driver`), quit on exit."""
+    driver = make_driver(width, height)
     try:
         yield driver
     finally:
         quit_driver(driver)
+
+
+@contextlib.contextmanager
+def running_server(data_dir, instance_dir, **env_extra: str):
+    """A dashboard server on ``data_dir`` for a browser test (skips the test without a browser,
+    before starting anything), stopped on exit."""
+    require_browser()
+    srv = start_server(data_dir, instance_dir, **env_extra)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+WINDOW = (1400, 1000)  # default browser window (width, height) in pixels; a module may set its own
+
+
+@pytest.fixture(scope="module")
+def browser_data(explorer_data):
+    """The folder the module's ``server`` serves; a module overrides this fixture to serve others."""
+    return explorer_data
+
+
+@pytest.fixture(scope="session")
+def explorer_server(explorer_data, tmp_path_factory):
+    """One server on the (read-only) ``explorer_data`` folder, shared by every module that serves it."""
+    with running_server(explorer_data, tmp_path_factory.mktemp("instance-explorer-data")) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def server(request, browser_data, explorer_data, tmp_path_factory):
+    """The module's dashboard server: the shared one for ``explorer_data``, else its own."""
+    if browser_data == explorer_data:
+        yield request.getfixturevalue("explorer_server")
+        return
+    with running_server(browser_data, tmp_path_factory.mktemp("instance")) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def driver(request, server):
+    """The module's headless Chromium, of the module's ``WINDOW`` size."""
+    with browser(*getattr(request.module, "WINDOW", WINDOW)) as d:
+        yield d

@@ -9,8 +9,7 @@ carries ``/latents``, in process. A failing pipeline fails the tests: there is n
 
 ``explorer_data`` (session fixture) is a folder with ``demo.h5`` (precomputed, with maps) and
 ``e031.h5`` (latents only); it is cached across sessions, keyed by a hash of the pipeline's code
-(:func:`build_explorer_data`). Import it into a test module with
-``from dashboard_fixtures import explorer_data  # noqa: F401``.
+(:func:`build_explorer_data`). tests/conftest.py makes it available to every test module.
 """
 from __future__ import annotations
 

@@ -22,11 +22,12 @@ import shutil
 
 import pytest
 
-from dashboard_fixtures import build_precomputed, explorer_data  # noqa: F401
+from dashboard_fixtures import build_precomputed
 
 from dashboard import auth
 from dashboard.app import create_app
 from dashboard.config import Config
+from dashboard.testing import signed_in_client
 
 SECRET = "b" * 48
 ADMIN_PW = "blinding admin password"
@@ -73,10 +74,7 @@ def attacker(world, with_expert_link: bool):
 
 
 def admin(world):
-    c = world["app"].test_client()
-    with c.session_transaction() as s:
-        s.update(auth.session_values(world["config"], "admin"))
-    return c
+    return signed_in_client(world["app"], world["config"], "admin")
 
 
 def image_urls(world, dataset):

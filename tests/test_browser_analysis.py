@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 
 from ainerd_core.dataset import open_dataset
-from browser_support import (console_errors, make_driver, quit_driver, require_browser, start_server,
-                             wait_for)
+from browser_support import console_errors, wait_for
 from conftest import E031
-from dashboard_fixtures import explorer_data  # noqa: F401
 
 pytestmark = pytest.mark.browser
+WINDOW = (1400, 1100)  # the browser window of the module's `driver` (tests/browser_support.py)
 
 GRID_JS = """
 const g = document.getElementById(arguments[0]);
@@ -35,21 +34,6 @@ const conv = v => (v == null ? null : (ArrayBuffer.isView(v) ? Array.from(v) : v
 return p.data.map(t => ({name: t.name, x: conv(t.x), y: conv(t.y), meta: t.meta || null,
                          customdata: conv(t.customdata)}));
 """
-
-
-@pytest.fixture(scope="module")
-def server(explorer_data, tmp_path_factory):  # noqa: F811
-    require_browser()
-    srv = start_server(explorer_data, tmp_path_factory.mktemp("instance-analysis"))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def driver(server):
-    d = make_driver(1400, 1100)
-    yield d
-    quit_driver(d)
 
 
 def _open(driver, server, path):
@@ -112,7 +96,7 @@ def _no_console_errors(driver):
 
 
 # --------------------------------------------------------------------------- similarity
-def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp_path):  # noqa: F811
+def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp_path):
     path = explorer_data / "demo.h5"
     with open_dataset(path) as ds:
         lat_idx = ds.read_result("similarity/latent_index")
@@ -173,7 +157,7 @@ def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp
 
 
 # --------------------------------------------------------------------------- clusters
-def test_clusters_figures_examples_and_recluster(driver, server, explorer_data, tmp_path):  # noqa: F811
+def test_clusters_figures_examples_and_recluster(driver, server, explorer_data, tmp_path):
     with open_dataset(explorer_data / "demo.h5") as ds:
         inertia = ds.read_result("kmeans/inertia")
         ks = ds.read_result("kmeans/k")
@@ -232,7 +216,7 @@ def test_clusters_figures_examples_and_recluster(driver, server, explorer_data, 
 
 
 # --------------------------------------------------------------------------- model
-def test_model_page(driver, server, explorer_data):  # noqa: F811
+def test_model_page(driver, server, explorer_data):
     with open_dataset(explorer_data / "demo.h5") as ds:
         recon_index = ds.read_result("model/recon_index")
         curve = ds.read_result("model/learning_curve/train_loss")

@@ -9,44 +9,26 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pytest
 
-from browser_support import console_errors, make_driver, quit_driver, require_browser, start_server, wait_for
-from dashboard_fixtures import explorer_data  # noqa: F401
+from browser_support import PLOTLY_ARRAYS_JS, console_errors, wait_for
 
 pytestmark = pytest.mark.browser
 
-TRACES_JS = """
+TRACES_JS = PLOTLY_ARRAYS_JS + """
 const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');
 if (!gd || !gd.data || !gd._fullLayout) return null;
-const TYPES = {f8: Float64Array, f4: Float32Array, i4: Int32Array, u4: Uint32Array, i2: Int16Array,
-               u2: Uint16Array, i1: Int8Array, u1: Uint8Array};
-const decode = v => {  // plotly's base64 typed arrays {dtype, bdata}
-  const bin = atob(v.bdata), buf = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) buf[i] = bin.charCodeAt(i);
-  return Array.from(new TYPES[v.dtype](buf.buffer));
-};
-const conv = v => v == null ? null : (v.bdata !== undefined ? decode(v) : Array.from(v));
-return gd.data.map(t => ({name: t.name, type: t.type, meta: t.meta || null, x: conv(t.x), y: conv(t.y),
-                          customdata: conv(t.customdata), xaxis: t.xaxis || 'x'}));
+return gd.data.map(t => ({name: t.name, type: t.type, meta: t.meta || null, x: arr(t.x), y: arr(t.y),
+                          customdata: arr(t.customdata), xaxis: t.xaxis || 'x'}));
 """
 
 
 @pytest.fixture(scope="module")
-def server(explorer_data, tmp_path_factory):  # noqa: F811
-    require_browser()
+def browser_data(explorer_data, tmp_path_factory):
+    """What the module's `server` serves: the demo, E031 and a copy of the demo under another name."""
     data = tmp_path_factory.mktemp("compare-data")
     for name in ("demo", "e031"):
         shutil.copy(explorer_data / f"{name}.h5", data / f"{name}.h5")
     shutil.copy(explorer_data / "demo.h5", data / "demo2.h5")  # the same experiment again, same model
-    srv = start_server(data, tmp_path_factory.mktemp("instance-compare"))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def driver(server):
-    d = make_driver(1400, 1000)
-    yield d
-    quit_driver(d)
+    return data
 
 
 def traces(driver, sel, pred=None):
@@ -54,7 +36,7 @@ def traces(driver, sel, pred=None):
         driver.execute_script(TRACES_JS, sel)), 45, f"figure {sel}")
 
 
-def test_two_datasets_stacked_shared_map_and_search_across(driver, server, explorer_data):  # noqa: F811
+def test_two_datasets_stacked_shared_map_and_search_across(driver, server, explorer_data):
     from ainerd_core.dataset import open_dataset
 
     with open_dataset(explorer_data / "demo.h5") as ds:

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from ainerd_core.dataset import open_dataset
-from browser_support import console_errors, make_driver, quit_driver, require_browser, start_server, wait_for
-from dashboard_fixtures import explorer_data  # noqa: F401
+from browser_support import console_errors, wait_for
 from dynamics_fixtures import with_dynamics
 
 pytestmark = pytest.mark.browser
@@ -32,28 +31,14 @@ return {names: gd.data.map(t => t.name), meta: gd.layout.meta || null,
 
 
 @pytest.fixture(scope="module")
-def data_dir(explorer_data, tmp_path_factory):  # noqa: F811
+def browser_data(explorer_data, tmp_path_factory):
+    """What the module's `server` serves: the demo and E031 with measured dynamics."""
     folder = tmp_path_factory.mktemp("dyn-data")
     with_dynamics(explorer_data / "demo.h5", folder / "demo.h5")
     with_dynamics(explorer_data / "e031.h5", folder / "e031.h5")
     if (explorer_data / "model.pt").exists():
         shutil.copyfile(explorer_data / "model.pt", folder / "model.pt")
     return folder
-
-
-@pytest.fixture(scope="module")
-def server(data_dir, tmp_path_factory):
-    require_browser()
-    srv = start_server(data_dir, tmp_path_factory.mktemp("instance"))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def driver(server):
-    d = make_driver()
-    yield d
-    quit_driver(d)
 
 
 def fig(driver, sel, pred=lambda g: True, what=None):
@@ -63,10 +48,10 @@ def fig(driver, sel, pred=lambda g: True, what=None):
     return wait_for(get, 30, what or sel)
 
 
-def test_clicking_a_point_shows_the_map_in_seconds_next_to_its_g2_fit_and_numbers(driver, server, data_dir):
+def test_clicking_a_point_shows_the_map_in_seconds_next_to_its_g2_fit_and_numbers(driver, server, browser_data):
     from dashboard.figures.dynamics import fit_rows
 
-    with open_dataset(data_dir / "demo.h5") as ds:
+    with open_dataset(browser_data / "demo.h5") as ds:
         step = ds.attrs.get("c2_time_step_s")
         fits = {k: ds.read_result(f"dynamics/{k}") for k in
                 ("relaxation_rate", "rate_stderr", "stretching", "stretching_stderr", "contrast", "contrast_stderr",
@@ -112,10 +97,10 @@ def test_clicking_a_point_shows_the_map_in_seconds_next_to_its_g2_fit_and_number
     assert not console_errors(driver)
 
 
-def test_timeline_has_the_fitted_rate_row_and_latents_only_says_the_order_is_unknown(driver, server, data_dir):
+def test_timeline_has_the_fitted_rate_row_and_latents_only_says_the_order_is_unknown(driver, server, browser_data):
     from dashboard.figures.dynamics import rate_per_time
 
-    with open_dataset(data_dir / "demo.h5") as ds:
+    with open_dataset(browser_data / "demo.h5") as ds:
         rates = rate_per_time(ds.read_result("tables/time_index"), len(ds.read_result("tables/times")),
                               ds.read_result("dynamics/relaxation_rate"), ds.read_result("dynamics/fit_status"),
                               ds.read_result("sector_class"))
@@ -132,7 +117,7 @@ def test_timeline_has_the_fitted_rate_row_and_latents_only_says_the_order_is_unk
     assert not console_errors(driver)
 
 
-def test_the_view_callback_answers_tampered_client_state_without_a_500(server, data_dir):
+def test_the_view_callback_answers_tampered_client_state_without_a_500(server, browser_data):
     """The view's state and controls live in the browser: whatever they hold, the redraw answers
     200 (nothing drawn for what c2_view did not write), never a server error."""
     import json
@@ -141,7 +126,7 @@ def test_the_view_callback_answers_tampered_client_state_without_a_500(server, d
 
     from dashboard.catalog import Catalog
 
-    version = Catalog(data_dir).get("demo").version
+    version = Catalog(browser_data).get("demo").version
     good = {"dataset": "demo", "version": version, "index": 3, "source": "map", "row": None, "title": "t", "key": "k"}
     oid = {"key": "k", "type": "c2view-body"}
 

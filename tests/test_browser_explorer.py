@@ -9,28 +9,13 @@ import numpy as np
 import pytest
 
 from ainerd_core.dataset import open_dataset
-from browser_support import (console_errors, make_driver, quit_driver, require_browser, start_server,
-                             wait_for)
-from dashboard_fixtures import explorer_data  # noqa: F401
+from browser_support import PLOTLY_ARRAYS_JS, console_errors, wait_for
 
 pytestmark = pytest.mark.browser
 
-GRAPH_JS = """
+GRAPH_JS = PLOTLY_ARRAYS_JS + """
 const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');
 if (!gd || !gd.data || !gd._fullLayout) return null;
-const TYPES = {f8: Float64Array, f4: Float32Array, i4: Int32Array, u4: Uint32Array, i2: Int16Array,
-               u2: Uint16Array, i1: Int8Array, u1: Uint8Array};
-const decode = v => {  // plotly's base64 typed arrays {dtype, bdata, shape}
-  const bin = atob(v.bdata), buf = new Uint8Array(bin.length);
-  for (let i = 0; i < bin.length; i++) buf[i] = bin.charCodeAt(i);
-  const flat = Array.from(new TYPES[v.dtype](buf.buffer));
-  if (!v.shape) return flat;
-  const [rows, cols] = String(v.shape).split(',').map(Number), out = [];
-  for (let r = 0; r < rows; r++) out.push(flat.slice(r * cols, (r + 1) * cols));
-  return out;
-};
-const arr = v => v == null ? null : (v.bdata !== undefined ? decode(v)
-    : Array.from(v, r => (r != null && typeof r === 'object') ? (r.bdata !== undefined ? decode(r) : Array.from(r)) : r));
 return {data: gd.data.map(t => ({type: t.type, name: t.name, x: arr(t.x), y: arr(t.y), z: arr(t.z),
                                  customdata: arr(t.customdata), xaxis: t.xaxis || 'x'})),
         shapes: (gd.layout.shapes || []).map(s => ({type: s.type, x0: s.x0, x1: s.x1, xref: s.xref, name: s.name || null})),
@@ -39,22 +24,7 @@ return {data: gd.data.map(t => ({type: t.type, name: t.name, x: arr(t.x), y: arr
 
 
 @pytest.fixture(scope="module")
-def server(explorer_data, tmp_path_factory):  # noqa: F811
-    require_browser()
-    srv = start_server(explorer_data, tmp_path_factory.mktemp("instance"))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def driver(server):
-    d = make_driver()
-    yield d
-    quit_driver(d)
-
-
-@pytest.fixture(scope="module")
-def demo(explorer_data):  # noqa: F811
+def demo(explorer_data):
     with open_dataset(explorer_data / "demo.h5") as ds:
         return {n: ds.read_result(n) for n in ("tables/times", "tables/counts", "tables/counts_k3", "labels",
                                                "tables/sector_time_labels", "tables/sectors", "stress_minima/time",

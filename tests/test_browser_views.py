@@ -13,8 +13,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from browser_support import console_errors, make_driver, quit_driver, require_browser, start_server, wait_for
-from dashboard_fixtures import explorer_data  # noqa: F401
+from browser_support import browser, console_errors, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -24,21 +23,6 @@ if (!gd || !gd.data || !gd._fullLayout) return null;
 return {names: gd.data.map(t => t.name), types: gd.data.map(t => t.type),
         legend: (gd.layout.legend && gd.layout.legend.title) ? gd.layout.legend.title.text : null};
 """
-
-
-@pytest.fixture(scope="module")
-def server(explorer_data, tmp_path_factory):  # noqa: F811
-    require_browser()
-    srv = start_server(explorer_data, tmp_path_factory.mktemp("instance-views"))
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def driver(server):
-    d = make_driver(1400, 1000)
-    yield d
-    quit_driver(d)
 
 
 def query(driver) -> dict:
@@ -152,8 +136,7 @@ return {inner: window.innerHeight, scroll: window.scrollY,
 
 
 def test_laptop_layout_time_axis_above_the_fold_and_clicked_maps_in_view(server):
-    d = make_driver(1280, 800)
-    try:
+    with browser(1280, 800) as d:
         open_page(d, server.url + "/timeline?dataset=demo")
         figure(d, "#timeline-graph")
         rects = wait_for(lambda: (lambda r: r if r["axis"] and r["legend"] else None)(d.execute_script(RECT_JS)),
@@ -178,8 +161,6 @@ def test_laptop_layout_time_axis_above_the_fold_and_clicked_maps_in_view(server)
         wait_for(first_thumb_visible, what="clicked maps inside the viewport")
         assert "time=" in d.current_url
         assert not console_errors(d)
-    finally:
-        quit_driver(d)
 
 
 def _downloaded(folder, name, timeout=60.0):

@@ -9,11 +9,11 @@ import pytest
 
 from dashboard.catalog import Catalog
 from dashboard.pages import PAGE_MODULES, load_pages, missing_requirements, parse_query
-from dashboard_fixtures import explorer_data  # noqa: F401
+from dashboard.testing import find_component
 
 
 @pytest.fixture
-def folder(explorer_data, tmp_path):  # noqa: F811
+def folder(explorer_data, tmp_path):
     out = tmp_path / "data"
     out.mkdir()
     for name in ("demo.h5", "e031.h5"):
@@ -94,7 +94,7 @@ def _record_model(folder, named, sha):
     write_results(folder / "demo.h5", results, attrs)
 
 
-def test_precompute_records_the_checkpoint_checksum(explorer_data):  # noqa: F811
+def test_precompute_records_the_checkpoint_checksum(explorer_data):
     from pathlib import Path
 
     from ainerd_core.dataset import open_dataset
@@ -189,18 +189,6 @@ def test_background_helper_registers_on_the_instance_only(tmp_path):
     assert dict(dash._callback.GLOBAL_CALLBACK_MAP) == before  # nothing leaked to the global registry
 
 
-def _find(component, id_):
-    if getattr(component, "id", None) == id_:
-        return component
-    children = getattr(component, "children", None)
-    for child in children if isinstance(children, (list, tuple)) else [children]:
-        if child is not None and not isinstance(child, (str, int, float)):
-            found = _find(child, id_)
-            if found is not None:
-                return found
-    return None
-
-
 def test_timeline_without_rheology_shows_the_histogram_and_a_note(tmp_path):
     from ainerd_core.dataset import write_dataset
     from dashboard.pages import PageContext, Services
@@ -219,8 +207,8 @@ def test_timeline_without_rheology_shows_the_histogram_and_a_note(tmp_path):
     assert not entry.has_rheology
     services = Services(app=None, config=None, catalog=cat, background_manager=None, register_background=None)
     page = timeline.layout(PageContext(entry, entry.id, [entry], {"k": "3"}, services))
-    assert "no rheology" in str(_find(page, "timeline-note").children)
-    graph = _find(page, "timeline-graph")
+    assert "no rheology" in str(find_component(page, "timeline-note").children)
+    graph = find_component(page, "timeline-graph")
     assert {t.type for t in graph.figure.data} == {"bar"} and len(graph.figure.data) == 3
     np.testing.assert_array_equal(graph.figure.data[1].y, entry.counts(3)[:, 1])
 
@@ -242,7 +230,7 @@ def _call(client, output, inputs, state=()):
     return r.get_json()["response"]
 
 
-def test_csv_buttons_return_the_figures_data(explorer_data, tmp_path):  # noqa: F811
+def test_csv_buttons_return_the_figures_data(explorer_data, tmp_path):
     import csv
     import io
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from ainerd_core.processes import log_tail, wait_until_ready
 from browser_support import REPO, Server, free_port, server_env
 
 pytestmark = pytest.mark.slow
@@ -95,16 +96,12 @@ def redis_url(tmp_path_factory):
     import redis
 
     client = redis.Redis(port=port, socket_timeout=1)
-    deadline = time.time() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.RedisError:
-            if time.time() > deadline or proc.poll() is not None:
-                _stop(proc)
-                pytest.fail(f"redis-server did not start: {log.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.1)
+    try:
+        wait_until_ready(proc, client.ping, name="redis-server", ready_means="answer PING", timeout=20,
+                         log=lambda: log_tail(log, 2000),
+                         stop=lambda: _stop(proc), interval=0.1)
+    except RuntimeError as exc:
+        pytest.fail(f"redis-server did not start: {exc}")
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:

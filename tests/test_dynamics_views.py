@@ -8,29 +8,16 @@ import pytest
 
 from dashboard import c2view
 from dashboard.catalog import Catalog
-from dashboard_fixtures import explorer_data  # noqa: F401
+from dashboard.testing import find_component
 from dynamics_fixtures import with_dynamics
 
 
 @pytest.fixture(scope="module")
-def catalog(explorer_data, tmp_path_factory):  # noqa: F811
+def catalog(explorer_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("dyn-views")
     with_dynamics(explorer_data / "demo.h5", folder / "demo.h5")
     with_dynamics(explorer_data / "e031.h5", folder / "e031.h5")
     return Catalog(folder)
-
-
-def _find(node, cid):
-    """The component with id ``cid`` in a Dash component tree, or None."""
-    if getattr(node, "id", None) == cid:
-        return node
-    children = getattr(node, "children", None)
-    for child in children if isinstance(children, (list, tuple)) else [children]:
-        if child is not None and not isinstance(child, (str, int, float)):
-            got = _find(child, cid)
-            if got is not None:
-                return got
-    return None
 
 
 def test_fit_columns_and_the_map_fit_are_the_stored_arrays(catalog):
@@ -53,12 +40,12 @@ def test_fit_columns_and_the_map_fit_are_the_stored_arrays(catalog):
 def test_the_view_of_a_map_is_in_seconds_with_its_fit(catalog):
     entry = catalog.get("demo")
     view = c2view.c2_view(entry, 7, key="t")
-    c2 = _find(view, "t-c2view-map").figure
-    g2 = _find(view, "t-c2view-g2").figure
+    c2 = find_component(view, "t-c2view-map").figure
+    g2 = find_component(view, "t-c2view-g2").figure
     step = entry.attrs.get("c2_time_step_s")
     assert c2.layout.xaxis.range[1] == pytest.approx(256 * step) and c2.layout.xaxis.title.text == "t1 (s)"
     assert [t.name for t in g2.data if t.name == "fit"] or entry.result("dynamics/fit_status")[7] != 0
-    table = _find(view, "t-c2view-fit")
+    table = find_component(view, "t-c2view-fit")
     assert "relaxation rate Γ" in str(table) and "1/s" in str(table)
 
 
@@ -81,7 +68,7 @@ def test_latents_only_without_a_decoder_has_no_fits_and_an_unknown_order(catalog
     note = c2view.order_note(entry, "x")
     assert note.color == "warning" and note.children.startswith("Cluster order unknown")
     view = c2view.c2_view(entry, 3, key="e")
-    assert "latents only" in str(view) and "No g2 stored" in str(_find(view, "e-c2view-g2").figure)
+    assert "latents only" in str(view) and "No g2 stored" in str(find_component(view, "e-c2view-g2").figure)
 
 
 def test_latents_only_measured_on_decoded_maps_draws_the_reconstruction(tmp_path):
@@ -113,6 +100,6 @@ def test_latents_only_measured_on_decoded_maps_draws_the_reconstruction(tmp_path
     ok, note = entry.reconstruction_status()
     assert ok, note
     view = c2view.c2_view(entry, 5, key="d")
-    recon = _find(view, "d-c2view-recon").figure
+    recon = find_component(view, "d-c2view-recon").figure
     assert recon.layout.xaxis.title.text == "t1 (pixel; time step unknown)"
-    assert "decoded map (a reconstruction)" in _find(view, "d-c2view-g2").figure.layout.title.text
+    assert "decoded map (a reconstruction)" in find_component(view, "d-c2view-g2").figure.layout.title.text

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 
 from ainerd_core.dataset import open_dataset
-from browser_support import find_props
 from ainerd_core.studies import Assignment, Candidate, CandidateSource, Expert, StudyStore, render_png
 from ainerd_core.testing import build_tiny
 from dashboard.app import create_app
 from dashboard.config import Config
+from dashboard.testing import find_props, signed_in_client
 
 
 SECRET = "k" * 48
@@ -64,12 +64,7 @@ def expert_client(world, who):
 
 
 def admin_client(world):
-    from dashboard import auth
-
-    c = world["app"].test_client()
-    with c.session_transaction() as sess:
-        sess.update(auth.session_values(world["config"], "admin"))
-    return c
+    return signed_in_client(world["app"], world["config"], "admin")
 
 
 ADMIN_PATHS = ["/admin", "/admin/", "/admin/studies/1", "/admin/_dash-layout", "/admin/_dash-dependencies",
@@ -81,13 +76,10 @@ ADMIN_PATHS = ["/admin", "/admin/", "/admin/studies/1", "/admin/_dash-layout", "
 def test_admin_refuses_others(world, who):
     if who == "expert":
         c = expert_client(world, "alice")
+    elif who == "viewer":
+        c = signed_in_client(world["app"], world["config"], "viewer")
     else:
         c = world["app"].test_client()
-        if who == "viewer":
-            from dashboard import auth
-
-            with c.session_transaction() as sess:
-                sess.update(auth.session_values(world["config"], "viewer"))
     for path in ADMIN_PATHS:
         r = c.get(path, headers={"Accept": "application/json"})
         assert r.status_code in (401, 403), (who, path, r.status_code)
@@ -186,11 +178,9 @@ def _png_chunks(data: bytes) -> list[bytes]:
     return out
 
 
-def test_no_response_to_the_expert_leaks_method_rank_or_index(world):
-    store = world["store"]
-    c = expert_client(world, "bob")
-    received: list[tuple[str, bytes]] = []  # (what, bytes) of everything this session got
-
+def _recorder(received: list):
+    """``keep(what, response)``: append to ``received`` (what, bytes) of everything the response
+    carries (body, headers, decoded session cookie), after checking it has no caching metadata."""
     def keep(what, r):
         received.append((what, r.data))
         # Set-Cookie holds the signed session: random base64 that may spell 'raw' by chance; its
@@ -205,21 +195,14 @@ def test_no_response_to_the_expert_leaks_method_rank_or_index(world):
         for bad in ("ETag", "Last-Modified", "Content-Disposition"):
             assert bad not in r.headers, (what, bad)
         return r
+    return keep
 
-    page = keep("page", c.get("/evaluate/"))
-    assert page.status_code == 200
-    scripts = re.findall(rb'src="([^"]+)"', page.data)
-    keep("keys.js", c.get("/evaluate/keys.js"))
-    r, layout = layout_of(c)
-    keep("layout", r)
-    deps_r = keep("deps", c.get("/evaluate/_dash-dependencies"))
-    deps = json.loads(deps_r.data)
-    expert = world["bob"][0]
-    total = store.expert_view(expert.id)["total"]
-    pos = find_props(layout, "eval-pos")["data"]
-    srcs = {find_props(layout, "eval-candidate")["src"], find_props(layout, "eval-target")["src"]}
+
+def _rate_everything(c, deps, keep, pos: int, total: int, srcs: set) -> dict:
+    """Click through the whole study as the expert (random answers, 'back' twice, four clicks more
+    than there are images), checking every payload against a whitelist and adding the image URLs
+    shown to ``srcs``; returns {position: answer given}."""
     answers = {}
-    seen_positions = []
     rng = np.random.default_rng(0)
     for step in range(total + 4):
         button = ["rate-similar", "rate-not-similar"][int(rng.integers(2))] if step not in (3, total + 2) else "rate-back"
@@ -243,24 +226,51 @@ def test_no_response_to_the_expert_leaks_method_rank_or_index(world):
             answers[pos] = button == "rate-similar"
         pos = payload["eval-pos"]["data"]
         assert isinstance(pos, int) and 0 <= pos <= total
-        seen_positions.append(pos)
+    return answers
+
+
+def _check_images(c, keep, received: list, srcs: set) -> None:
+    """Every image URL shown serves a bare, privately cached PNG; the PNG bodies leave ``received``
+    (they are checked structurally, not by text search: compressed bytes)."""
     for src in sorted(srcs):
         assert KEY.match(src)
         r = keep(f"image {src}", c.get(src))
         assert r.status_code == 200 and r.mimetype == "image/png"
         assert "private" in r.headers["Cache-Control"] or "no-store" in r.headers["Cache-Control"]
         assert set(_png_chunks(r.data)) == {b"IHDR", b"IDAT", b"IEND"}  # no text/time metadata chunks
-        # the PNG body is checked structurally, not by text search (compressed bytes)
         received[:] = [(what, data) for what, data in received if what != f"image {src}"]
-    # every byte received: no method word, no 'rank'. The image keys are random base64 that spells
-    # 'raw' by chance (a few percent of runs); they are checked for randomness below, so each key
-    # is blanked before the text search
+
+
+def _assert_no_method_or_rank_word(received: list, srcs: set) -> None:
+    """No byte received names a method or says 'rank'. The image keys are random base64 that
+    spells 'raw' by chance (a few percent of runs); the test checks them for uniqueness, so each
+    key is blanked before the text search."""
     tokens = [src.rsplit("/", 1)[1].encode() for src in srcs]
     for what, data in received:
         for token in tokens:
             data = data.replace(token, b"<key>")
         m = FORBIDDEN.search(data)
         assert m is None, f"{what} contains {m.group(0)!r}: {data[max(0, m.start() - 80):m.end() + 80]!r}"
+
+
+def test_no_response_to_the_expert_leaks_method_rank_or_index(world):
+    store = world["store"]
+    c = expert_client(world, "bob")
+    received: list[tuple[str, bytes]] = []  # (what, bytes) of everything this session got
+    keep = _recorder(received)
+    page = keep("page", c.get("/evaluate/"))
+    assert page.status_code == 200
+    scripts = re.findall(rb'src="([^"]+)"', page.data)
+    keep("keys.js", c.get("/evaluate/keys.js"))
+    r, layout = layout_of(c)
+    keep("layout", r)
+    deps = json.loads(keep("deps", c.get("/evaluate/_dash-dependencies")).data)
+    expert = world["bob"][0]
+    total = store.expert_view(expert.id)["total"]
+    srcs = {find_props(layout, "eval-candidate")["src"], find_props(layout, "eval-target")["src"]}
+    answers = _rate_everything(c, deps, keep, find_props(layout, "eval-pos")["data"], total, srcs)
+    _check_images(c, keep, received, srcs)
+    _assert_no_method_or_rank_word(received, srcs)
     # image keys carry no dataset index or rank: random, unique, and not derivable
     with store.session() as s:
         rows = s.query(Assignment, Candidate).join(Candidate, Candidate.id == Assignment.candidate_id) \
@@ -528,9 +538,5 @@ def test_results_say_how_complete_they_are(world):
 def test_explorer_links_to_admin_for_the_admin_only(world):
     layout = json.loads(admin_client(world).get("/_dash-layout").data)
     assert find_props(layout, "nav-admin")["href"] == "/admin/"
-    viewer = world["app"].test_client()
-    from dashboard import auth
-
-    with viewer.session_transaction() as s:
-        s.update(auth.session_values(world["config"], "viewer"))
+    viewer = signed_in_client(world["app"], world["config"], "viewer")
     assert find_props(json.loads(viewer.get("/_dash-layout").data), "nav-admin") is None

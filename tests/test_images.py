@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from dashboard.images import THUMB_SIZE, PngCache, render_c2_png
-from dashboard_fixtures import explorer_data  # noqa: F401
 
 
 def _decode(data: bytes) -> np.ndarray:
@@ -52,7 +51,7 @@ def test_png_cache_is_bounded_lru():
 
 
 @pytest.fixture
-def client(explorer_data, tmp_path):  # noqa: F811
+def client(explorer_data, tmp_path):
     from dashboard.app import create_app
     from dashboard.config import Config
 
@@ -89,7 +88,7 @@ def test_route_serves_cached_pngs_with_opaque_ids(client):
     assert svc.cache.hits == before + 1
 
 
-def test_route_pixels_are_the_stored_map(client, explorer_data):  # noqa: F811
+def test_route_pixels_are_the_stored_map(client, explorer_data):
     from ainerd_core.dataset import open_dataset
 
     server, c = client
@@ -108,7 +107,7 @@ def test_route_refuses_guesses_and_latents_only(client):
     assert r.status_code == 404 and b"latents only" in r.data
 
 
-def test_ids_depend_on_the_secret_and_the_file_version(explorer_data, tmp_path):  # noqa: F811
+def test_ids_depend_on_the_secret_and_the_file_version(explorer_data, tmp_path):
     from dashboard.catalog import Catalog
     from dashboard.images import ImageService
 

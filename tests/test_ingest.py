@@ -271,120 +271,154 @@ def _nexus(tmp_path, name="f.h5", **kw):
 CESS = ["--cessation-time", "2024-03-01T09:00:00"]
 
 
-def _bad_cases():
-    """Each case builds its files and returns (ingest arguments without --out, the file the
-    error must name, a phrase of the problem)."""
-    def missing_dataset(t):
-        p = _nexus(t, drop=("/xpcs/twotime/processed_bins",))
-        return ["aps", p, *CESS], p, "missing dataset /xpcs/twotime/processed_bins"
-
-    def missing_qmap(t):
-        p = _nexus(t, drop=("/xpcs/qmap/dynamic_index_mapping",))
-        return ["aps", p, *CESS], p, "missing dataset /xpcs/qmap/dynamic_index_mapping"
-
-    def truncated(t):
-        p = _nexus(t, size=200)
-        data = p.read_bytes()
-        p.write_bytes(data[: len(data) // 2])
-        return ["aps", p, *CESS], p, "truncated or corrupt"
-
-    def corrupt(t):
-        p = t / "junk.h5"
-        p.write_bytes(np.random.default_rng(0).bytes(5000))
-        return ["aps", p, *CESS], p, "not a readable HDF5 file"
-
-    def nan_map(t):
-        full = c2_full(40, 3.0)
-        full[5, 9] = np.nan
-        p = _nexus(t, maps={1: full, 2: c2_full(40, 3.0)})
-        return ["aps", p, *CESS], p, "c2_00001 contains 1 NaN or infinite"
-
-    def inf_map(t):
-        full = c2_full(40, 3.0)
-        full[0, 3] = np.inf
-        p = _nexus(t, maps={1: c2_full(40, 3.0), 2: full})
-        return ["aps", p, *CESS], p, "c2_00002 contains 1 NaN or infinite"
-
-    def non_square(t):
-        p = _nexus(t)
-        with h5py.File(p, "a") as f:
-            del f["/xpcs/twotime/correlation_map/c2_00002"]
-            f["/xpcs/twotime/correlation_map/c2_00002"] = np.zeros((40, 30), np.float32)
-        return ["aps", p, *CESS], p, "c2_00002 is not square: 40 x 30"
-
-    def mismatched_sizes(t):
-        a = _nexus(t, "a.h5", size=40)
-        b = _nexus(t, "b.h5", size=48, start_time="2024-03-01T10:01:00")
-        return ["aps", a, b, *CESS], b, "maps are 48 x 48 but a.h5 has 40 x 40"
-
-    def no_start_time(t):
-        p = _nexus(t, drop=("/entry/start_time",))
-        return ["aps", p, *CESS], p, "no start time"
-
-    def bad_start_time(t):
-        p = _nexus(t, start_time="yesterday")
-        return ["aps", p, *CESS], p, "not an ISO 8601 timestamp"
-
-    def time_table_lacks_file(t):
-        p = _nexus(t)
-        (t / "tt.csv").write_text("file,time_s\nother.h5,1\n")
-        return ["aps", p, "--time-table", t / "tt.csv"], t / "tt.csv", "has no time for f.h5"
-
-    def stack_non_square(t):
-        np.save(t / "m.npy", np.zeros((3, 10, 12)))
-        (t / "meta.csv").write_text("time,sector\n0,1\n0,2\n0,3\n")
-        return ["stack", t / "m.npy", "--meta", t / "meta.csv"], t / "m.npy", "not square: 10 x 12"
-
-    def stack_meta_wrong_length(t):
-        np.save(t / "m.npy", np.ones((3, 16, 16)))
-        (t / "meta.csv").write_text("time,sector\n0,1\n0,2\n")
-        return (["stack", t / "m.npy", "--meta", t / "meta.csv"], t / "meta.csv",
-                "2 metadata rows but the stack holds 3 maps")
-
-    def stack_nan(t):
-        m = np.ones((2, 16, 16))
-        m[1, 3, 3] = np.nan
-        np.save(t / "m.npy", m)
-        (t / "meta.csv").write_text("time,sector\n0,1\n0,2\n")
-        return ["stack", t / "m.npy", "--meta", t / "meta.csv"], t / "m.npy", "map 1 contains 1 NaN"
-
-    def stack_truncated_npy(t):
-        np.save(t / "m.npy", np.ones((3, 64, 64)))
-        data = (t / "m.npy").read_bytes()
-        (t / "m.npy").write_bytes(data[:5000])
-        (t / "meta.csv").write_text("time,sector\n0,1\n0,2\n0,3\n")
-        return ["stack", t / "m.npy", "--meta", t / "meta.csv"], t / "m.npy", "truncated or corrupt"
-
-    def empty_rheology(t):
-        (t / "empty.csv").write_text("")
-        return ["aps", _nexus(t), *CESS, "--rheology", t / "empty.csv"], t / "empty.csv", "empty"
-
-    def rheology_wrong_encoding(t):
-        (t / "r16.txt").write_bytes("Time\tShear Stress\n1\t2\n".encode("utf-16-le"))
-        return ["aps", _nexus(t), *CESS, "--rheology", t / "r16.txt"], t / "r16.txt", "wrong encoding"
-
-    def published_missing_file(t):
-        d = t / "pub"
-        d.mkdir()
-        np.save(d / "latents_64.npy", np.ones((4, 64)))
-        np.save(d / "start_time_s.npy", np.zeros(4))
-        return ["published", d], d / "sector.npy", "missing sector file"
-
-    def published_wrong_length(t):
-        d = t / "pub"
-        d.mkdir()
-        np.save(d / "latents_64.npy", np.ones((4, 64)))
-        np.save(d / "sector.npy", np.arange(1, 4))
-        np.save(d / "start_time_s.npy", np.zeros(4))
-        return ["published", d], d / "sector.npy", "has shape (3,) but there are 4 latent vectors"
-
-    return [missing_dataset, missing_qmap, truncated, corrupt, nan_map, inf_map, non_square, mismatched_sizes,
-            no_start_time, bad_start_time, time_table_lacks_file, stack_non_square, stack_meta_wrong_length,
-            stack_nan, stack_truncated_npy, empty_rheology, rheology_wrong_encoding, published_missing_file,
-            published_wrong_length]
+BAD_CASES = []  # the bad inputs of test_bad_input_one_line_no_output, in this order
 
 
-@pytest.mark.parametrize("case", _bad_cases(), ids=lambda c: c.__name__)
+def bad_case(build):
+    """Register a bad input: ``build(folder)`` writes its files in ``folder`` and returns (ingest
+    arguments without --out, the file the error must name, a phrase of the problem)."""
+    BAD_CASES.append(build)
+    return build
+
+
+def bad_nexus_case(name: str, problem: str, **nexus_args):
+    """Register a bad input that is one file written by ``_nexus(folder, **nexus_args)``."""
+    def build(t):
+        p = _nexus(t, **nexus_args)
+        return ["aps", p, *CESS], p, problem
+    build.__name__ = name
+    bad_case(build)
+
+
+bad_nexus_case("missing_dataset", "missing dataset /xpcs/twotime/processed_bins",
+               drop=("/xpcs/twotime/processed_bins",))
+bad_nexus_case("missing_qmap", "missing dataset /xpcs/qmap/dynamic_index_mapping",
+               drop=("/xpcs/qmap/dynamic_index_mapping",))
+
+
+@bad_case
+def truncated(t):
+    p = _nexus(t, size=200)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    return ["aps", p, *CESS], p, "truncated or corrupt"
+
+
+@bad_case
+def corrupt(t):
+    p = t / "junk.h5"
+    p.write_bytes(np.random.default_rng(0).bytes(5000))
+    return ["aps", p, *CESS], p, "not a readable HDF5 file"
+
+
+@bad_case
+def nan_map(t):
+    full = c2_full(40, 3.0)
+    full[5, 9] = np.nan
+    p = _nexus(t, maps={1: full, 2: c2_full(40, 3.0)})
+    return ["aps", p, *CESS], p, "c2_00001 contains 1 NaN or infinite"
+
+
+@bad_case
+def inf_map(t):
+    full = c2_full(40, 3.0)
+    full[0, 3] = np.inf
+    p = _nexus(t, maps={1: c2_full(40, 3.0), 2: full})
+    return ["aps", p, *CESS], p, "c2_00002 contains 1 NaN or infinite"
+
+
+@bad_case
+def non_square(t):
+    p = _nexus(t)
+    with h5py.File(p, "a") as f:
+        del f["/xpcs/twotime/correlation_map/c2_00002"]
+        f["/xpcs/twotime/correlation_map/c2_00002"] = np.zeros((40, 30), np.float32)
+    return ["aps", p, *CESS], p, "c2_00002 is not square: 40 x 30"
+
+
+@bad_case
+def mismatched_sizes(t):
+    a = _nexus(t, "a.h5", size=40)
+    b = _nexus(t, "b.h5", size=48, start_time="2024-03-01T10:01:00")
+    return ["aps", a, b, *CESS], b, "maps are 48 x 48 but a.h5 has 40 x 40"
+
+
+bad_nexus_case("no_start_time", "no start time", drop=("/entry/start_time",))
+bad_nexus_case("bad_start_time", "not an ISO 8601 timestamp", start_time="yesterday")
+
+
+@bad_case
+def time_table_lacks_file(t):
+    p = _nexus(t)
+    (t / "tt.csv").write_text("file,time_s\nother.h5,1\n")
+    return ["aps", p, "--time-table", t / "tt.csv"], t / "tt.csv", "has no time for f.h5"
+
+
+@bad_case
+def stack_non_square(t):
+    np.save(t / "m.npy", np.zeros((3, 10, 12)))
+    (t / "meta.csv").write_text("time,sector\n0,1\n0,2\n0,3\n")
+    return ["stack", t / "m.npy", "--meta", t / "meta.csv"], t / "m.npy", "not square: 10 x 12"
+
+
+@bad_case
+def stack_meta_wrong_length(t):
+    np.save(t / "m.npy", np.ones((3, 16, 16)))
+    (t / "meta.csv").write_text("time,sector\n0,1\n0,2\n")
+    return (["stack", t / "m.npy", "--meta", t / "meta.csv"], t / "meta.csv",
+            "2 metadata rows but the stack holds 3 maps")
+
+
+@bad_case
+def stack_nan(t):
+    m = np.ones((2, 16, 16))
+    m[1, 3, 3] = np.nan
+    np.save(t / "m.npy", m)
+    (t / "meta.csv").write_text("time,sector\n0,1\n0,2\n")
+    return ["stack", t / "m.npy", "--meta", t / "meta.csv"], t / "m.npy", "map 1 contains 1 NaN"
+
+
+@bad_case
+def stack_truncated_npy(t):
+    np.save(t / "m.npy", np.ones((3, 64, 64)))
+    data = (t / "m.npy").read_bytes()
+    (t / "m.npy").write_bytes(data[:5000])
+    (t / "meta.csv").write_text("time,sector\n0,1\n0,2\n0,3\n")
+    return ["stack", t / "m.npy", "--meta", t / "meta.csv"], t / "m.npy", "truncated or corrupt"
+
+
+@bad_case
+def empty_rheology(t):
+    (t / "empty.csv").write_text("")
+    return ["aps", _nexus(t), *CESS, "--rheology", t / "empty.csv"], t / "empty.csv", "empty"
+
+
+@bad_case
+def rheology_wrong_encoding(t):
+    (t / "r16.txt").write_bytes("Time\tShear Stress\n1\t2\n".encode("utf-16-le"))
+    return ["aps", _nexus(t), *CESS, "--rheology", t / "r16.txt"], t / "r16.txt", "wrong encoding"
+
+
+@bad_case
+def published_missing_file(t):
+    d = t / "pub"
+    d.mkdir()
+    np.save(d / "latents_64.npy", np.ones((4, 64)))
+    np.save(d / "start_time_s.npy", np.zeros(4))
+    return ["published", d], d / "sector.npy", "missing sector file"
+
+
+@bad_case
+def published_wrong_length(t):
+    d = t / "pub"
+    d.mkdir()
+    np.save(d / "latents_64.npy", np.ones((4, 64)))
+    np.save(d / "sector.npy", np.arange(1, 4))
+    np.save(d / "start_time_s.npy", np.zeros(4))
+    return ["published", d], d / "sector.npy", "has shape (3,) but there are 4 latent vectors"
+
+
+@pytest.mark.parametrize("case", BAD_CASES, ids=lambda c: c.__name__)
 def test_bad_input_one_line_no_output(tmp_path, case):
     args, named, problem = case(tmp_path)
     outdir = tmp_path / "out"

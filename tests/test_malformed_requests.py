@@ -17,11 +17,9 @@ import json
 import numpy as np
 import pytest
 
-from dashboard_fixtures import explorer_data  # noqa: F401
-
-from dashboard import auth
 from dashboard.app import create_app
 from dashboard.config import Config
+from dashboard.testing import signed_in_client
 from dashboard.validation import load_npy_bytes
 
 SECRET = "m" * 48
@@ -55,12 +53,10 @@ def world(explorer_data, tmp_path_factory):
 
 
 def session_for(world, who):
+    if who != "expert":
+        return signed_in_client(world["app"], world["config"], who)
     c = world["app"].test_client()
-    if who == "expert":
-        assert c.get(f"/evaluate/{world['token']}").status_code == 303
-    else:
-        with c.session_transaction() as s:
-            s.update(auth.session_values(world["config"], who))
+    assert c.get(f"/evaluate/{world['token']}").status_code == 303
     return c
 
 

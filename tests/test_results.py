@@ -11,7 +11,6 @@ import pytest
 from ainerd_core import results as R
 from ainerd_core.dataset import open_dataset, write_dataset
 from dashboard.catalog import Catalog
-from dashboard_fixtures import explorer_data  # noqa: F401
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -30,7 +29,7 @@ def test_the_documentation_is_generated_from_the_declaration():
 
 
 @pytest.mark.parametrize("name", ["demo.h5", "e031.h5"])
-def test_precompute_writes_only_declared_entries_of_the_declared_dtypes(explorer_data, name):  # noqa: F811
+def test_precompute_writes_only_declared_entries_of_the_declared_dtypes(explorer_data, name):
     """What the real pipeline wrote passes the contract unchanged (no cast was needed)."""
     with open_dataset(explorer_data / name) as ds:
         res = R.read_results(ds)
@@ -77,7 +76,7 @@ def test_timings_are_stages_plus_a_measured_total():
     assert legacy.parts == {"1. maps pass (x)": {"encode": 8.0}} and legacy.total == 13.5
 
 
-def test_overview_shows_the_real_total_not_a_sum(explorer_data, tmp_path):  # noqa: F811
+def test_overview_shows_the_real_total_not_a_sum(explorer_data, tmp_path):
     """The bug: the overview added up stages, sub-stages and the total itself."""
     from dashboard.pages import overview
 
@@ -92,7 +91,7 @@ def test_overview_shows_the_real_total_not_a_sum(explorer_data, tmp_path):  # no
     assert rows[-1].className == "timings-total" and f"{total:.2f} s" in str(rows[-1])
 
 
-def test_reclustering_reproduces_precompute_at_the_same_k_and_seed(explorer_data):  # noqa: F811
+def test_reclustering_reproduces_precompute_at_the_same_k_and_seed(explorer_data):
     from ainerd_core.analysis import recluster
 
     with open_dataset(explorer_data / "demo.h5") as ds:
@@ -103,7 +102,7 @@ def test_reclustering_reproduces_precompute_at_the_same_k_and_seed(explorer_data
             np.testing.assert_array_equal(lab, res.labels(k))
 
 
-def test_provenance_names_the_checkpoint(explorer_data):  # noqa: F811
+def test_provenance_names_the_checkpoint(explorer_data):
     with open_dataset(explorer_data / "demo.h5") as ds:
         prov = R.read_results(ds).provenance
     assert prov.from_model and prov.path.endswith(".pt") and len(prov.sha256) == 64

@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 
 from beamline_fixtures import write_aps_nexus
-from dashboard_fixtures import explorer_data  # noqa: F401
 
 from ainerd_core import dataset as D
 from ainerd_core.dataset import open_dataset, write_dataset
@@ -56,7 +55,7 @@ def aps_file(folder: Path, i: int, *, name=None, size=64, seed=None) -> Path:
     return path
 
 
-def reference_copy(explorer_data, tmp_path) -> Path:  # noqa: F811
+def reference_copy(explorer_data, tmp_path) -> Path:
     ref = tmp_path / "ref.h5"
     shutil.copy(explorer_data / "demo.h5", ref)
     return ref
@@ -188,7 +187,7 @@ def test_reader_during_appends(tmp_path):
 
 
 # --------------------------------------------------------------------------- watcher
-def test_watch_rename_writer_and_tables(explorer_data, tmp_path):  # noqa: F811
+def test_watch_rename_writer_and_tables(explorer_data, tmp_path):
     ref = reference_copy(explorer_data, tmp_path)
     folder = tmp_path / "beam"
     folder.mkdir()
@@ -228,7 +227,7 @@ def test_watch_rename_writer_and_tables(explorer_data, tmp_path):  # noqa: F811
         assert ds.result_attrs["model_sha256"] == r.result_attrs["model_sha256"]
 
 
-def test_watch_slow_in_place_writer_and_corrupt_file(explorer_data, tmp_path):  # noqa: F811
+def test_watch_slow_in_place_writer_and_corrupt_file(explorer_data, tmp_path):
     ref = reference_copy(explorer_data, tmp_path)
     src = tmp_path / "src"
     src.mkdir()
@@ -267,7 +266,7 @@ def test_watch_slow_in_place_writer_and_corrupt_file(explorer_data, tmp_path):  
         assert np.array_equal(ds.read_maps(np.arange(18, 36)).shape, (18, 256, 256))
 
 
-def test_watch_follows_growing_rheology(explorer_data, tmp_path):  # noqa: F811
+def test_watch_follows_growing_rheology(explorer_data, tmp_path):
     ref = reference_copy(explorer_data, tmp_path)
     folder = tmp_path / "beam"
     folder.mkdir()
@@ -300,7 +299,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_watch_killed_mid_append_and_restarted(explorer_data, tmp_path):  # noqa: F811
+def test_watch_killed_mid_append_and_restarted(explorer_data, tmp_path):
     ref = reference_copy(explorer_data, tmp_path)
     folder = tmp_path / "beam"
     folder.mkdir()
@@ -365,7 +364,7 @@ from test_celery import _stop, _wait_log, redis_url  # noqa: E402,F401  (real re
 
 
 @pytest.mark.slow
-def test_watch_celery_workers(explorer_data, tmp_path, redis_url):  # noqa: F811
+def test_watch_celery_workers(explorer_data, tmp_path, redis_url):
     """Per-file work in a real Celery worker over a real Redis; the watcher appends."""
     ref = reference_copy(explorer_data, tmp_path)
     log = tmp_path / "worker.log"
@@ -394,7 +393,7 @@ def test_watch_celery_workers(explorer_data, tmp_path, redis_url):  # noqa: F811
         _stop(proc)
 
 
-def test_watch_novelty_rows_and_alerts(explorer_data, tmp_path):  # noqa: F811
+def test_watch_novelty_rows_and_alerts(explorer_data, tmp_path):
     """With ainerd_core.novelty present: every live map gets a novelty score, and exactly the maps
     at or above the threshold are alerted (with their dataset row)."""
     N = pytest.importorskip("ainerd_core.novelty")
@@ -427,7 +426,7 @@ def test_watch_novelty_rows_and_alerts(explorer_data, tmp_path):  # noqa: F811
         assert sorted(novel) == flagged.tolist()
 
 
-def test_precompute_replaces_live_results(explorer_data, tmp_path):  # noqa: F811
+def test_precompute_replaces_live_results(explorer_data, tmp_path):
     """A full precompute of the live dataset while the watcher runs: its results replace the live
     ones, the segments are merged, and later maps join the new clusters."""
     from ainerd_core.precompute import precompute

@@ -17,13 +17,13 @@ import dash_bootstrap_components as dbc
 import numpy as np
 from dash import Input, Output, State, dash_table, dcc, html
 
-from ainerd_core import analysis as A
+from ainerd_core import analysis
 from ainerd_core.results import counts_name, labels_name
 from dashboard import clusterings
-from dashboard.figures import clusters as F
+from dashboard.figures import clusters as figures
 from dashboard.pages import DATASET_STORE
 
-from ..explorer import graph_card, message, register_csv_download, thumb_url
+from ..explorer import graph_card, message, register_csv_download, register_seeded_redraw, thumb_url
 from ..exports import csv_text, figure_to_csv
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def _sweep(entry) -> dict | None:
     if k is None:
         return None
     out = {"k": np.asarray(k)}
-    for key, *_ in F.METRICS:
+    for key, *_ in figures.METRICS:
         v = entry.result(f"kmeans/{key}")
         if v is not None:
             out[key] = np.asarray(v)
@@ -64,10 +64,10 @@ def _algorithms(entry) -> dict[str, np.ndarray]:
 
 def _examples_fig(entry, dataset_id, seed):
     labels = entry.result("labels")
-    examples = F.draw_examples(labels, N_EXAMPLES, seed)
+    examples = figures.draw_examples(labels, N_EXAMPLES, seed)
     urls = {lab: [thumb_url(entry, dataset_id, i) for i in idx] for lab, idx in examples.items()}
     sizes = {lab: int((labels == lab).sum()) for lab in examples}
-    return F.examples_figure(examples, urls, N_EXAMPLES, sizes=sizes, seed=seed)
+    return figures.examples_figure(examples, urls, N_EXAMPLES, sizes=sizes, seed=seed)
 
 
 def _retrieval_table(entry):
@@ -124,7 +124,7 @@ def layout(ctx):
     suggested = entry.result_attrs.get("suggested_k")
     if sweep is not None:
         rule = entry.result_attrs.get("k_rule", "")
-        cards.append(graph_card("clusters-sweep", F.k_sweep_figure(sweep, chosen, suggested, rule),
+        cards.append(graph_card("clusters-sweep", figures.k_sweep_figure(sweep, chosen, suggested, rule),
                                 title="How many clusters? k-means sweep",
                                 note=html.P(f"Chosen k = {chosen}; suggested k = {suggested}. Rule: {rule}",
                                             className="small text-muted mb-1", id="clusters-k-note")))
@@ -134,27 +134,27 @@ def layout(ctx):
     umap = entry.result("umap")
     klab = entry.by_k(labels_name)
     if umap is not None and klab:
-        cards.append(graph_card("clusters-kcompare", F.k_compare_umap_figure(umap, klab),
+        cards.append(graph_card("clusters-kcompare", figures.k_compare_umap_figure(umap, klab),
                                 title="k = 3 / 5 / 8 side by side (UMAP)"))
     counts = entry.by_k(counts_name)
     times = entry.result("tables/times")
     if counts and times is not None:
-        cards.append(graph_card("clusters-kcounts", F.counts_over_time_figure(times, counts),
+        cards.append(graph_card("clusters-kcounts", figures.counts_over_time_figure(times, counts),
                                 title="k = 3 / 5 / 8: maps per cluster over time"))
 
     algos = _algorithms(entry)
     if len(algos) > 1:
-        rows = F.algorithm_summary(algos)
+        rows = figures.algorithm_summary(algos)
         table = dash_table.DataTable(
             id="clusters-algorithms-table", data=rows,
             columns=[{"name": n, "id": n} for n in ("algorithm", "n_clusters", "noise", "largest_share", "sizes")],
             style_cell={"fontSize": "0.85rem", "padding": "4px", "textAlign": "left"},
             style_header={"fontWeight": "bold"})
-        cards.append(graph_card("clusters-algorithms", F.algorithm_sizes_figure(algos),
+        cards.append(graph_card("clusters-algorithms", figures.algorithm_sizes_figure(algos),
                                 title="Other algorithms on the same latents", extra=table))
     ari = {"seeds": entry.result("stability/ari_seeds"), "bootstrap": entry.result("stability/ari_bootstrap")}
     if any(v is not None for v in ari.values()):
-        cards.append(graph_card("clusters-stability", F.stability_figure(ari),
+        cards.append(graph_card("clusters-stability", figures.stability_figure(ari),
                                 title="Stability: adjusted Rand index vs the chosen clustering"))
 
     # example maps
@@ -175,7 +175,7 @@ def layout(ctx):
 
     umap_raw = entry.result("umap_raw")
     if umap is not None and umap_raw is not None:
-        cards.append(graph_card("clusters-rawumap", F.latent_vs_raw_umap_figure(umap, umap_raw, labels),
+        cards.append(graph_card("clusters-rawumap", figures.latent_vs_raw_umap_figure(umap, umap_raw, labels),
                                 title="Latent vs raw-pixel UMAP (same labels)"))
     elif umap is not None:
         cards.append(message("The raw-pixel UMAP needs C2 maps; this dataset holds latents only.", "secondary",
@@ -216,7 +216,7 @@ def _recluster_card(entry):
             html.Div(id="recluster-error"),
             html.Div(id="recluster-result", className="fw-semibold mb-2"),
             html.Div(id="recluster-links", className="small mb-2"),
-            dcc.Graph(id="recluster-figure", figure=F.labels_scatter_figure(np.zeros((0, 2)), np.zeros(0), "result"),
+            dcc.Graph(id="recluster-figure", figure=figures.labels_scatter_figure(np.zeros((0, 2)), np.zeros(0), "result"),
                       style={"display": "none"}, config={"displaylogo": False,
                                                          "toImageButtonOptions": {"format": "png", "filename": "recluster"}}),
             dcc.Store(id="recluster-labels"),
@@ -228,99 +228,134 @@ def _recluster_card(entry):
 
 
 def register_callbacks(app, services):
-    catalog = services.catalog
+    register_seeded_redraw(app, services.catalog, "clusters-examples", "clusters-examples-draw",
+                           "clusters-examples-seed", _examples_fig,
+                           usable=lambda entry: entry.result("labels") is not None)
+    _register_csv_downloads(app, services.catalog)
+    _register_recluster(app, services)
 
-    # ---- examples: draw again
-    @app.callback(Output("clusters-examples", "figure"), Output("clusters-examples-seed", "value"),
-                  Input("clusters-examples-draw", "n_clicks"), Input("clusters-examples-seed", "value"),
-                  State(DATASET_STORE, "data"), prevent_initial_call=True)
-    def draw_examples(n_clicks, seed, dataset_id):
-        entry = catalog.get(dataset_id)
-        if entry is None or entry.result("labels") is None:
-            return dash.no_update, dash.no_update
-        seed = int(seed or 0)
-        if dash.callback_context.triggered_id == "clusters-examples-draw":
-            seed += 1
-        return _examples_fig(entry, dataset_id, seed), seed
 
-    # ---- CSV downloads
-    def _entry(dataset_id):
-        return catalog.get(dataset_id)
+# =========================================================================== CSV tables
+def _sweep_csv(e, fig):
+    s = _sweep(e) if e else None
+    if not s:
+        return figure_to_csv(fig)
+    cols = ["k"] + [m for m, *_ in figures.METRICS if m in s]
+    rows = [[int(s["k"][i])] + [float(s[m][i]) for m in cols[1:]] for i in range(len(s["k"]))]
+    return csv_text(cols + ["chosen", "suggested"],
+                    [r + [int(r[0] == e.k), int(r[0] == e.result_attrs.get("suggested_k"))] for r in rows])
 
-    def sweep_csv(fig, dataset_id):
-        e = _entry(dataset_id)
-        s = _sweep(e) if e else None
-        if not s:
-            return figure_to_csv(fig)
-        cols = ["k"] + [m for m, *_ in F.METRICS if m in s]
-        rows = [[int(s["k"][i])] + [float(s[m][i]) for m in cols[1:]] for i in range(len(s["k"]))]
-        return csv_text(cols + ["chosen", "suggested"],
-                        [r + [int(r[0] == e.k), int(r[0] == e.result_attrs.get("suggested_k"))] for r in rows])
 
-    def labels_csv(fig, dataset_id):
-        e = _entry(dataset_id)
-        if e is None:
-            return figure_to_csv(fig)
-        cols, data = ["index", "time_s", "sector"], [np.arange(e.n_maps), e.meta["time"], e.meta["sector"]]
-        umap, umap_raw = e.result("umap"), e.result("umap_raw")
-        if umap is not None:
-            cols += ["umap_x", "umap_y"]
-            data += [umap[:, 0], umap[:, 1]]
-        if umap_raw is not None:
-            cols += ["umap_raw_x", "umap_raw_y"]
-            data += [umap_raw[:, 0], umap_raw[:, 1]]
-        cols.append(f"label_k{e.k}")
-        data.append(e.result("labels"))
-        for k, lab in e.by_k(labels_name).items():
-            cols.append(f"label_k{k}")
+def _labels_csv(e, fig):
+    if e is None:
+        return figure_to_csv(fig)
+    cols, data = ["index", "time_s", "sector"], [np.arange(e.n_maps), e.meta["time"], e.meta["sector"]]
+    umap, umap_raw = e.result("umap"), e.result("umap_raw")
+    if umap is not None:
+        cols += ["umap_x", "umap_y"]
+        data += [umap[:, 0], umap[:, 1]]
+    if umap_raw is not None:
+        cols += ["umap_raw_x", "umap_raw_y"]
+        data += [umap_raw[:, 0], umap_raw[:, 1]]
+    cols.append(f"label_k{e.k}")
+    data.append(e.result("labels"))
+    for k, lab in e.by_k(labels_name).items():
+        cols.append(f"label_k{k}")
+        data.append(lab)
+    for name, lab in _algorithms(e).items():
+        if not name.startswith("k-means"):
+            cols.append(f"label_{name}")
             data.append(lab)
-        for name, lab in _algorithms(e).items():
-            if not name.startswith("k-means"):
-                cols.append(f"label_{name}")
-                data.append(lab)
-        return csv_text(cols, list(zip(*[np.asarray(d).tolist() for d in data])))
+    return csv_text(cols, list(zip(*[np.asarray(d).tolist() for d in data])))
 
-    def counts_csv(fig, dataset_id):
-        e = _entry(dataset_id)
-        if e is None:
-            return figure_to_csv(fig)
-        times = e.result("tables/times")
-        rows = []
-        for k, c in e.by_k(counts_name).items():
-            for t in range(c.shape[0]):
-                for lab in range(c.shape[1]):
-                    rows.append([k, float(times[t]), lab, int(c[t, lab])])
-        return csv_text(["k", "time_s", "cluster", "maps"], rows)
 
-    def stability_csv(fig, dataset_id):
-        e = _entry(dataset_id)
-        if e is None:
-            return figure_to_csv(fig)
-        rows = [[kind, i, float(v)] for kind in ("seeds", "bootstrap")
-                for i, v in enumerate(e.result(f"stability/ari_{kind}", []))]
-        return csv_text(["kind", "run", "adjusted_rand_index"], rows)
+def _counts_csv(e, fig):
+    if e is None:
+        return figure_to_csv(fig)
+    times = e.result("tables/times")
+    rows = []
+    for k, c in e.by_k(counts_name).items():
+        for t in range(c.shape[0]):
+            for lab in range(c.shape[1]):
+                rows.append([k, float(times[t]), lab, int(c[t, lab])])
+    return csv_text(["k", "time_s", "cluster", "maps"], rows)
 
-    def examples_csv(fig, dataset_id):
-        e = _entry(dataset_id)
-        custom = (fig.get("data") or [{}])[0].get("customdata") or []
-        rows = []
-        for c in custom:
-            if c[0] >= 0:
-                i = int(c[0])
-                rows.append([int(c[1]), i] + ([float(e.meta["time"][i]), int(e.meta["sector"][i])] if e else []))
-        title = ((fig.get("layout") or {}).get("title") or {}).get("text", "")
-        return f"# {title}\n" + csv_text(["cluster", "index", "time_s", "sector"], rows)
 
+def _stability_csv(e, fig):
+    if e is None:
+        return figure_to_csv(fig)
+    rows = [[kind, i, float(v)] for kind in ("seeds", "bootstrap")
+            for i, v in enumerate(e.result(f"stability/ari_{kind}", []))]
+    return csv_text(["kind", "run", "adjusted_rand_index"], rows)
+
+
+def _examples_csv(e, fig):
+    custom = (fig.get("data") or [{}])[0].get("customdata") or []
+    rows = []
+    for c in custom:
+        if c[0] >= 0:
+            i = int(c[0])
+            rows.append([int(c[1]), i] + ([float(e.meta["time"][i]), int(e.meta["sector"][i])] if e else []))
+    title = ((fig.get("layout") or {}).get("title") or {}).get("text", "")
+    return f"# {title}\n" + csv_text(["cluster", "index", "time_s", "sector"], rows)
+
+
+#: graph id -> (file name, table of (entry or None, figure))
+_CSV_TABLES = {
+    "clusters-sweep": ("kmeans_sweep.csv", _sweep_csv),
+    "clusters-kcompare": ("labels_k3_k5_k8.csv", _labels_csv),
+    "clusters-kcounts": ("counts_k3_k5_k8.csv", _counts_csv),
+    "clusters-algorithms": ("algorithm_labels.csv", _labels_csv),
+    "clusters-stability": ("stability_ari.csv", _stability_csv),
+    "clusters-examples": ("cluster_examples.csv", _examples_csv),
+    "clusters-rawumap": ("umap_latent_vs_raw.csv", _labels_csv),
+}
+
+
+def _register_csv_downloads(app, catalog) -> None:
     state = (State(DATASET_STORE, "data"),)
-    register_csv_download(app, "clusters-sweep", "kmeans_sweep.csv", sweep_csv, state, with_figure=True)
-    register_csv_download(app, "clusters-kcompare", "labels_k3_k5_k8.csv", labels_csv, state, with_figure=True)
-    register_csv_download(app, "clusters-kcounts", "counts_k3_k5_k8.csv", counts_csv, state, with_figure=True)
-    register_csv_download(app, "clusters-algorithms", "algorithm_labels.csv", labels_csv, state, with_figure=True)
-    register_csv_download(app, "clusters-stability", "stability_ari.csv", stability_csv, state, with_figure=True)
-    register_csv_download(app, "clusters-examples", "cluster_examples.csv", examples_csv, state, with_figure=True)
-    register_csv_download(app, "clusters-rawumap", "umap_latent_vs_raw.csv", labels_csv, state, with_figure=True)
+    for graph_id, (filename, table) in _CSV_TABLES.items():
+        register_csv_download(app, graph_id, filename,
+                              lambda fig, dataset_id, table=table: table(catalog.get(dataset_id), fig),
+                              state, with_figure=True)
 
-    # ---- the re-clustering job
+
+# =========================================================================== re-clustering
+def _checked_k(algorithm, k) -> int:
+    """The requested k of a re-clustering; ValueError with the message for the user."""
+    if algorithm not in ALGO_NAMES:
+        raise ValueError(f"unknown algorithm {algorithm!r}")
+    try:
+        k = int(k)
+    except (TypeError, ValueError):
+        raise ValueError("k must be a whole number between 2 and 20") from None
+    if not 2 <= k <= 20:
+        raise ValueError("k must be between 2 and 20")
+    return k
+
+
+def _read_for_recluster(entry) -> dict:
+    """What a re-clustering reads from the file: latents (results, else the dataset's own), the
+    ordering feature, the UMAP, the precomputed labels and the results' attributes."""
+    from ainerd_core.dataset import open_dataset
+
+    with open_dataset(entry.path) as ds:
+        x = ds.read_result("latent")
+        return {"latent": ds.latents if x is None else x, "order": ds.read_result("order_feature"),
+                "umap": ds.read_result("umap"), "labels": ds.read_result("labels"), "attrs": ds.result_attrs}
+
+
+def _result_links(dataset_id: str, rid: str):
+    return html.Span(["Show it on the ", dcc.Link("timeline", href=f"/timeline?dataset={dataset_id}&k={rid}",
+                                                   id="recluster-link-timeline"), ", the ",
+                      dcc.Link("sectors", href=f"/sectors?dataset={dataset_id}&k={rid}"), " or the ",
+                      dcc.Link("latent map", href=f"/latent-map?dataset={dataset_id}&k={rid}"),
+                      f" (kept for this browser session as {rid})."])
+
+
+def _register_recluster(app, services) -> None:
+    """The re-clustering background job (result saved per session, :mod:`dashboard.clusterings`)
+    and its labels CSV."""
     config = services.config
 
     @services.register_background(
@@ -334,8 +369,6 @@ def register_callbacks(app, services):
         running=[(Output("recluster-run", "disabled"), True, False)],
         prevent_initial_call=True)
     def recluster(set_progress, n_clicks, k, algorithm, dataset_id, session_ids):
-        from ainerd_core.dataset import open_dataset
-
         hidden = {"display": "none"}
         keep = dash.no_update
 
@@ -351,47 +384,33 @@ def register_callbacks(app, services):
         entry = Catalog(config.data_dir).get(dataset_id)
         if entry is None:
             return failed("no such dataset")
-        if algorithm not in ALGO_NAMES:
-            return failed(f"unknown algorithm {algorithm!r}")
         try:
-            k = int(k)
-        except (TypeError, ValueError):
-            return failed("k must be a whole number between 2 and 20")
-        if not 2 <= k <= 20:
-            return failed("k must be between 2 and 20")
-        with open_dataset(entry.path) as ds:
-            x = ds.read_result("latent")
-            if x is None:
-                x = ds.latents
-            order = ds.read_result("order_feature")
-            umap = ds.read_result("umap")
-            ref = ds.read_result("labels")
-            ra = ds.result_attrs
+            k = _checked_k(algorithm, k)
+        except ValueError as exc:
+            return failed(str(exc))
+        got = _read_for_recluster(entry)
+        x, umap, ref, ra = got["latent"], got["umap"], got["labels"], got["attrs"]
         if x is None:
             return failed("this dataset has no latents")
         k = min(k, len(x) - 1)
         set_progress((10, "clustering"))
         try:
             # precompute's seed and restarts: at the same k, k-means reproduces the stored labels
-            lab = A.recluster(x, k, algorithm, order, seed=int(ra.get("seed", 0)), n_init=int(ra.get("n_init", 10)))
+            lab = analysis.recluster(x, k, algorithm, got["order"], seed=int(ra.get("seed", 0)), n_init=int(ra.get("n_init", 10)))
         except Exception as exc:  # noqa: BLE001 - an algorithm that fails on these latents is reported
             log.warning("re-clustering %s k=%s failed: %s", algorithm, k, exc)
             return failed(f"{ALGO_NAMES[algorithm]} failed on these latents: {exc}")
         rid = clusterings.save(config.instance_dir, entry, lab, algorithm, k)
         info = clusterings.load(config.instance_dir, entry, rid)["info"]
         what = clusterings.describe_info(info)
-        sizes = F.algorithm_summary({"new": lab})[0]
+        sizes = figures.algorithm_summary({"new": lab})[0]
         text = f"{what}: sizes {sizes['sizes']}"
         if ref is not None:
             from sklearn.metrics import adjusted_rand_score
 
             text += f" (ARI vs the precomputed clustering: {adjusted_rand_score(ref, lab):.3f})"
-        fig = F.labels_scatter_figure(umap, lab, what) if umap is not None else keep
-        links = html.Span(["Show it on the ", dcc.Link("timeline", href=f"/timeline?dataset={entry.id}&k={rid}",
-                                                        id="recluster-link-timeline"), ", the ",
-                           dcc.Link("sectors", href=f"/sectors?dataset={entry.id}&k={rid}"), " or the ",
-                           dcc.Link("latent map", href=f"/latent-map?dataset={entry.id}&k={rid}"),
-                           f" (kept for this browser session as {rid})."])
+        fig = figures.labels_scatter_figure(umap, lab, what) if umap is not None else keep
+        links = _result_links(entry.id, rid)
         ids = [r for r in (session_ids or []) if clusterings.is_result_id(r)] + [rid]
         set_progress((100, "done"))
         return (text, fig, ({} if umap is not None else hidden),

@@ -11,12 +11,12 @@ from dash import Input, Output, State, dcc, html
 
 from .. import view_state
 from ..c2view import fit_columns, fitted_log_rate, order_note, rate_unit
+from ..clusterings import choice_label, k_options, labels_for, pick_k
 from ..exports import points_csv
 from ..explorer import graph_card, help_link, map_detail, message, register_csv_download
 from ..figures.common import empty_figure
 from ..figures.latent_map import COLOR_BY, latent_figure
 from . import DATASET_STORE
-from .timeline import choice_label, k_options, labels_for, maps_at_time, pick_k
 
 PATH = "/latent-map"
 TITLE = "Latent map"
@@ -67,7 +67,7 @@ def build_figure(entry, color_by, k, flow_share_on, time_indices, selected=None,
     for ti in (time_indices or [])[:3]:
         ti = int(ti)
         if times is not None and 0 <= ti < len(times):
-            highlights.append((f"t = {float(times[ti]):.0f} s", maps_at_time(entry, ti)))
+            highlights.append((f"t = {float(times[ti]):.0f} s", entry.maps_at_time(ti)))
     selected = view_state.index_or_none(selected, len(umap))
     title = f"log10 fitted Γ ({rate_unit(entry)})" if color_by == "rate" else None
     fig = latent_figure(umap, color_by, values, flow_share=share, highlights=highlights, color_title=title,

@@ -2,104 +2,30 @@
 and maps decoded from latent + Gaussian noise.
 
 Reconstructions and noise maps are result stacks (``model/recon_*``, ``model/noise_maps``), not
-stored C2 maps, so the image route of :mod:`dashboard.images` cannot serve them; this page adds a
-small signed PNG route for them (``/_results/<dataset_id>/<token>.png``, HMAC of the dataset id,
-file version, result name and index with the app's secret key, rendered by
-:func:`dashboard.images.render_c2_png`). A 'draw other maps' button shows further random maps
+stored C2 maps; :mod:`dashboard.images` serves them from its signed ``/_results`` route
+(:func:`dashboard.images.stack_image_urls`). A 'draw other maps' button shows further random maps
 through the image route's ``recon`` variant.
 """
 from __future__ import annotations
 
-import collections
-import hashlib
-import hmac
-import threading
-
 import dash
 import dash_bootstrap_components as dbc
-import flask
 import numpy as np
 from dash import Input, Output, State, dcc, html
 
-from dashboard.figures import model as F
+from dashboard.figures import model as figures
 from dashboard.pages import DATASET_STORE
 
-from ..explorer import graph_card, message, register_csv_download, thumb_url
+from ..explorer import graph_card, message, register_csv_download, register_seeded_redraw, thumb_url
 from ..exports import csv_text, figure_to_csv
+from ..images import stack_image_urls
 
 PATH = "/model"
 TITLE = "Model"
 ORDER = 70
 REQUIRES = ("results",)
 
-STACKS = ("model/recon_input", "model/recon_output", "model/noise_maps")
-ROUTE = "/_results"
-TILE_PX = 128
 N_DRAW = 8
-
-
-# --------------------------------------------------------------------------- result-stack images
-class ResultImages:
-    """Signed URLs and a small PNG cache for maps of result stacks."""
-
-    def __init__(self, secret_key: str, catalog, max_items: int = 256):
-        self._key = hashlib.sha256(("ainerd-result-image:" + secret_key).encode()).digest()
-        self.catalog = catalog
-        self._cache: collections.OrderedDict = collections.OrderedDict()
-        self._max = max_items
-        self._lock = threading.Lock()
-
-    def token(self, entry, name: str, index: int) -> str:
-        msg = f"{entry.id}\x00{entry.version}\x00{name}\x00{int(index)}".encode()
-        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:32]
-
-    def url(self, entry, name: str, index: int) -> str:
-        from urllib.parse import quote
-
-        return f"{ROUTE}/{quote(entry.id, safe='')}/{self.token(entry, name, index)}.png"
-
-    def resolve(self, dataset_id: str, token: str):
-        entry = self.catalog.get(dataset_id)
-        if entry is None:
-            return None
-        for name in STACKS:
-            stack = entry.result(name)
-            if stack is None:
-                continue
-            for i in range(len(stack)):
-                if hmac.compare_digest(self.token(entry, name, i), token):
-                    return entry, name, i
-        return None
-
-    def png(self, entry, name: str, index: int) -> bytes:
-        key = (entry.id, entry.version, name, index)
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                return self._cache[key]
-        from dashboard.images import render_c2_png
-
-        data = render_c2_png(np.asarray(entry.result(name)[index]), size=TILE_PX)
-        with self._lock:
-            self._cache[key] = data
-            while len(self._cache) > self._max:
-                self._cache.popitem(last=False)
-        return data
-
-
-_SERVICE_KEY = "ainerd_result_images"
-
-
-def _images() -> ResultImages | None:
-    return flask.current_app.extensions.get(_SERVICE_KEY) if flask.has_app_context() else None
-
-
-def _stack_urls(entry, name: str) -> list[str]:
-    svc = _images()
-    stack = entry.result(name)
-    if svc is None or stack is None:
-        return []
-    return [svc.url(entry, name, i) for i in range(len(stack))]
 
 
 # --------------------------------------------------------------------------- figures from results
@@ -117,7 +43,7 @@ def _draw_fig(entry, dataset_id, seed):
     idx = np.sort(rng.choice(entry.n_maps, size=min(N_DRAW, entry.n_maps), replace=False))
     ins = [thumb_url(entry, dataset_id, i) for i in idx]
     outs = [map_image_url(dataset_id, int(i), variant="recon") for i in idx]
-    fig = F.reconstruction_figure(idx.tolist(), ins, outs, n_cols=N_DRAW)
+    fig = figures.reconstruction_figure(idx.tolist(), ins, outs, n_cols=N_DRAW)
     fig.update_layout(title=f"random maps (seed {int(seed)}) and their reconstructions from the stored latents")
     return fig
 
@@ -137,7 +63,7 @@ def layout(ctx):
                     className="text-muted", id="model-info")]
     ep, tr, va = (entry.result(f"model/learning_curve/{k}") for k in ("epoch", "train_loss", "val_loss"))
     if ep is not None and tr is not None:
-        parts.append(graph_card("model-curve", F.learning_curve_figure(ep, tr, va), title="Learning curve"))
+        parts.append(graph_card("model-curve", figures.learning_curve_figure(ep, tr, va), title="Learning curve"))
     else:
         parts.append(message("No learning curve in the results (the checkpoint carries none, e.g. the "
                              "published weights).", "secondary", id="model-curve-missing"))
@@ -145,8 +71,8 @@ def layout(ctx):
     idx = entry.result("model/recon_index")
     if idx is not None and entry.has_result("model/recon_input"):
         mse = _recon_mse(entry)
-        fig = F.reconstruction_figure(np.asarray(idx).tolist(), _stack_urls(entry, "model/recon_input"),
-                                      _stack_urls(entry, "model/recon_output"), mse=mse, n_cols=8)
+        fig = figures.reconstruction_figure(np.asarray(idx).tolist(), stack_image_urls(entry, "model/recon_input"),
+                                      stack_image_urls(entry, "model/recon_output"), mse=mse, n_cols=8)
         pool = attrs.get("recon_pool", "")
         note = html.P(f"{len(idx)} maps drawn at random by precompute (seed {attrs.get('seed', '?')})"
                       + (f" from the {pool}" if pool else "") + "; not hand-picked.", className="small text-muted mb-1")
@@ -178,7 +104,7 @@ def layout(ctx):
         how = attrs.get("latent_sweep_schedule")
         note = html.P(f"Trained with a {how}." if how else "How the sweep was trained is not recorded.",
                       className="small text-muted mb-1", id="model-sweep-schedule")
-        parts.append(graph_card("model-sweep", F.latent_sweep_figure(ls, mse, latent.shape[1] if latent is not None else None),
+        parts.append(graph_card("model-sweep", figures.latent_sweep_figure(ls, mse, latent.shape[1] if latent is not None else None),
                                 title="Latent-size sweep", note=note))
     else:
         parts.append(message("No latent-size sweep in the results (run `python -m ainerd_core latent-sweep`).",
@@ -186,7 +112,7 @@ def layout(ctx):
 
     if entry.has_result("model/noise_maps"):
         sigma = attrs.get("noise_sigma")
-        parts.append(graph_card("model-noise", F.noise_grid_figure(_stack_urls(entry, "model/noise_maps"),
+        parts.append(graph_card("model-noise", figures.noise_grid_figure(stack_image_urls(entry, "model/noise_maps"),
                                                                     float(sigma) if sigma is not None else None),
                                 title="Artificial maps: decoded latent + Gaussian noise",
                                 note=html.P("Random latents of the dataset plus Gaussian noise, decoded: similar "
@@ -198,37 +124,8 @@ def layout(ctx):
 
 def register_callbacks(app, services):
     catalog = services.catalog
-    server = app.server
-    if _SERVICE_KEY not in server.extensions:
-        svc = ResultImages(services.config.secret_key, catalog)
-        server.extensions[_SERVICE_KEY] = svc
 
-        def serve_result_image(dataset_id: str, token: str):
-            found = svc.resolve(dataset_id, token)
-            if found is None:
-                return flask.Response("no such image\n", status=404, mimetype="text/plain")
-            entry, name, index = found
-            if token in flask.request.if_none_match:
-                resp = flask.Response(status=304)
-            else:
-                resp = flask.Response(svc.png(entry, name, index), mimetype="image/png")
-            resp.set_etag(token)
-            resp.headers["Cache-Control"] = "private, max-age=31536000, immutable"
-            return resp
-
-        server.add_url_rule(f"{ROUTE}/<dataset_id>/<token>.png", "ainerd_result_image", serve_result_image)
-
-    @app.callback(Output("model-draw-grid", "figure"), Output("model-draw-seed", "value"),
-                  Input("model-draw", "n_clicks"), Input("model-draw-seed", "value"),
-                  State(DATASET_STORE, "data"), prevent_initial_call=True)
-    def draw(n, seed, dataset_id):
-        entry = catalog.get(dataset_id)
-        if entry is None:
-            return dash.no_update, dash.no_update
-        seed = int(seed or 0)
-        if dash.callback_context.triggered_id == "model-draw":
-            seed += 1
-        return _draw_fig(entry, dataset_id, seed), seed
+    register_seeded_redraw(app, catalog, "model-draw-grid", "model-draw", "model-draw-seed", _draw_fig)
 
     def _clicked_index(click):
         try:

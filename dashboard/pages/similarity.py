@@ -8,14 +8,10 @@ Neighbours are shown nearest first with rank and distance, failures included: a 
 neighbour's metadata and, with simulator ground truth, whether it is relevant
 (:func:`ainerd_core.retrieval.relevance`). Below: the 1st / 10th / 100th neighbour distance
 distributions of all maps, latent vs raw.
-
-The bottom of this module holds small helpers the clusters and model pages share (CSV download
-registration, cards, thumbnail URLs).
 """
 from __future__ import annotations
 
 import base64
-import io
 import logging
 import time
 
@@ -25,9 +21,11 @@ import numpy as np
 from dash import Input, Output, State, dash_table, dcc, html
 
 from dashboard.explorer import graph_card, message, register_csv_download, thumb_url
+from dashboard import view_state
 from dashboard.exports import csv_text, figure_to_csv
-from dashboard.figures import similarity as F
+from dashboard.figures import similarity as figures
 from dashboard.pages import DATASET_STORE
+from dashboard.validation import upload_check_js, upload_limit_bytes
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +49,6 @@ def png_data_uri(arr, size=None) -> str:
 
 
 # =========================================================================== upload parsing
-def upload_limit_bytes(config) -> int:
-    """Largest .npy file an upload may be: the request limit, less base64's 4/3 and room for the
-    rest of the callback request (64 KiB)."""
-    return max(0, (config.max_upload_bytes - 64 * 1024) * 3 // 4)
-
-
-def upload_check_js(config) -> str:
-    """Clientside check of an upload before it is sent: a name that is not .npy or a file over the
-    limit gets a message (the server would refuse the request with 413, which the page cannot show)."""
-    limit_chars = max(0, config.max_upload_bytes - 64 * 1024)
-    limit_mib = upload_limit_bytes(config) / 2**20
-    return ("function(contents, filename) {"
-            " var nu = window.dash_clientside.no_update;"
-            " if (!contents) { return [nu, '']; }"
-            " var name = filename || 'upload';"
-            " if (!/\\.npy$/i.test(name)) { return [null, name + ': not a .npy file; upload a NumPy .npy file holding one square 2-d map.']; }"
-            f" if (contents.length > {limit_chars}) {{ return [null, name + ' is ' + (contents.length * 0.75 / 1048576).toFixed(1)"
-            f" + ' MiB: uploads are limited to {limit_mib:.1f} MiB (AINERD_MAX_UPLOAD_MB on the server).']; }}"
-            " return [contents, ''];"
-            "}")
-
-
 def parse_upload(contents: str, filename: str | None) -> np.ndarray:
     """A dcc.Upload ``contents`` string of a .npy file -> normalised (256, 256) float32 map.
 
@@ -135,29 +111,29 @@ def _hover(entry, idx):
 
 
 # =========================================================================== layout
-def layout(ctx):
-    entry, dsid = ctx.dataset, ctx.dataset_id
-    umap = entry.result("umap")
-    from dashboard import view_state
-
-    start = view_state.index_or_none(ctx.state.get("target"), entry.n_maps) or 0
-    has_raw = entry.has_result("similarity/raw_index")
-    notes = []
+def _notes(entry) -> list:
+    """What this dataset cannot do (latents only, no raw neighbours), said up front."""
     if not entry.has_maps:
         sha = entry.result_attrs.get("model_sha256")
-        notes.append(message([html.B("This dataset holds latents only. "),
-                              "No C2 maps: no thumbnails and no raw-pixel neighbours; latent-space neighbours are "
-                              "listed in the grid and the table. An uploaded map can only be searched in the latent "
-                              "space, and only if the model that made these latents is on this server",
-                              f" (model sha256 {sha[:12]}…)" if isinstance(sha, str) and sha else
-                              " (this dataset does not record which model that was, so an upload cannot be encoded)",
-                              "; otherwise the upload reports that nothing could be searched."],
-                             "warning", id="similarity-latents-only"))
-    elif not has_raw:
-        notes.append(message("No precomputed raw-pixel neighbours (precompute ran with --no-raw-neighbours).",
-                             "secondary"))
-    picker = dbc.Card([dbc.CardHeader("Target"), dbc.CardBody([
-        dcc.Graph(id="similarity-umap", figure=F.target_umap_figure(umap, labels=entry.result("labels"), target=start)
+        return [message([html.B("This dataset holds latents only. "),
+                         "No C2 maps: no thumbnails and no raw-pixel neighbours; latent-space neighbours are "
+                         "listed in the grid and the table. An uploaded map can only be searched in the latent "
+                         "space, and only if the model that made these latents is on this server",
+                         f" (model sha256 {sha[:12]}…)" if isinstance(sha, str) and sha else
+                         " (this dataset does not record which model that was, so an upload cannot be encoded)",
+                         "; otherwise the upload reports that nothing could be searched."],
+                        "warning", id="similarity-latents-only")]
+    if not entry.has_result("similarity/raw_index"):
+        return [message("No precomputed raw-pixel neighbours (precompute ran with --no-raw-neighbours).",
+                        "secondary")]
+    return []
+
+
+def _picker(entry, start: int, config):
+    """The target card: small UMAP, map index, upload (checked in the browser first), k."""
+    umap = entry.result("umap")
+    return dbc.Card([dbc.CardHeader("Target"), dbc.CardBody([
+        dcc.Graph(id="similarity-umap", figure=figures.target_umap_figure(umap, labels=entry.result("labels"), target=start)
                   if umap is not None else {}, config={"displaylogo": False, "displayModeBar": False},
                   style={"height": "330px"}),
         html.Div([html.Span("map index", className="small me-2"),
@@ -169,7 +145,7 @@ def layout(ctx):
         # the clientside check (upload_check_js) says why instead
         dcc.Upload(id="similarity-upload", children=html.Div(["drop or ", html.A("choose a .npy map"),
                                                               f" (any square size, at most "
-                                                              f"{upload_limit_bytes(ctx.services.config) / 2**20:.1f} MiB)"]),
+                                                              f"{upload_limit_bytes(config) / 2**20:.1f} MiB)"]),
                    multiple=False, max_size=-1,
                    className="border border-secondary rounded p-2 text-center small mb-2",
                    style={"borderStyle": "dashed", "cursor": "pointer"}),
@@ -182,11 +158,10 @@ def layout(ctx):
         dcc.Dropdown(id="similarity-k", options=[{"label": str(k), "value": k} for k in K_CHOICES], value=K_CHOICES[0],
                      clearable=False),
     ])], className="mb-3")
-    grids = html.Div([
-        graph_card("similarity-latent-grid", _empty_grid("latent"), title="latent space (64-d) neighbours"),
-        graph_card("similarity-raw-grid", _empty_grid("raw"), title="raw-pixel (65,536-d) neighbours"),
-    ])
-    table = dbc.Card([dbc.CardHeader("Every neighbour, failures included"), dbc.CardBody(dash_table.DataTable(
+
+
+def _table_card():
+    return dbc.Card([dbc.CardHeader("Every neighbour, failures included"), dbc.CardBody(dash_table.DataTable(
         id="similarity-table", data=[], page_size=24, sort_action="native", filter_action="native",
         export_format="csv", export_headers="display",
         columns=[{"name": c, "id": c} for c in ("space", "rank", "index", "distance", "time_s", "sector", "class",
@@ -195,36 +170,50 @@ def layout(ctx):
         style_data_conditional=[{"if": {"filter_query": "{relevant} = 'NO'"}, "backgroundColor": "#fde2e2"},
                                 {"if": {"filter_query": "{relevant} = 'yes'"}, "backgroundColor": "#e2f5e2"}]))],
         className="mb-3")
-    dist_fig = F.distance_distribution_figure(_all_distances(entry), RANKS)
+
+
+def _focus_card():
+    return dbc.Card([dbc.CardHeader(html.Div([html.Span("Enlarged neighbour (click a neighbour above)",
+                                                        className="fw-semibold me-auto", id="similarity-focus-title"),
+                                              dbc.Button("make it the target", id="similarity-make-target", size="sm",
+                                                         color="primary", outline=True, disabled=True)],
+                                             className="d-flex align-items-center")),
+                     dbc.CardBody(html.Div(html.Div("Clicking a neighbour enlarges it here with its axes; the target "
+                                                    "stays until you choose another one.",
+                                                    className="small text-muted"),
+                                           id="similarity-focus-view"))], className="mb-3", id="similarity-focus-card")
+
+
+def layout(ctx):
+    entry = ctx.dataset
+    start = view_state.index_or_none(ctx.state.get("target"), entry.n_maps) or 0
+    grids = html.Div([
+        graph_card("similarity-latent-grid", _empty_grid("latent"), title="latent space (64-d) neighbours"),
+        graph_card("similarity-raw-grid", _empty_grid("raw"), title="raw-pixel (65,536-d) neighbours"),
+    ])
+    dist_fig = figures.distance_distribution_figure(_all_distances(entry), RANKS)
     return html.Div([
         html.H3("Similarity: latent space vs raw pixels"),
         html.P(["Euclidean nearest neighbours of a target map. With ground truth, frames are green for relevant and "
                 "red for not relevant neighbours (",
                 html.Span("rule: similar relaxation rate, same fringe and burst state", className="fst-italic"), ")."],
                className="text-muted"),
-        *notes,
+        *_notes(entry),
         dcc.Store(id="similarity-target", data={"kind": "index", "index": start, "t": 0}),
         dcc.Store(id="similarity-upload-result"),
         view_state.url_store(PATH),
-        dbc.Row([dbc.Col(picker, md=3), dbc.Col(grids, md=9)]),
+        dbc.Row([dbc.Col(_picker(entry, start, ctx.services.config), md=3), dbc.Col(grids, md=9)]),
         dbc.Card([dbc.CardHeader("The target map, its g2 and fit", className="fw-semibold"),
                   dbc.CardBody(html.Div(id="similarity-view"))], className="mb-3", id="similarity-view-card"),
-        dbc.Card([dbc.CardHeader(html.Div([html.Span("Enlarged neighbour (click a neighbour above)",
-                                                     className="fw-semibold me-auto", id="similarity-focus-title"),
-                                           dbc.Button("make it the target", id="similarity-make-target", size="sm",
-                                                      color="primary", outline=True, disabled=True)],
-                                          className="d-flex align-items-center")),
-                  dbc.CardBody(html.Div(html.Div("Clicking a neighbour enlarges it here with its axes; the target "
-                                                 "stays until you choose another one.", className="small text-muted"),
-                                        id="similarity-focus-view"))], className="mb-3", id="similarity-focus-card"),
+        _focus_card(),
         dcc.Store(id="similarity-focus", data=-1),
-        table,
+        _table_card(),
         graph_card("similarity-dist", dist_fig, title="Neighbour-distance distributions (all maps)"),
     ], id="similarity-page")
 
 
 def _empty_grid(space):
-    fig = F.image_grid_figure([], 1, title=None)
+    fig = figures.image_grid_figure([], 1, title=None)
     fig.update_layout(height=60, meta={"space": space, "index": [], "distance": []})
     return fig
 
@@ -241,24 +230,38 @@ def _all_distances(entry) -> dict:
 # =========================================================================== callbacks
 def register_callbacks(app, services):
     catalog, config = services.catalog, services.config
-
     app.clientside_callback(upload_check_js(config), Output("similarity-upload-checked", "data"),
                             Output("similarity-upload-error", "children"), Input("similarity-upload", "contents"),
                             State("similarity-upload", "filename"), prevent_initial_call=True)
+    _register_focus(app, catalog)
+    _register_target(app, catalog)
+    _register_upload(services)
+    _register_render(app, catalog)
+    _register_downloads(app, catalog)
+    view_state.register_writer(app, PATH, {"target": Input("similarity-target", "data")},
+                               convert={"target": lambda t: (t or {}).get("index")})
 
+
+def _clicked_index(click):
+    """The map index of a click on a figure whose points carry it as (first) customdata."""
+    if not click or not click.get("points"):
+        return None
+    cd = click["points"][0].get("customdata")
+    return cd[0] if isinstance(cd, list) else cd
+
+
+def _register_focus(app, catalog) -> None:
+    """A click on a neighbour enlarges it; it does not replace the target (an upload stays)."""
     @app.callback(Output("similarity-focus", "data"), Input("similarity-latent-grid", "clickData"),
                   Input("similarity-raw-grid", "clickData"), State(DATASET_STORE, "data"), prevent_initial_call=True)
     def focus_neighbour(latent_click, raw_click, dataset_id):
-        """A click on a neighbour enlarges it; it does not replace the target (an upload stays)."""
         entry = catalog.get(dataset_id)
         trig = dash.callback_context.triggered_id
         click = latent_click if trig == "similarity-latent-grid" else raw_click
         if entry is None or not click or not click.get("points"):
             return dash.no_update
-        cd = click["points"][0].get("customdata")
-        index = cd[0] if isinstance(cd, list) else cd
         try:
-            index = int(index)
+            index = int(_clicked_index(click))
         except (TypeError, ValueError):
             return dash.no_update
         return index if 0 <= index < entry.n_maps else dash.no_update
@@ -279,6 +282,9 @@ def register_callbacks(app, services):
                     title, False)
         return c2_view(entry, index, key="similarity-nb", title=f"C2 of map {index} (neighbour)"), title, False
 
+
+def _register_target(app, catalog) -> None:
+    """The target: a click on the small UMAP, a typed index, or 'make it the target'."""
     @app.callback(Output("similarity-target", "data"), Output("similarity-index", "value"),
                   Input("similarity-umap", "clickData"), Input("similarity-index", "value"),
                   Input("similarity-make-target", "n_clicks"),
@@ -289,7 +295,6 @@ def register_callbacks(app, services):
         if entry is None:
             return dash.no_update, dash.no_update
         trig = dash.callback_context.triggered_id
-        index = None
         if trig == "similarity-index":
             if typed is not None and (current or {}).get("index") == typed and (current or {}).get("t", 0) > 0:
                 return dash.no_update, dash.no_update  # echo of a click that already set this target
@@ -299,10 +304,7 @@ def register_callbacks(app, services):
                 return dash.no_update, dash.no_update
             index = focus
         else:
-            click = umap_click
-            if click and click.get("points"):
-                cd = click["points"][0].get("customdata")
-                index = cd[0] if isinstance(cd, list) else cd
+            index = _clicked_index(umap_click)
         try:
             index = int(index)
         except (TypeError, ValueError):
@@ -311,6 +313,39 @@ def register_callbacks(app, services):
             return dash.no_update, dash.no_update
         return ({"kind": "index", "index": index, "t": time.time()},
                 index if trig != "similarity-index" else dash.no_update)
+
+
+def _search_upload(entry, target, filename, set_progress) -> dict:
+    """Search an uploaded map's neighbours in latent space (and raw pixels where the dataset has
+    maps); what failed is said in ``notes``, the other space is still searched."""
+    k_max = max(K_CHOICES)
+    result = {"kind": "upload", "name": filename or "upload.npy", "t": time.time(),
+              "thumb": png_data_uri(target, size=96), "spaces": {}, "notes": []}
+    set_progress((5, "encoding"))
+    try:
+        result["spaces"]["latent"] = _upload_latent(entry, target, k_max)
+        from ainerd_core.novelty import novelty_message
+
+        flag = novelty_message(result["spaces"]["latent"].get("novelty", 0.0))
+        if flag:
+            result["notes"].append(flag)
+    except Exception as exc:  # noqa: BLE001 - report, still try raw pixels
+        log.warning("latent search of an upload failed: %s", exc)
+        result["notes"].append(f"latent space: {exc}")
+    if entry.has_maps:
+        try:
+            result["spaces"]["raw"] = _upload_raw(entry, target, k_max, set_progress)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("raw search of an upload failed: %s", exc)
+            result["notes"].append(f"raw pixels: {exc}")
+    else:
+        result["notes"].append("raw pixels: this dataset holds latents only")
+    return result
+
+
+def _register_upload(services) -> None:
+    """The upload's search, a background job with a progress bar."""
+    config = services.config
 
     @services.register_background(
         Output("similarity-upload-result", "data"), Output("similarity-upload-status", "children"),
@@ -333,29 +368,8 @@ def register_callbacks(app, services):
         entry = Catalog(config.data_dir).get(dataset_id)
         if entry is None:
             return dash.no_update, dbc.Alert("no such dataset", color="danger", className="p-2 mb-0")
-        k_max = max(K_CHOICES)
-        result = {"kind": "upload", "name": filename or "upload.npy", "t": time.time(),
-                  "thumb": png_data_uri(target, size=96), "spaces": {}, "notes": []}
         t0 = time.perf_counter()
-        set_progress((5, "encoding"))
-        try:
-            result["spaces"]["latent"] = _upload_latent(entry, target, k_max)
-            from ainerd_core.novelty import novelty_message
-
-            flag = novelty_message(result["spaces"]["latent"].get("novelty", 0.0))
-            if flag:
-                result["notes"].append(flag)
-        except Exception as exc:  # noqa: BLE001 - report, still try raw pixels
-            log.warning("latent search of an upload failed: %s", exc)
-            result["notes"].append(f"latent space: {exc}")
-        if entry.has_maps:
-            try:
-                result["spaces"]["raw"] = _upload_raw(entry, target, k_max, set_progress)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("raw search of an upload failed: %s", exc)
-                result["notes"].append(f"raw pixels: {exc}")
-        else:
-            result["notes"].append("raw pixels: this dataset holds latents only")
+        result = _search_upload(entry, target, filename, set_progress)
         secs = time.perf_counter() - t0
         if not result["spaces"]:  # say so, and keep the current target on screen
             set_progress((0, ""))
@@ -368,6 +382,83 @@ def register_callbacks(app, services):
         return result, html.Span([status] + [html.Br()] + [html.Span(n, className="text-body-secondary d-block")
                                                            for n in result["notes"]])
 
+
+# =========================================================================== rendering a target
+def _upload_neighbours(upload, k):
+    """({space: (index (k,), distance (k,))}, {space: all distances}, small view) of an upload."""
+    nn, tdist = {}, {}
+    for space in ("latent", "raw"):
+        s = upload["spaces"].get(space)
+        if s is not None:
+            nn[space] = (np.asarray(s["index"][:k]), np.asarray(s["distance"][:k]))
+            tdist[space] = np.asarray(s["distance"])
+    view = html.Div([html.Img(src=upload["thumb"], style={"width": "96px"}, id="similarity-target-img"),
+                     html.Div(f"uploaded: {upload['name']}", className="small")])
+    return nn, tdist, view
+
+
+def _map_neighbours(entry, dataset_id, tindex, k):
+    """The same for map ``tindex`` of the dataset (precomputed tables, else latents searched)."""
+    nn, tdist = {}, {}
+    for space in ("latent", "raw"):
+        got = precomputed_neighbours(entry, tindex, space, max(k, max(RANKS)))
+        if got is None and space == "latent":
+            got = _latent_fallback(entry, tindex, max(k, max(RANKS)))
+        if got is not None:
+            nn[space] = (got[0][:k], got[1][:k])
+            tdist[space] = got[1]
+    meta = entry.meta
+    url = thumb_url(entry, dataset_id, tindex, thumb=True)
+    view = html.Div([html.Img(src=url, style={"width": "96px"}, id="similarity-target-img") if url else None,
+                     html.Div(f"map {tindex}: t = {meta['time'][tindex]:.0f} s, sector {int(meta['sector'][tindex])}"
+                              f" ({entry.sector_class()[tindex]})", className="small")])
+    return nn, tdist, view
+
+
+def _missing_grid(entry, space):
+    fig = _empty_grid(space)
+    why = ("latents only: no raw maps, so no raw-pixel neighbours" if not entry.has_maps
+           else "no raw-pixel neighbours available") if space == "raw" else "no latent neighbours available"
+    fig.add_annotation(text=why, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                       font=dict(size=13, color="#333"))
+    fig.update_layout(height=110, title=None)
+    return fig
+
+
+def _grids_and_rows(entry, dataset_id, nn, tindex):
+    """({space: neighbour grid figure}, table rows) for the neighbours ``nn`` of the target."""
+    figs, rows = {}, []
+    for space in ("latent", "raw"):
+        if space not in nn:
+            figs[space] = _missing_grid(entry, space)
+            continue
+        idx, dist = nn[space]
+        rel = relevance_of(entry, tindex, idx)
+        urls = [thumb_url(entry, dataset_id, i) for i in idx]
+        figs[space] = figures.neighbour_grid_figure(space, idx, dist, urls, n_cols=N_COLS, relevant=rel,
+                                              hover=_hover(entry, idx),
+                                              title=f"{figures.SPACE_NAMES[space]}: {len(idx)} nearest"
+                                              + ("" if tindex is None else f" of map {tindex}"))
+        rows += neighbour_rows(entry, space, idx, dist, rel)
+    return figs, rows
+
+
+def _target_detail(entry, tindex, upload):
+    """The big view of the target: its C2, g2 and fit, or an uploaded map's preview."""
+    if tindex is None:
+        return html.Div([
+            dcc.Graph(id="similarity-upload-map", config={"displaylogo": False},
+                      figure=figures.map_heatmap_figure(upload.get("preview") or [[0]],
+                                                  f"uploaded target: {upload['name']} (128 x 128 preview)")),
+            html.Div("An uploaded map has no precomputed g2 or fit. It stays the target until you upload "
+                     "another map, type a map index, click the small UMAP or make a neighbour the target.",
+                     className="small text-muted")])
+    from dashboard.c2view import c2_view
+
+    return c2_view(entry, tindex, key="similarity", title=f"C2 of map {tindex} (target)")
+
+
+def _register_render(app, catalog) -> None:
     @app.callback(Output("similarity-latent-grid", "figure"), Output("similarity-raw-grid", "figure"),
                   Output("similarity-table", "data"), Output("similarity-dist", "figure"),
                   Output("similarity-umap", "figure"), Output("similarity-target-view", "children"),
@@ -379,102 +470,52 @@ def register_callbacks(app, services):
         if entry is None:
             raise dash.exceptions.PreventUpdate
         k = int(k or K_CHOICES[0])
-        use_upload = bool(upload) and (upload.get("t", 0) > (target or {}).get("t", 0))
-        figs, rows, tdist, nn = {}, [], {}, {}
-        if use_upload:
+        if bool(upload) and (upload.get("t", 0) > (target or {}).get("t", 0)):
             tindex = None
-            for space in ("latent", "raw"):
-                s = upload["spaces"].get(space)
-                if s is not None:
-                    nn[space] = (np.asarray(s["index"][:k]), np.asarray(s["distance"][:k]))
-                    tdist[space] = np.asarray(s["distance"])
-            view = html.Div([html.Img(src=upload["thumb"], style={"width": "96px"}, id="similarity-target-img"),
-                             html.Div(f"uploaded: {upload['name']}", className="small")])
+            nn, tdist, view = _upload_neighbours(upload, k)
         else:
-            tindex = int((target or {}).get("index", 0))
-            tindex = min(max(tindex, 0), entry.n_maps - 1)
-            kk = k
-            for space in ("latent", "raw"):
-                got = precomputed_neighbours(entry, tindex, space, max(kk, max(RANKS)))
-                if got is None and space == "latent":
-                    got = _latent_fallback(entry, tindex, max(kk, max(RANKS)))
-                if got is not None:
-                    nn[space] = (got[0][:k], got[1][:k])
-                    tdist[space] = got[1]
-            meta = entry.meta
-            url = thumb_url(entry, dataset_id, tindex, thumb=True)
-            view = html.Div([html.Img(src=url, style={"width": "96px"}, id="similarity-target-img") if url else None,
-                             html.Div(f"map {tindex}: t = {meta['time'][tindex]:.0f} s, sector {int(meta['sector'][tindex])}"
-                                      f" ({entry.sector_class()[tindex]})", className="small")])
-        for space in ("latent", "raw"):
-            if space not in nn:
-                fig = _empty_grid(space)
-                why = ("latents only: no raw maps, so no raw-pixel neighbours" if not entry.has_maps
-                       else "no raw-pixel neighbours available") \
-                    if space == "raw" else "no latent neighbours available"
-                fig.add_annotation(text=why, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                                   font=dict(size=13, color="#333"))
-                fig.update_layout(height=110, title=None)
-                figs[space] = fig
-                continue
-            idx, dist = nn[space]
-            rel = relevance_of(entry, tindex, idx)
-            urls = [thumb_url(entry, dataset_id, i) for i in idx]
-            figs[space] = F.neighbour_grid_figure(space, idx, dist, urls, n_cols=N_COLS, relevant=rel,
-                                                  hover=_hover(entry, idx),
-                                                  title=f"{F.SPACE_NAMES[space]}: {len(idx)} nearest"
-                                                  + ("" if tindex is None else f" of map {tindex}"))
-            rows += neighbour_rows(entry, space, idx, dist, rel)
-        dist_fig = F.distance_distribution_figure(_all_distances(entry), RANKS, target=tdist)
+            tindex = min(max(int((target or {}).get("index", 0)), 0), entry.n_maps - 1)
+            nn, tdist, view = _map_neighbours(entry, dataset_id, tindex, k)
+        figs, rows = _grids_and_rows(entry, dataset_id, nn, tindex)
+        dist_fig = figures.distance_distribution_figure(_all_distances(entry), RANKS, target=tdist)
         umap = entry.result("umap")
-        umap_fig = F.target_umap_figure(umap, labels=entry.result("labels"), target=tindex,
+        umap_fig = figures.target_umap_figure(umap, labels=entry.result("labels"), target=tindex,
                                         latent_nn=nn.get("latent", (None,))[0], raw_nn=nn.get("raw", (None,))[0]) \
             if umap is not None else dash.no_update
-        if tindex is None:
-            big = html.Div([
-                dcc.Graph(id="similarity-upload-map", config={"displaylogo": False},
-                          figure=F.map_heatmap_figure(upload.get("preview") or [[0]],
-                                                      f"uploaded target: {upload['name']} (128 x 128 preview)")),
-                html.Div("An uploaded map has no precomputed g2 or fit. It stays the target until you upload "
-                         "another map, type a map index, click the small UMAP or make a neighbour the target.",
-                         className="small text-muted")])
-        else:
-            from dashboard.c2view import c2_view
+        return figs["latent"], figs["raw"], rows, dist_fig, umap_fig, view, _target_detail(entry, tindex, upload)
 
-            big = c2_view(entry, tindex, key="similarity", title=f"C2 of map {tindex} (target)")
-        return figs["latent"], figs["raw"], rows, dist_fig, umap_fig, view, big
 
-    def grid_csv(fig, dataset_id):
-        meta = (fig or {}).get("layout", {}).get("meta") or {}
-        entry = catalog.get(dataset_id)
-        rows = []
-        for r, (i, d) in enumerate(zip(meta.get("index", []), meta.get("distance", [])), start=1):
-            extra = [float(entry.meta["time"][i]), int(entry.meta["sector"][i])] if entry else []
-            rows.append([meta.get("space", ""), r, i, d] + extra)
-        return csv_text(["space", "rank", "index", "distance", "time_s", "sector"], rows)
+# =========================================================================== CSV tables
+def _grid_csv(entry, fig):
+    meta = (fig or {}).get("layout", {}).get("meta") or {}
+    rows = []
+    for r, (i, d) in enumerate(zip(meta.get("index", []), meta.get("distance", [])), start=1):
+        extra = [float(entry.meta["time"][i]), int(entry.meta["sector"][i])] if entry else []
+        rows.append([meta.get("space", ""), r, i, d] + extra)
+    return csv_text(["space", "rank", "index", "distance", "time_s", "sector"], rows)
 
-    def dist_csv(fig, dataset_id):
-        entry = catalog.get(dataset_id)
-        if entry is None:
-            return figure_to_csv(fig)
-        d = _all_distances(entry)
-        cols, data = ["index"], [np.arange(entry.n_maps)]
-        for space, arr in d.items():
-            for r in RANKS:
-                if r <= arr.shape[1]:
-                    cols.append(f"{space}_distance_rank{r}")
-                    data.append(arr[:, r - 1])
-        return csv_text(cols, list(zip(*[np.asarray(x).tolist() for x in data])))
 
-    from dashboard import view_state
+def _dist_csv(entry, fig):
+    if entry is None:
+        return figure_to_csv(fig)
+    d = _all_distances(entry)
+    cols, data = ["index"], [np.arange(entry.n_maps)]
+    for space, arr in d.items():
+        for r in RANKS:
+            if r <= arr.shape[1]:
+                cols.append(f"{space}_distance_rank{r}")
+                data.append(arr[:, r - 1])
+    return csv_text(cols, list(zip(*[np.asarray(x).tolist() for x in data])))
 
-    view_state.register_writer(app, PATH, {"target": Input("similarity-target", "data")},
-                               convert={"target": lambda t: (t or {}).get("index")})
 
+def _register_downloads(app, catalog) -> None:
     state = (State(DATASET_STORE, "data"),)
-    register_csv_download(app, "similarity-latent-grid", "neighbours_latent.csv", grid_csv, state, with_figure=True)
-    register_csv_download(app, "similarity-raw-grid", "neighbours_raw.csv", grid_csv, state, with_figure=True)
-    register_csv_download(app, "similarity-dist", "neighbour_distances.csv", dist_csv, state, with_figure=True)
+    for graph_id, filename, table in (("similarity-latent-grid", "neighbours_latent.csv", _grid_csv),
+                                      ("similarity-raw-grid", "neighbours_raw.csv", _grid_csv),
+                                      ("similarity-dist", "neighbour_distances.csv", _dist_csv)):
+        register_csv_download(app, graph_id, filename,
+                              lambda fig, dataset_id, table=table: table(catalog.get(dataset_id), fig),
+                              state, with_figure=True)
 
 
 # =========================================================================== uploads
@@ -513,31 +554,23 @@ def _upload_latent(entry, target, k):
         raise RuntimeError(f"the model's latent size ({model.latent_size}) differs from the dataset's ({latent.shape[1]})")
     idx, dist = nearest_neighbours({"latent": latent}, target, "latent", k, model=model)
     out = {"index": idx.tolist(), "distance": dist.tolist()}
-    from ainerd_core import novelty as NV  # flag a target far outside the model's data (issue 12)
+    from ainerd_core import novelty  # flag a target far outside the model's data (issue 12)
 
-    ref = NV.reference_from_results(entry.result, entry.result_attrs)
+    ref = novelty.reference_from_results(entry.result, entry.result_attrs)
     if ref is not None:
-        out["novelty"] = float(NV.novelty_of_maps(model, np.asarray(target, np.float32)[None], ref)["score"][0])
+        out["novelty"] = float(novelty.novelty_of_maps(model, np.asarray(target, np.float32)[None], ref)["score"][0])
     return out
 
 
 def _upload_raw(entry, target, k, set_progress, batch=128):
-    """Stream every stored map once; exact top-k by merging per-batch results of
-    :func:`ainerd_core.similarity.nearest_neighbours`."""
+    """Stream every stored map once (:func:`ainerd_core.similarity.nearest_neighbours`, exact),
+    reporting progress per batch."""
     from ainerd_core.dataset import open_dataset
     from ainerd_core.similarity import nearest_neighbours
 
-    best_i = np.empty(0, np.int64)
-    best_d = np.empty(0, np.float64)
+    def progress(done, n):
+        set_progress((int(10 + 88 * done / n), f"raw pixels {done}/{n}"))
+
     with open_dataset(entry.path) as ds:
-        n = ds.n_maps
-        for start, maps in ds.iter_maps(batch):
-            idx, dist = nearest_neighbours({"maps": maps}, target, "raw", min(k, len(maps)))
-            best_i = np.concatenate([best_i, idx + start])
-            best_d = np.concatenate([best_d, dist.astype(np.float64)])
-            order = np.lexsort((best_i, best_d))[:k]
-            best_i, best_d = best_i[order], best_d[order]
-            done = min(n, start + len(maps))
-            pct = int(10 + 88 * done / n)
-            set_progress((pct, f"raw pixels {done}/{n}"))
-    return {"index": best_i.tolist(), "distance": best_d.tolist()}
+        idx, dist = nearest_neighbours({"maps": ds}, target, "raw", k, batch_size=batch, on_batch=progress)
+    return {"index": idx.tolist(), "distance": dist.astype(np.float64).tolist()}

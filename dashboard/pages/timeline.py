@@ -9,10 +9,11 @@ import dash_bootstrap_components as dbc
 import numpy as np
 from dash import ALL, Input, Output, State, dcc, html
 
-from .. import clusterings, view_state
+from .. import view_state
+from ..clusterings import choice_label, counts_for, k_options, labels_for, pick_k
 from ..c2view import c2_view, order_note, rate_table, rate_unit
 from ..exports import timeline_csv
-from ..explorer import graph_card, help_link, message, register_csv_download, thumbnail_grid
+from ..explorer import graph_card, help_link, message, register_clustering_csv, thumbnail_grid
 from ..figures.common import empty_figure
 from ..figures.timeline import timeline_figure
 from . import DATASET_STORE
@@ -26,55 +27,6 @@ PANELS = {"rate": ("shear_rate", "shear rate", "1/s"), "viscosity": ("viscosity"
 #: figure height with stress + histogram: the time axis stays above the fold at 1280 x 800
 BASE_HEIGHT = 460
 PANEL_HEIGHT = 130
-
-
-def k_options(entry, session_ids=(), instance_dir=None, current=None) -> list[dict]:
-    """Radio options: the precomputed k values, then this session's re-clustering results (and
-    ``current``, a result named by a shared link)."""
-    chosen = entry.k
-    opts = [{"label": f"k = {k}" + (" (chosen)" if k == chosen else ""), "value": k} for k in entry.available_k()]
-    if instance_dir is not None:
-        ids = list(session_ids or [])
-        if clusterings.is_result_id(current) and current not in ids:
-            ids.append(current)
-        opts += clusterings.options(entry, ids, instance_dir)
-    return opts
-
-
-def pick_k(entry, wanted, instance_dir=None):
-    """The clustering to show: ``wanted`` if it exists (an int k with labels, or a session
-    result id of this dataset), else the chosen k (else the first available)."""
-    if instance_dir is not None and clusterings.is_result_id(wanted) \
-            and clusterings.load(instance_dir, entry, wanted) is not None:
-        return wanted
-    ks = entry.available_k()
-    try:
-        wanted = int(wanted)
-    except (TypeError, ValueError):
-        wanted = None
-    if wanted in ks:
-        return wanted
-    return entry.k if entry.k in ks else (ks[0] if ks else None)
-
-
-def labels_for(entry, choice, instance_dir=None):
-    """(N,) labels of a choice of :func:`pick_k`."""
-    if clusterings.is_result_id(choice):
-        got = clusterings.load(instance_dir, entry, choice) if instance_dir is not None else None
-        return None if got is None else got["labels"]
-    return entry.labels(choice)
-
-
-def counts_for(entry, choice, instance_dir=None):
-    """(T, C) maps per cluster at each time point of a choice of :func:`pick_k`."""
-    if clusterings.is_result_id(choice):
-        labels = labels_for(entry, choice, instance_dir)
-        return None if labels is None else clusterings.counts_table(entry, labels)
-    return entry.counts(choice)
-
-
-def choice_label(entry, choice, instance_dir=None) -> str:
-    return clusterings.describe(entry, choice, instance_dir) if choice is not None else "no clustering"
 
 
 def panel_options(entry) -> list[dict]:
@@ -136,25 +88,9 @@ def rate_columns(entry) -> dict:
     return cols
 
 
-def maps_at_time(entry, time_index: int) -> np.ndarray:
-    """Indices of the maps of one time point, ordered by sector."""
-    def table():
-        ti = entry.result("tables/time_index")
-        if ti is None:
-            _, ti = np.unique(entry.meta["time"], return_inverse=True)
-        order = np.lexsort((entry.meta["sector"], ti))
-        bounds = np.searchsorted(ti[order], np.arange(ti.max() + 2))
-        return order, bounds
-    order, bounds = entry.cached("timeline/maps_by_time", table)
-    time_index = int(time_index)
-    if not 0 <= time_index < len(bounds) - 1:
-        return np.zeros(0, dtype=int)
-    return order[bounds[time_index]:bounds[time_index + 1]]
-
-
 def maps_panel(entry, time_index, k, instance_dir=None):
     times = entry.result("tables/times")
-    idx = maps_at_time(entry, time_index)
+    idx = entry.maps_at_time(time_index)
     labels = labels_for(entry, k, instance_dir)
     title = html.Div([html.B(f"t = {float(times[time_index]):.0f} s"),
                       f" · {len(idx)} maps · {choice_label(entry, k, instance_dir)}"],
@@ -213,9 +149,13 @@ def layout(ctx):
 
 
 def register_callbacks(app, services) -> None:
-    catalog = services.catalog
-    instance_dir = services.config.instance_dir
+    _register_figure(app, services.catalog, services.config.instance_dir)
+    _register_maps(app, services.catalog, services.config.instance_dir)
+    _register_state_and_csv(app, services.catalog, services.config.instance_dir)
 
+
+def _register_figure(app, catalog, instance_dir) -> None:
+    """The figure follows the controls; a click on it picks a time point."""
     @app.callback(Output("timeline-graph", "figure"), Output("timeline-graph", "style"),
                   Input("timeline-k", "value"), Input("timeline-time", "data"),
                   Input("timeline-panels", "value"), State(DATASET_STORE, "data"), prevent_initial_call=True)
@@ -246,6 +186,9 @@ def register_callbacks(app, services) -> None:
         ti = view_state.index_or_none(ti[0] if isinstance(ti, list) else ti, 0 if times is None else len(times))
         return dash.no_update if ti is None else ti
 
+
+def _register_maps(app, catalog, instance_dir) -> None:
+    """The picked time point's maps (scrolled into view) and one of them enlarged."""
     @app.callback(Output("timeline-maps", "children"), Input("timeline-time", "data"), Input("timeline-k", "value"),
                   State(DATASET_STORE, "data"), prevent_initial_call=True)
     def show_maps(time_index, k, dataset_id):
@@ -268,10 +211,6 @@ def register_callbacks(app, services) -> None:
         }""",
         Output("timeline-scrolled", "data"), Input("timeline-maps", "children"), prevent_initial_call=True)
 
-    view_state.register_writer(app, PATH, {"k": Input("timeline-k", "value"), "time": Input("timeline-time", "data"),
-                                           "panels": Input("timeline-panels", "value")},
-                               convert={"time": lambda v: v if isinstance(v, int) and v >= 0 else None})
-
     @app.callback(Output("timeline-view", "children"), Input({"type": "timeline-thumb", "index": ALL}, "n_clicks"),
                   State(DATASET_STORE, "data"), prevent_initial_call=True)
     def enlarge(clicks, dataset_id):
@@ -281,24 +220,23 @@ def register_callbacks(app, services) -> None:
             return dash.no_update
         if not dash.callback_context.triggered or not dash.callback_context.triggered[0].get("value"):
             return dash.no_update  # a new grid was drawn, nothing was clicked
-        try:
-            index = int(trig.get("index"))
-        except (TypeError, ValueError):
-            return dash.no_update
-        if not 0 <= index < entry.n_maps:
+        index = view_state.index_or_none(trig.get("index"), entry.n_maps)
+        if index is None:
             return dash.no_update
         from ..explorer import map_caption
 
         return html.Div([html.Div(map_caption(entry, index), className="fw-semibold small mt-2"),
                          c2_view(entry, index, key="timeline", title=f"C2 of map {index}")])
 
-    def to_csv(dataset_id, k):
-        entry = catalog.get(dataset_id)
-        if entry is None:
-            return ""
-        k = pick_k(entry, k, instance_dir)
+
+def _register_state_and_csv(app, catalog, instance_dir) -> None:
+    """The URL keeps k, the time point and the rows; the CSV of the clustering shown."""
+    view_state.register_writer(app, PATH, {"k": Input("timeline-k", "value"), "time": Input("timeline-time", "data"),
+                                           "panels": Input("timeline-panels", "value")},
+                               convert={"time": lambda v: v if isinstance(v, int) and v >= 0 else None})
+
+    def table(entry, k):
         return timeline_csv(entry, counts_for(entry, k, instance_dir), choice_label(entry, k, instance_dir),
                             fit_columns=rate_columns(entry), fit_unit=rate_unit(entry))
 
-    register_csv_download(app, "timeline-graph", "timeline.csv", to_csv=to_csv,
-                          states=(State(DATASET_STORE, "data"), State("timeline-k", "value")))
+    register_clustering_csv(app, catalog, instance_dir, "timeline-graph", "timeline.csv", "timeline-k", table)
