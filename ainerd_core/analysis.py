@@ -185,6 +185,24 @@ def suggest_k(sweep: Mapping, lo: int = SUGGEST_RANGE[0], hi: int = SUGGEST_RANG
     return int(cand[np.argmax(sil[mask])])  # argmax takes the first (smallest k) on ties
 
 
+def nearest_centroid(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """(N,) int32: the row of ``centroids`` (C, D) nearest (Euclidean) to each row of ``x`` (N, D)."""
+    x, c = np.asarray(x, dtype=np.float64), np.asarray(centroids, dtype=np.float64)
+    return np.argmin(((x[:, None, :] - c[None, :, :]) ** 2).sum(-1), axis=1).astype(np.int32)
+
+
+def pca_plane(x: np.ndarray) -> np.ndarray:
+    """(N, 2) float64 scores of the rows of ``x`` (N, D) on its first two principal components
+    (exact SVD of the centred data), each axis signed so that its largest absolute score is
+    positive: the same data always gives the same picture."""
+    centred = np.asarray(x, dtype=np.float64)
+    centred = centred - centred.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    plane = centred @ vt[:2].T
+    plane *= np.sign(plane[np.argmax(np.abs(plane), axis=0), [0, 1]])
+    return plane
+
+
 def _nearest_centroid_extend(x, fit_idx, fit_labels):
     """Labels for all points: each point gets the label of the nearest centroid of the fitted
     clusters (fitted points keep their own label)."""

@@ -178,9 +178,9 @@ def get_engine(url: str | None = None):
             if path and path != ":memory:":
                 private_sqlite_file(path)
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-        else:
-            kwargs["pool_pre_ping"] = True
         engine = create_engine(url, **kwargs)
+        if engine.dialect.name != "sqlite":
+            _ping_when_idle(engine)
         if engine.dialect.name == "sqlite":
             @event.listens_for(engine, "connect")
             def _pragmas(dbapi_conn, _record):
@@ -202,6 +202,38 @@ def get_engine(url: str | None = None):
                 time.sleep(0.2 * (attempt + 1))
         _ENGINES[key] = engine
         return engine
+
+
+#: A pooled server connection unused for this long is pinged before use (seconds).
+PING_IDLE_S = 10.0
+
+
+def _ping_when_idle(engine) -> None:
+    """Ping a pooled connection at checkout only when it sat unused for ``PING_IDLE_S``.
+
+    SQLAlchemy's ``pool_pre_ping`` costs a round trip on every checkout, i.e. on every request;
+    a connection used a moment ago is almost surely alive. One that died while idle (database
+    restarted overnight, a firewall dropped it) is replaced before the request sees it; one
+    that died within the last seconds fails that request, and SQLAlchemy then replaces the
+    whole pool."""
+    import time
+
+    from sqlalchemy.exc import DisconnectionError
+
+    @event.listens_for(engine.pool, "checkin")
+    def _used(_dbapi_conn, record):
+        if record is not None:
+            record.info["ainerd_last_used"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _ping(dbapi_conn, record, _proxy):
+        last = record.info.get("ainerd_last_used")
+        if last is None or time.monotonic() - last < PING_IDLE_S:
+            return  # new, or used moments ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # noqa: BLE001 - any failure: let the pool connect anew
+            raise DisconnectionError(f"idle connection is gone: {exc}") from exc
 
 
 def private_sqlite_file(path) -> None:

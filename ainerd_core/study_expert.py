@@ -8,18 +8,22 @@ per request. What one request costs (``benchmarks/evaluation_request_cost.py``):
 - **one pooled connection** per request (before: up to six checkouts, each with PostgreSQL's
   pre-ping round trip);
 - **statements built once** at import (SQLAlchemy then only looks up its compiled form) and run
-  with parameters; a rating click is 4 statements in one transaction: the upsert, the
-  re-check that the expert may still rate, the event-log insert, and next-unrated position
-  with the answered count in one SELECT;
+  with parameters; a rating click is 3 statements in one transaction: the upsert (which writes
+  only if the expert may still rate), the event-log insert, and the next unrated position with
+  the answered count in one SELECT;
 - **what never changes is cached per process**: an expert's study, target key and, per
   position, candidate id and image key (written once at creation; no code path updates or
-  deletes them) and candidate PNGs (rendered once at creation; an LRU bounded by bytes, see
-  ``PNG_CACHE_BYTES``). Whether the expert may rate (revoked, expired, study closed) is read
-  from the database on every request, never cached: revocation and closing act at once in
-  every worker.
+  deletes them) and the candidate and target PNGs (rendered once at creation and stored in the
+  database; an LRU bounded by bytes, see ``PNG_CACHE_BYTES``; PostgreSQL also prepares the
+  statements server-side after a few runs, psycopg's default). Whether the expert may rate
+  (revoked, expired, study closed) is read from the database on every request, never cached:
+  revocation and closing act at once in every worker.
+- the pool is SQLAlchemy's default (5 + 10 overflow per process; a request holds one
+  connection, a gunicorn worker runs 4 threads); PostgreSQL connections are pre-pinged at
+  checkout (one round trip per request) so that a restarted database costs no failed request.
 
-Blinding: everything here reads only ``studies.status``, ``experts``, ``assignments``,
-``candidates.png`` and ``ratings``; never ``candidate_sources`` nor ``candidates.dataset_index``
+Blinding: everything here reads only ``studies.status`` and ``target_png``, ``experts``,
+``assignments``, ``candidates.png`` and ``ratings``; never ``candidate_sources`` nor ``candidates.dataset_index``
 (``tests/test_evaluation_security.py``, ``tests/test_blinding.py``).
 """
 from __future__ import annotations
@@ -28,7 +32,7 @@ import collections
 import threading
 from dataclasses import dataclass
 
-from sqlalchemy import and_, bindparam, func, select
+from sqlalchemy import Boolean, DateTime, Integer, and_, bindparam, func, literal, or_, select
 
 from .studies import Assignment, Candidate, Expert, Rating, RatingEvent, Study, StudyError, utcnow
 
@@ -75,7 +79,13 @@ class Refused(StudyError):
 
 
 def _upsert(dialect: str):
-    """``INSERT ... ON CONFLICT (expert, candidate) DO UPDATE ... RETURNING version`` for the dialect."""
+    """The rating's one write statement, if the expert may rate now, for the dialect::
+
+        INSERT INTO ratings (...) SELECT :expert_id, ... WHERE EXISTS (expert not revoked, not
+        expired at :now, study open) ON CONFLICT (expert, candidate) DO UPDATE ... RETURNING version
+
+    No row back = refused (nothing written). The permission is read by the write itself: on
+    SQLite under the write lock, on PostgreSQL in the same statement as the insert."""
     stmt = _UPSERTS.get(dialect)
     if stmt is None:
         if dialect == "sqlite":
@@ -85,7 +95,15 @@ def _upsert(dialect: str):
         else:
             raise StudyError("database", f"ratings need SQLite or PostgreSQL, not {dialect}")
         t = Rating.__table__
-        ins = insert(t)
+        now = bindparam("now", type_=DateTime)
+        may_rate = (select(Expert.id).join(Study, Study.id == Expert.study_id)
+                    .where(Expert.id == bindparam("expert_id"), Expert.revoked_utc.is_(None), Study.status == "open",
+                           or_(Expert.expires_utc.is_(None), Expert.expires_utc >= now)))
+        values = select(bindparam("expert_id", type_=Integer), bindparam("candidate_id", type_=Integer),
+                        bindparam("study_id", type_=Integer), bindparam("similar", type_=Boolean),
+                        literal(1, Integer), now, now).where(may_rate.exists())
+        ins = insert(t).from_select(["expert_id", "candidate_id", "study_id", "similar", "version", "first_utc",
+                                     "updated_utc"], values)
         stmt = _UPSERTS[dialect] = ins.on_conflict_do_update(
             index_elements=[t.c.expert_id, t.c.candidate_id],
             set_={"similar": ins.excluded.similar, "version": t.c.version + 1,
@@ -112,7 +130,7 @@ _SLOTS: dict[tuple[str, int], Slots] = {}
 
 
 class _PngCache:
-    """Candidate PNG bytes by (database URL, candidate id); least recently used out beyond the budget."""
+    """PNG bytes by (database URL, "candidate" or "study", id); least recently used out beyond the budget."""
 
     def __init__(self, budget: int):
         self.budget, self.size = budget, 0
@@ -242,11 +260,11 @@ def view_after(store, expert_id: int, after: int) -> dict:
 def rate(store, expert_id: int, position: int, similar: bool) -> dict:
     """Upsert the answer at ``position``, log the event, and return the next view; after COMMIT.
 
-    One connection and one transaction: the upsert comes first (on SQLite it takes the write
-    lock, so the re-check that follows sees every committed revocation or closing), then the
-    re-check (a refusal rolls back and raises :class:`StudyError` with the reason), the event,
-    and the next unrated position with the answered count. Returns the view dict plus
-    ``version`` (how many times this answer was written).
+    One connection and one transaction of 3 statements: the upsert, which writes only if the
+    expert may rate now (:func:`_upsert`; on SQLite it is the first statement, so it takes the
+    write lock and sees every committed revocation or closing); the event; the next unrated
+    position with the answered count. A refusal writes nothing and raises :class:`Refused` with
+    the reason. Returns the view dict plus ``version`` (how many times this answer was written).
     """
     expert_id, position, similar = int(expert_id), int(position), bool(similar)
     with store.engine.connect() as c:
@@ -258,9 +276,9 @@ def rate(store, expert_id: int, position: int, similar: bool) -> dict:
         with store._write_lock():
             version = c.execute(_upsert(c.dialect.name), {
                 "expert_id": expert_id, "candidate_id": s.candidates[position], "study_id": s.study_id,
-                "similar": similar, "version": 1, "first_utc": now, "updated_utc": now}).scalar_one()
-            reason = refusal(c, expert_id)
-            if reason:
+                "similar": similar, "now": now}).scalar()
+            if version is None:  # refused: nothing was written; say why
+                reason = refusal(c, expert_id) or INVALID
                 c.rollback()
                 raise Refused(reason)
             c.execute(INSERT_EVENT, {"study_id": s.study_id, "expert_id": expert_id,
@@ -319,14 +337,15 @@ def image(store, expert_id, key: str, check: bool = True) -> tuple[bytes | None,
         if s is None:
             return None, reason
         if key == s.target_key:
-            return c.execute(Q_TARGET_PNG, {"study_id": s.study_id}).scalar(), ""
-        pos = s.key_index.get(key)
-        if pos is None:
+            stmt, cache_key, params = Q_TARGET_PNG, (store.url, "study", s.study_id), {"study_id": s.study_id}
+        elif key in s.key_index:
+            cid = s.candidates[s.key_index[key]]
+            stmt, cache_key, params = Q_PNG, (store.url, "candidate", cid), {"candidate_id": cid}
+        else:
             return None, ""
-        cid = s.candidates[pos]
-        png = _PNGS.get((store.url, cid))
+        png = _PNGS.get(cache_key)
         if png is None:
-            png = c.execute(Q_PNG, {"candidate_id": cid}).scalar()
+            png = c.execute(stmt, params).scalar()
             if png is not None:
-                _PNGS.put((store.url, cid), png)
+                _PNGS.put(cache_key, png)
         return png, ""

@@ -169,80 +169,10 @@ def main(argv=None) -> int:
                 dt, size = c.page_load(path, ds_id)
                 results.setdefault(f"page {path}", []).append(dt)
                 sizes[f"page {path}"] = size
-        rng = np.random.default_rng(0)
-        # the first click on a point loads the autoencoder (reconstruction), once per process
-        t0 = time.perf_counter()
-        _, r = c.callback("latent-detail.children",
-                          {"latent-graph.clickData": {"points": [{"curveNumber": 1, "pointNumber": 0, "customdata": 1}]}},
-                          {**state, "latent-k.value": 5})
-        cold["first point click"] = time.perf_counter() - t0
-        recon = [u for u in set(_find_urls(r.json())) if u.startswith("/_maps/")]
-        for u in recon:
-            t0 = time.perf_counter()
-            c.s.get(server.url + u, timeout=120)
-            cold.setdefault("first map images of a point (incl. model load + decode)", 0.0)
-            cold["first map images of a point (incl. model load + decode)"] += time.perf_counter() - t0
-        ks = list(K_SET)
-        colors = ["cluster", "time", "sector", "class", "dynamics"]
-        three = [0, len(times) // 2, len(times) - 1]
-        for i in range(args.repeat):
-            dt, r = c.callback("latent-graph.figure", {"latent-color.value": colors[i % 5], "latent-k.value": 5,
-                                                       "latent-flowshare.value": ["on"], "latent-times.value": three},
-                               state, changed=["latent-color.value"])
-            results.setdefault("latent map: recolour", []).append(dt)
-            sizes["latent map: recolour"] = len(r.content)
-            dt, _ = c.callback("latent-graph.figure", {"latent-color.value": "cluster", "latent-k.value": ks[i % 3],
-                                                       "latent-flowshare.value": ["on"], "latent-times.value": three},
-                               state, changed=["latent-k.value"])
-            results.setdefault("latent map: change k", []).append(dt)
-            idx = int(rng.integers(n))
-            dt, _ = c.callback("latent-detail.children",
-                               {"latent-graph.clickData": {"points": [{"curveNumber": 1, "pointNumber": 0,
-                                                                       "customdata": idx}]}},
-                               {**state, "latent-k.value": 5})
-            results.setdefault("latent map: click a point", []).append(dt)
-            if has_maps:
-                _, r = c.callback("latent-detail.children",
-                                  {"latent-graph.clickData": {"points": [{"customdata": idx}]}},
-                                  {**state, "latent-k.value": 5})
-                for u in set(_find_urls(r.json())):
-                    if u.startswith("/_maps/"):
-                        t0 = time.perf_counter()
-                        c.s.get(server.url + u, timeout=60).raise_for_status()
-                        results.setdefault("PNG of a clicked point (map or reconstruction), cold", []).append(
-                            time.perf_counter() - t0)
-            sel = rng.choice(n, size=min(500, n), replace=False).tolist()
-            dt, _ = c.callback("..latent-selection.children...latent-selection-store.data...latent-selection-csv.disabled..",
-                               {"latent-graph.selectedData": {"points": [{"customdata": j} for j in sel]}},
-                               {**state, "latent-k.value": 5})
-            results.setdefault("latent map: lasso 500 points", []).append(dt)
-            dt, _ = c.callback("timeline-graph.figure", {"timeline-k.value": ks[i % 3]}, state)
-            results.setdefault("timeline: change k", []).append(dt)
-            ti = int(rng.integers(len(times)))
-            dt, _ = c.callback("timeline-maps.children",
-                               {"timeline-graph.clickData": {"points": [{"curveNumber": 1, "pointNumber": ti,
-                                                                         "customdata": ti, "x": float(times[ti])}]}},
-                               {**state, "timeline-k.value": 5})
-            results.setdefault("timeline: click a bar (18 thumbnails)", []).append(dt)
-            dt, _ = c.callback("sectors-map.children",
-                               {"sectors-graph.clickData": {"points": [{"customdata": int(rng.integers(n))}]}},
-                               {**state, "sectors-k.value": 5})
-            results.setdefault("sectors: click a cell", []).append(dt)
-        # PNG route: cold and cached
+        _first_click(c, state, cold)
+        _interactions(c, state, n, times, args.repeat, results, sizes)
         if has_maps:
-            for i in range(args.repeat):
-                _, r = c.callback("timeline-maps.children",
-                                  {"timeline-graph.clickData": {"points": [{"customdata": i % len(times)}]}},
-                                  {**state, "timeline-k.value": 5})
-                thumbs = sorted(u for u in set(_find_urls(r.json())) if u.startswith("/_maps/"))
-                for u in thumbs[:3]:
-                    t0 = time.perf_counter()
-                    rr = c.s.get(server.url + u, timeout=30)
-                    rr.raise_for_status()
-                    results.setdefault("PNG: first request (render)", []).append(time.perf_counter() - t0)
-                    t0 = time.perf_counter()
-                    c.s.get(server.url + u, timeout=30).raise_for_status()
-                    results.setdefault("PNG: cached", []).append(time.perf_counter() - t0)
+            _png_route(c, state, times, args.repeat, results)
         rss_end = rss_mb(server.proc.pid)
         browser = browser_loads(server.url, ds_id, max(3, args.repeat // 4)) if args.browser else {}
         for path, v in browser.items():
@@ -261,6 +191,85 @@ def main(argv=None) -> int:
                            "p50_ms": {k: pct(v, 50) for k, v in results.items()},
                            "p95_ms": {k: pct(v, 95) for k, v in results.items()}})
     return 0
+
+
+def _first_click(c: Client, state: dict, cold: dict) -> None:
+    """The first click on a point loads the autoencoder (its reconstruction is drawn in the detail
+    card, with the map: no separate image request), once per process: timed apart."""
+    t0 = time.perf_counter()
+    _click_point(c, state, 1)
+    cold["first point click"] = time.perf_counter() - t0
+
+
+def _interactions(c: Client, state: dict, n: int, times, repeat: int, results: dict,
+                  sizes: dict) -> None:
+    """``repeat`` rounds of the interactive callbacks (recolour, change k, click, lasso, timeline,
+    sectors), each timed into ``results`` (seconds per call)."""
+    rng = np.random.default_rng(0)
+    ks = list(K_SET)
+    colors = ["cluster", "time", "sector", "class", "dynamics"]
+    three = [0, len(times) // 2, len(times) - 1]
+    for i in range(repeat):
+        dt, r = c.callback("latent-graph.figure", {"latent-color.value": colors[i % 5], "latent-k.value": 5,
+                                                   "latent-flowshare.value": ["on"], "latent-times.value": three},
+                           state, changed=["latent-color.value"])
+        results.setdefault("latent map: recolour", []).append(dt)
+        sizes["latent map: recolour"] = len(r.content)
+        dt, _ = c.callback("latent-graph.figure", {"latent-color.value": "cluster", "latent-k.value": ks[i % 3],
+                                                   "latent-flowshare.value": ["on"], "latent-times.value": three},
+                           state, changed=["latent-k.value"])
+        results.setdefault("latent map: change k", []).append(dt)
+        idx = int(rng.integers(n))
+        t0 = time.perf_counter()
+        _click_point(c, state, idx)
+        results.setdefault("latent map: click a point", []).append(time.perf_counter() - t0)
+        sel = rng.choice(n, size=min(500, n), replace=False).tolist()
+        dt, _ = c.callback("..latent-selection.children...latent-selection-store.data...latent-selection-csv.disabled..",
+                           {"latent-graph.selectedData": {"points": [{"customdata": j} for j in sel]}},
+                           {**state, "latent-k.value": 5})
+        results.setdefault("latent map: lasso 500 points", []).append(dt)
+        dt, _ = c.callback("..timeline-graph.figure...timeline-graph.style..",
+                           {"timeline-k.value": ks[i % 3], "timeline-time.data": None, "timeline-panels.value": []},
+                           state, changed=["timeline-k.value"])
+        results.setdefault("timeline: change k", []).append(dt)
+        ti = int(rng.integers(len(times)))
+        t0 = time.perf_counter()
+        c.callback("timeline-time.data", {"timeline-graph.clickData": {"points": [
+            {"curveNumber": 1, "pointNumber": ti, "customdata": ti, "x": float(times[ti])}]}}, state)
+        c.callback("timeline-maps.children", {"timeline-time.data": ti, "timeline-k.value": 5}, state)
+        dt = time.perf_counter() - t0
+        results.setdefault("timeline: click a bar (18 thumbnails)", []).append(dt)
+        t0 = time.perf_counter()
+        _, r = c.callback("sectors-selected.data",
+                          {"sectors-graph.clickData": {"points": [{"customdata": int(rng.integers(n))}]}}, state)
+        c.callback("sectors-map.children", {"sectors-selected.data": r.json()["response"]["sectors-selected"]["data"],
+                                            "sectors-k.value": 5}, state)
+        dt = time.perf_counter() - t0
+        results.setdefault("sectors: click a cell", []).append(dt)
+
+
+def _click_point(c: Client, state: dict, index: int):
+    """A click on a point of the latent map as the browser sends it: the click picks the point
+    (latent-selected), which draws its detail card. Returns the second call's (seconds, response)."""
+    c.callback("latent-selected.data", {"latent-graph.clickData": {"points": [
+        {"curveNumber": 1, "pointNumber": 0, "customdata": index}]}}, state)
+    return c.callback("latent-detail.children", {"latent-selected.data": index}, {**state, "latent-k.value": 5})
+
+
+def _png_route(c: Client, state: dict, times, repeat: int, results: dict) -> None:
+    """The map PNG route: the first request of a thumbnail (render) and the same again (cached)."""
+    for i in range(repeat):
+        _, r = c.callback("timeline-maps.children", {"timeline-time.data": i % len(times), "timeline-k.value": 5},
+                          state)
+        thumbs = sorted(u for u in set(_find_urls(r.json())) if u.startswith("/_maps/"))
+        for u in thumbs[:3]:
+            t0 = time.perf_counter()
+            rr = c.s.get(c.url + u, timeout=30)
+            rr.raise_for_status()
+            results.setdefault("PNG: first request (render)", []).append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            c.s.get(c.url + u, timeout=30).raise_for_status()
+            results.setdefault("PNG: cached", []).append(time.perf_counter() - t0)
 
 
 def _find_urls(obj):

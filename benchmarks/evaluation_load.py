@@ -146,50 +146,15 @@ def main(argv=None) -> int:
                           AINERD_ADMIN_PASSWORD="load-admin", GUNICORN_LOGLEVEL="warning", AINERD_DATABASE_URL=db)
     load_before = os.getloadavg()
     try:
-        # plain baselines on the same server, before the load: GET /healthz, and one expert alone
-        healthz = []
-        for _ in range(30):
-            t0 = time.perf_counter()
-            requests.get(server.url + "/healthz", timeout=30).raise_for_status()
-            healthz.append(time.perf_counter() - t0)
-        alone = {}
-        expert_worker(server.url, alone_token[1], 999, alone, threading.Barrier(1), 0.0)
-        results = [dict() for _ in tokens]
-        barrier = threading.Barrier(len(tokens))
-        threads = [threading.Thread(target=expert_worker, args=(server.url, tok, i, results[i], barrier,
-                                                              args.think_ms / 1000.0))
-                   for i, (_, tok) in enumerate(tokens)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
-        load_after = os.getloadavg()
+        run = _storm(server.url, tokens, alone_token, args.think_ms / 1000.0)
     finally:
         server.stop()
         print(f"server log: {server.log_path}", file=sys.stderr)
-    lat = [x for r in results for x in r.get("lat", [])]
-    img = [x for r in results for x in r.get("img", [])]
+    results, alone, lat = run["results"], run["alone"], run["lat"]
     errors = [e for r in results for e in r.get("errors", [])]
-    # the database after the storm
-    problems = [f"alone: {e}" for e in alone.get("errors", [])]
-    with store.session() as s:
-        for (expert, _), res in zip([*tokens, alone_token], [*results, alone]):
-            pos_cand = {a.position: a.candidate_id for a in s.query(Assignment).filter_by(expert_id=expert.id)}
-            ratings = {r.candidate_id: r for r in s.query(Rating).filter_by(expert_id=expert.id)}
-            events = s.query(RatingEvent).filter_by(expert_id=expert.id).count()
-            if len(ratings) != len(pos_cand):
-                problems.append(f"{expert.name}: {len(ratings)} ratings for {len(pos_cand)} images")
-            if events != len(res.get("acked", [])):
-                problems.append(f"{expert.name}: {events} events for {len(res.get('acked', []))} acknowledged clicks")
-            last = {}
-            for pos, similar in res.get("acked", []):
-                last[pos] = similar
-            for pos, similar in last.items():
-                r = ratings.get(pos_cand[pos])
-                if r is None or r.similar is not similar:
-                    problems.append(f"{expert.name}: answer at position {pos} lost or wrong")
+    problems = [f"alone: {e}" for e in alone.get("errors", [])] + _check_database(store, tokens, alone_token, results, alone)
+    img, healthz, wall = run["img"], run["healthz"], run["wall"]
+    load_after = run["load_after"]
     figures = {
         "experts": len(tokens), "think_ms": args.think_ms, "gunicorn_workers": args.workers, "threads_per_worker": 4,
         "images_per_expert": store.expert_view(tokens[0][0].id)["total"], "rating_posts": len(lat),
@@ -216,6 +181,53 @@ def main(argv=None) -> int:
           f"{figures['healthz_ms']['p50']} ms; load average {load_before[0]:.1f} before, {load_after[0]:.1f} at the end",
           file=sys.stderr)
     return 0 if ok else 1
+
+
+def _storm(url: str, tokens, alone_token, think_s: float) -> dict:
+    """The plain baselines on the same server first (GET /healthz, one expert alone), then every
+    expert at once; returns the per-expert outcomes and the pooled latencies (seconds)."""
+    healthz = []
+    for _ in range(30):
+        t0 = time.perf_counter()
+        requests.get(url + "/healthz", timeout=30).raise_for_status()
+        healthz.append(time.perf_counter() - t0)
+    alone = {}
+    expert_worker(url, alone_token[1], 999, alone, threading.Barrier(1), 0.0)
+    results = [dict() for _ in tokens]
+    barrier = threading.Barrier(len(tokens))
+    threads = [threading.Thread(target=expert_worker, args=(url, tok, i, results[i], barrier, think_s))
+               for i, (_, tok) in enumerate(tokens)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    return {"healthz": healthz, "alone": alone, "results": results, "wall": wall, "load_after": os.getloadavg(),
+            "lat": [x for r in results for x in r.get("lat", [])], "img": [x for r in results for x in r.get("img", [])]}
+
+
+def _check_database(store, tokens, alone_token, results, alone) -> list[str]:
+    """The database after the storm: one rating per image and one event per acknowledged click,
+    and every expert's last acknowledged answer stored. Returns the problems found."""
+    problems = []
+    with store.session() as s:
+        for (expert, _), res in zip([*tokens, alone_token], [*results, alone]):
+            pos_cand = {a.position: a.candidate_id for a in s.query(Assignment).filter_by(expert_id=expert.id)}
+            ratings = {r.candidate_id: r for r in s.query(Rating).filter_by(expert_id=expert.id)}
+            events = s.query(RatingEvent).filter_by(expert_id=expert.id).count()
+            if len(ratings) != len(pos_cand):
+                problems.append(f"{expert.name}: {len(ratings)} ratings for {len(pos_cand)} images")
+            if events != len(res.get("acked", [])):
+                problems.append(f"{expert.name}: {events} events for {len(res.get('acked', []))} acknowledged clicks")
+            last = {}
+            for pos, similar in res.get("acked", []):
+                last[pos] = similar
+            for pos, similar in last.items():
+                r = ratings.get(pos_cand[pos])
+                if r is None or r.similar is not similar:
+                    problems.append(f"{expert.name}: answer at position {pos} lost or wrong")
+    return problems
 
 
 if __name__ == "__main__":

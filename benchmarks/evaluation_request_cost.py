@@ -56,7 +56,7 @@ class Counter:
         self.checkouts += 1
 
 
-def measure(db_url: str, n: int, profile: int) -> dict:
+def measure(db_url: str, n: int, profile: int, sort: str = "cumulative") -> dict:
     from ainerd_core.studies import StudyStore, get_engine
     from ainerd_core.testing import build_tiny
     from dashboard.app import create_app
@@ -125,7 +125,7 @@ def measure(db_url: str, n: int, profile: int) -> dict:
         out[kind]["over_baseline"] = round(out[kind]["cpu_ms_median"] / base, 1) if base else None
     if prof:
         buf = io.StringIO()
-        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(profile)
+        pstats.Stats(prof, stream=buf).sort_stats(sort).print_stats(profile)
         out["profile"] = buf.getvalue()
     return out
 
@@ -136,15 +136,16 @@ def main(argv=None) -> int:
     p.add_argument("--db", help="database URL (default: SQLite in a temporary folder)")
     p.add_argument("--postgres", action="store_true", help="start a throw-away PostgreSQL server and use it")
     p.add_argument("--profile", type=int, default=0, help="print the N functions with most cumulative time")
+    p.add_argument("--sort", default="cumulative", choices=("cumulative", "tottime"), help="profile order")
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
     if args.postgres:
         from ainerd_core.postgres_server import PostgresServer
 
         with PostgresServer(durable=True) as pg:
-            return _report(measure(pg.new_database("cost"), args.n, args.profile), args.json)
+            return _report(measure(pg.new_database("cost"), args.n, args.profile, args.sort), args.json)
     db = args.db or f"sqlite:///{Path(tempfile.mkdtemp(prefix='ainerd-cost-db-')) / 'ainerd.db'}"
-    return _report(measure(db, args.n, args.profile), args.json)
+    return _report(measure(db, args.n, args.profile, args.sort), args.json)
 
 
 def _report(out: dict, json_path) -> int:

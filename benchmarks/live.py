@@ -177,119 +177,133 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="ainerd-live-bench-"))
     result: dict[str, object] = {"size": args.size, "bins": args.bins, "period_s": args.period}
     try:
-        if args.reference is None:  # the tests' reference: 8 times x 18 sectors, small precompute
-            from ainerd_core.precompute import precompute
-            from ainerd_core.simulate import SimConfig, simulate
-
-            ref = work / "reference.h5"
-            simulate(ref, SimConfig(times=8, sectors=18, seed=0))
-            precompute(ref, seed=0, neighbours=30, n_init=3, n_boot=5, targets=20, verbose=False)
-        else:
-            ref = args.reference
+        ref = _reference(work) if args.reference is None else args.reference
         data = work / "data"
         data.mkdir()
         beam = work / "beam"
         beam.mkdir()
-
-        # ------------------------------------------------------------ 1. steady + burst
-        writer = Writer(beam, args.size, args.bins)
-        w = Watch(beam, data / "live.h5", ref, work / "watch.log")
-        w.wait_ready()
-        vis = Visibility(data, "live")
-        vis.start()
-        steady = []
-        t_next = time.time()
-        for i in range(args.steady):
-            time.sleep(max(0.0, t_next - time.time()))
-            t_next = time.time() + args.period
-            steady.append(writer.drop(i))
-        wait_visible(vis, steady, 120)
-        burst = []
-        t_burst = time.time()
-        for i in range(args.steady, args.steady + args.burst):
-            burst.append(writer.drop(i))
-        t_written = time.time() - t_burst
-        wait_visible(vis, burst, 900)
-        vis.stop.set()
-        w.stop()
-        lat_s = [vis.visible[n] - writer.complete[n] for n in steady if n in vis.visible]
-        lat_b = [vis.visible[n] - writer.complete[n] for n in burst if n in vis.visible]
-        comp, comm = w.timings()
-        result.update(
-            steady_files=len(steady), steady_visible=len(lat_s), steady_p50_s=pct(lat_s, 50), steady_p95_s=pct(lat_s, 95),
-            steady_max_s=max(lat_s) if lat_s else float("nan"),
-            burst_files=len(burst), burst_visible=len(lat_b), burst_p50_s=pct(lat_b, 50), burst_p95_s=pct(lat_b, 95),
-            burst_write_s=t_written, burst_last_visible_after_s=(max(vis.visible[n] for n in burst if n in vis.visible)
-                                                                 - t_burst) if lat_b else float("nan"),
-            compute_p50_s=pct(comp, 50), compute_cpu_p50_s=pct(w.cpu, 50), commit_p50_s=pct(comm, 50), write_p50_s=pct(w.write, 50),
-            load_average=os.getloadavg(),
-            rss_mb_first=w.rss[0][2] if w.rss else float("nan"), rss_mb_last=w.rss[-1][2] if w.rss else float("nan"),
-            reader_error=vis.error)
-        print(f"file size {args.bins} maps of {args.size} x {args.size}; steady: one file per {args.period:g} s")
-        print(f"steady  {len(lat_s)}/{len(steady)} visible: p50 {result['steady_p50_s']:.2f} s, "
-              f"p95 {result['steady_p95_s']:.2f} s, max {result['steady_max_s']:.2f} s")
-        print(f"burst   {len(lat_b)}/{len(burst)} visible (written in {t_written:.1f} s): p50 {result['burst_p50_s']:.2f} s,"
-              f" p95 {result['burst_p95_s']:.2f} s; last visible {result['burst_last_visible_after_s']:.1f} s after the "
-              f"burst began")
-        print(f"watcher per file: compute p50 {result['compute_p50_s']:.2f} s wall, {result['compute_cpu_p50_s']:.2f} "
-              f"CPU s (read + resample + encode + dynamics), commit p50 {result['commit_p50_s']:.3f} s (assign, "
-              f"novelty, tables; segment write {result['write_p50_s']:.3f} s); "
-              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-        for f in burst:
-            (beam / f).unlink(missing_ok=True)  # disk: the burst's files are not needed any more
-
-        # ------------------------------------------------------------ 3. baseline
+        steady = _steady_and_burst(args, work, beam, data, ref, result)
         if not args.no_baseline:
-            base = work / "baseline.h5"
-            t0 = time.perf_counter()
-            subprocess.run([PY, "-m", "ainerd_core", "ingest", "aps", *[str(beam / f) for f in steady], "--out", str(base),
-                            "--cessation-time", "first"], cwd=REPO, check=True, capture_output=True)
-            t1 = time.perf_counter()
-            subprocess.run([PY, "-m", "ainerd_core", "precompute", str(base), "--quiet", "--neighbours", "20",
-                            "--n-init", "3", "--bootstrap", "5", "--targets", "20"], cwd=REPO, check=True,
-                           capture_output=True)
-            t2 = time.perf_counter()
-            result.update(baseline_ingest_s=t1 - t0, baseline_precompute_s=t2 - t1, baseline_total_s=t2 - t0)
-            print(f"baseline (no live mode): ingest {t1 - t0:.1f} s + precompute {t2 - t1:.1f} s = {t2 - t0:.1f} s for "
-                  f"{len(steady)} files; live p50 / baseline = {result['steady_p50_s'] / (t2 - t0):.3f}, "
-                  f"live p95 / baseline = {result['steady_p95_s'] / (t2 - t0):.3f}")
+            _baseline(beam, steady, result)
         for f in steady:
             (beam / f).unlink(missing_ok=True)
-
-        # ------------------------------------------------------------ 2. soak
         if args.soak:
-            soak_dir = work / "soak"
-            soak_dir.mkdir()
-            sw = Writer(soak_dir, args.soak_size, args.bins)
-            for i in range(args.soak):
-                sw.drop(i)
-            w2 = Watch(soak_dir, data / "soak.h5", ref, work / "soak.log")
-            t0 = time.time()
-            while w2.committed() < args.soak and w2.proc.poll() is None and time.time() - t0 < 3600:
-                time.sleep(1.0)
-            time.sleep(1.0)
-            w2.stop()
-            rows = [(n, r) for _, n, r in w2.rss if n > 0]
-            checkpoints = {}
-            for frac in (0.1, 0.25, 0.5, 0.75, 1.0):
-                want = int(round(frac * args.soak))
-                hit = [r for n, r in rows if n >= want]
-                checkpoints[want] = hit[0] if hit else float("nan")
-            n_arr = np.array([n for n, _ in rows], float)
-            r_arr = np.array([r for _, r in rows], float)
-            late = n_arr >= 0.25 * args.soak
-            slope = float(np.polyfit(n_arr[late], r_arr[late], 1)[0] * 100) if late.sum() > 2 else float("nan")
-            comp, _ = w2.timings()
-            result.update(soak_files=w2.committed(), soak_rss_mb=checkpoints, soak_rss_slope_mb_per_100_files=slope,
-                          soak_wall_s=time.time() - t0, soak_compute_p50_s=pct(comp, 50))
-            print(f"soak: {w2.committed()} files of {args.bins} x {args.soak_size}^2 maps (= {args.soak * 30 / 3600:.1f} h "
-                  f"at one file per 30 s) in {result['soak_wall_s']:.0f} s; watcher RSS (MB) after N files: "
-                  + ", ".join(f"{n}: {r:.0f}" for n, r in checkpoints.items())
-                  + f"; slope after the first 25 %: {slope:+.2f} MB per 100 files")
+            _soak(args, work, data, ref, result)
     finally:
         write_json(args.json, result)
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _reference(work: Path) -> Path:
+    """The tests' reference: 8 times x 18 sectors, small precompute."""
+    from ainerd_core.precompute import precompute
+    from ainerd_core.simulate import SimConfig, simulate
+
+    ref = work / "reference.h5"
+    simulate(ref, SimConfig(times=8, sectors=18, seed=0))
+    precompute(ref, seed=0, neighbours=30, n_init=3, n_boot=5, targets=20, verbose=False)
+    return ref
+
+
+def _steady_and_burst(args, work: Path, beam: Path, data: Path, ref: Path, result: dict) -> list[str]:
+    """Part 1: steady files one per ``--period`` s, then a burst; latency from a file being
+    complete to the dashboard's reader seeing its maps. Returns the steady files' names."""
+    writer = Writer(beam, args.size, args.bins)
+    w = Watch(beam, data / "live.h5", ref, work / "watch.log")
+    w.wait_ready()
+    vis = Visibility(data, "live")
+    vis.start()
+    steady = []
+    t_next = time.time()
+    for i in range(args.steady):
+        time.sleep(max(0.0, t_next - time.time()))
+        t_next = time.time() + args.period
+        steady.append(writer.drop(i))
+    wait_visible(vis, steady, 120)
+    burst = []
+    t_burst = time.time()
+    for i in range(args.steady, args.steady + args.burst):
+        burst.append(writer.drop(i))
+    t_written = time.time() - t_burst
+    wait_visible(vis, burst, 900)
+    vis.stop.set()
+    w.stop()
+    lat_s = [vis.visible[n] - writer.complete[n] for n in steady if n in vis.visible]
+    lat_b = [vis.visible[n] - writer.complete[n] for n in burst if n in vis.visible]
+    comp, comm = w.timings()
+    result.update(
+        steady_files=len(steady), steady_visible=len(lat_s), steady_p50_s=pct(lat_s, 50), steady_p95_s=pct(lat_s, 95),
+        steady_max_s=max(lat_s) if lat_s else float("nan"),
+        burst_files=len(burst), burst_visible=len(lat_b), burst_p50_s=pct(lat_b, 50), burst_p95_s=pct(lat_b, 95),
+        burst_write_s=t_written, burst_last_visible_after_s=(max(vis.visible[n] for n in burst if n in vis.visible)
+                                                             - t_burst) if lat_b else float("nan"),
+        compute_p50_s=pct(comp, 50), compute_cpu_p50_s=pct(w.cpu, 50), commit_p50_s=pct(comm, 50), write_p50_s=pct(w.write, 50),
+        load_average=os.getloadavg(),
+        rss_mb_first=w.rss[0][2] if w.rss else float("nan"), rss_mb_last=w.rss[-1][2] if w.rss else float("nan"),
+        reader_error=vis.error)
+    print(f"file size {args.bins} maps of {args.size} x {args.size}; steady: one file per {args.period:g} s")
+    print(f"steady  {len(lat_s)}/{len(steady)} visible: p50 {result['steady_p50_s']:.2f} s, "
+          f"p95 {result['steady_p95_s']:.2f} s, max {result['steady_max_s']:.2f} s")
+    print(f"burst   {len(lat_b)}/{len(burst)} visible (written in {t_written:.1f} s): p50 {result['burst_p50_s']:.2f} s,"
+          f" p95 {result['burst_p95_s']:.2f} s; last visible {result['burst_last_visible_after_s']:.1f} s after the "
+          f"burst began")
+    print(f"watcher per file: compute p50 {result['compute_p50_s']:.2f} s wall, {result['compute_cpu_p50_s']:.2f} "
+          f"CPU s (read + resample + encode + dynamics), commit p50 {result['commit_p50_s']:.3f} s (assign, "
+          f"novelty, tables; segment write {result['write_p50_s']:.3f} s); "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    for f in burst:
+        (beam / f).unlink(missing_ok=True)  # disk: the burst's files are not needed any more
+    return steady
+
+
+def _baseline(beam: Path, steady: list[str], result: dict) -> None:
+    """Part 3, the plain baseline: ingest the steady files and precompute them, no live mode."""
+    base = beam.parent / "baseline.h5"
+    t0 = time.perf_counter()
+    subprocess.run([PY, "-m", "ainerd_core", "ingest", "aps", *[str(beam / f) for f in steady], "--out", str(base),
+                    "--cessation-time", "first"], cwd=REPO, check=True, capture_output=True)
+    t1 = time.perf_counter()
+    subprocess.run([PY, "-m", "ainerd_core", "precompute", str(base), "--quiet", "--neighbours", "20",
+                    "--n-init", "3", "--bootstrap", "5", "--targets", "20"], cwd=REPO, check=True,
+                   capture_output=True)
+    t2 = time.perf_counter()
+    result.update(baseline_ingest_s=t1 - t0, baseline_precompute_s=t2 - t1, baseline_total_s=t2 - t0)
+    print(f"baseline (no live mode): ingest {t1 - t0:.1f} s + precompute {t2 - t1:.1f} s = {t2 - t0:.1f} s for "
+          f"{len(steady)} files; live p50 / baseline = {result['steady_p50_s'] / (t2 - t0):.3f}, "
+          f"live p95 / baseline = {result['steady_p95_s'] / (t2 - t0):.3f}")
+
+
+def _soak(args, work: Path, data: Path, ref: Path, result: dict) -> None:
+    """Part 2, the soak: ``--soak`` files dropped at once; the watcher's resident memory as it goes."""
+    soak_dir = work / "soak"
+    soak_dir.mkdir()
+    sw = Writer(soak_dir, args.soak_size, args.bins)
+    for i in range(args.soak):
+        sw.drop(i)
+    w2 = Watch(soak_dir, data / "soak.h5", ref, work / "soak.log")
+    t0 = time.time()
+    while w2.committed() < args.soak and w2.proc.poll() is None and time.time() - t0 < 3600:
+        time.sleep(1.0)
+    time.sleep(1.0)
+    w2.stop()
+    rows = [(n, r) for _, n, r in w2.rss if n > 0]
+    checkpoints = {}
+    for frac in (0.1, 0.25, 0.5, 0.75, 1.0):
+        want = int(round(frac * args.soak))
+        hit = [r for n, r in rows if n >= want]
+        checkpoints[want] = hit[0] if hit else float("nan")
+    n_arr = np.array([n for n, _ in rows], float)
+    r_arr = np.array([r for _, r in rows], float)
+    late = n_arr >= 0.25 * args.soak
+    slope = float(np.polyfit(n_arr[late], r_arr[late], 1)[0] * 100) if late.sum() > 2 else float("nan")
+    comp, _ = w2.timings()
+    result.update(soak_files=w2.committed(), soak_rss_mb=checkpoints, soak_rss_slope_mb_per_100_files=slope,
+                  soak_wall_s=time.time() - t0, soak_compute_p50_s=pct(comp, 50))
+    print(f"soak: {w2.committed()} files of {args.bins} x {args.soak_size}^2 maps (= {args.soak * 30 / 3600:.1f} h "
+          f"at one file per 30 s) in {result['soak_wall_s']:.0f} s; watcher RSS (MB) after N files: "
+          + ", ".join(f"{n}: {r:.0f}" for n, r in checkpoints.items())
+          + f"; slope after the first 25 %: {slope:+.2f} MB per 100 files")
 
 
 if __name__ == "__main__":

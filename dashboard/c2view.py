@@ -26,12 +26,12 @@ import dash_bootstrap_components as dbc
 import numpy as np
 from dash import MATCH, Input, Output, State, dcc, html
 
-from .figures import dynamics as D
+from .figures import dynamics as dynamics_figures
 from .view_state import index_or_none
 
 log = logging.getLogger(__name__)
 
-FAILED = D.STATUS_NAMES.index("failed")
+FAILED = dynamics_figures.STATUS_NAMES.index("failed")
 FIT_KEYS = ("relaxation_rate", "rate_stderr", "stretching", "stretching_stderr", "contrast", "contrast_stderr",
             "baseline", "baseline_stderr", "fit_r2", "fit_status")
 DEFAULT_LIMITS = "1-99"
@@ -132,7 +132,7 @@ def fit_columns(entry) -> dict[str, np.ndarray]:
         if arr is None:
             continue
         if key == "fit_status":
-            cols["fit_status"] = np.array([D.status_name(c) for c in np.asarray(arr)], dtype=object)
+            cols["fit_status"] = np.array([dynamics_figures.status_name(c) for c in np.asarray(arr)], dtype=object)
         elif key in ("relaxation_rate", "rate_stderr"):
             cols[f"{key}_{unit}"] = np.asarray(arr, dtype=np.float64)
         else:
@@ -155,14 +155,14 @@ def rate_table(entry) -> dict | None:
         rate = entry.result("dynamics/relaxation_rate")
         status = entry.result("dynamics/fit_status")
         status = np.zeros(len(rate), np.int8) if status is None else status
-        return D.rate_per_time(ti, len(times), rate, status, entry.sector_class(), groups=("flow", "vorticity", "all"))
+        return dynamics_figures.rate_per_time(ti, len(times), rate, status, entry.sector_class(), groups=("flow", "vorticity", "all"))
     return entry.cached("c2view/rate_table", load)
 
 
 def order_note(entry, id_prefix: str):
     """A line stating the cluster-ordering rule and its Spearman with the fitted rate (a warning
     when the order is unknown)."""
-    text, unknown = D.order_text(entry.result_attrs)
+    text, unknown = dynamics_figures.order_text(entry.result_attrs)
     return dbc.Alert(text, color="warning" if unknown else "light", id=f"{id_prefix}-order-note",
                      className="small py-1 px-2 mb-2 order-note")
 
@@ -186,7 +186,7 @@ def _state(entry, index: int, source: str, stack_row: int | None, title: str | N
 
 
 def _fit_table(key: str, fit: dict | None, unit: str):
-    rows = D.fit_rows(fit, unit) if fit else [("fit", "no dynamics were precomputed for this dataset")]
+    rows = dynamics_figures.fit_rows(fit, unit) if fit else [("fit", "no dynamics were precomputed for this dataset")]
     return dbc.Table([html.Tbody([html.Tr([html.Th(k, className="fw-normal text-muted"), html.Td(v)])
                                   for k, v in rows])], size="sm", className="c2view-fit mb-0 small",
                      id=f"{key}-c2view-fit")
@@ -207,7 +207,7 @@ def _body(entry, state: dict, diagonal_fix: bool, limits: str):
     if source in ("map", "map+recon", "stack"):
         if entry.has_maps:
             c2 = entry.read_map(index)
-            items.append(_graph(D.c2_map_figure(c2, time_step_s=step, limits=limits, diagonal_fix=diagonal_fix,
+            items.append(_graph(dynamics_figures.c2_map_figure(c2, time_step_s=step, limits=limits, diagonal_fix=diagonal_fix,
                                                 title=state.get("title") or f"C2 of map {index}"), "map", key))
         else:
             notes.append("This dataset holds latents only: no measured C2 map to draw.")
@@ -216,13 +216,13 @@ def _body(entry, state: dict, diagonal_fix: bool, limits: str):
         if recon is None:
             notes.append(f"No reconstruction: {note}.")
         else:
-            items.append(_graph(D.c2_map_figure(recon, time_step_s=step, limits=limits, diagonal_fix=diagonal_fix,
+            items.append(_graph(dynamics_figures.c2_map_figure(recon, time_step_s=step, limits=limits, diagonal_fix=diagonal_fix,
                                                 title=f"reconstruction ({note})"), "recon", key))
     if source == "stack":  # a stored reconstruction of the model page: model/recon_output[row]
         stack = entry.result("model/recon_output")
         if stack is not None and row is not None and 0 <= int(row) < len(stack):
             recon = np.asarray(stack[int(row)])
-            items.append(_graph(D.c2_map_figure(recon, time_step_s=step, limits=limits, diagonal_fix=diagonal_fix,
+            items.append(_graph(dynamics_figures.c2_map_figure(recon, time_step_s=step, limits=limits, diagonal_fix=diagonal_fix,
                                                 title=f"reconstruction of map {index} (stored by precompute)"),
                                 "recon", key))
     fit = map_fit(entry, index)
@@ -240,10 +240,10 @@ def _body(entry, state: dict, diagonal_fix: bool, limits: str):
         src = str(entry.result_attrs.get("dynamics_source") or "")
         what = "decoded map (a reconstruction)" if "reconstruction" in src or "decoded" in src else f"map {index}"
         recon_curve = _recon_g2(recon, lag, lag_unit(entry), step) if recon is not None else None
-        g2fig = D.g2_figure(lag, g2, fit, lag_unit=lag_unit(entry), rate_unit=unit, recon_g2=recon_curve,
+        g2fig = dynamics_figures.g2_figure(lag, g2, fit, lag_unit=lag_unit(entry), rate_unit=unit, recon_g2=recon_curve,
                             aged=aged, ages=ages, aged_lag=aged_lag, fit_max_lag=max_lag, title=f"g2 of the {what}, fitted at precompute")
     else:
-        g2fig = D.no_g2_figure("No g2 stored for this dataset:<br>run precompute with dynamics.")
+        g2fig = dynamics_figures.no_g2_figure("No g2 stored for this dataset:<br>run precompute with dynamics.")
     items.append(_graph(g2fig, "g2", key))
     parts = [html.Div(items, className="d-flex flex-wrap align-items-start c2view-figures")]
     parts += [html.Div(n, className="small text-muted c2view-note") for n in notes]
@@ -281,7 +281,7 @@ def c2_view(entry, index: int, *, key: str, source: str = "map", stack_row: int 
                       value=["on"] if diagonal_fix else []),
         html.Span("colour limits", className="small me-2"),
         dbc.RadioItems(id={"type": "c2view-limits", "key": key}, inline=True, className="small",
-                       options=[{"label": v, "value": k} for k, v in D.COLOR_LIMIT_LABELS.items()], value=limits),
+                       options=[{"label": v, "value": k} for k, v in dynamics_figures.COLOR_LIMIT_LABELS.items()], value=limits),
     ], className="d-flex flex-wrap align-items-center mb-1 c2view-controls")
     return html.Div([controls, html.Div(body, id={"type": "c2view-body", "key": key}),
                      dcc.Store(id={"type": "c2view-state", "key": key}, data=state)],
@@ -307,7 +307,7 @@ def register_callbacks(app, catalog) -> None:
         index = index_or_none(state.get("index"), entry.n_maps)
         if index is None:
             return dash.no_update
-        limits = limits if isinstance(limits, str) and limits in D.COLOR_LIMITS else DEFAULT_LIMITS
+        limits = limits if isinstance(limits, str) and limits in dynamics_figures.COLOR_LIMITS else DEFAULT_LIMITS
         source = state.get("source") if state.get("source") in ("map", "map+recon", "recon", "stack") else "map"
         row = state.get("row")
         if row is not None and not isinstance(row, int):

@@ -153,6 +153,20 @@ def register_csv_download(app: dash.Dash, graph_id: str, filename: str, to_csv=N
         return dict(content=to_csv(*values), filename=filename, type="text/csv")
 
 
+def register_clustering_csv(app: dash.Dash, catalog, instance_dir, graph_id: str, filename: str, k_control: str,
+                            table) -> None:
+    """The CSV button of a figure drawn for one clustering: ``table(entry, choice) -> str`` gets the
+    dataset and the :func:`dashboard.clusterings.pick_k` choice of the radio ``k_control``."""
+    def to_csv(dataset_id, k):
+        entry = catalog.get(dataset_id)
+        if entry is None:
+            return ""
+        return table(entry, clusterings.pick_k(entry, k, instance_dir))
+
+    register_csv_download(app, graph_id, filename, to_csv=to_csv,
+                          states=(State(DATASET_STORE, "data"), State(k_control, "value")))
+
+
 def register_seeded_redraw(app: dash.Dash, catalog, graph_id: str, button_id: str, seed_id: str, draw,
                            usable=lambda entry: True) -> None:
     """A 'draw other maps' button next to a seed box: the button adds one to the seed, and either

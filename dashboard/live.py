@@ -195,14 +195,14 @@ def _register_redraws(app, services, changed_entry) -> None:
                   State("timeline-k", "value"), State("timeline-time", "data"), State("timeline-panels", "value"),
                   State("timeline-graph", "figure"), State("timeline-graph", "relayoutData"), prevent_initial_call=True)
     def redraw_timeline(live, k, time_index, panels, old, relayout):
-        from .pages import timeline as T
+        from .pages import timeline as timeline_page
         from .view_state import index_or_none
 
         entry = changed_entry(live)
         if entry is None or not entry.has_results:
             return dash.no_update
         times = entry.result("tables/times")
-        fig = T.build_figure(entry, pick_k(entry, k, instance_dir), instance_dir=instance_dir,
+        fig = timeline_page.build_figure(entry, pick_k(entry, k, instance_dir), instance_dir=instance_dir,
                              time_index=index_or_none(time_index, 0 if times is None else len(times)), panels=panels)
         return keep_view(fig, old, relayout)
 
@@ -210,24 +210,24 @@ def _register_redraws(app, services, changed_entry) -> None:
                   State("sectors-k", "value"), State("sectors-graph", "figure"), State("sectors-graph", "relayoutData"),
                   prevent_initial_call=True)
     def redraw_sectors(live, k, old, relayout):
-        from .pages import sectors as S
+        from .pages import sectors as sectors_page
 
         entry = changed_entry(live)
         if entry is None or not entry.has_results:
             return dash.no_update
-        return keep_view(S.build_figure(entry, pick_k(entry, k, instance_dir), instance_dir), old, relayout)
+        return keep_view(sectors_page.build_figure(entry, pick_k(entry, k, instance_dir), instance_dir), old, relayout)
 
     @app.callback(Output("latent-graph", "figure", allow_duplicate=True), Input("live-version", "data"),
                   State("latent-color", "value"), State("latent-k", "value"), State("latent-flowshare", "value"),
                   State("latent-times", "value"), State("latent-selected", "data"), State("latent-graph", "figure"),
                   State("latent-graph", "relayoutData"), prevent_initial_call=True)
     def redraw_latent(live, color_by, k, share, times, selected, old, relayout):
-        from .pages import latent_map as L
+        from .pages import latent_map as latent_page
 
         entry = changed_entry(live)
         if entry is None or not entry.has_results:
             return dash.no_update
-        fig = L.build_figure(entry, color_by or "cluster", pick_k(entry, k, instance_dir), bool(share),
+        fig = latent_page.build_figure(entry, color_by or "cluster", pick_k(entry, k, instance_dir), bool(share),
                              list(times or [])[:3], selected, instance_dir)
         return keep_view(fig, old, relayout)
 
@@ -235,11 +235,11 @@ def _register_redraws(app, services, changed_entry) -> None:
                   State("url", "search"), prevent_initial_call=True)
     def redraw_overview(live, search):
         from .pages import PageContext, parse_query
-        from .pages import overview as O
+        from .pages import overview as overview_page
 
         entry = changed_entry(live)
         if entry is None:
             return dash.no_update
         ctx = PageContext(dataset=entry, dataset_id=entry.id, datasets=catalog.entries(), query=parse_query(search),
                           services=services)
-        return O.layout(ctx).children
+        return overview_page.layout(ctx).children

@@ -1,6 +1,6 @@
 """The expert side per request (ainerd_core/study_expert.py), on SQLite and PostgreSQL, through the app.
 
-- a rating click is one pool checkout and 4 statements, an image one checkout (counted with
+- a rating click is one pool checkout and 3 statements, an image one checkout (counted with
   SQLAlchemy events: the work per request cannot silently grow back);
 - nothing the expert side executes names ``candidate_sources`` or ``dataset_index`` (every SQL
   statement of a whole expert session is recorded);
@@ -98,8 +98,8 @@ def test_one_connection_per_request_and_no_admin_table(world):
         assert click(c, dep, "rate-back", total).status_code == 200
         assert c.get("/evaluate/_dash-layout").status_code == 200
     # after the first click (which reads the expert's fixed data once) every click is one
-    # checkout and 4 statements: upsert, re-check, event, next position with the count
-    assert per_click[0][0] == 1 and all(p == (1, 4) for p in per_click[1:]), per_click
+    # checkout and 3 statements: the upsert if still allowed, the event, next position with the count
+    assert per_click[0][0] == 1 and all(p == (1, 3) for p in per_click[1:]), per_click
     assert everything.sql and not any("candidate_sources" in s or "dataset_index" in s for s in everything.sql)
     assert store.expert_view(world["tokens"][0][0].id)["rated"] == total
 
@@ -107,8 +107,8 @@ def test_one_connection_per_request_and_no_admin_table(world):
 def test_revocation_and_closing_are_never_cached(world):
     store, (expert, _) = world["store"], world["tokens"][1]
     c, dep, layout = login(world, 1)
-    src = find_props(layout, "eval-candidate")["src"]
-    assert c.get(src).status_code == 200  # caches warm: slots and this PNG
+    src, target = find_props(layout, "eval-candidate")["src"], find_props(layout, "eval-target")["src"]
+    assert c.get(src).status_code == 200 and c.get(target).status_code == 200  # caches warm: slots, PNGs
     assert click(c, dep, "rate-similar", 0).status_code == 200
     for act, undo, word in ((lambda: store.revoke(str(expert.id)), lambda: store.restore(expert.id), "withdrawn"),
                             (lambda: store.close_study(world["study"].id), lambda: store.reopen(world["study"].id),
@@ -118,14 +118,14 @@ def test_revocation_and_closing_are_never_cached(world):
         payload = json.loads(r.data)["response"]
         assert word in payload["eval-error"]["children"] and payload["rate-similar"]["disabled"] is True
         assert set(payload) == {"rate-similar", "rate-not-similar", "eval-error"}
-        assert c.get(src).status_code == 403
+        assert c.get(src).status_code == 403 and c.get(target).status_code == 403
         assert click(c, dep, "rate-next", 0).status_code == 200  # answered, but only with the reason
         with get_engine(store.url).connect() as conn:
             events = conn.execute(RatingEvent.__table__.select().where(RatingEvent.expert_id == expert.id)).all()
             ratings = conn.execute(Rating.__table__.select().where(Rating.expert_id == expert.id)).all()
         assert len(events) == 1 and len(ratings) == 1  # the refused clicks left nothing
         undo()
-        assert c.get(src).status_code == 200
+        assert c.get(src).status_code == 200 and c.get(target).data.startswith(b"\x89PNG")
     r = click(c, dep, "rate-not-similar", 1)
     assert json.loads(r.data)["response"]["eval-error"]["children"] == ""
     assert store.expert_view(expert.id)["rated"] == 2
@@ -166,3 +166,49 @@ def test_png_cache_is_bounded_and_serves_the_stored_bytes(world):
     first = store.image_for_key(expert.id, key)
     assert first.startswith(b"\x89PNG") and study_expert.image(store, expert.id, key) == (first, "")
     assert study_expert.image(store, expert.id + 1, key)[0] is None  # another expert's key: nothing
+
+
+def test_the_write_itself_refuses_an_expired_link(world):
+    store, study = world["store"], world["study"]
+    late, _ = store.add_expert(study.id, "Late", expires_days=-1)
+    with pytest.raises(study_expert.Refused) as exc:
+        store.record_rating(late.id, 0, True)
+    assert exc.value.reason == study_expert.EXPIRED
+    with get_engine(store.url).connect() as conn:
+        assert not conn.execute(Rating.__table__.select().where(Rating.expert_id == late.id)).all()
+        assert not conn.execute(RatingEvent.__table__.select().where(RatingEvent.expert_id == late.id)).all()
+    soon, _ = store.add_expert(study.id, "Soon", expires_days=1)
+    assert store.record_rating(soon.id, 0, False)["version"] == 1
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # SQLite has no server connection
+def test_idle_server_connections_are_replaced_before_use(world, database, monkeypatch):
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.pool import NullPool
+
+    from ainerd_core import study_db
+
+    store, eid = world["store"], world["tokens"][0][0].id
+    admin = create_engine(database.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+
+    def restart_like():  # the server ends every other connection to this database, as a restart does
+        assert store.check_expert(eid)[0] == eid  # a pooled connection exists and was just used
+        with admin.connect() as c:
+            c.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()"))
+
+    # control: a connection used moments ago is not pinged, so its death fails one request...
+    monkeypatch.setattr(study_db, "PING_IDLE_S", 1e9)
+    restart_like()
+    with pytest.raises(OperationalError):
+        store.check_expert(eid)
+    assert store.check_expert(eid)[0] == eid  # ...and the pool is replaced for the next one
+    # once idle for PING_IDLE_S, it is pinged at checkout and replaced before the request uses it
+    monkeypatch.setattr(study_db, "PING_IDLE_S", 0.0)
+    restart_like()
+    assert store.check_expert(eid)[0] == eid
+    c, dep, layout = login(world)
+    restart_like()
+    assert click(c, dep, "rate-similar", find_props(layout, "eval-pos")["data"]).status_code == 200
+    admin.dispose()

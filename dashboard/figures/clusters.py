@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .common import CLUSTER_COLORS, NOISE_COLOR, cluster_color  # noqa: F401 - the explorer's palette
-from .similarity import _styled, image_grid_figure, scatter_trace
+from .common import image_grid_figure, scatter_trace, styled
 
 METRICS = (("inertia", "inertia (elbow)", "lower is tighter"),
            ("silhouette", "silhouette", "higher is better"),
@@ -25,7 +25,7 @@ def cluster_name(label: int) -> str:
 
 
 # --------------------------------------------------------------------------- k sweep
-@_styled
+@styled
 def k_sweep_figure(sweep: Mapping[str, np.ndarray], chosen_k: int | None = None,
                    suggested_k: int | None = None, k_rule: str | None = None) -> go.Figure:
     """Inertia (elbow), silhouette, Davies-Bouldin and Calinski-Harabasz vs k (2 x 2 panels).
@@ -75,7 +75,7 @@ def k_sweep_figure(sweep: Mapping[str, np.ndarray], chosen_k: int | None = None,
 
 
 # --------------------------------------------------------------------------- scatter panels
-@_styled
+@styled
 def umap_panels_figure(panels: Mapping[str, tuple[np.ndarray, np.ndarray]], *, height: int = 380,
                        title: str | None = None) -> go.Figure:
     """Side-by-side scatter panels ``{title: (xy (N, 2), labels (N,))}``, one trace per cluster
@@ -111,14 +111,14 @@ def _label_traces_subset(fig, xy, labels, col, legend_labels, panel):
                       row=1, col=col)
 
 
-@_styled
+@styled
 def k_compare_umap_figure(xy, labels_by_k: Mapping[int, np.ndarray]) -> go.Figure:
     """k = 3 / 5 / 8 side by side on the same UMAP (panel titles ``k = 3`` ...)."""
     return umap_panels_figure({f"k = {int(k)}": (xy, lab) for k, lab in labels_by_k.items()},
                               title="the same maps clustered with k = " + " / ".join(str(int(k)) for k in labels_by_k))
 
 
-@_styled
+@styled
 def latent_vs_raw_umap_figure(umap_latent, umap_raw, labels) -> go.Figure:
     """UMAP of the latents next to the UMAP of the raw-pixel baseline, coloured by the same labels."""
     return umap_panels_figure({"UMAP of the latents": (umap_latent, labels),
@@ -126,7 +126,7 @@ def latent_vs_raw_umap_figure(umap_latent, umap_raw, labels) -> go.Figure:
                               title="latent vs raw-pixel UMAP, coloured by the chosen clustering")
 
 
-@_styled
+@styled
 def counts_over_time_figure(times, counts_by_k: Mapping[int, np.ndarray]) -> go.Figure:
     """Stacked bars of maps per cluster at each time, one panel per k (shared y axis).
 
@@ -177,7 +177,7 @@ def rank_color(i: int) -> str:
     return RANK_GREYS[min(int(i), len(RANK_GREYS) - 1)]
 
 
-@_styled
+@styled
 def algorithm_sizes_figure(labels_by_name: Mapping[str, np.ndarray]) -> go.Figure:
     """Horizontal stacked bars: each algorithm's cluster sizes, largest first (greys by rank, not
     cluster colours: the i-th largest cluster of two algorithms is not the same cluster), noise
@@ -212,7 +212,7 @@ def algorithm_sizes_figure(labels_by_name: Mapping[str, np.ndarray]) -> go.Figur
     return fig
 
 
-@_styled
+@styled
 def stability_figure(ari: Mapping[str, np.ndarray]) -> go.Figure:
     """Box + points of the adjusted Rand index distributions, e.g. ``{"seeds": ..., "bootstrap": ...}``
     (trace ``name`` = key, ``y`` = the array)."""
@@ -240,7 +240,7 @@ def draw_examples(labels, n_per_cluster: int, seed: int) -> dict[int, np.ndarray
     return out
 
 
-@_styled
+@styled
 def examples_figure(examples: Mapping[int, Sequence[int]], urls: Mapping[int, Sequence[str]],
                     n_per_cluster: int, sizes: Mapping[int, int] | None = None, seed: int | None = None) -> go.Figure:
     """A row of thumbnails per cluster (row titles ``cluster c (n maps)``); tile customdata =
@@ -266,7 +266,7 @@ def examples_figure(examples: Mapping[int, Sequence[int]], urls: Mapping[int, Se
     return fig
 
 
-@_styled
+@styled
 def labels_scatter_figure(xy, labels, title: str) -> go.Figure:
     """One UMAP coloured by labels (re-clustering result)."""
     return umap_panels_figure({title: (xy, labels)}, height=380)

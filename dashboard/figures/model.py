@@ -6,10 +6,10 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .similarity import _styled, image_grid_figure
+from .common import image_grid_figure, styled
 
 
-@_styled
+@styled
 def learning_curve_figure(epoch, train_loss, val_loss=None) -> go.Figure:
     """Training and validation loss vs epoch (log y); the best validation epoch is marked
     (trace ``"best checkpoint"``)."""
@@ -32,7 +32,7 @@ def learning_curve_figure(epoch, train_loss, val_loss=None) -> go.Figure:
     return fig
 
 
-@_styled
+@styled
 def latent_sweep_figure(latent_size, test_mse, chosen: int | None = 64) -> go.Figure:
     """Test MSE vs latent size (log2 x axis); the size in use is marked (trace ``"in use"``)."""
     size = np.asarray(latent_size, dtype=np.float64)
@@ -52,7 +52,7 @@ def latent_sweep_figure(latent_size, test_mse, chosen: int | None = 64) -> go.Fi
     return fig
 
 
-@_styled
+@styled
 def reconstruction_figure(indices: Sequence[int], input_urls: Sequence[str], output_urls: Sequence[str],
                           mse: Sequence[float] | None = None, n_cols: int | None = None) -> go.Figure:
     """Inputs (top row of each pair) above their reconstructions (row below).
@@ -83,7 +83,7 @@ def reconstruction_figure(indices: Sequence[int], input_urls: Sequence[str], out
                              title="maps drawn at random by precompute and their reconstructions", tile_px=100)
 
 
-@_styled
+@styled
 def noise_grid_figure(urls: Sequence[str], sigma: float | None = None, n_cols: int = 4) -> go.Figure:
     """Maps decoded from latent + Gaussian noise, in a grid (4 x 4 for 16)."""
     title = "decoded latent + Gaussian noise" + (f" (sigma = {sigma:g})" if sigma is not None else "")

@@ -1,7 +1,7 @@
 """Figures of the similarity page (pure: arrays and image URLs in, ``go.Figure`` out).
 
 C2 maps are never drawn as heatmap traces: thumbnails are PNG images served by the dashboard's
-image route, placed as ``layout.images`` in a grid (:func:`image_grid_figure`). An invisible
+image route, placed as ``layout.images`` in a grid (:func:`dashboard.figures.common.image_grid_figure`). An invisible
 scatter trace over the grid carries each tile's ``customdata`` (dataset index, distance, rank) so
 hovering and clicking work, and PNG export from the modebar includes the images.
 """
@@ -13,101 +13,21 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import TEMPLATE, WEBGL_MIN_POINTS, event_list, scatter_trace  # noqa: F401
+# WEBGL_MIN_POINTS, CAPTION_H and image_grid_figure: callers use them as F.<name>
+from .common import CAPTION_H, WEBGL_MIN_POINTS, event_list, image_grid_figure, scatter_trace, styled  # noqa: F401
 
 SPACE_COLORS = {"latent": "#1f77b4", "raw": "#d62728", "pca": "#2ca02c"}
 SPACE_NAMES = {"latent": "latent space", "raw": "raw pixels", "pca": "PCA-64 of raw pixels"}
 RANK_DASH = {1: "solid", 10: "dash", 100: "dot"}
 RELEVANT_COLORS = {True: "#2ca02c", False: "#d62728", None: "rgba(0,0,0,0)"}
 TARGET_COLOR = "#ff7f0e"
-CAPTION_H = 0.2  # caption band under each tile, in tile heights
-
-
-def _styled(builder):
-    """Give a figure builder's result the dashboard's lean template (theme only, data untouched)."""
-    import functools
-
-    @functools.wraps(builder)
-    def wrapper(*args, **kwargs):
-        fig = builder(*args, **kwargs)
-        if isinstance(fig, go.Figure):
-            fig.update_layout(template=TEMPLATE)
-        return fig
-    return wrapper
 
 
 def _ordinal(r: int) -> str:
     return f"{r}{'th' if 10 <= r % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(r % 10, 'th')}"
 
 
-# --------------------------------------------------------------------------- image grids
-@_styled
-def image_grid_figure(urls: Sequence[str], n_cols: int, *, captions: Sequence[str] | None = None,
-                      hover: Sequence[str] | None = None, customdata: Sequence | None = None,
-                      border_colors: Sequence[str | None] | None = None, row_titles: Sequence[str] | None = None,
-                      title: str | None = None, tile_px: int = 110, uirevision=None) -> go.Figure:
-    """Tiles of PNG images in a grid, row-major, tile i at (row i // n_cols, column i % n_cols).
-
-    Parameters
-    ----------
-    urls : image URLs (the dashboard's opaque-id PNG route); empty/None leaves a blank tile.
-    n_cols : tiles per row.
-    captions : text under each tile; hover : hover text of each tile.
-    customdata : per-tile data for click/hover callbacks (one list per tile).
-    border_colors : colour of a frame around each tile (None = no frame).
-    row_titles : a label left of each row.
-
-    Each tile occupies the unit square [col, col + 1] x [-row - 1, -row] (y grows upward, so
-    row 0 is on top); the invisible marker at the tile centre is trace 0's point i.
-    """
-    urls = list(urls)
-    n = len(urls)
-    n_cols = max(1, int(n_cols))
-    n_rows = max(1, -(-n // n_cols))
-    pad = 0.04
-    pitch = 1.0 + (CAPTION_H if captions is not None else 0.0)  # row height in tile units
-    cx = [i % n_cols + 0.5 for i in range(n)]
-    cy = [-(i // n_cols) * pitch - 0.5 for i in range(n)]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(
-        x=cx, y=cy, mode="markers", name="maps", showlegend=False,
-        marker=dict(size=max(8, tile_px - 10), symbol="square", opacity=0.0, color="#000"),
-        text=list(hover) if hover is not None else None,
-        hovertemplate="%{text}<extra></extra>" if hover is not None else None,
-        hoverinfo=None if hover is not None else "skip",
-        customdata=[list(c) if isinstance(c, (list, tuple, np.ndarray)) else [c] for c in customdata]
-        if customdata is not None else None))
-    images, shapes, annotations = [], [], []
-    for i, url in enumerate(urls):
-        col, row = i % n_cols, i // n_cols
-        top = -row * pitch
-        if url:
-            images.append(dict(source=url, xref="x", yref="y", x=col + pad, y=top - pad,
-                               sizex=1 - 2 * pad, sizey=1 - 2 * pad, xanchor="left", yanchor="top",
-                               sizing="stretch", layer="below"))
-        color = border_colors[i] if border_colors is not None else None
-        if color:
-            shapes.append(dict(type="rect", xref="x", yref="y", x0=col + pad / 2, x1=col + 1 - pad / 2,
-                               y0=top - 1 + pad / 2, y1=top - pad / 2, line=dict(color=color, width=3)))
-        if captions is not None and captions[i]:
-            annotations.append(dict(x=col + 0.5, y=top - 1, xref="x", yref="y", text=captions[i],
-                                    showarrow=False, yanchor="top", font=dict(size=10)))
-    for r, label in enumerate(row_titles or []):
-        annotations.append(dict(x=-0.05, y=-r * pitch - 0.5, xref="x", yref="y", text=label, showarrow=False,
-                                xanchor="right", font=dict(size=11)))
-    left = 90 if row_titles else 10
-    top_m = 40 if title else 10
-    fig.update_layout(
-        images=images, shapes=shapes, annotations=annotations, title=title,
-        height=int(n_rows * pitch * tile_px + top_m + 10),
-        margin=dict(l=left, r=10, t=top_m, b=10), plot_bgcolor="white",
-        hovermode="closest", dragmode=False, uirevision=uirevision)
-    fig.update_xaxes(range=[0, n_cols], visible=False, fixedrange=True)
-    fig.update_yaxes(range=[-n_rows * pitch, 0], visible=False, fixedrange=True, scaleanchor="x", scaleratio=1)
-    return fig
-
-
-@_styled
+@styled
 def neighbour_grid_figure(space: str, index, distance, urls: Sequence[str], *, n_cols: int = 6,
                           relevant: Sequence[bool | None] | None = None, hover: Sequence[str] | None = None,
                           title: str | None = None) -> go.Figure:
@@ -156,7 +76,7 @@ def map_heatmap_figure(arr, title: str, *, height: int = 360) -> go.Figure:
 
 
 # --------------------------------------------------------------------------- distributions
-@_styled
+@styled
 def distance_distribution_figure(distances: dict[str, np.ndarray], ranks: Sequence[int] = (1, 10, 100), *,
                                  target: dict[str, np.ndarray] | None = None, nbins: int = 40) -> go.Figure:
     """Histograms of the r-th neighbour distance over all maps, one panel per space.
@@ -203,7 +123,7 @@ def distance_distribution_figure(distances: dict[str, np.ndarray], ranks: Sequen
 
 
 # --------------------------------------------------------------------------- target picker
-@_styled
+@styled
 def target_umap_figure(xy, *, labels=None, target: int | None = None, latent_nn=None, raw_nn=None,
                        height: int = 330) -> go.Figure:
     """Small UMAP to pick a target by clicking; the target and its neighbours highlighted.

@@ -61,38 +61,11 @@ def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *
     first_extra = 2 if has_stress else 1
     bar_row = first_extra + len(extras)
     rows = bar_row + (1 if has_rates else 0)
-    if rows > 1:
-        heights = ([0.42] if has_stress else []) + [0.22] * len(extras) + [0.58 if not extras else 0.46] \
-            + ([0.4] if has_rates else [])
-        heights = [h / sum(heights) for h in heights][:rows]
-        fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.04 if rows == 2 else 0.03,
-                            row_heights=heights)
-    else:
-        fig = make_subplots(rows=1, cols=1)
-    for j, (name, et, ev, unit) in enumerate(extras):
-        fig.add_trace(go.Scatter(x=et, y=ev, mode="lines", name=name, line=dict(color="#444", width=1.2),
-                                 hovertemplate=f"t = %{{x:.0f}} s<br>{name} = %{{y:.3g}} {unit}<extra></extra>",
-                                 showlegend=False), row=first_extra + j, col=1)
-        fig.update_yaxes(title_text=f"{name} ({unit})", row=first_extra + j, col=1)
-    if has_stress:
-        fig.add_trace(go.Scatter(x=np.asarray(stress_time, dtype=float), y=np.asarray(stress, dtype=float),
-                                 mode="lines", name="shear stress", line=dict(color="#222", width=1.5),
-                                 hovertemplate="t = %{x:.0f} s<br>stress = %{y:.3g} Pa<extra></extra>",
-                                 legendgroup="stress", showlegend=False), row=1, col=1)
-    index = np.arange(times.size)
+    fig = _grid(rows, has_stress, len(extras), has_rates)
+    _add_rheology(fig, stress_time if has_stress else None, stress, extras, first_extra)
     width = float(np.min(np.diff(times))) * 0.85 if times.size > 1 else None
     dense = times.size > DENSE_TIMES
-    for c in range(counts.shape[1]):
-        hover = f"t = %{{x:.0f}} s<br>cluster {c}: %{{y}} maps<extra></extra>"
-        if dense:  # hundreds of time points: stacked steps (one path per cluster, not one per bar)
-            trace = go.Scatter(x=times, y=counts[:, c].astype(np.int32), name=f"cluster {c}",
-                               customdata=event_list(index), stackgroup="clusters", mode="lines",
-                               line=dict(width=0.5, shape="hvh", color=cluster_color(c)),
-                               fillcolor=cluster_color(c), hovertemplate=hover)
-        else:
-            trace = go.Bar(x=times, y=counts[:, c].astype(np.int32), name=f"cluster {c}", customdata=event_list(index),
-                           marker=dict(color=cluster_color(c), line=dict(width=0)), width=width, hovertemplate=hover)
-        fig.add_trace(trace, row=bar_row, col=1)
+    _add_counts(fig, times, counts, bar_row, width, dense)
     if has_rates:
         from .dynamics import add_rate_panel
 
@@ -102,11 +75,7 @@ def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *
         for r in range(1, rows + 1):
             fig.add_vline(x=float(t), line=dict(color=MINIMA_COLOR, width=1, dash="dash"), row=r, col=1)
     if selected_time_index is not None and 0 <= int(selected_time_index) < times.size:
-        t = float(times[int(selected_time_index)])
-        half = (width or 1.0) / 2
-        fig.add_shape(type="rect", x0=t - half, x1=t + half, y0=0, y1=float(counts[int(selected_time_index)].sum()),
-                      line=dict(color="#000", width=2), fillcolor="rgba(0,0,0,0)", row=bar_row, col=1,
-                      name="selected-time")
+        _outline_time(fig, times, counts, int(selected_time_index), width, bar_row)
     fig.update_layout(template=TEMPLATE, barmode="stack", bargap=0.1, hovermode="x" if dense else "closest",
                       height=height or ((620 if has_stress else 380) + (220 if has_rates else 0) + 140 * len(extras)),
                       uirevision="timeline",
@@ -118,25 +87,73 @@ def timeline_figure(times, counts, stress_time=None, stress=None, minima=None, *
     fig.update_yaxes(title_text="maps per cluster", row=bar_row, col=1)
     if has_stress:
         fig.update_yaxes(title_text="shear stress (Pa)", row=1, col=1)
-        st, sv = np.asarray(stress_time, dtype=float), np.asarray(stress, dtype=float)
-        if times.size:
-            # focus on the XPCS acquisitions after cessation: the pre-shear stress is orders of
-            # magnitude larger and would flatten the relaxation (double-click autoscales)
-            half = (width or 0.0) / 0.85 / 2 if width else 0.0
-            lo, hi = float(times.min()) - half, float(times.max()) + half
-            fig.update_xaxes(range=[lo, hi], row=rows, col=1)  # the bottom axis: the others match it
-            inside = (st > max(lo, 0.0)) & (st <= hi)
-            if inside.sum() >= 2:
-                y0, y1 = float(sv[inside].min()), float(sv[inside].max())
-                pad = 0.06 * ((y1 - y0) or abs(y1) or 1.0)
-                fig.update_yaxes(range=[y0 - pad, y1 + pad], row=1, col=1)
-    if extras and times.size:
+    if times.size and (has_stress or extras):
+        # focus on the XPCS acquisitions after cessation: the pre-shear stress is orders of
+        # magnitude larger and would flatten the relaxation (double-click autoscales)
         half = (width or 0.0) / 0.85 / 2 if width else 0.0
         lo, hi = float(times.min()) - half, float(times.max()) + half
+        if has_stress:
+            fig.update_xaxes(range=[lo, hi], row=rows, col=1)  # the bottom axis: the others match it
+            _focus_y(fig, np.asarray(stress_time, dtype=float), np.asarray(stress, dtype=float), lo, hi, 1)
         for j, (_, et, ev, _) in enumerate(extras):  # the same focus for rate and viscosity
-            inside = (et > max(lo, 0.0)) & (et <= hi) & np.isfinite(ev)
-            if inside.sum() >= 2:
-                y0, y1 = float(ev[inside].min()), float(ev[inside].max())
-                pad = 0.06 * ((y1 - y0) or abs(y1) or 1.0)
-                fig.update_yaxes(range=[y0 - pad, y1 + pad], row=first_extra + j, col=1)
+            _focus_y(fig, et, ev, lo, hi, first_extra + j)
     return fig
+
+
+def _grid(rows: int, has_stress: bool, n_extras: int, has_rates: bool) -> go.Figure:
+    """The stacked rows sharing the time axis: stress, extra rheology rows, counts, rates."""
+    if rows == 1:
+        return make_subplots(rows=1, cols=1)
+    heights = ([0.42] if has_stress else []) + [0.22] * n_extras + [0.58 if not n_extras else 0.46] \
+        + ([0.4] if has_rates else [])
+    heights = [h / sum(heights) for h in heights][:rows]
+    return make_subplots(rows=rows, cols=1, shared_xaxes=True, vertical_spacing=0.04 if rows == 2 else 0.03,
+                         row_heights=heights)
+
+
+def _add_rheology(fig, stress_time, stress, extras, first_extra: int) -> None:
+    """The stress curve (row 1; none without ``stress_time``) and the extra rheology rows."""
+    for j, (name, et, ev, unit) in enumerate(extras):
+        fig.add_trace(go.Scatter(x=et, y=ev, mode="lines", name=name, line=dict(color="#444", width=1.2),
+                                 hovertemplate=f"t = %{{x:.0f}} s<br>{name} = %{{y:.3g}} {unit}<extra></extra>",
+                                 showlegend=False), row=first_extra + j, col=1)
+        fig.update_yaxes(title_text=f"{name} ({unit})", row=first_extra + j, col=1)
+    if stress_time is not None:
+        fig.add_trace(go.Scatter(x=np.asarray(stress_time, dtype=float), y=np.asarray(stress, dtype=float),
+                                 mode="lines", name="shear stress", line=dict(color="#222", width=1.5),
+                                 hovertemplate="t = %{x:.0f} s<br>stress = %{y:.3g} Pa<extra></extra>",
+                                 legendgroup="stress", showlegend=False), row=1, col=1)
+
+
+def _outline_time(fig, times, counts, ti: int, width, row: int) -> None:
+    """A frame around time ``ti``'s bar stack (the time whose maps are shown)."""
+    t = float(times[ti])
+    half = (width or 1.0) / 2
+    fig.add_shape(type="rect", x0=t - half, x1=t + half, y0=0, y1=float(counts[ti].sum()),
+                  line=dict(color="#000", width=2), fillcolor="rgba(0,0,0,0)", row=row, col=1,
+                  name="selected-time")
+
+
+def _add_counts(fig, times, counts, row: int, width, dense: bool) -> None:
+    """One trace per cluster of stacked counts; ``customdata`` = time index (clicks)."""
+    index = np.arange(times.size)
+    for c in range(counts.shape[1]):
+        hover = f"t = %{{x:.0f}} s<br>cluster {c}: %{{y}} maps<extra></extra>"
+        if dense:  # hundreds of time points: stacked steps (one path per cluster, not one per bar)
+            trace = go.Scatter(x=times, y=counts[:, c].astype(np.int32), name=f"cluster {c}",
+                               customdata=event_list(index), stackgroup="clusters", mode="lines",
+                               line=dict(width=0.5, shape="hvh", color=cluster_color(c)),
+                               fillcolor=cluster_color(c), hovertemplate=hover)
+        else:
+            trace = go.Bar(x=times, y=counts[:, c].astype(np.int32), name=f"cluster {c}", customdata=event_list(index),
+                           marker=dict(color=cluster_color(c), line=dict(width=0)), width=width, hovertemplate=hover)
+        fig.add_trace(trace, row=row, col=1)
+
+
+def _focus_y(fig, t, values, lo: float, hi: float, row: int) -> None:
+    """The y range of ``row`` spans the (finite) values at times in (max(lo, 0), hi], padded 6 %."""
+    inside = (t > max(lo, 0.0)) & (t <= hi) & np.isfinite(values)
+    if inside.sum() >= 2:
+        y0, y1 = float(values[inside].min()), float(values[inside].max())
+        pad = 0.06 * ((y1 - y0) or abs(y1) or 1.0)
+        fig.update_yaxes(range=[y0 - pad, y1 + pad], row=row, col=1)

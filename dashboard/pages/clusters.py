@@ -17,10 +17,10 @@ import dash_bootstrap_components as dbc
 import numpy as np
 from dash import Input, Output, State, dash_table, dcc, html
 
-from ainerd_core import analysis as A
+from ainerd_core import analysis
 from ainerd_core.results import counts_name, labels_name
 from dashboard import clusterings
-from dashboard.figures import clusters as F
+from dashboard.figures import clusters as figures
 from dashboard.pages import DATASET_STORE
 
 from ..explorer import graph_card, message, register_csv_download, register_seeded_redraw, thumb_url
@@ -45,7 +45,7 @@ def _sweep(entry) -> dict | None:
     if k is None:
         return None
     out = {"k": np.asarray(k)}
-    for key, *_ in F.METRICS:
+    for key, *_ in figures.METRICS:
         v = entry.result(f"kmeans/{key}")
         if v is not None:
             out[key] = np.asarray(v)
@@ -64,10 +64,10 @@ def _algorithms(entry) -> dict[str, np.ndarray]:
 
 def _examples_fig(entry, dataset_id, seed):
     labels = entry.result("labels")
-    examples = F.draw_examples(labels, N_EXAMPLES, seed)
+    examples = figures.draw_examples(labels, N_EXAMPLES, seed)
     urls = {lab: [thumb_url(entry, dataset_id, i) for i in idx] for lab, idx in examples.items()}
     sizes = {lab: int((labels == lab).sum()) for lab in examples}
-    return F.examples_figure(examples, urls, N_EXAMPLES, sizes=sizes, seed=seed)
+    return figures.examples_figure(examples, urls, N_EXAMPLES, sizes=sizes, seed=seed)
 
 
 def _retrieval_table(entry):
@@ -124,7 +124,7 @@ def layout(ctx):
     suggested = entry.result_attrs.get("suggested_k")
     if sweep is not None:
         rule = entry.result_attrs.get("k_rule", "")
-        cards.append(graph_card("clusters-sweep", F.k_sweep_figure(sweep, chosen, suggested, rule),
+        cards.append(graph_card("clusters-sweep", figures.k_sweep_figure(sweep, chosen, suggested, rule),
                                 title="How many clusters? k-means sweep",
                                 note=html.P(f"Chosen k = {chosen}; suggested k = {suggested}. Rule: {rule}",
                                             className="small text-muted mb-1", id="clusters-k-note")))
@@ -134,27 +134,27 @@ def layout(ctx):
     umap = entry.result("umap")
     klab = entry.by_k(labels_name)
     if umap is not None and klab:
-        cards.append(graph_card("clusters-kcompare", F.k_compare_umap_figure(umap, klab),
+        cards.append(graph_card("clusters-kcompare", figures.k_compare_umap_figure(umap, klab),
                                 title="k = 3 / 5 / 8 side by side (UMAP)"))
     counts = entry.by_k(counts_name)
     times = entry.result("tables/times")
     if counts and times is not None:
-        cards.append(graph_card("clusters-kcounts", F.counts_over_time_figure(times, counts),
+        cards.append(graph_card("clusters-kcounts", figures.counts_over_time_figure(times, counts),
                                 title="k = 3 / 5 / 8: maps per cluster over time"))
 
     algos = _algorithms(entry)
     if len(algos) > 1:
-        rows = F.algorithm_summary(algos)
+        rows = figures.algorithm_summary(algos)
         table = dash_table.DataTable(
             id="clusters-algorithms-table", data=rows,
             columns=[{"name": n, "id": n} for n in ("algorithm", "n_clusters", "noise", "largest_share", "sizes")],
             style_cell={"fontSize": "0.85rem", "padding": "4px", "textAlign": "left"},
             style_header={"fontWeight": "bold"})
-        cards.append(graph_card("clusters-algorithms", F.algorithm_sizes_figure(algos),
+        cards.append(graph_card("clusters-algorithms", figures.algorithm_sizes_figure(algos),
                                 title="Other algorithms on the same latents", extra=table))
     ari = {"seeds": entry.result("stability/ari_seeds"), "bootstrap": entry.result("stability/ari_bootstrap")}
     if any(v is not None for v in ari.values()):
-        cards.append(graph_card("clusters-stability", F.stability_figure(ari),
+        cards.append(graph_card("clusters-stability", figures.stability_figure(ari),
                                 title="Stability: adjusted Rand index vs the chosen clustering"))
 
     # example maps
@@ -175,7 +175,7 @@ def layout(ctx):
 
     umap_raw = entry.result("umap_raw")
     if umap is not None and umap_raw is not None:
-        cards.append(graph_card("clusters-rawumap", F.latent_vs_raw_umap_figure(umap, umap_raw, labels),
+        cards.append(graph_card("clusters-rawumap", figures.latent_vs_raw_umap_figure(umap, umap_raw, labels),
                                 title="Latent vs raw-pixel UMAP (same labels)"))
     elif umap is not None:
         cards.append(message("The raw-pixel UMAP needs C2 maps; this dataset holds latents only.", "secondary",
@@ -216,7 +216,7 @@ def _recluster_card(entry):
             html.Div(id="recluster-error"),
             html.Div(id="recluster-result", className="fw-semibold mb-2"),
             html.Div(id="recluster-links", className="small mb-2"),
-            dcc.Graph(id="recluster-figure", figure=F.labels_scatter_figure(np.zeros((0, 2)), np.zeros(0), "result"),
+            dcc.Graph(id="recluster-figure", figure=figures.labels_scatter_figure(np.zeros((0, 2)), np.zeros(0), "result"),
                       style={"display": "none"}, config={"displaylogo": False,
                                                          "toImageButtonOptions": {"format": "png", "filename": "recluster"}}),
             dcc.Store(id="recluster-labels"),
@@ -240,7 +240,7 @@ def _sweep_csv(e, fig):
     s = _sweep(e) if e else None
     if not s:
         return figure_to_csv(fig)
-    cols = ["k"] + [m for m, *_ in F.METRICS if m in s]
+    cols = ["k"] + [m for m, *_ in figures.METRICS if m in s]
     rows = [[int(s["k"][i])] + [float(s[m][i]) for m in cols[1:]] for i in range(len(s["k"]))]
     return csv_text(cols + ["chosen", "suggested"],
                     [r + [int(r[0] == e.k), int(r[0] == e.result_attrs.get("suggested_k"))] for r in rows])
@@ -396,20 +396,20 @@ def _register_recluster(app, services) -> None:
         set_progress((10, "clustering"))
         try:
             # precompute's seed and restarts: at the same k, k-means reproduces the stored labels
-            lab = A.recluster(x, k, algorithm, got["order"], seed=int(ra.get("seed", 0)), n_init=int(ra.get("n_init", 10)))
+            lab = analysis.recluster(x, k, algorithm, got["order"], seed=int(ra.get("seed", 0)), n_init=int(ra.get("n_init", 10)))
         except Exception as exc:  # noqa: BLE001 - an algorithm that fails on these latents is reported
             log.warning("re-clustering %s k=%s failed: %s", algorithm, k, exc)
             return failed(f"{ALGO_NAMES[algorithm]} failed on these latents: {exc}")
         rid = clusterings.save(config.instance_dir, entry, lab, algorithm, k)
         info = clusterings.load(config.instance_dir, entry, rid)["info"]
         what = clusterings.describe_info(info)
-        sizes = F.algorithm_summary({"new": lab})[0]
+        sizes = figures.algorithm_summary({"new": lab})[0]
         text = f"{what}: sizes {sizes['sizes']}"
         if ref is not None:
             from sklearn.metrics import adjusted_rand_score
 
             text += f" (ARI vs the precomputed clustering: {adjusted_rand_score(ref, lab):.3f})"
-        fig = F.labels_scatter_figure(umap, lab, what) if umap is not None else keep
+        fig = figures.labels_scatter_figure(umap, lab, what) if umap is not None else keep
         links = _result_links(entry.id, rid)
         ids = [r for r in (session_ids or []) if clusterings.is_result_id(r)] + [rid]
         set_progress((100, "done"))

@@ -24,10 +24,11 @@ import plotly.graph_objects as go
 from dash import Input, Output, State, dash_table, dcc, html
 from plotly.subplots import make_subplots
 
+from ainerd_core import analysis
+
 from .. import view_state
 from ..explorer import graph_card, help_link, message
 from ..figures.common import TEMPLATE, cluster_color, event_list, scatter_trace
-from . import DATASET_STORE
 
 PATH = "/compare"
 TITLE = "Compare"
@@ -63,19 +64,14 @@ def joint(entries, k: int) -> dict:
     local = np.concatenate([np.arange(len(a)) for a in lat])
     centroids = entries[0].result(f"kmeans/centroids_k{int(k)}")
     if centroids is not None and np.asarray(centroids).shape[1] == x.shape[1]:
-        c = np.asarray(centroids, dtype=np.float64)
-        labels = np.argmin(((x[:, None, :] - c[None, :, :]) ** 2).sum(-1), axis=1).astype(np.int32)
-        rule = (f"every map assigned to the nearest of {entries[0].id}'s {len(c)} k-means centroids "
-                f"(its precomputed clustering at k = {len(c)}, cluster 0 = slowest)")
+        n_c = len(centroids)
+        labels = analysis.nearest_centroid(x, centroids)
+        rule = (f"every map assigned to the nearest of {entries[0].id}'s {n_c} k-means centroids "
+                f"(its precomputed clustering at k = {n_c}, cluster 0 = slowest)")
     else:
-        from sklearn.cluster import KMeans
-
-        labels = KMeans(n_clusters=int(k), n_init=4, random_state=0).fit_predict(x).astype(np.int32)
+        labels = analysis.kmeans_labels(x, int(k), seed=0, n_init=4)
         rule = f"k-means (k = {int(k)}, seed 0) on all the datasets' latents together; cluster order unknown"
-    centred = x - x.mean(0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    plane = centred @ vt[:2].T
-    plane *= np.sign(plane[np.argmax(np.abs(plane), axis=0), [0, 1]])  # a deterministic orientation
+    plane = analysis.pca_plane(x)
     got = {"x": x.astype(np.float32), "which": which, "local": local, "labels": labels,
            "plane": plane.astype(np.float32), "rule": rule, "k": int(labels.max()) + 1}
     with _LOCK:
@@ -155,10 +151,10 @@ def shared_map_figure(entries, data, selected: int | None = None, neighbours=Non
 
 
 def neighbours_of(data, g: int, n: int = N_NEIGHBOURS):
-    d = np.sqrt(((data["x"] - data["x"][g]) ** 2).sum(1))
-    d[g] = np.inf
-    order = np.lexsort((np.arange(len(d)), d))[:n]
-    return order, d[order]
+    """(rows (n,), distances (n,)) of joint row ``g``'s nearest neighbours in the joint latents."""
+    from ainerd_core.similarity import nearest_neighbours
+
+    return nearest_neighbours({"latent": data["x"]}, int(g), "latent", n)
 
 
 def neighbour_rows(entries, data, order, dist) -> list[dict]:

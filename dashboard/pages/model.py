@@ -13,7 +13,7 @@ import dash_bootstrap_components as dbc
 import numpy as np
 from dash import Input, Output, State, dcc, html
 
-from dashboard.figures import model as F
+from dashboard.figures import model as figures
 from dashboard.pages import DATASET_STORE
 
 from ..explorer import graph_card, message, register_csv_download, register_seeded_redraw, thumb_url
@@ -43,7 +43,7 @@ def _draw_fig(entry, dataset_id, seed):
     idx = np.sort(rng.choice(entry.n_maps, size=min(N_DRAW, entry.n_maps), replace=False))
     ins = [thumb_url(entry, dataset_id, i) for i in idx]
     outs = [map_image_url(dataset_id, int(i), variant="recon") for i in idx]
-    fig = F.reconstruction_figure(idx.tolist(), ins, outs, n_cols=N_DRAW)
+    fig = figures.reconstruction_figure(idx.tolist(), ins, outs, n_cols=N_DRAW)
     fig.update_layout(title=f"random maps (seed {int(seed)}) and their reconstructions from the stored latents")
     return fig
 
@@ -63,7 +63,7 @@ def layout(ctx):
                     className="text-muted", id="model-info")]
     ep, tr, va = (entry.result(f"model/learning_curve/{k}") for k in ("epoch", "train_loss", "val_loss"))
     if ep is not None and tr is not None:
-        parts.append(graph_card("model-curve", F.learning_curve_figure(ep, tr, va), title="Learning curve"))
+        parts.append(graph_card("model-curve", figures.learning_curve_figure(ep, tr, va), title="Learning curve"))
     else:
         parts.append(message("No learning curve in the results (the checkpoint carries none, e.g. the "
                              "published weights).", "secondary", id="model-curve-missing"))
@@ -71,7 +71,7 @@ def layout(ctx):
     idx = entry.result("model/recon_index")
     if idx is not None and entry.has_result("model/recon_input"):
         mse = _recon_mse(entry)
-        fig = F.reconstruction_figure(np.asarray(idx).tolist(), stack_image_urls(entry, "model/recon_input"),
+        fig = figures.reconstruction_figure(np.asarray(idx).tolist(), stack_image_urls(entry, "model/recon_input"),
                                       stack_image_urls(entry, "model/recon_output"), mse=mse, n_cols=8)
         pool = attrs.get("recon_pool", "")
         note = html.P(f"{len(idx)} maps drawn at random by precompute (seed {attrs.get('seed', '?')})"
@@ -104,7 +104,7 @@ def layout(ctx):
         how = attrs.get("latent_sweep_schedule")
         note = html.P(f"Trained with a {how}." if how else "How the sweep was trained is not recorded.",
                       className="small text-muted mb-1", id="model-sweep-schedule")
-        parts.append(graph_card("model-sweep", F.latent_sweep_figure(ls, mse, latent.shape[1] if latent is not None else None),
+        parts.append(graph_card("model-sweep", figures.latent_sweep_figure(ls, mse, latent.shape[1] if latent is not None else None),
                                 title="Latent-size sweep", note=note))
     else:
         parts.append(message("No latent-size sweep in the results (run `python -m ainerd_core latent-sweep`).",
@@ -112,7 +112,7 @@ def layout(ctx):
 
     if entry.has_result("model/noise_maps"):
         sigma = attrs.get("noise_sigma")
-        parts.append(graph_card("model-noise", F.noise_grid_figure(stack_image_urls(entry, "model/noise_maps"),
+        parts.append(graph_card("model-noise", figures.noise_grid_figure(stack_image_urls(entry, "model/noise_maps"),
                                                                     float(sigma) if sigma is not None else None),
                                 title="Artificial maps: decoded latent + Gaussian noise",
                                 note=html.P("Random latents of the dataset plus Gaussian noise, decoded: similar "

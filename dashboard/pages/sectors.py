@@ -11,7 +11,7 @@ from ..c2view import fit_columns, order_note
 from ..clusterings import choice_label, k_options, labels_for, pick_k
 from ..exports import sector_time_csv
 from .. import view_state
-from ..explorer import graph_card, help_link, map_detail, register_csv_download
+from ..explorer import graph_card, help_link, map_detail, register_clustering_csv
 from ..figures.sectors import sector_heatmap
 from ..images import map_image_url
 from . import DATASET_STORE
@@ -161,14 +161,9 @@ def register_callbacks(app, services) -> None:
     view_state.register_writer(app, PATH, {"k": Input("sectors-k", "value"), "map": Input("sectors-selected", "data")},
                                convert={"map": lambda v: v if isinstance(v, int) and v >= 0 else None})
 
-    def to_csv(dataset_id, k):
-        entry = catalog.get(dataset_id)
-        if entry is None:
-            return ""
-        k = pick_k(entry, k, instance_dir)
+    def table(entry, k):
         times, sectors, mi = sector_time_index(entry)
         return sector_time_csv(times, sectors, label_matrix(entry, k, instance_dir),
                                entry.sector_classes_by_number(sectors), mi, map_columns=fit_columns(entry))
 
-    register_csv_download(app, "sectors-graph", "sector_time_labels.csv", to_csv=to_csv,
-                          states=(State(DATASET_STORE, "data"), State("sectors-k", "value")))
+    register_clustering_csv(app, catalog, instance_dir, "sectors-graph", "sector_time_labels.csv", "sectors-k", table)

@@ -23,7 +23,7 @@ from dash import Input, Output, State, dash_table, dcc, html
 from dashboard.explorer import graph_card, message, register_csv_download, thumb_url
 from dashboard import view_state
 from dashboard.exports import csv_text, figure_to_csv
-from dashboard.figures import similarity as F
+from dashboard.figures import similarity as figures
 from dashboard.pages import DATASET_STORE
 from dashboard.validation import upload_check_js, upload_limit_bytes
 
@@ -133,7 +133,7 @@ def _picker(entry, start: int, config):
     """The target card: small UMAP, map index, upload (checked in the browser first), k."""
     umap = entry.result("umap")
     return dbc.Card([dbc.CardHeader("Target"), dbc.CardBody([
-        dcc.Graph(id="similarity-umap", figure=F.target_umap_figure(umap, labels=entry.result("labels"), target=start)
+        dcc.Graph(id="similarity-umap", figure=figures.target_umap_figure(umap, labels=entry.result("labels"), target=start)
                   if umap is not None else {}, config={"displaylogo": False, "displayModeBar": False},
                   style={"height": "330px"}),
         html.Div([html.Span("map index", className="small me-2"),
@@ -191,7 +191,7 @@ def layout(ctx):
         graph_card("similarity-latent-grid", _empty_grid("latent"), title="latent space (64-d) neighbours"),
         graph_card("similarity-raw-grid", _empty_grid("raw"), title="raw-pixel (65,536-d) neighbours"),
     ])
-    dist_fig = F.distance_distribution_figure(_all_distances(entry), RANKS)
+    dist_fig = figures.distance_distribution_figure(_all_distances(entry), RANKS)
     return html.Div([
         html.H3("Similarity: latent space vs raw pixels"),
         html.P(["Euclidean nearest neighbours of a target map. With ground truth, frames are green for relevant and "
@@ -213,7 +213,7 @@ def layout(ctx):
 
 
 def _empty_grid(space):
-    fig = F.image_grid_figure([], 1, title=None)
+    fig = figures.image_grid_figure([], 1, title=None)
     fig.update_layout(height=60, meta={"space": space, "index": [], "distance": []})
     return fig
 
@@ -435,9 +435,9 @@ def _grids_and_rows(entry, dataset_id, nn, tindex):
         idx, dist = nn[space]
         rel = relevance_of(entry, tindex, idx)
         urls = [thumb_url(entry, dataset_id, i) for i in idx]
-        figs[space] = F.neighbour_grid_figure(space, idx, dist, urls, n_cols=N_COLS, relevant=rel,
+        figs[space] = figures.neighbour_grid_figure(space, idx, dist, urls, n_cols=N_COLS, relevant=rel,
                                               hover=_hover(entry, idx),
-                                              title=f"{F.SPACE_NAMES[space]}: {len(idx)} nearest"
+                                              title=f"{figures.SPACE_NAMES[space]}: {len(idx)} nearest"
                                               + ("" if tindex is None else f" of map {tindex}"))
         rows += neighbour_rows(entry, space, idx, dist, rel)
     return figs, rows
@@ -448,7 +448,7 @@ def _target_detail(entry, tindex, upload):
     if tindex is None:
         return html.Div([
             dcc.Graph(id="similarity-upload-map", config={"displaylogo": False},
-                      figure=F.map_heatmap_figure(upload.get("preview") or [[0]],
+                      figure=figures.map_heatmap_figure(upload.get("preview") or [[0]],
                                                   f"uploaded target: {upload['name']} (128 x 128 preview)")),
             html.Div("An uploaded map has no precomputed g2 or fit. It stays the target until you upload "
                      "another map, type a map index, click the small UMAP or make a neighbour the target.",
@@ -477,9 +477,9 @@ def _register_render(app, catalog) -> None:
             tindex = min(max(int((target or {}).get("index", 0)), 0), entry.n_maps - 1)
             nn, tdist, view = _map_neighbours(entry, dataset_id, tindex, k)
         figs, rows = _grids_and_rows(entry, dataset_id, nn, tindex)
-        dist_fig = F.distance_distribution_figure(_all_distances(entry), RANKS, target=tdist)
+        dist_fig = figures.distance_distribution_figure(_all_distances(entry), RANKS, target=tdist)
         umap = entry.result("umap")
-        umap_fig = F.target_umap_figure(umap, labels=entry.result("labels"), target=tindex,
+        umap_fig = figures.target_umap_figure(umap, labels=entry.result("labels"), target=tindex,
                                         latent_nn=nn.get("latent", (None,))[0], raw_nn=nn.get("raw", (None,))[0]) \
             if umap is not None else dash.no_update
         return figs["latent"], figs["raw"], rows, dist_fig, umap_fig, view, _target_detail(entry, tindex, upload)
@@ -554,11 +554,11 @@ def _upload_latent(entry, target, k):
         raise RuntimeError(f"the model's latent size ({model.latent_size}) differs from the dataset's ({latent.shape[1]})")
     idx, dist = nearest_neighbours({"latent": latent}, target, "latent", k, model=model)
     out = {"index": idx.tolist(), "distance": dist.tolist()}
-    from ainerd_core import novelty as NV  # flag a target far outside the model's data (issue 12)
+    from ainerd_core import novelty  # flag a target far outside the model's data (issue 12)
 
-    ref = NV.reference_from_results(entry.result, entry.result_attrs)
+    ref = novelty.reference_from_results(entry.result, entry.result_attrs)
     if ref is not None:
-        out["novelty"] = float(NV.novelty_of_maps(model, np.asarray(target, np.float32)[None], ref)["score"][0])
+        out["novelty"] = float(novelty.novelty_of_maps(model, np.asarray(target, np.float32)[None], ref)["score"][0])
     return out
 
 

@@ -13,7 +13,7 @@ from .. import view_state
 from ..clusterings import choice_label, counts_for, k_options, labels_for, pick_k
 from ..c2view import c2_view, order_note, rate_table, rate_unit
 from ..exports import timeline_csv
-from ..explorer import graph_card, help_link, message, register_csv_download, thumbnail_grid
+from ..explorer import graph_card, help_link, message, register_clustering_csv, thumbnail_grid
 from ..figures.common import empty_figure
 from ..figures.timeline import timeline_figure
 from . import DATASET_STORE
@@ -228,19 +228,15 @@ def _register_maps(app, catalog, instance_dir) -> None:
         return html.Div([html.Div(map_caption(entry, index), className="fw-semibold small mt-2"),
                          c2_view(entry, index, key="timeline", title=f"C2 of map {index}")])
 
+
 def _register_state_and_csv(app, catalog, instance_dir) -> None:
     """The URL keeps k, the time point and the rows; the CSV of the clustering shown."""
     view_state.register_writer(app, PATH, {"k": Input("timeline-k", "value"), "time": Input("timeline-time", "data"),
                                            "panels": Input("timeline-panels", "value")},
                                convert={"time": lambda v: v if isinstance(v, int) and v >= 0 else None})
 
-    def to_csv(dataset_id, k):
-        entry = catalog.get(dataset_id)
-        if entry is None:
-            return ""
-        k = pick_k(entry, k, instance_dir)
+    def table(entry, k):
         return timeline_csv(entry, counts_for(entry, k, instance_dir), choice_label(entry, k, instance_dir),
                             fit_columns=rate_columns(entry), fit_unit=rate_unit(entry))
 
-    register_csv_download(app, "timeline-graph", "timeline.csv", to_csv=to_csv,
-                          states=(State(DATASET_STORE, "data"), State("timeline-k", "value")))
+    register_clustering_csv(app, catalog, instance_dir, "timeline-graph", "timeline.csv", "timeline-k", table)
