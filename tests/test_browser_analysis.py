@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ainerd_core.dataset import open_dataset
-from browser_support import console_errors, open_page, wait_for
+from browser_support import BACKGROUND_JOB_TIMEOUT, console_errors, enabled, open_page, wait_for
 from conftest import E031
 
 pytestmark = pytest.mark.browser
@@ -135,10 +135,10 @@ def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp
 
     with open_dataset(path) as ds:
         expected_raw, _ = nearest_neighbours(ds, prepare_target(np.load(target)), "raw", 12)
-    upload = driver.find_element("css selector", "#similarity-upload input[type=file]")
-    upload.send_keys(str(target))
+    enabled(driver, "#similarity-upload input[type=file]").send_keys(str(target))
     status = wait_for(lambda: (lambda t: t if "searched" in t else None)(
-        driver.find_element("css selector", "#similarity-upload-status").text), timeout=60, what="upload search")
+        driver.find_element("css selector", "#similarity-upload-status").text), timeout=BACKGROUND_JOB_TIMEOUT,
+        what="upload search")
     assert "target_c2.npy" in status or "searched" in status
     wait_for(lambda: _grid(driver, "similarity-raw-grid")["meta"]["index"] == expected_raw.tolist(),
              what="raw neighbours of the upload")
@@ -189,7 +189,8 @@ def test_clusters_figures_examples_and_recluster(driver, server, explorer_data, 
     k_box = _find(driver, "#recluster-k")
     k_box.clear()
     k_box.send_keys("3")
-    _click(driver, "#recluster-run")
+    _find(driver, "#recluster-run")
+    driver.execute_script("arguments[0].click();", enabled(driver, "#recluster-run"))
     seen = set()
 
     def done():
@@ -200,7 +201,7 @@ def test_clusters_figures_examples_and_recluster(driver, server, explorer_data, 
         text = driver.find_element("css selector", "#recluster-result").text
         return text if text.startswith("k-means, k = 3: sizes") else None
 
-    text = wait_for(done, timeout=240, interval=0.05, what="re-clustering result")
+    text = wait_for(done, timeout=BACKGROUND_JOB_TIMEOUT, interval=0.05, what="re-clustering result")
     assert any(v not in (None, "0") for v in seen), seen                  # progress was shown
     sizes = [int(s) for s in text.split("sizes ")[1].split(" (")[0].split()]
     assert sum(sizes) == len(labels_k3) and len(sizes) == 3
@@ -259,9 +260,10 @@ def test_latents_only_dataset_says_so(driver, server):
     target = E031 / "target_c2.npy"
     if target.exists():
         _find(driver, "#similarity-upload")
-        driver.find_element("css selector", "#similarity-upload input[type=file]").send_keys(str(target))
+        enabled(driver, "#similarity-upload input[type=file]").send_keys(str(target))
         status = wait_for(lambda: (lambda t: t if "searched" in t else None)(
-            driver.find_element("css selector", "#similarity-upload-status").text), timeout=60, what="upload search")
+            driver.find_element("css selector", "#similarity-upload-status").text), timeout=BACKGROUND_JOB_TIMEOUT,
+            what="upload search")
         assert "latents only" in status
         if "latent space:" not in status:  # a model was available to encode the upload
             wait_for(lambda: _grid(driver, "similarity-latent-grid")["title"].startswith("latent space: 12 nearest")
