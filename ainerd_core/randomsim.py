@@ -53,6 +53,8 @@ HELD_OUT = {
 }
 TRAIN = {"stretching": (0.6, 1.5), "noise_rel": (0.01, 0.2)}
 FRINGE_RANGE = (1 / 200, 1 / 4)
+# parameters that the relevance rule (RELEVANCE) ignores: a training pair shares everything else
+NUISANCES = ("stretching", "heterodyne", "shear", "contrast", "baseline", "noise_rel", "flux", "diagonal_spike", "blur")
 
 
 def _loguniform(rng, lo, hi):
@@ -108,6 +110,23 @@ def draw_params(rng: np.random.Generator, split: str = "train") -> dict:
         "diagonal_spike": float(rng.uniform(0.0, 0.6)) if rng.random() < 0.5 else 0.0,
         "blur": float(rng.uniform(0.4, 1.5)) if rng.random() < 0.3 else 0.0,
     }
+
+
+def redraw_nuisances(p: dict, rng: np.random.Generator) -> dict:
+    """A copy of ``p`` with the :data:`NUISANCES` drawn anew from the training ranges.
+
+    The copy keeps what :data:`RELEVANCE` compares (relaxation rate history incl. aging and
+    bursts, fringe frequency), so it renders a second map of the *same* dynamics seen through
+    other stretching, fringe visibility, shear, contrast, baseline, speckle noise, flux, diagonal
+    spike and blur: a positive pair for the self-supervised objective (:mod:`ainerd_core.ssl`).
+    """
+    fresh = draw_params(rng, "train")
+    q = dict(p)
+    for key in NUISANCES:
+        q[key] = fresh[key]
+    # ``fresh`` has no fringe visibility when it drew no fringes: draw one for a fringed map
+    q["heterodyne"] = float(rng.uniform(0.15, 0.5)) if p["fringe_frequency"] > 0 else 0.0
+    return q
 
 
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -193,28 +212,39 @@ def render_simulator(rng: np.random.Generator, size: int = SIZE) -> tuple[np.nda
 
 # --------------------------------------------------------------------------- batches and files
 def generate(n: int, seed: int = 0, split: str = "train", start: int = 0, sim_share: float | None = None,
-             size: int = SIZE) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+             size: int = SIZE, pairs: bool = False):
     """Maps ``start .. start+n-1`` of a split: ((n, size, size) float32 in [0, 1], truth columns (n,)).
 
     Map i uses ``default_rng([seed, split code, i])``; the simulator renders a ``sim_share``
-    (default :data:`SIM_SHARE` for train / val / indist, 0 for heldout) of them.
+    (default :data:`SIM_SHARE` for train / val / indist, 0 for heldout) of them. With ``pairs``
+    the result is (maps, partners, truth): ``partners[i]`` has the dynamics of ``maps[i]`` with its
+    nuisances redrawn (:func:`redraw_nuisances`; a simulator map is its own partner); ``maps``
+    are the same as without ``pairs``.
     """
     if split not in SPLITS:
         raise InputError("--split", f"must be one of {', '.join(SPLITS)}, got {split!r}")
     if sim_share is None:
         sim_share = 0.0 if split == "heldout" else SIM_SHARE
     maps = np.empty((n, size, size), np.float32)
+    partners = np.empty_like(maps) if pairs else None
     truth: dict[str, list] = {}
     for k in range(n):
         rng = np.random.default_rng([seed, SPLITS[split], start + k])
         if rng.random() < sim_share:
             img, tr = render_simulator(rng, size)
+            partner = img
         else:
-            img, tr = render(draw_params(rng, "heldout" if split == "heldout" else "train"), rng, size)
+            p = draw_params(rng, "heldout" if split == "heldout" else "train")
+            img, tr = render(p, rng, size)
+            # drawn after the map itself: ``maps`` do not depend on ``pairs``
+            partner = render(redraw_nuisances(p, rng), rng, size)[0] if pairs else None
         maps[k] = img
+        if pairs:
+            partners[k] = partner
         for key, v in tr.items():
             truth.setdefault(key, []).append(v)
-    return maps, {k: np.asarray(v) for k, v in truth.items()}
+    truth = {k: np.asarray(v) for k, v in truth.items()}
+    return (maps, partners, truth) if pairs else (maps, truth)
 
 
 def write_set(path, n: int, seed: int = 0, split: str = "heldout", sim_share: float | None = None,

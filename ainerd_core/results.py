@@ -154,7 +154,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("novelty/knn_quantile", ("N",), F32, "", "quantile of the latent nearest-neighbour distance", "with a model"),
     Entry("novelty/recon_error", ("N",), F32, "MSE", "reconstruction error of each map", "with a model"),
     Entry("novelty/knn_distance", ("N",), F32, "latent units",
-          "distance to the k-th nearest latent of the reference bank (attr novelty_k)", "with a model"),
+          "mean distance to the k nearest latents of the reference bank (k: attr novelty_k)", "with a model"),
     Entry("novelty/reference_bank", ("B2", "D"), F32, "latent units",
           "the reference's latent bank (for uploads and live mode)", "with a model"),
     Entry("novelty/reference_recon", ("Rr",), F32, "MSE", "the reference's sorted reconstruction errors",

@@ -42,9 +42,10 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
-from .model import DEFAULT_LATENT, Autoencoder, atomic_torch_save, make_checkpoint, read_checkpoint
+from .model import DEFAULT_LATENT, Autoencoder, _fast_encode, atomic_torch_save, make_checkpoint, read_checkpoint
 
 OBJECTIVES = ("recon", "ssl", "both")
+PAIRS = ("augment", "rerender")
 RECON_SCALE = 0.02      # a typical per-pixel variance of a normalised C2 map
 VICREG = (25.0, 25.0, 1.0)
 
@@ -94,12 +95,29 @@ def vicreg(z1: torch.Tensor, z2: torch.Tensor, weights=VICREG) -> tuple[torch.Te
                   "cov": float(cov.detach()) if torch.is_tensor(cov) else cov}
 
 
-def _batch(seed: int, step: int, batch_size: int) -> torch.Tensor:
+def _batch(seed: int, step: int, batch_size: int, pairs: bool = False):
+    """(B, 1, S, S) maps of step ``step`` (and, with ``pairs``, their re-rendered partners)."""
     from .randomsim import generate
 
     # maps of step t are maps t*B .. t*B+B-1 of the training split: no map is drawn twice
+    if pairs:
+        maps, partners, _ = generate(batch_size, seed, "train", start=step * batch_size, pairs=True)
+        return torch.from_numpy(maps).unsqueeze(1), torch.from_numpy(partners).unsqueeze(1)
     maps, _ = generate(batch_size, seed, "train", start=step * batch_size)
     return torch.from_numpy(maps).unsqueeze(1)
+
+
+def he_init(model: Autoencoder) -> None:
+    """He (Kaiming normal, fan-in, ReLU gain) weights and zero biases for every layer followed by
+    a ReLU. PyTorch's default initialisation shrinks the signal ~6x in variance per layer: after
+    the encoder's six convolutions and the bottleneck Linear the latents of different maps differ
+    by ~1e-3 and a short from-scratch run never leaves that collapsed start (measured: latent std
+    9e-4 after 60 steps)."""
+    last = model.decoder1[21]
+    for mod in model.modules():
+        if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)) and mod is not last:
+            torch.nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(mod.bias)
 
 
 def _lr_at(step: int, steps: int, lr_max: float) -> float:
@@ -112,16 +130,18 @@ def _lr_at(step: int, steps: int, lr_max: float) -> float:
 
 def evaluate(model: Autoencoder, maps: np.ndarray, batch_size: int = 32) -> dict:
     """Reconstruction MSE and explained variance (as :func:`ainerd_core.train.explained_variance`)."""
-    from .model import reconstruct
+    from .model import decode, encode
     from .train import explained_variance
 
-    return explained_variance(maps, reconstruct(model, maps, batch_size=batch_size))
+    # bulk=False: the weights change between calls, a frozen graph would be rebuilt every time
+    z = encode(model, maps, batch_size=batch_size, bulk=False)
+    return explained_variance(maps, decode(model, z, batch_size=batch_size))
 
 
 def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: str = "both", seed: int = 0,
                      lr_max: float = 1e-3, ssl_weight: float = 0.2, dropout: float = 0.0, threads: int | None = 2,
                      init_from=None, steps_per_epoch: int = 25, n_val: int = 64, log=print,
-                     novelty_bank: int = 400, novelty_ref: int = 200) -> dict:
+                     novelty_bank: int = 400, novelty_ref: int = 200, pairs: str = "augment") -> dict:
     """Train (or fine-tune) the autoencoder on domain-randomised maps; write the checkpoint to
     ``out`` atomically; return a summary dict. See the module docstring."""
     out = Path(out)
@@ -129,6 +149,8 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
         raise InputError(out, "the output folder does not exist")
     if objective not in OBJECTIVES:
         raise InputError("--objective", f"must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if pairs not in PAIRS:
+        raise InputError("--pairs", f"must be one of {', '.join(PAIRS)}, got {pairs!r}")
     for name, v, lo in (("--steps", steps, 1), ("--batch-size", batch_size, 4 if objective != "recon" else 1),
                         ("--steps-per-epoch", steps_per_epoch, 1), ("--n-val", n_val, 4)):
         if v < lo:
@@ -146,8 +168,10 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
     t_start = time.perf_counter()
     torch.manual_seed(seed)
     model = Autoencoder(DEFAULT_LATENT, dropout=dropout)
-    init_note = "from scratch (seeded random initialisation)"
-    if init_from is not None:
+    init_note = "from scratch (seeded He initialisation)"
+    if init_from is None:
+        he_init(model)
+    else:
         ck = read_checkpoint(init_from)
         model.load_state_dict(ck["state_dict"], strict=True)
         init_note = f"fine-tuned from {init_from}"
@@ -161,7 +185,11 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
               "seed": int(seed), "latent": DEFAULT_LATENT, "augment": True, "init": init_note,
               "augmentation": "two views: diagonal shift, intensity power 0.75..1.35, speckle noise std 0..0.06, "
                               "p=0.3 2x down/up-sampling, min-max renormalisation",
-              "torch_threads": torch.get_num_threads(), "steps_per_epoch": int(steps_per_epoch), "n_val": int(n_val)}
+              "torch_threads": torch.get_num_threads(), "steps_per_epoch": int(steps_per_epoch), "n_val": int(n_val),
+              "pairs": pairs if objective != "recon" else None}
+    if pairs == "rerender":
+        config["augmentation"] += ("; view 2 from a re-rendering of the same dynamics with the nuisances redrawn "
+                                   "(randomsim.redraw_nuisances)")
     curve = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "seconds": [], "recon": [], "vicreg": []}
     log(f"train-randomized: {steps} steps x {batch_size} maps, objective {objective}, {init_note}, "
         f"{torch.get_num_threads()} threads, seed {seed}")
@@ -173,18 +201,22 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
         lr = _lr_at(step, steps, lr_max)
         for g in opt.param_groups:
             g["lr"] = lr
-        x = _batch(seed, step, batch_size)
+        x = x2 = _batch(seed, step, batch_size, pairs=pairs == "rerender" and objective != "recon")
+        if isinstance(x, tuple):
+            x, x2 = x
         v1 = augment(x, gen)
         loss = torch.zeros(())
         rec_val = ssl_val = 0.0
-        z1 = model.encode(v1)
+        # VICReg acts on the latents before the bottleneck ReLU: a latent dimension that is 0 for
+        # the whole batch would otherwise give no gradient and stay dead
+        h1 = _fast_encode(model, v1, pre_activation=True)
         if objective in ("recon", "both"):
-            rec = F.mse_loss(model.decode(z1), v1) / RECON_SCALE
+            rec = F.mse_loss(model.decode(F.relu(h1)), v1) / RECON_SCALE
             loss = loss + rec
             rec_val = float(rec.detach())
         if objective in ("ssl", "both"):
-            z2 = model.encode(augment(x, gen))
-            s, _ = vicreg(z1, z2)
+            h2 = _fast_encode(model, augment(x2, gen), pre_activation=True)
+            s, _ = vicreg(h1, h2)
             loss = loss + (ssl_weight if objective == "both" else 1.0) * s
             ssl_val = float(s.detach())
         opt.zero_grad(set_to_none=True)
@@ -242,11 +274,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of data, views and initialisation (default 0)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2; results depend on it)")
     parser.add_argument("--init-from", default=None, help="fine-tune this checkpoint (e.g. the published state_dict)")
+    parser.add_argument("--pairs", choices=PAIRS, default="augment",
+                        help="second view of a map: augment (the same map, augmented again; default) or rerender "
+                             "(the same dynamics re-rendered with the nuisances redrawn, then augmented)")
     parser.add_argument("--steps-per-epoch", type=int, default=25, help="steps per learning-curve entry (default 25)")
 
 
 def run(args) -> int:
     train_randomized(args.out, steps=args.steps, batch_size=args.batch_size, objective=args.objective, seed=args.seed,
                      lr_max=args.lr_max, ssl_weight=args.ssl_weight, dropout=args.dropout, threads=args.threads,
-                     init_from=args.init_from, steps_per_epoch=args.steps_per_epoch)
+                     init_from=args.init_from, steps_per_epoch=args.steps_per_epoch, pairs=args.pairs)
     return 0

@@ -11,18 +11,19 @@ other processes on a shared machine hits every variant alike; ratios are what ma
   NCHW, float32, ``torch.no_grad()``, batches of 64 maps (the default encode batch size).
 * ablations, each vs the baseline: ``plain_b8`` (batch size alone), ``plain_inference_mode``,
   ``plain_cl_b8`` (channels-last alone), ``ours_eager_noc1`` (channels-last + ReLU/MaxPool swap,
-  without the first-conv rewrite or fusion, chunks of 8), ``ours_eager_b{8,16,32,64}`` (the fast
-  path at other chunk sizes), ``ours_unfused`` (without oneDNN's fused conv+ReLU),
-  ``ours_jit`` (frozen TorchScript graph of the fast path), ``jit_plain_b8`` (TorchScript
-  freeze of the plain network), ``ours_1thread``, ``ours_bf16`` (bfloat16 autocast; NOT the
+  without the first-conv rewrite or fusion, chunks of 8), ``ours_eager_b{8,16,32,64}`` (the eager
+  fast path at other chunk sizes), ``ours_eager`` / ``ours_unfused`` / ``ours_jit`` /
+  ``ours_1thread`` (``encode(..., bulk=False)``: the eager fast path; without oneDNN's fused
+  conv+ReLU; as a frozen TorchScript graph; on one thread), ``jit_plain_b8`` (TorchScript
+  freeze of the plain network, built here), ``ours_bf16`` (bfloat16 autocast; NOT the
   default because it changes latents, max abs error printed), ``compiled_b8`` (torch.compile of
   the plain network, with --compile; its compile time is printed).
 * ``ours``: ``ainerd_core.model.encode(model, maps, batch_size=64)``, the public function the CLI
-  uses (fast path, fused conv+ReLU, micro-batches of ``CPU_CHUNK`` = 64), numpy in and out.
-* ``ours_dataset``: the same streamed from a dataset file (HDF5 reads included).
-* ``ours_bulk``: what ``encode`` runs for jobs of ``BULK_MIN_MAPS`` (512) maps or more: the
-  frozen TorchScript graph of the plain encoder in chunks of 8 (``model.encode(x, bulk=True)``;
-  its one-off build time is printed and not timed).
+  uses, numpy in and out: by default (``BULK_MIN_MAPS`` = 1) the frozen TorchScript graph of
+  the plain encoder in chunks of 8, built once per set of weights (the build time is printed
+  and not timed). ``ours_single``: the same called once per map (an uploaded target).
+* ``ours_dataset``: ``ours`` streamed from a dataset file (HDF5 reads included).
+* ``ours_bulk``: ``model.encode(x, bulk=True)`` on the tensor (no numpy conversion).
 
 GFLOP/s are counted analytically (``ainerd_core.model.encoder_flops``: 2 x 9 x C_in x C_out x
 H x W per 3x3 conv, plus the Linear layer) and compared with the matmul peak.
@@ -162,8 +163,10 @@ def main(argv=None) -> int:
         "ours_eager_b64": (torch.inference_mode, lambda: eager_fast(x, 64)),
         "jit_plain_b8": (torch.no_grad, lambda: chunked(jit_plain, x, 8)),
         "ours_bf16": (torch.inference_mode, lambda: bf16(x)),
-        "ours_1thread": (None, lambda: M.encode(model, maps_np, batch_size=64)),
+        "ours_1thread": (None, lambda: M.encode(model, maps_np, batch_size=64, bulk=False)),
+        "ours_eager": (None, lambda: M.encode(model, maps_np, batch_size=64, bulk=False)),
         "ours": (None, lambda: M.encode(model, maps_np, batch_size=64)),
+        "ours_single": (None, lambda: np.concatenate([M.encode(model, maps_np[i:i + 1]) for i in range(len(maps_np))])),
         "ours_dataset": (None, None),
         "ours_bulk": (torch.inference_mode, lambda: model.encode(x, bulk=True)),
     }
@@ -171,8 +174,9 @@ def main(argv=None) -> int:
     with torch.inference_mode():
         model.encode(x[:8], bulk=True)          # builds the bulk graph once (not timed below)
     bulk_build = time.perf_counter() - t0
-    variants["ours_unfused"] = (None, lambda: flag("fuse", False, lambda: M.encode(model, maps_np, batch_size=64)))
-    variants["ours_jit"] = (None, lambda: flag("jit", True, lambda: M.encode(model, maps_np, batch_size=64)))
+    variants["ours_unfused"] = (None, lambda: flag("fuse", False, lambda: M.encode(model, maps_np, batch_size=64,
+                                                                                    bulk=False)))
+    variants["ours_jit"] = (None, lambda: flag("jit", True, lambda: M.encode(model, maps_np, batch_size=64, bulk=False)))
     compiled = None
     compile_time = None
     if args.compile:
@@ -231,8 +235,9 @@ def main(argv=None) -> int:
         print(f"  {name:22s} {med:8.1f} {med / base:8.2f} {g:8.1f} {100 * g / peak:6.0f}% {errors[name]:9.1e}")
     print(f"  TorchScript freeze+optimize: {jit_time:.1f} s" +
           (f"; torch.compile: {compile_time:.1f} s" if compile_time is not None else ""))
-    print(f"  bulk graph build (once per set of weights): {bulk_build:.1f} s")
-    for name, label in (("ours_bulk", f"ours_bulk (encode of >= {M.BULK_MIN_MAPS} maps)"), ("ours", "ours")):
+    print(f"  default graph build (once per set of weights and process): {bulk_build:.1f} s")
+    for name, label in (("ours_eager", "ours_eager (bulk=False)"), ("ours_single", "ours_single (one map a call)"),
+                        ("ours", "ours (default encode)")):
         v = res["variants"][name]
         print(f"RESULT {label} {v['maps_per_s']:.1f} maps/s vs plain {base:.1f} maps/s: x{v['ratio']:.2f}; "
               f"{v['gflops']:.0f} GFLOP/s = {v['pct_peak']:.0f} % of the torch.mm peak")

@@ -43,6 +43,12 @@ const arr = v => v == null ? null : (v.bdata !== undefined ? decode(v)
 """
 
 
+# seconds a browser test waits for a background job's answer (re-clustering, the upload search):
+# the job's worker process can take minutes to start on a loaded 2-core CI machine (a 45 s wait
+# failed there)
+BACKGROUND_JOB_TIMEOUT = 240.0
+
+
 def require_browser():
     chromium, driver = browser_available()
     if chromium and driver:
@@ -66,6 +72,31 @@ def browser(width: int = 1400, height: int = 1000):
         yield driver
     finally:
         quit_driver(driver)
+
+
+def wait_for_figure(driver, script: str, selector: str, pred=None, timeout: float = 30.0, what: str | None = None):
+    """Run the JavaScript ``script`` (which reads the figure under the CSS ``selector``, its
+    ``arguments[0]``, and returns null until it is drawn) until its result is truthy and satisfies
+    ``pred``; return that result."""
+    def get():
+        got = driver.execute_script(script, selector)
+        return got if got and (pred is None or pred(got)) else None
+    return wait_for(get, timeout, what or f"figure {selector}")
+
+
+def enabled(driver, css: str, timeout: float = BACKGROUND_JOB_TIMEOUT):
+    """The element matching ``css`` once it is enabled. A background job's controls are disabled
+    while the job runs, also its run when the page loads (minutes on a loaded CI machine while
+    the job's worker starts): a click or an upload sent to them then is lost."""
+    return wait_for(lambda: (lambda e: e if e.is_enabled() else None)(driver.find_element("css selector", css)),
+                    timeout, what=f"{css} enabled")
+
+
+def open_page(driver, url: str, ready: str = "#page-content > *") -> None:
+    """Load ``url`` and wait until the dashboard's router has rendered the page (an element
+    matching the CSS selector ``ready`` exists)."""
+    driver.get(url)
+    wait_for(lambda: driver.find_elements("css selector", ready), what=f"page {url}")
 
 
 @contextlib.contextmanager

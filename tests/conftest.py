@@ -1,8 +1,8 @@
 """Shared fixtures. Paths to the published data beside the checkout: ../shared/data/ainerd_e031.
 
-Imported here so every module has them: ``explorer_data`` (tests/dashboard_fixtures.py) and the
-browser tests' ``server`` and ``driver`` (tests/browser_support.py, which says how a module
-chooses their data and window size)."""
+Imported here so every module has them: ``explorer_data`` (tests/dashboard_fixtures.py),
+``dynamics_data`` (tests/dynamics_fixtures.py) and the browser tests' ``server`` and ``driver``
+(tests/browser_support.py, which says how a module chooses their data and window size)."""
 from __future__ import annotations
 
 import os
@@ -13,6 +13,7 @@ import pytest
 
 from browser_support import browser_data, driver, explorer_server, server  # noqa: F401
 from dashboard_fixtures import explorer_data  # noqa: F401
+from dynamics_fixtures import dynamics_data  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 E031 = REPO.parent / "shared" / "data" / "ainerd_e031"

@@ -5,6 +5,9 @@ adds them with :func:`ainerd_core.dynamics.measure_dynamics` (what precompute st
 ordering attrs (``order_rule``, ``order_spearman_json``, ``dynamics_source``) are
 added the same way. A latents-only dataset gets ``dynamics_source = "none"`` and an order rule
 that says the order is unknown.
+
+``dynamics_data`` (session fixture, available to every module through tests/conftest.py) is a
+folder with the ``explorer_data`` datasets made so: ``demo.h5`` and ``e031.h5`` (read-only).
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ainerd_core.dataset import open_dataset
 from ainerd_core.results import K_SET, labels_name, write_results
@@ -63,3 +67,15 @@ def with_dynamics(src: Path, dst: Path) -> Path:
                  order_spearman_json=json.dumps(rho), dynamics_source="maps")
     write_results(dst, results, attrs)
     return dst
+
+
+@pytest.fixture(scope="session")
+def dynamics_data(explorer_data, tmp_path_factory) -> Path:
+    """``explorer_data``'s ``demo.h5`` and ``e031.h5`` with their dynamics (and its model, if
+    any), for the dynamics views and their browser tests. Read-only: copy a file to change it."""
+    folder = tmp_path_factory.mktemp("dynamics-data")
+    with_dynamics(explorer_data / "demo.h5", folder / "demo.h5")
+    with_dynamics(explorer_data / "e031.h5", folder / "e031.h5")
+    if (explorer_data / "model.pt").exists():
+        shutil.copyfile(explorer_data / "model.pt", folder / "model.pt")
+    return folder

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ainerd_core.dataset import open_dataset
-from browser_support import console_errors, wait_for
+from browser_support import BACKGROUND_JOB_TIMEOUT, console_errors, enabled, open_page, wait_for
 from conftest import E031
 
 pytestmark = pytest.mark.browser
@@ -34,12 +34,6 @@ const conv = v => (v == null ? null : (ArrayBuffer.isView(v) ? Array.from(v) : v
 return p.data.map(t => ({name: t.name, x: conv(t.x), y: conv(t.y), meta: t.meta || null,
                          customdata: conv(t.customdata)}));
 """
-
-
-def _open(driver, server, path):
-    driver.get(server.url + path)
-    wait_for(lambda: driver.execute_script("return document.querySelector('#page-content > *') !== null"),
-             what=f"{path} to render")
 
 
 def _grid(driver, graph_id):
@@ -102,7 +96,7 @@ def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp
         lat_idx = ds.read_result("similarity/latent_index")
         raw_idx = ds.read_result("similarity/raw_index")
         lat_dist = ds.read_result("similarity/latent_distance")
-    _open(driver, server, "/similarity?dataset=demo")
+    open_page(driver, server.url + "/similarity?dataset=demo")
     g = wait_for(lambda: (lambda x: x if x and len(x["images"]) == 12 else None)(_grid(driver, "similarity-latent-grid")),
                  what="latent neighbour grid")
     assert g["meta"]["index"] == lat_idx[0, :12].tolist()                # map 0 is the first target
@@ -141,10 +135,10 @@ def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp
 
     with open_dataset(path) as ds:
         expected_raw, _ = nearest_neighbours(ds, prepare_target(np.load(target)), "raw", 12)
-    upload = driver.find_element("css selector", "#similarity-upload input[type=file]")
-    upload.send_keys(str(target))
+    enabled(driver, "#similarity-upload input[type=file]").send_keys(str(target))
     status = wait_for(lambda: (lambda t: t if "searched" in t else None)(
-        driver.find_element("css selector", "#similarity-upload-status").text), timeout=60, what="upload search")
+        driver.find_element("css selector", "#similarity-upload-status").text), timeout=BACKGROUND_JOB_TIMEOUT,
+        what="upload search")
     assert "target_c2.npy" in status or "searched" in status
     wait_for(lambda: _grid(driver, "similarity-raw-grid")["meta"]["index"] == expected_raw.tolist(),
              what="raw neighbours of the upload")
@@ -164,7 +158,7 @@ def test_clusters_figures_examples_and_recluster(driver, server, explorer_data, 
         chosen = int(ds.result_attrs["k"])
         ari = ds.read_result("stability/ari_seeds")
         labels_k3 = ds.read_result("labels_k3")
-    _open(driver, server, "/clusters?dataset=demo")
+    open_page(driver, server.url + "/clusters?dataset=demo")
     sweep = wait_for(lambda: _traces(driver, "clusters-sweep"), what="k sweep")
     by = {t["name"]: t for t in sweep if t["name"] in ("inertia", "silhouette")}
     np.testing.assert_allclose(by["inertia"]["y"], inertia)
@@ -195,7 +189,8 @@ def test_clusters_figures_examples_and_recluster(driver, server, explorer_data, 
     k_box = _find(driver, "#recluster-k")
     k_box.clear()
     k_box.send_keys("3")
-    _click(driver, "#recluster-run")
+    _find(driver, "#recluster-run")
+    driver.execute_script("arguments[0].click();", enabled(driver, "#recluster-run"))
     seen = set()
 
     def done():
@@ -206,7 +201,7 @@ def test_clusters_figures_examples_and_recluster(driver, server, explorer_data, 
         text = driver.find_element("css selector", "#recluster-result").text
         return text if text.startswith("k-means, k = 3: sizes") else None
 
-    text = wait_for(done, timeout=240, interval=0.05, what="re-clustering result")
+    text = wait_for(done, timeout=BACKGROUND_JOB_TIMEOUT, interval=0.05, what="re-clustering result")
     assert any(v not in (None, "0") for v in seen), seen                  # progress was shown
     sizes = [int(s) for s in text.split("sizes ")[1].split(" (")[0].split()]
     assert sum(sizes) == len(labels_k3) and len(sizes) == 3
@@ -224,7 +219,7 @@ def test_model_page(driver, server, explorer_data):
         sweep_size = ds.read_result("model/latent_sweep/latent_size")
         sweep_mse = ds.read_result("model/latent_sweep/test_mse")
         sweep_how = ds.result_attrs.get("latent_sweep_schedule")
-    _open(driver, server, "/model?dataset=demo")
+    open_page(driver, server.url + "/model?dataset=demo")
     rec = wait_for(lambda: _grid(driver, "model-recon"), what="reconstructions")
     assert len(rec["images"]) == 2 * len(recon_index)
     inputs = [c[0] for c in rec["custom"] if c[1] == 0 and c[0] >= 0]
@@ -256,7 +251,7 @@ def test_model_page(driver, server, explorer_data):
 
 # --------------------------------------------------------------------------- latents only
 def test_latents_only_dataset_says_so(driver, server):
-    _open(driver, server, "/similarity?dataset=e031")
+    open_page(driver, server.url + "/similarity?dataset=e031")
     wait_for(lambda: driver.find_elements("css selector", "#similarity-latents-only"), what="latents-only note")
     g = wait_for(lambda: (lambda x: x if x and x["meta"] and x["meta"]["index"] else None)(
         _grid(driver, "similarity-latent-grid")), what="latent neighbours without maps")
@@ -265,15 +260,16 @@ def test_latents_only_dataset_says_so(driver, server):
     target = E031 / "target_c2.npy"
     if target.exists():
         _find(driver, "#similarity-upload")
-        driver.find_element("css selector", "#similarity-upload input[type=file]").send_keys(str(target))
+        enabled(driver, "#similarity-upload input[type=file]").send_keys(str(target))
         status = wait_for(lambda: (lambda t: t if "searched" in t else None)(
-            driver.find_element("css selector", "#similarity-upload-status").text), timeout=60, what="upload search")
+            driver.find_element("css selector", "#similarity-upload-status").text), timeout=BACKGROUND_JOB_TIMEOUT,
+            what="upload search")
         assert "latents only" in status
         if "latent space:" not in status:  # a model was available to encode the upload
             wait_for(lambda: _grid(driver, "similarity-latent-grid")["title"].startswith("latent space: 12 nearest")
                      and "of map" not in _grid(driver, "similarity-latent-grid")["title"], what="upload neighbours")
-    _open(driver, server, "/clusters?dataset=e031")
+    open_page(driver, server.url + "/clusters?dataset=e031")
     wait_for(lambda: driver.find_elements("css selector", "#clusters-examples-missing"), what="examples note")
-    _open(driver, server, "/model?dataset=e031")
+    open_page(driver, server.url + "/model?dataset=e031")
     wait_for(lambda: driver.find_elements("css selector", "#model-recon-missing"), what="recon note")
     _no_console_errors(driver)

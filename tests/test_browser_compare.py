@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlparse
 import numpy as np
 import pytest
 
-from browser_support import PLOTLY_ARRAYS_JS, console_errors, wait_for
+from browser_support import PLOTLY_ARRAYS_JS, console_errors, wait_for, wait_for_figure
 
 pytestmark = pytest.mark.browser
 
@@ -32,8 +32,7 @@ def browser_data(explorer_data, tmp_path_factory):
 
 
 def traces(driver, sel, pred=None):
-    return wait_for(lambda: (lambda t: t if t and (pred is None or pred(t)) else None)(
-        driver.execute_script(TRACES_JS, sel)), 45, f"figure {sel}")
+    return wait_for_figure(driver, TRACES_JS, sel, pred, timeout=45)
 
 
 def test_two_datasets_stacked_shared_map_and_search_across(driver, server, explorer_data):

@@ -4,14 +4,11 @@ the fitted numbers read from /results/dynamics; the timeline has the fitted-rate
 latents-only dataset without a decoder says its cluster order is unknown."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
 from ainerd_core.dataset import open_dataset
-from browser_support import console_errors, wait_for
-from dynamics_fixtures import with_dynamics
+from browser_support import console_errors, wait_for, wait_for_figure
 
 pytestmark = pytest.mark.browser
 
@@ -31,21 +28,13 @@ return {names: gd.data.map(t => t.name), meta: gd.layout.meta || null,
 
 
 @pytest.fixture(scope="module")
-def browser_data(explorer_data, tmp_path_factory):
+def browser_data(dynamics_data):
     """What the module's `server` serves: the demo and E031 with measured dynamics."""
-    folder = tmp_path_factory.mktemp("dyn-data")
-    with_dynamics(explorer_data / "demo.h5", folder / "demo.h5")
-    with_dynamics(explorer_data / "e031.h5", folder / "e031.h5")
-    if (explorer_data / "model.pt").exists():
-        shutil.copyfile(explorer_data / "model.pt", folder / "model.pt")
-    return folder
+    return dynamics_data
 
 
-def fig(driver, sel, pred=lambda g: True, what=None):
-    def get():
-        g = driver.execute_script(FIG_JS, sel)
-        return g if g and pred(g) else None
-    return wait_for(get, 30, what or sel)
+def fig(driver, sel, pred=None, what=None):
+    return wait_for_figure(driver, FIG_JS, sel, pred, timeout=30, what=what or sel)
 
 
 def test_clicking_a_point_shows_the_map_in_seconds_next_to_its_g2_fit_and_numbers(driver, server, browser_data):

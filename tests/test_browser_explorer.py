@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ainerd_core.dataset import open_dataset
-from browser_support import PLOTLY_ARRAYS_JS, console_errors, wait_for
+from browser_support import PLOTLY_ARRAYS_JS, console_errors, open_page, wait_for, wait_for_figure
 
 pytestmark = pytest.mark.browser
 
@@ -33,15 +33,7 @@ def demo(explorer_data):
 
 
 def graph(driver, sel, pred=None, timeout=20.0):
-    def get():
-        g = driver.execute_script(GRAPH_JS, sel)
-        return g if g and (pred is None or pred(g)) else None
-    return wait_for(get, timeout, f"figure {sel}")
-
-
-def open_page(driver, server, path):
-    driver.get(server.url + path)
-    wait_for(lambda: driver.find_elements("css selector", "#page-content > *"), what=f"page {path}")
+    return wait_for_figure(driver, GRAPH_JS, sel, pred, timeout)
 
 
 def text(driver, sel):
@@ -76,7 +68,7 @@ def assert_clean_console(driver):
 
 
 def test_overview_lists_datasets_and_links_every_page(driver, server):
-    open_page(driver, server, "/")
+    open_page(driver, server.url + "/")
     table = wait_for(lambda: text(driver, "#overview-table"), what="overview table")
     assert "demo" in table and "e031" in table and "latents only" in table and "precomputed" in table
     links = driver.execute_script("return Array.from(document.querySelectorAll('#overview-table a')).map(a => a.href)")
@@ -88,7 +80,7 @@ def test_overview_lists_datasets_and_links_every_page(driver, server):
 
 
 def test_timeline_is_figure_3ab_and_k_and_bar_clicks_work(driver, server, demo):
-    open_page(driver, server, "/timeline?dataset=demo")
+    open_page(driver, server.url + "/timeline?dataset=demo")
     counts = demo["tables/counts"]
     g = graph(driver, "#timeline-graph", lambda g: sum(t["type"] == "bar" for t in g["data"]) == counts.shape[1])
     bars = [t for t in g["data"] if t["type"] == "bar"]
@@ -123,7 +115,7 @@ def test_timeline_is_figure_3ab_and_k_and_bar_clicks_work(driver, server, demo):
 
 
 def test_sectors_heatmap_is_the_label_matrix_and_click_shows_the_map(driver, server, demo):
-    open_page(driver, server, "/sectors?dataset=demo")
+    open_page(driver, server.url + "/sectors?dataset=demo")
     g = graph(driver, "#sectors-graph", lambda g: g["data"] and g["data"][0]["type"] == "heatmap")
     hm = g["data"][0]
     np.testing.assert_array_equal(np.array(hm["z"]), demo["tables/sector_time_labels"])
@@ -138,7 +130,7 @@ def test_sectors_heatmap_is_the_label_matrix_and_click_shows_the_map(driver, ser
 
 
 def test_latent_map_recolour_click_and_lasso(driver, server, demo):
-    open_page(driver, server, "/latent-map?dataset=demo")
+    open_page(driver, server.url + "/latent-map?dataset=demo")
     n = len(demo["labels"])
 
     def points(g):
@@ -178,7 +170,7 @@ def test_latent_map_recolour_click_and_lasso(driver, server, demo):
 
 
 def test_dataset_selector_changes_the_url_and_latents_only_says_so(driver, server):
-    open_page(driver, server, "/timeline?dataset=demo")
+    open_page(driver, server.url + "/timeline?dataset=demo")
     graph(driver, "#timeline-graph")
     driver.find_element("id", "dataset-select").click()
     option = wait_for(lambda: [o for o in driver.find_elements("css selector", "[role=option]")
@@ -193,7 +185,7 @@ def test_dataset_selector_changes_the_url_and_latents_only_says_so(driver, serve
     # the navbar links keep the dataset
     hrefs = driver.execute_script("return Array.from(document.querySelectorAll('.navbar a.nav-link')).map(a => a.href)")
     assert all("dataset=e031" in h for h in hrefs)
-    open_page(driver, server, "/latent-map?dataset=e031")
+    open_page(driver, server.url + "/latent-map?dataset=e031")
     wait_for(lambda: text(driver, "#latent-page .no-maps-message"), what="latent-map note")
     graph(driver, "#latent-graph")
     driver.execute_script("""

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from browser_support import PLOTLY_ARRAYS_JS, browser, console_errors, require_browser, running_server, wait_for
+from browser_support import (PLOTLY_ARRAYS_JS, browser, console_errors, open_page, require_browser, running_server,
+                             wait_for)
 from test_watch import aps_file, run_until, watcher
 
 pytestmark = pytest.mark.browser
@@ -83,8 +84,7 @@ def _zoom_survives_a_new_time_point_and_alerts_list_the_bad_file(driver, server,
 
 def _other_live_pages_refresh_without_console_errors(driver, server, w, folder):
     for path in ("/sectors", "/latent-map", "/"):
-        driver.get(server.url + path + "?dataset=beamtime")
-        wait_for(lambda: driver.find_elements("css selector", "#page-content > *"), what=path)
+        open_page(driver, server.url + path + "?dataset=beamtime")
         time.sleep(2.5)  # at least one poll of the live interval
     aps_file(folder, 3)
     run_until(w, lambda: w.n >= 72)

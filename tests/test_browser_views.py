@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from browser_support import browser, console_errors, wait_for
+import browser_support
+from browser_support import BACKGROUND_JOB_TIMEOUT, browser, console_errors, enabled, wait_for, wait_for_figure
 
 pytestmark = pytest.mark.browser
 
@@ -30,15 +31,11 @@ def query(driver) -> dict:
 
 
 def open_page(driver, url):
-    driver.get(url)
-    wait_for(lambda: driver.find_elements("css selector", "#page-content > div"), what=f"page {url}")
+    browser_support.open_page(driver, url, ready="#page-content > div")
 
 
 def figure(driver, sel, pred=None, timeout=30.0):
-    def get():
-        g = driver.execute_script(FIG_JS, sel)
-        return g if g and (pred is None or pred(g)) else None
-    return wait_for(get, timeout, f"figure {sel}")
+    return wait_for_figure(driver, FIG_JS, sel, pred, timeout)
 
 
 def checked(driver, radio_id) -> str | None:
@@ -215,17 +212,17 @@ def test_reclustering_result_is_selectable_labelled_and_clears_errors(driver, se
     assert box.size["width"] >= 60  # wide enough to read and type
     box.clear()
     box.send_keys("1")
-    run = driver.find_element("id", "recluster-run")
+    run = enabled(driver, "#recluster-run")
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", run)
-    # the check runs in the background job, whose worker process can take minutes to start on a
-    # loaded 2-core CI machine
-    err = wait_for(lambda: driver.find_element("id", "recluster-error").text, timeout=240, what="error message")
+    # the check runs in the background job
+    err = wait_for(lambda: driver.find_element("id", "recluster-error").text, timeout=BACKGROUND_JOB_TIMEOUT,
+                   what="error message")
     assert "between 2 and 20" in err
     box.clear()
     box.send_keys("4")
-    driver.execute_script("arguments[0].click();", run)
+    driver.execute_script("arguments[0].click();", enabled(driver, "#recluster-run"))
     text = wait_for(lambda: (lambda t: t if t.startswith("k-means, k = 4") else None)(
-        driver.find_element("id", "recluster-result").text), timeout=240, what="re-clustering result")
+        driver.find_element("id", "recluster-result").text), timeout=BACKGROUND_JOB_TIMEOUT, what="re-clustering result")
     assert driver.find_element("id", "recluster-error").text == ""  # the error is gone
     sizes = [int(s) for s in text.split("sizes ")[1].split(" (")[0].split()]
     assert len(sizes) == 4
@@ -268,9 +265,9 @@ def test_similarity_upload_stays_neighbours_enlarge_relevance_in_text(driver, se
     target = tmp_path / "target.npy"
     y, x = np.mgrid[0:300, 0:300]
     np.save(target, np.exp(-np.abs(x - y) / 30.0).astype(np.float32))
-    driver.find_element("css selector", "#similarity-upload input[type=file]").send_keys(str(target))
-    wait_for(lambda: "searched" in driver.find_element("id", "similarity-upload-status").text, timeout=90,
-             what="upload searched")
+    enabled(driver, "#similarity-upload input[type=file]").send_keys(str(target))
+    wait_for(lambda: "searched" in driver.find_element("id", "similarity-upload-status").text,
+             timeout=BACKGROUND_JOB_TIMEOUT, what="upload searched")
     wait_for(lambda: driver.find_elements("css selector", "#similarity-upload-map .js-plotly-plot"),
              what="uploaded target drawn large with axes")
     up = wait_for(lambda: (lambda x: x if x and "of map" not in str(x) else None)(

@@ -8,6 +8,7 @@ import pytest
 from ainerd_core import dynamics as D
 from ainerd_core.dataset import normalise_map
 from ainerd_core.results import K_SET
+from benchmarks.dynamics_spearman import drawn as drawn_setting
 
 
 def c2_from_g2(curves: np.ndarray, noise: float = 0.0, seed: int = 0) -> np.ndarray:
@@ -150,16 +151,8 @@ def test_deterministic_and_batch_independent():
 # Widened simulator options drawn independently per set (contrast, baseline offset, speckle noise
 # up to noise floors near 0.4 after normalisation, aging exponent, fringe strength), seeds chosen
 # before looking at the results (21-23), plus one-at-a-time extremes. 216 maps of 128 px each.
+# The draw is the benchmark's (benchmarks/dynamics_spearman.py), which reports the same measures.
 SIM_SIZE, SIM_TIMES = 128, 12
-
-
-def drawn_setting(seed: int) -> dict:
-    rng = np.random.default_rng([seed, 99])
-    return dict(contrast=float(rng.uniform(0.03, 0.6)), baseline_offset=float(rng.uniform(0.0, 1.0)),
-                noise_scale=float(np.exp(rng.uniform(np.log(0.5), np.log(8.0)))),
-                alpha=float(rng.uniform(-1.2, -0.6)), fringe_strength=float(rng.uniform(0.0, 0.1)))
-
-
 SETTINGS = {f"drawn seed {s}": (s, drawn_setting(s)) for s in (21, 22, 23)} | {
     "noise floor ~0.4": (24, dict(noise_scale=8.0, fringe_strength=0.05)),
     "low contrast, high baseline": (25, dict(contrast=0.03, baseline_offset=1.0, fringe_strength=0.05)),

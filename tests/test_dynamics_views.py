@@ -9,15 +9,11 @@ import pytest
 from dashboard import c2view
 from dashboard.catalog import Catalog
 from dashboard.testing import find_component
-from dynamics_fixtures import with_dynamics
 
 
 @pytest.fixture(scope="module")
-def catalog(explorer_data, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("dyn-views")
-    with_dynamics(explorer_data / "demo.h5", folder / "demo.h5")
-    with_dynamics(explorer_data / "e031.h5", folder / "e031.h5")
-    return Catalog(folder)
+def catalog(dynamics_data):
+    return Catalog(dynamics_data)
 
 
 def test_fit_columns_and_the_map_fit_are_the_stored_arrays(catalog):

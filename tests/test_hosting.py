@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from browser_support import REPO, Server, console_errors, free_port, server_env
+from browser_support import REPO, Server, console_errors, enabled, free_port, server_env
 from dashboard_fixtures import build_explorer_data
 
 pytestmark = pytest.mark.slow
@@ -233,7 +233,7 @@ def run_recluster_in_browser(base: str, viewer_password: str, dataset: str = "de
         k_input = driver.find_element(By.ID, "recluster-k")
         k_input.clear()
         k_input.send_keys("4")
-        run = driver.find_element(By.ID, "recluster-run")
+        run = enabled(driver, "#recluster-run")
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", run)
         time.sleep(0.3)
         driver.execute_script("arguments[0].click();", run)

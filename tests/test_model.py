@@ -129,6 +129,36 @@ def test_bulk_encoding_runs_the_frozen_plain_graph_and_matches_plain_eager(publi
     assert published._graphs["encode_plain"][1] is not None
 
 
+def test_default_encode_of_one_or_a_few_maps_runs_the_shared_frozen_graph(published):
+    # issue 12 item 7: the default path is the fastest variant of benchmarks/encode.py for any
+    # number of maps, a single upload included, with the plain network's latents
+    maps = band_maps(3, seed=5)
+    published.fast = False
+    with torch.no_grad():
+        z_ref = published.encode(torch.from_numpy(maps)).numpy()
+    published.fast = True
+    published._graphs.pop("encode_plain", None)
+    z1 = M.encode(published, maps[:1])
+    graph = published._graphs["encode_plain"][1]
+    assert graph is not None
+    np.testing.assert_allclose(z1, z_ref[:1], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(M.encode(published, maps), z_ref, atol=1e-5, rtol=0)
+    # another model object with the same weights reuses the graph (no second build)...
+    again = M.Autoencoder(published.latent_size)
+    again.load_state_dict(published.state_dict())
+    again.eval()
+    np.testing.assert_allclose(M.encode(again, maps), z_ref, atol=1e-5, rtol=0)
+    assert again._graphs["encode_plain"][1] is graph
+    # ...and changed weights get their own graph, with their own latents
+    with torch.no_grad():
+        again.bottleneck[1].bias += 1.0
+    z_changed = M.encode(again, maps)
+    assert again._graphs["encode_plain"][1] is not graph
+    again.fast = False
+    with torch.no_grad():
+        np.testing.assert_allclose(z_changed, again.encode(torch.from_numpy(maps)).numpy(), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("rewrite", [True, False])
 def test_fast_training_path_has_the_plain_gradients(rewrite, monkeypatch):
     # both implementations of the last convolution, whichever this CPU would pick

@@ -8,6 +8,7 @@ from ainerd_core import model as M
 from ainerd_core import novelty as NV
 from ainerd_core.dataset import open_dataset
 from conftest import simulated
+from dashboard_fixtures import explorer_data  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +79,24 @@ def test_reference_from_precomputed_arrays_equals_the_one_built_from_maps(demo_m
     a = NV.novelty_of_maps(model, maps, reused, latents=latents, errors=errors)
     b = NV.novelty_of_maps(model, maps, built)
     np.testing.assert_allclose(a["score"], b["score"], atol=0.05)
+
+
+def test_latent_map_is_coloured_by_the_stored_novelty_score(explorer_data, tmp_path):  # noqa: F811
+    import shutil
+
+    from dashboard.catalog import Catalog
+    from dashboard.figures.latent_map import NOVELTY_COLORSCALE
+    from dashboard.pages.latent_map import build_figure, color_values
+
+    shutil.copy(explorer_data / "demo.h5", tmp_path / "demo.h5")
+    entry = Catalog(tmp_path).get("demo")
+    score = entry.result("novelty/score")
+    assert score is not None and len(score) == entry.n_maps
+    np.testing.assert_array_equal(color_values(entry, "novelty", entry.k), score)
+    fig = build_figure(entry, "novelty", entry.k, False, [])
+    main = [t for t in fig.data if t.name == "novelty score"][0]
+    # every map with its own score, on the fixed [0, 1] scale
+    idx = np.asarray(main.customdata, int)
+    np.testing.assert_allclose(np.asarray(main.marker.color, float), score[idx], rtol=1e-6)
+    assert main.marker.cmin == 0 and main.marker.cmax == 1
+    assert main.marker.colorscale[0][1] != main.marker.colorscale[-1][1] and NOVELTY_COLORSCALE == "YlOrRd"

@@ -39,6 +39,38 @@ def test_generate_is_deterministic_and_batch_independent():
     assert (th["generator"] == 0).all() and (th["stretching"] >= 1.5).all()
 
 
+def test_rerendered_partners_share_the_dynamics_and_redraw_the_nuisances():
+    maps, truth = RS.generate(8, seed=2, split="train")
+    m2, partners, t2 = RS.generate(8, seed=2, split="train", pairs=True)
+    np.testing.assert_array_equal(maps, m2)          # the maps do not depend on pairs
+    for k in truth:
+        np.testing.assert_array_equal(truth[k], t2[k])
+    analytic = truth["generator"] == 0
+    assert analytic.any() and partners.dtype == np.float32 and partners.min() >= 0 and partners.max() <= 1
+    assert all(np.abs(partners[i] - maps[i]).max() > 0.01 for i in np.flatnonzero(analytic))
+    np.testing.assert_array_equal(partners[~analytic], maps[~analytic])   # simulator maps: their own partner
+    p = RS.draw_params(np.random.default_rng(5), "train")
+    q = RS.redraw_nuisances(p, np.random.default_rng(6))
+    # what the relevance rule compares is kept, the rest redrawn inside the training ranges
+    kept = set(p) - set(RS.NUISANCES)
+    assert all(q[k] == p[k] for k in kept) and any(q[k] != p[k] for k in RS.NUISANCES)
+    assert RS.TRAIN["stretching"][0] <= q["stretching"] <= RS.TRAIN["stretching"][1]
+    assert RS.render(q, np.random.default_rng(0))[1]["relaxation_rate"] == RS.render(p, np.random.default_rng(0))[1][
+        "relaxation_rate"]
+
+
+def test_he_initialisation_gives_latents_that_differ_between_maps():
+    torch.manual_seed(0)
+    model = M.Autoencoder(64, dropout=0.0).eval()
+    x = torch.from_numpy(RS.generate(8, seed=0, split="train")[0])
+    with torch.no_grad():
+        before = float(model.encode(x).std(dim=0).mean())
+        SSL.he_init(model)
+        after = float(model.encode(x).std(dim=0).mean())
+    # PyTorch's default initialisation leaves the latents of different maps nearly equal
+    assert after > 20 * before
+
+
 def test_augmented_views_keep_the_map_normalised():
     x = torch.from_numpy(RS.generate(4, seed=0, split="train")[0]).unsqueeze(1)
     v = SSL.augment(x, torch.Generator().manual_seed(0))
@@ -70,3 +102,10 @@ def test_train_randomized_writes_a_strict_loading_checkpoint(tmp_path):
     assert a["val"]["mse"] == b["val"]["mse"]
     with pytest.raises(M.InputError):
         SSL.train_randomized(tmp_path / "x.pt", steps=0)
+    # re-rendered pairs: deterministic too, recorded in the checkpoint
+    c = [SSL.train_randomized(tmp_path / f"p{i}.pt", steps=1, batch_size=4, objective="ssl", seed=0, threads=1,
+                              pairs="rerender", n_val=4, novelty_bank=0, novelty_ref=0, log=lambda *_: None)
+         for i in range(2)]
+    assert c[0]["val"]["mse"] == c[1]["val"]["mse"] and c[0]["config"]["pairs"] == "rerender"
+    with pytest.raises(M.InputError):
+        SSL.train_randomized(tmp_path / "x.pt", pairs="mirror")

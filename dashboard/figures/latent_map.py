@@ -1,7 +1,8 @@
 """Figure 3D and Supplementary Fig. 4: the UMAP plane of all maps (WebGL scatter).
 
 Points are coloured by cluster, sector class (categorical: one trace per category, so the legend
-toggles them) or by time, sector, dynamics score (continuous: one trace with a colourbar). The
+toggles them) or by time, sector, dynamics score, fitted rate or novelty score (continuous: one
+trace with a colourbar; the novelty scale is fixed to [0, 1]). The
 flow/vorticity share grid can be drawn underneath as a diverging heatmap (blue = flow = +1,
 red = vorticity = -1, white = 0), and the maps of up to three time points highlighted.
 Every point trace carries the map index as ``customdata`` (click, lasso).
@@ -15,9 +16,10 @@ from .common import (CLASS_COLORS, FLOW_SHARE_COLORSCALE, SCORE_COLORSCALE, SECT
                      TIME_COLORSCALE, cluster_color, event_list, scatter_trace)
 
 COLOR_BY = {"cluster": "cluster", "time": "time (s)", "sector": "sector", "class": "flow / vorticity",
-            "dynamics": "dynamics score", "rate": "log10 fitted rate"}
+            "dynamics": "dynamics score", "rate": "log10 fitted rate", "novelty": "novelty score"}
 NO_FIT_COLOR = "#d0d0d0"
 RATE_COLORSCALE = "Plasma"  # no grey inside, unlike Cividis: the grey points are the failed fits
+NOVELTY_COLORSCALE = "YlOrRd"  # 0 (typical of the model's data) pale .. 1 (novel) dark red; range fixed to [0, 1]
 HIGHLIGHT_SYMBOLS = ("diamond", "square", "triangle-up")
 HIGHLIGHT_COLORS = ("#000000", "#ff00ff", "#00c8c8")
 
@@ -56,26 +58,11 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
     Sc = scatter_trace(n)
     fig = go.Figure()
     if flow_share is not None:
-        fx, fy, share = flow_share
-        fig.add_trace(go.Heatmap(x=np.asarray(fx, dtype=np.float32), y=np.asarray(fy, dtype=np.float32),
-                                 z=np.asarray(share, dtype=np.float32), zmin=-1, zmax=1, zmid=0,
-                                 colorscale=FLOW_SHARE_COLORSCALE, opacity=0.55, name="flow share",
-                                 colorbar=dict(title=dict(text="flow - vorticity<br>share"), x=1.0, len=0.5, y=0.25,
-                                               tickvals=[-1, 0, 1], ticktext=["vorticity", "0", "flow"]),
-                                 hovertemplate="flow share %{z:.2f}<extra></extra>", hoverongaps=False))
+        _add_flow_share(fig, flow_share)
     index = np.arange(n, dtype=np.int32)
     hover = "map %{customdata}<extra>%{fullData.name}</extra>"
     if color_by in ("cluster", "class"):
-        if color_by == "cluster":
-            cats = [int(c) for c in np.unique(values.astype(int))]
-            names = {c: ("noise" if c < 0 else f"cluster {c}") for c in cats}
-            colors = {c: cluster_color(c) for c in cats}
-            keys = values.astype(int)
-        else:
-            keys = values.astype(str)
-            cats = [c for c in ("flow", "vorticity", "other") if np.any(keys == c)]
-            names = {c: c for c in cats}
-            colors = {c: CLASS_COLORS[c] for c in cats}
+        keys, cats, names, colors = _categories(color_by, values)
         for c in cats:
             m = keys == c
             fig.add_trace(Sc(x=xy[m, 0], y=xy[m, 1], mode="markers", name=names[c], customdata=event_list(index[m]),
@@ -83,7 +70,7 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
                                        hovertemplate=hover))
     else:
         scale = {"time": TIME_COLORSCALE, "sector": SECTOR_COLORSCALE, "dynamics": SCORE_COLORSCALE,
-                 "rate": RATE_COLORSCALE}[color_by]
+                 "rate": RATE_COLORSCALE, "novelty": NOVELTY_COLORSCALE}[color_by]
         numbers = values.astype(np.float32)
         have = np.isfinite(numbers)
         if not have.all():  # NaN colours are undefined in plotly: such points get a grey trace
@@ -92,22 +79,57 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
                              hovertemplate=hover))
         fig.add_trace(Sc(x=xy[have, 0], y=xy[have, 1], mode="markers", name=COLOR_BY[color_by], customdata=event_list(index[have]),
                                    marker=dict(color=numbers[have], colorscale=scale, size=size,
-                                               line=dict(width=0),
+                                               line=dict(width=0), **({"cmin": 0.0, "cmax": 1.0}
+                                                                      if color_by == "novelty" else {}),
                                                colorbar=dict(title=dict(text=color_title or COLOR_BY[color_by]), len=0.5, y=0.75)),
                                    hovertemplate="map %{customdata}<br>" + COLOR_BY[color_by]
                                    + " %{marker.color:.3g}<extra></extra>", showlegend=False))
+    _add_marks(fig, xy, highlights, selected, size, hover)
+    _style(fig, height)
+    return fig
+
+
+def _add_flow_share(fig, flow_share) -> None:
+    """The flow/vorticity share grid ``(x (G,), y (G,), share (G, G))`` as a heatmap layer."""
+    fx, fy, share = flow_share
+    fig.add_trace(go.Heatmap(x=np.asarray(fx, dtype=np.float32), y=np.asarray(fy, dtype=np.float32),
+                             z=np.asarray(share, dtype=np.float32), zmin=-1, zmax=1, zmid=0,
+                             colorscale=FLOW_SHARE_COLORSCALE, opacity=0.55, name="flow share",
+                             colorbar=dict(title=dict(text="flow - vorticity<br>share"), x=1.0, len=0.5, y=0.25,
+                                           tickvals=[-1, 0, 1], ticktext=["vorticity", "0", "flow"]),
+                             hovertemplate="flow share %{z:.2f}<extra></extra>", hoverongaps=False))
+
+
+def _categories(color_by: str, values):
+    """(key (N,) per point, categories in legend order, {category: name}, {category: colour}) of a
+    categorical colouring ('cluster': int labels, -1 noise; 'class': flow / vorticity / other)."""
+    if color_by == "cluster":
+        cats = [int(c) for c in np.unique(values.astype(int))]
+        return (values.astype(int), cats, {c: ("noise" if c < 0 else f"cluster {c}") for c in cats},
+                {c: cluster_color(c) for c in cats})
+    keys = values.astype(str)
+    cats = [c for c in ("flow", "vorticity", "other") if np.any(keys == c)]
+    return keys, cats, {c: c for c in cats}, {c: CLASS_COLORS[c] for c in cats}
+
+
+def _add_marks(fig, xy, highlights, selected, size: float, hover: str) -> None:
+    """Up to three highlighted groups (big symbols) and the selected map (a ring), on top."""
+    Sc = scatter_trace(xy.shape[0])
     for i, (name, idx) in enumerate((highlights or [])[:3]):
         idx = np.asarray(idx, dtype=np.int32)
         fig.add_trace(Sc(x=xy[idx, 0], y=xy[idx, 1], mode="markers", name=str(name), customdata=event_list(idx),
-                                   marker=dict(symbol=HIGHLIGHT_SYMBOLS[i], size=size + 7, color=HIGHLIGHT_COLORS[i],
-                                               opacity=0.9, line=dict(width=1.5, color="white")),
-                                   hovertemplate=hover))
-    if selected is not None and 0 <= int(selected) < n:
+                         marker=dict(symbol=HIGHLIGHT_SYMBOLS[i], size=size + 7, color=HIGHLIGHT_COLORS[i],
+                                     opacity=0.9, line=dict(width=1.5, color="white")),
+                         hovertemplate=hover))
+    if selected is not None and 0 <= int(selected) < xy.shape[0]:
         s = int(selected)
         fig.add_trace(Sc(x=xy[[s], 0], y=xy[[s], 1], mode="markers", name=f"map {s}",
-                                   customdata=[s],
-                                   marker=dict(symbol="circle-open", size=size + 14, color="#000",
-                                               line=dict(width=3, color="#000")), hovertemplate=hover))
+                         customdata=[s],
+                         marker=dict(symbol="circle-open", size=size + 14, color="#000",
+                                     line=dict(width=3, color="#000")), hovertemplate=hover))
+
+
+def _style(fig, height: int) -> None:
     fig.update_layout(template=TEMPLATE, height=height, dragmode="lasso", hovermode="closest", uirevision="latent",
                       # the legend (clusters, highlighted times) above the plot, the colour bars at the
                       # right: a continuous colour bar never covers the highlighted-time legend
@@ -116,4 +138,3 @@ def latent_figure(umap, color_by: str, values, *, flow_share=None, highlights=No
                       margin=dict(l=50, r=20, t=70, b=50))
     fig.update_xaxes(title_text="UMAP 1", showgrid=False)
     fig.update_yaxes(title_text="UMAP 2", showgrid=False, scaleanchor=None)
-    return fig

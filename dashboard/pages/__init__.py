@@ -32,9 +32,13 @@ A page module provides
     them with the page name (``"timeline-k"``, ``"similarity-target"``...).
 
 Helpers in :mod:`dashboard.explorer` for page modules: ``graph_card`` (a figure with its PNG
-and CSV buttons) + ``register_csv_download``, ``thumbnail_grid`` (map thumbnails through the PNG
-route, or a "latents only" message), ``map_detail`` (one map, optionally its reconstruction, and
-its metadata), ``message``. Figures sent to the browser must carry event ``customdata`` as plain
+and CSV buttons) + ``register_csv_download`` (``register_clustering_csv`` for a figure drawn for
+one clustering), ``register_seeded_redraw`` (a 'draw other maps' button with its seed),
+``thumbnail_grid`` (map thumbnails through the PNG route, or a "latents only" message),
+``map_detail`` (one map, optionally its reconstruction, and its metadata), ``message``. The
+clustering a page shows (a precomputed k or a re-clustering result of the session) comes from
+:mod:`dashboard.clusterings` (``k_options``, ``pick_k``, ``labels_for``, ``counts_for``,
+``choice_label``); pages import shared modules like these, never each other. Figures sent to the browser must carry event ``customdata`` as plain
 lists (:func:`dashboard.figures.common.event_list`): dcc.Graph drops customdata of base64 arrays
 from click/hover/selection events.
 

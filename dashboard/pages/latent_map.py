@@ -39,6 +39,8 @@ def color_values(entry, color_by: str, k, instance_dir=None):
         return entry.result("dynamics_score")
     if color_by == "rate":
         return fitted_log_rate(entry)
+    if color_by == "novelty":
+        return entry.result("novelty/score")
     return None
 
 
@@ -82,7 +84,8 @@ def layout(ctx):
     k = pick_k(entry, state.get("k"), instance_dir)
     color_options = [{"label": label, "value": key,
                       "disabled": (key == "dynamics" and not entry.has_result("dynamics_score"))
-                      or (key == "rate" and fitted_log_rate(entry) is None)}
+                      or (key == "rate" and fitted_log_rate(entry) is None)
+                      or (key == "novelty" and not entry.has_result("novelty/score"))}
                      for key, label in COLOR_BY.items()]
     color_by = state.get("color", "cluster")
     if color_by not in COLOR_BY or any(o["disabled"] for o in color_options if o["value"] == color_by):
