@@ -138,13 +138,9 @@ def evaluate(model: Autoencoder, maps: np.ndarray, batch_size: int = 32) -> dict
     return explained_variance(maps, decode(model, z, batch_size=batch_size))
 
 
-def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: str = "both", seed: int = 0,
-                     lr_max: float = 1e-3, ssl_weight: float = 0.2, dropout: float = 0.0, threads: int | None = 2,
-                     init_from=None, steps_per_epoch: int = 25, n_val: int = 64, log=print,
-                     novelty_bank: int = 400, novelty_ref: int = 200, pairs: str = "augment") -> dict:
-    """Train (or fine-tune) the autoencoder on domain-randomised maps; write the checkpoint to
-    ``out`` atomically; return a summary dict. See the module docstring."""
-    out = Path(out)
+def _check_options(out: Path, *, steps, batch_size, objective, lr_max, dropout, threads, steps_per_epoch, n_val,
+                   pairs) -> None:
+    """Validate ``train_randomized``'s options once, at the edge (one-line errors naming the option)."""
     if not out.parent.exists():
         raise InputError(out, "the output folder does not exist")
     if objective not in OBJECTIVES:
@@ -159,25 +155,25 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
         raise InputError("--lr-max", f"must be in (0, 1], got {lr_max}")
     if not 0 <= dropout < 1:
         raise InputError("--dropout", f"must be in [0, 1), got {dropout}")
-    if threads is not None:
-        if threads < 1:
-            raise InputError("--threads", f"must be >= 1, got {threads}")
-        torch.set_num_threads(int(threads))
-    from .randomsim import generate
+    if threads is not None and threads < 1:
+        raise InputError("--threads", f"must be >= 1, got {threads}")
 
-    t_start = time.perf_counter()
+
+def _initial_model(seed: int, dropout: float, init_from) -> tuple[Autoencoder, str]:
+    """The seeded starting network (He initialisation, or ``init_from``'s weights) and a note."""
     torch.manual_seed(seed)
     model = Autoencoder(DEFAULT_LATENT, dropout=dropout)
-    init_note = "from scratch (seeded He initialisation)"
     if init_from is None:
         he_init(model)
-    else:
-        ck = read_checkpoint(init_from)
-        model.load_state_dict(ck["state_dict"], strict=True)
-        init_note = f"fine-tuned from {init_from}"
-    val_maps, _ = generate(n_val, seed, "val")
-    opt = torch.optim.Adam(model.parameters(), lr=lr_max)
-    gen = torch.Generator().manual_seed(seed + 17)
+        return model, "from scratch (seeded He initialisation)"
+    ck = read_checkpoint(init_from)
+    model.load_state_dict(ck["state_dict"], strict=True)
+    return model, f"fine-tuned from {init_from}"
+
+
+def _run_config(*, steps, batch_size, objective, seed, lr_max, ssl_weight, dropout, init_note, steps_per_epoch,
+                n_val, pairs) -> dict:
+    """The checkpoint's ``config``: everything needed to repeat the run."""
     config = {"trainer": "ainerd_core.ssl.train_randomized", "data": "ainerd_core.randomsim training split (fresh maps "
               "every step)", "steps": int(steps), "batch_size": int(batch_size), "objective": objective,
               "ssl_weight": float(ssl_weight), "vicreg_weights": list(VICREG), "recon_scale": RECON_SCALE,
@@ -190,69 +186,96 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
     if pairs == "rerender":
         config["augmentation"] += ("; view 2 from a re-rendering of the same dynamics with the nuisances redrawn "
                                    "(randomsim.redraw_nuisances)")
+    return config
+
+
+def _optimisation_step(model, opt, x, x2, gen, objective: str, ssl_weight: float) -> tuple[float, float, float]:
+    """One Adam step on a batch; returns (loss, reconstruction term, VICReg term) as floats."""
+    model.train()
+    v1 = augment(x, gen)
+    loss = torch.zeros(())
+    rec_val = ssl_val = 0.0
+    # VICReg acts on the latents before the bottleneck ReLU: a latent dimension that is 0 for
+    # the whole batch would otherwise give no gradient and stay dead
+    h1 = _fast_encode(model, v1, pre_activation=True)
+    if objective in ("recon", "both"):
+        rec = F.mse_loss(model.decode(F.relu(h1)), v1) / RECON_SCALE
+        loss = loss + rec
+        rec_val = float(rec.detach())
+    if objective in ("ssl", "both"):
+        h2 = _fast_encode(model, augment(x2, gen), pre_activation=True)
+        s, _ = vicreg(h1, h2)
+        loss = loss + (ssl_weight if objective == "both" else 1.0) * s
+        ssl_val = float(s.detach())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return float(loss.detach()), rec_val, ssl_val
+
+
+def _novelty_extra(model, seed: int, novelty_bank: int, novelty_ref: int) -> dict:
+    """The checkpoint's novelty reference, from in-distribution maps no step trained on."""
+    if novelty_bank <= 0 or novelty_ref <= 0:
+        return {}
+    from .novelty import build_reference
+    from .randomsim import generate
+
+    bank, _ = generate(novelty_bank, seed + 1000, "indist")
+    ref, _ = generate(novelty_ref, seed + 2000, "indist")
+    return {"novelty_reference": build_reference(model, bank, ref, source=(
+        f"randomsim in-distribution maps (seed {seed + 1000}: bank of {novelty_bank}; seed {seed + 2000}: "
+        f"reference of {novelty_ref}), never trained on"))}
+
+
+def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: str = "both", seed: int = 0,
+                     lr_max: float = 1e-3, ssl_weight: float = 0.2, dropout: float = 0.0, threads: int | None = 2,
+                     init_from=None, steps_per_epoch: int = 25, n_val: int = 64, log=print,
+                     novelty_bank: int = 400, novelty_ref: int = 200, pairs: str = "augment") -> dict:
+    """Train (or fine-tune) the autoencoder on domain-randomised maps; write the checkpoint to
+    ``out`` atomically; return a summary dict. See the module docstring."""
+    out = Path(out)
+    _check_options(out, steps=steps, batch_size=batch_size, objective=objective, lr_max=lr_max, dropout=dropout,
+                   threads=threads, steps_per_epoch=steps_per_epoch, n_val=n_val, pairs=pairs)
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    from .randomsim import generate
+
+    t_start = time.perf_counter()
+    model, init_note = _initial_model(seed, dropout, init_from)
+    val_maps, _ = generate(n_val, seed, "val")
+    opt = torch.optim.Adam(model.parameters(), lr=lr_max)
+    gen = torch.Generator().manual_seed(seed + 17)
+    config = _run_config(steps=steps, batch_size=batch_size, objective=objective, seed=seed, lr_max=lr_max,
+                         ssl_weight=ssl_weight, dropout=dropout, init_note=init_note,
+                         steps_per_epoch=steps_per_epoch, n_val=n_val, pairs=pairs)
     curve = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "seconds": [], "recon": [], "vicreg": []}
     log(f"train-randomized: {steps} steps x {batch_size} maps, objective {objective}, {init_note}, "
         f"{torch.get_num_threads()} threads, seed {seed}")
-    run_loss = run_rec = run_ssl = 0.0
-    n_run = 0
+    running = []  # (loss, recon, vicreg) of each step since the last epoch line
     t_epoch = time.perf_counter()
     for step in range(steps):
-        model.train()
         lr = _lr_at(step, steps, lr_max)
         for g in opt.param_groups:
             g["lr"] = lr
         x = x2 = _batch(seed, step, batch_size, pairs=pairs == "rerender" and objective != "recon")
         if isinstance(x, tuple):
             x, x2 = x
-        v1 = augment(x, gen)
-        loss = torch.zeros(())
-        rec_val = ssl_val = 0.0
-        # VICReg acts on the latents before the bottleneck ReLU: a latent dimension that is 0 for
-        # the whole batch would otherwise give no gradient and stay dead
-        h1 = _fast_encode(model, v1, pre_activation=True)
-        if objective in ("recon", "both"):
-            rec = F.mse_loss(model.decode(F.relu(h1)), v1) / RECON_SCALE
-            loss = loss + rec
-            rec_val = float(rec.detach())
-        if objective in ("ssl", "both"):
-            h2 = _fast_encode(model, augment(x2, gen), pre_activation=True)
-            s, _ = vicreg(h1, h2)
-            loss = loss + (ssl_weight if objective == "both" else 1.0) * s
-            ssl_val = float(s.detach())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        run_loss += float(loss.detach())
-        run_rec += rec_val
-        run_ssl += ssl_val
-        n_run += 1
+        running.append(_optimisation_step(model, opt, x, x2, gen, objective, ssl_weight))
         if (step + 1) % steps_per_epoch == 0 or step + 1 == steps:
             model.eval()
             ev = evaluate(model, val_maps)
-            curve["epoch"].append(len(curve["epoch"]) + 1)
-            curve["train_loss"].append(run_loss / n_run)
-            curve["recon"].append(run_rec / n_run)
-            curve["vicreg"].append(run_ssl / n_run)
-            curve["val_loss"].append(ev["mse"])
-            curve["lr"].append(lr)
-            curve["seconds"].append(time.perf_counter() - t_epoch)
-            log(f"step {step + 1:5d}/{steps}  loss {run_loss / n_run:.4f} (recon {run_rec / n_run:.4f}, vicreg "
-                f"{run_ssl / n_run:.4f})  val MSE {ev['mse']:.5f} EV {ev['explained_variance'] * 100:.1f} %  "
-                f"lr {lr:.2e}  {curve['seconds'][-1]:.0f} s")
-            run_loss = run_rec = run_ssl = 0.0
-            n_run = 0
+            loss, rec, ssl = (sum(r[i] for r in running) / len(running) for i in range(3))
+            for key, value in (("epoch", len(curve["epoch"]) + 1), ("train_loss", loss), ("recon", rec),
+                               ("vicreg", ssl), ("val_loss", ev["mse"]), ("lr", lr),
+                               ("seconds", time.perf_counter() - t_epoch)):
+                curve[key].append(value)
+            log(f"step {step + 1:5d}/{steps}  loss {loss:.4f} (recon {rec:.4f}, vicreg {ssl:.4f})  val MSE "
+                f"{ev['mse']:.5f} EV {ev['explained_variance'] * 100:.1f} %  lr {lr:.2e}  {curve['seconds'][-1]:.0f} s")
+            running = []
             t_epoch = time.perf_counter()
     model.eval()
     val = evaluate(model, val_maps)
-    extra = {}
-    if novelty_bank > 0 and novelty_ref > 0:
-        from .novelty import build_reference
-
-        bank, _ = generate(novelty_bank, seed + 1000, "indist")
-        ref, _ = generate(novelty_ref, seed + 2000, "indist")
-        extra["novelty_reference"] = build_reference(model, bank, ref, source=(
-            f"randomsim in-distribution maps (seed {seed + 1000}: bank of {novelty_bank}; seed {seed + 2000}: "
-            f"reference of {novelty_ref}), never trained on"))
+    extra = _novelty_extra(model, seed, novelty_bank, novelty_ref)
     elapsed = time.perf_counter() - t_start
     ck = make_checkpoint(model, config=config, learning_curve=curve, best_epoch=len(curve["epoch"]),
                          best_val_loss=val["mse"], test=val, train_seconds=elapsed, epoch=len(curve["epoch"]), **extra)
