@@ -251,8 +251,7 @@ def fit_g2(tau, g2, counts=None, *, lag0=None, floor=None, n_iter: int = 20, n_r
         raise ValueError("tau must be (L,) positive lags matching g2's last axis")
     w = np.ones(L) if counts is None else np.asarray(counts, dtype=np.float64)
     w = w / w.mean()
-    lo_r, hi_r = rate_bounds or (RATE_LO_FACTOR / tau.max(), RATE_HI_FACTOR / tau.min())
-    lo_g, hi_g = stretch_bounds
+    rate_bounds = rate_bounds or (RATE_LO_FACTOR / tau.max(), RATE_HI_FACTOR / tau.min())
     out = {k: np.full(n, np.nan) for k in ("rate", "rate_stderr", "stretching", "stretching_stderr", "contrast",
                                            "contrast_stderr", "baseline", "baseline_stderr", "fit_r2")}
     status = np.full(n, STATUS_FAILED, np.int8)
@@ -262,32 +261,62 @@ def fit_g2(tau, g2, counts=None, *, lag0=None, floor=None, n_iter: int = 20, n_r
         return out
     idx = np.nonzero(good)[0]
     Y = y[idx]
-    top_max = np.full(len(idx), np.inf)
+    l0 = None if lag0 is None else np.asarray(lag0, np.float64)[idx]
+    fl = None if floor is None else np.asarray(floor, np.float64)[idx]
+    top_max, beta_max = _upper_bounds(Y, l0, fl)
+    # 1. grid start, 2. robust Levenberg-Marquardt, 3. uncertainties, goodness of fit, status
+    p = _grid_start(tau, Y, w, top_max, beta_max, rate_bounds, stretch_bounds)
+    p, W, J, r = _refine(tau, Y, w, p, top_max, beta_max, rate_bounds, stretch_bounds, n_iter, n_reweight)
+    values, r2 = _uncertainties(tau, Y, w, W, J, r, p)
+    for key, val in values.items():
+        out[key][idx] = val
+    st, flat_fast, flat_slow = _status(tau, Y, w, r, p, r2, l0, beta_max)
+    # no significant decay in the window: the rate is only known to be beyond a bound
+    out["rate"][idx[flat_fast]] = rate_bounds[1]
+    out["rate"][idx[flat_slow]] = rate_bounds[0]
+    status[idx] = st
+    out["fit_status"] = status
+    return out
+
+
+def _upper_bounds(Y, lag0, floor) -> tuple[np.ndarray, np.ndarray]:
+    """Per-curve upper bounds of the curve at lag 0 (``top_max``) and of the contrast
+    (``beta_max``); inf where ``lag0`` / ``floor`` are not given (see :func:`fit_g2`)."""
+    top_max = np.full(len(Y), np.inf)
     if lag0 is not None:
         # the fitted curve at lag 0 may not rise above the diagonal (plus 5 % of the diagonal's
         # excess): else a tiny stretching with a huge contrast mimics a drop before the first lag
-        l0 = np.asarray(lag0, np.float64)[idx]
-        top_max = np.where(np.isfinite(l0), l0 + 0.05 * np.abs(l0 - Y.min(axis=1)) + 1e-9, np.inf)
-    # 1. grid: 48 rates (log-spaced over the bounds) x 8 stretchings, linear parameters exact
+        top_max = np.where(np.isfinite(lag0), lag0 + 0.05 * np.abs(lag0 - Y.min(axis=1)) + 1e-9, np.inf)
+    beta_max = np.full(len(Y), np.inf)
+    if floor is not None:
+        # contrast <= FLOOR_FACTOR x (top bound - the map's lowest pixel): a decay that has barely
+        # started cannot extrapolate to a baseline far below every pixel of the map
+        beta_max = np.where(np.isfinite(floor) & np.isfinite(top_max),
+                            np.maximum(FLOOR_FACTOR * (top_max - floor), 1e-12), np.inf)
+    return top_max, beta_max
+
+
+def _grid_start(tau, Y, w, top_max, beta_max, rate_bounds, stretch_bounds) -> np.ndarray:
+    """Starting parameters (n, 4) = (top, contrast, ln rate, stretching): the best of a grid of
+    48 rates (log-spaced over the bounds) x 8 stretchings, the linear parameters exact."""
+    (lo_r, hi_r), (lo_g, hi_g) = rate_bounds, stretch_bounds
     lr_grid = np.linspace(math.log(lo_r), math.log(hi_r), 48)
     g_grid = np.linspace(lo_g, hi_g, 8)
     LR, GG = (a.ravel() for a in np.meshgrid(lr_grid, g_grid, indexing="ij"))
     E = np.exp(-2.0 * np.exp(np.clip(GG[:, None] * (LR[:, None] + np.log(tau)[None]), -700, 50)))
-    beta_max = np.full(len(idx), np.inf)
-    if floor is not None:
-        # contrast <= FLOOR_FACTOR x (top bound - the map's lowest pixel): a decay that has barely
-        # started cannot extrapolate to a baseline far below every pixel of the map
-        fl = np.asarray(floor, np.float64)[idx]
-        beta_max = np.where(np.isfinite(fl) & np.isfinite(top_max),
-                            np.maximum(FLOOR_FACTOR * (top_max - fl), 1e-12), np.inf)
     base, beta, ssr = _wls_linear(E, Y, w, top_max, beta_max)
     best = np.argmin(ssr, axis=1)
-    rows = np.arange(len(idx))
-    p = np.stack([base[rows, best] + beta[rows, best], beta[rows, best], LR[best], GG[best]], axis=1)
-    # 2. batched Levenberg-Marquardt with Huber weights (iteratively reweighted)
+    rows = np.arange(len(Y))
+    return np.stack([base[rows, best] + beta[rows, best], beta[rows, best], LR[best], GG[best]], axis=1)
+
+
+def _refine(tau, Y, w, p, top_max, beta_max, rate_bounds, stretch_bounds, n_iter, n_reweight):
+    """Batched Levenberg-Marquardt with Huber weights (iteratively reweighted), within the
+    bounds; returns the parameters, the last weights, the Jacobian and the residuals."""
+    (lo_r, hi_r), (lo_g, hi_g) = rate_bounds, stretch_bounds
+    n = len(Y)
     lo_p = np.broadcast_to(np.array([-np.inf, 0.0, math.log(lo_r), lo_g]), p.shape)
-    hi_p = np.stack([top_max, beta_max, np.full(len(idx), math.log(hi_r)),
-                     np.full(len(idx), hi_g)], axis=1)
+    hi_p = np.stack([top_max, beta_max, np.full(n, math.log(hi_r)), np.full(n, hi_g)], axis=1)
     f, J = _model_and_jac(tau, p)
     r = Y - f
     W = np.broadcast_to(w, Y.shape).copy()
@@ -297,8 +326,8 @@ def fit_g2(tau, g2, counts=None, *, lag0=None, floor=None, n_iter: int = 20, n_r
         s = _robust_sigma(r, w)
         z = np.abs(r) / s[:, None]
         W = w[None] * np.where(z <= HUBER_C, 1.0, HUBER_C / np.maximum(z, 1e-300))
-        lam = np.full(len(idx), 1e-2)
-        active = np.ones(len(idx), bool)
+        lam = np.full(n, 1e-2)
+        active = np.ones(n, bool)
         for _it in range(n_iter):
             a = np.nonzero(active)[0]
             if a.size == 0:
@@ -325,10 +354,13 @@ def fit_g2(tau, g2, counts=None, *, lag0=None, floor=None, n_iter: int = 20, n_r
             gain = (cost - cost_n) / np.maximum(cost, 1e-300)
             done = (acc & (gain < 1e-9)) | (~acc & (lam[a] >= 1e6))
             active[a[done]] = False
-    # 3. uncertainties, goodness of fit, status
+    return p, W, J, r
+
+
+def _uncertainties(tau, Y, w, W, J, r, p) -> tuple[dict, np.ndarray]:
+    """Physical parameters with standard errors (from the weighted normal matrix) and R^2."""
     A = _normal_equations(W, J)
-    dof = max(L - 4, 1)
-    s2 = (W * r * r).sum(axis=1) / dof
+    s2 = (W * r * r).sum(axis=1) / max(len(tau) - 4, 1)
     cov = np.full_like(A, np.nan)
     okA = np.isfinite(A).all(axis=(1, 2))
     if okA.any():
@@ -339,15 +371,22 @@ def fit_g2(tau, g2, counts=None, *, lag0=None, floor=None, n_iter: int = 20, n_r
     ssr_fin = (w[None] * r * r).sum(axis=1)
     r2 = 1.0 - ssr_fin / np.where(sst > 0, sst, np.nan)
     top, bet, lnr, gam = p.T
-    b = top - bet
     rate = np.exp(lnr)
     # baseline = top - contrast: var = var(top) + var(contrast) - 2 cov
     se_b = np.sqrt(np.maximum(cov[:, 0, 0] + cov[:, 1, 1] - 2 * cov[:, 0, 1], 0.0) * s2)
-    for key, val in (("baseline", b), ("contrast", bet), ("rate", rate), ("stretching", gam), ("fit_r2", r2),
-                     ("baseline_stderr", se_b), ("contrast_stderr", se[:, 1]),
-                     ("rate_stderr", rate * se[:, 2]), ("stretching_stderr", se[:, 3])):
-        out[key][idx] = val
-    st = np.full(len(idx), STATUS_OK, np.int8)
+    return {"baseline": top - bet, "contrast": bet, "rate": rate, "stretching": gam, "fit_r2": r2,
+            "baseline_stderr": se_b, "contrast_stderr": se[:, 1], "rate_stderr": rate * se[:, 2],
+            "stretching_stderr": se[:, 3]}, r2
+
+
+def _status(tau, Y, w, r, p, r2, lag0, beta_max) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fit status per curve (codes of :data:`STATUS_NAMES`), and the masks of the curves with no
+    significant decay in the window whose diagonal stands out (faster than the first lag) or not
+    (slower than the window)."""
+    L = len(tau)
+    _, bet, lnr, gam = p.T
+    rate = np.exp(lnr)
+    st = np.full(len(Y), STATUS_OK, np.int8)
     dec_first = 1.0 - np.exp(-2.0 * (rate * tau.min()) ** gam)
     dec_last = 1.0 - np.exp(-2.0 * (rate * tau.max()) ** gam)
     # the visible decay (from the first to the last lag) against the noise of one lag's mean
@@ -359,21 +398,19 @@ def fit_g2(tau, g2, counts=None, *, lag0=None, floor=None, n_iter: int = 20, n_r
     pinned = np.isfinite(beta_max) & (bet >= beta_max * (1 - 1e-3))
     st[(dec_last < NO_DECAY_FRACTION) | pinned] = STATUS_NO_DECAY
     st[dec_first > FIRST_LAG_FRACTION] = STATUS_FIRST_LAG
+    fast = np.zeros(len(Y), bool)
     if np.any(flat):
         # no significant decay inside the window: faster than the first lag if the diagonal
         # (lag 0) stands out above the plateau, else slower than the window
         plateau = Y[:, : max(3, L // 16)].mean(axis=1)
         spread = np.maximum(sig * 3.0, 1e-12)
-        fast = np.zeros(len(idx), bool) if lag0 is None else (np.asarray(lag0, np.float64)[idx] - plateau > spread)
+        if lag0 is not None:
+            fast = lag0 - plateau > spread
         st[flat & fast] = STATUS_FIRST_LAG
         st[flat & ~fast] = STATUS_NO_DECAY
-        out["rate"][idx[flat & fast]] = hi_r
-        out["rate"][idx[flat & ~fast]] = lo_r
     bad = ~(np.isfinite(p).all(axis=1) & np.isfinite(r2))
     st[bad] = STATUS_FAILED
-    status[idx] = st
-    out["fit_status"] = status
-    return out
+    return st, flat & fast, flat & ~fast
 
 
 # --------------------------------------------------------------------------- all of it
