@@ -156,7 +156,7 @@ def compute_file(path, settings: FileSettings) -> dict:
         "meta/c2_time_step_s": np.full(n, step),
         "start_time": info.start_text or "", "layout": info.layout, "size": int(info.size),
     }
-    out["latent"] = encode(_model(settings.model_path), maps, batch_size=64, bulk=False)
+    out["latent"] = encode(_model(settings.model_path), maps, batch_size=64)  # the path precompute uses
     if settings.dynamics and dynamics_available():
         from .dynamics import measure_dynamics
 
