@@ -6,7 +6,10 @@ description), named by a random id such as ``hdbscan-3f2a9c1b``. The browser kee
 created in a session store (``SESSION_STORE``, the tab's sessionStorage), so the timeline and
 sectors pages offer them next to the precomputed k; the id is what ``?k=`` holds in the URL. A
 result is bound to the dataset file it was computed on (``DatasetEntry.version``): after the
-file is replaced, the result is not offered any more.
+file is replaced, the result is not offered any more. Results are kept for ``KEEP_DAYS`` days
+and at most ``KEEP_PER_DATASET`` per dataset (the newest); every save prunes the older ones
+(:func:`prune`), so a public instance's disk does not fill with abandoned runs. A link holding a
+pruned id falls back to the precomputed k.
 
 A choice is described by what it is (:func:`describe`): ``"k-means, k = 5"`` for the
 precomputed labels, ``"HDBSCAN: 2 clusters found (+ 13 noise)"`` for a density method, never
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +33,12 @@ ALGORITHM_NAMES = {"kmeans": "k-means", "spectral": "spectral", "agglomerative":
 #: algorithms whose number of clusters is found, not given
 DENSITY = ("hdbscan", "optics")
 _ID = re.compile(r"^([a-z]{2,16})-([0-9a-f]{6,16})$")
+#: a saved result older than this is deleted at the next save for its dataset (days)
+KEEP_DAYS = 7.0
+#: at most this many results per dataset are kept (the newest)
+KEEP_PER_DATASET = 200
+#: a temporary file of an interrupted save older than this is deleted (seconds)
+_TMP_GRACE_S = 3600.0
 
 
 def _folder(instance_dir, dataset_id: str) -> Path:
@@ -55,7 +65,42 @@ def save(instance_dir, entry, labels, algorithm: str, k_requested: int) -> str:
     tmp = folder / f".{rid}.tmp.npz"
     np.savez(tmp, labels=labels, info=np.array(json.dumps(info)))
     tmp.rename(folder / f"{rid}.npz")
+    prune(folder)
     return rid
+
+
+def prune(folder, now: float | None = None) -> int:
+    """Delete the results in ``folder`` older than ``KEEP_DAYS`` days or beyond the newest
+    ``KEEP_PER_DATASET``, and leftovers of interrupted saves; returns how many files went.
+    ``now`` is a UNIX time in seconds (default: the clock)."""
+    now = time.time() if now is None else now
+    results, removed = [], 0
+    for path in Path(folder).iterdir():
+        try:
+            age_s = now - path.stat().st_mtime
+        except FileNotFoundError:  # pruned by another worker meanwhile
+            continue
+        if path.name.startswith(".") and path.name.endswith(".tmp.npz"):
+            stale = age_s > _TMP_GRACE_S
+        elif path.suffix == ".npz" and is_result_id(path.stem):
+            results.append((age_s, path))
+            stale = age_s > KEEP_DAYS * 86400.0
+        else:
+            continue
+        if stale:
+            removed += _unlink(path)
+    fresh = sorted((a, p) for a, p in results if a <= KEEP_DAYS * 86400.0)
+    for _, path in fresh[KEEP_PER_DATASET:]:
+        removed += _unlink(path)
+    return removed
+
+
+def _unlink(path: Path) -> int:
+    try:
+        path.unlink()
+        return 1
+    except FileNotFoundError:
+        return 0
 
 
 def load(instance_dir, entry, rid) -> dict | None:
