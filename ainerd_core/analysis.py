@@ -186,9 +186,12 @@ def suggest_k(sweep: Mapping, lo: int = SUGGEST_RANGE[0], hi: int = SUGGEST_RANG
 
 
 def nearest_centroid(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """(N,) int32: the row of ``centroids`` (C, D) nearest (Euclidean) to each row of ``x`` (N, D)."""
+    """(N,) int32: the row of ``centroids`` (C, D) nearest (Euclidean) to each row of ``x`` (N, D).
+
+    A centroid with NaN (a cluster left empty) is never nearest."""
     x, c = np.asarray(x, dtype=np.float64), np.asarray(centroids, dtype=np.float64)
-    return np.argmin(((x[:, None, :] - c[None, :, :]) ** 2).sum(-1), axis=1).astype(np.int32)
+    d = ((x[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+    return np.argmin(np.where(np.isnan(d), np.inf, d), axis=1).astype(np.int32)
 
 
 def pca_plane(x: np.ndarray) -> np.ndarray:

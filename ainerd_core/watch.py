@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .analysis import nearest_centroid
 from .errors import InputError
 from .results import K_SET
 
@@ -259,12 +260,7 @@ class Reference:
 
     def assign(self, latent: np.ndarray) -> dict[int, np.ndarray]:
         """Nearest frozen centroid per k: {k: (n,) int32}."""
-        out = {}
-        for kk, c in self.centroids.items():
-            d = ((latent[:, None, :] - c[None, :, :]) ** 2).sum(-1)
-            d = np.where(np.isnan(d), np.inf, d)
-            out[kk] = np.argmin(d, axis=1).astype(np.int32)
-        return out
+        return {kk: nearest_centroid(latent, c) for kk, c in self.centroids.items()}
 
     def place(self, latent: np.ndarray, neighbours: int = UMAP_NEIGHBOURS) -> np.ndarray:
         """(n, 2) UMAP coordinates: inverse-distance weighted mean of the nearest references'."""

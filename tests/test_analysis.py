@@ -175,3 +175,14 @@ def test_to_json_handles_numpy_and_nan():
 
     s = A.to_json({"a": np.float32(1.5), "b": np.array([1, 2]), "c": float("nan"), 3: np.int64(4)})
     assert json.loads(s) == {"a": 1.5, "b": [1, 2], "c": None, "3": 4}
+
+
+def test_nearest_centroid_skips_an_empty_cluster_and_matches_brute_force():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 8)).astype(np.float32)
+    c = rng.normal(size=(5, 8)).astype(np.float32)
+    brute = np.array([np.argmin([np.sum((xi.astype(float) - ci) ** 2) for ci in c]) for xi in x])
+    assert np.array_equal(A.nearest_centroid(x, c), brute)
+    c[brute[0]] = np.nan  # that cluster was left empty: its maps go to their next-nearest centroid
+    got = A.nearest_centroid(x, c)
+    assert brute[0] not in got and got.dtype == np.int32
