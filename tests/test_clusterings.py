@@ -42,9 +42,9 @@ def test_a_saved_result_loads_until_it_is_pruned_as_old(tmp_path, entry):
     new = clusterings.save(inst, entry, labels, "kmeans", 3)
     names = sorted(p.name for p in folder.iterdir())
     assert names == sorted([f"{new}.npz", "notes.txt"])  # old result and stale temp file gone
-    entry._cache.clear()  # a fresh worker: the pruned result is no longer offered
-    assert clusterings.load(inst, entry, old) is None
-    assert clusterings.load(inst, entry, new) is not None
+    fresh = Catalog(entry.path.parent).get(entry.id)  # another worker: the pruned result is not offered
+    assert clusterings.load(inst, fresh, old) is None
+    assert clusterings.load(inst, fresh, new) is not None
 
 
 def test_at_most_keep_per_dataset_results_the_newest(tmp_path, entry, monkeypatch):
