@@ -46,6 +46,10 @@ from .model import DEFAULT_LATENT, Autoencoder, _fast_encode, atomic_torch_save,
 
 OBJECTIVES = ("recon", "ssl", "both")
 PAIRS = ("augment", "rerender")
+SSL_LOSSES = ("vicreg", "infonce")
+POSITIVES = ("pair", "physics")
+# widths of the physics kernel of ``--positives physics`` (log10 rate; fringe frequency, cycles/pixel)
+PHYSICS_WIDTH = {"log_rate": 0.15, "fringe_frequency": 0.006}
 RECON_SCALE = 0.02      # a typical per-pixel variance of a normalised C2 map
 VICREG = (25.0, 25.0, 1.0)
 
@@ -95,14 +99,53 @@ def vicreg(z1: torch.Tensor, z2: torch.Tensor, weights=VICREG) -> tuple[torch.Te
                   "cov": float(cov.detach()) if torch.is_tensor(cov) else cov}
 
 
+def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
+             soft: torch.Tensor | None = None) -> torch.Tensor:
+    """Contrastive (InfoNCE / NT-Xent) loss of two (B, D) batches of embeddings, on squared
+    Euclidean distances - the geometry similarity search uses - divided by their batch mean, so the
+    loss does not depend on the latent's scale (the decoder can absorb any scale).
+
+    Every one of the 2B embeddings must pick its partner (row i of the other batch) among the
+    2B - 1 others; with ``soft`` ((2B, 2B) rows summing to 1, zero diagonal) the target is that
+    distribution instead (several positives, weighted)."""
+    z = torch.cat([z1, z2])
+    n = z.shape[0]
+    sq = (z * z).sum(1)
+    d = (sq[:, None] + sq[None, :] - 2 * z @ z.T).clamp_min(0)
+    off = ~torch.eye(n, dtype=torch.bool)
+    logits = (-d / (temperature * d[off].mean().clamp_min(1e-12))).masked_fill(~off, float("-inf"))
+    if soft is None:
+        return F.cross_entropy(logits, torch.arange(n).roll(n // 2))
+    logp = torch.log_softmax(logits, dim=1).masked_fill(~off, 0.0)
+    return -(soft * logp).sum(1).mean()
+
+
+def physics_targets(truth: dict) -> torch.Tensor:
+    """(2B, 2B) soft positives from the simulator's truth of B maps and their B partners: a
+    Gaussian kernel in log10 relaxation rate and fringe frequency (:data:`PHYSICS_WIDTH`), zero
+    unless aging class and burst agree; each map's own partner weighs at least 1; rows sum to 1."""
+    lr = np.log10(np.maximum(np.asarray(truth["relaxation_rate"], float), 1e-12))
+    f = np.asarray(truth["fringe_frequency"], float)
+    same = (np.asarray(truth["aging"])[:, None] == np.asarray(truth["aging"])[None, :]) & (
+        np.asarray(truth["burst"])[:, None] == np.asarray(truth["burst"])[None, :])
+    w = np.exp(-0.5 * ((lr[:, None] - lr[None, :]) / PHYSICS_WIDTH["log_rate"]) ** 2
+               - 0.5 * ((f[:, None] - f[None, :]) / PHYSICS_WIDTH["fringe_frequency"]) ** 2) * same
+    w = np.tile(w, (2, 2))
+    b = len(lr)
+    idx = np.arange(2 * b)
+    w[idx, (idx + b) % (2 * b)] = np.maximum(w[idx, (idx + b) % (2 * b)], 1.0)
+    w[idx, idx] = 0.0
+    return torch.from_numpy(w / w.sum(1, keepdims=True)).float()
+
+
 def _batch(seed: int, step: int, batch_size: int, pairs: bool = False):
-    """(B, 1, S, S) maps of step ``step`` (and, with ``pairs``, their re-rendered partners)."""
+    """(B, 1, S, S) maps of step ``step`` (and, with ``pairs``, their re-rendered partners and the truth)."""
     from .randomsim import generate
 
     # maps of step t are maps t*B .. t*B+B-1 of the training split: no map is drawn twice
     if pairs:
-        maps, partners, _ = generate(batch_size, seed, "train", start=step * batch_size, pairs=True)
-        return torch.from_numpy(maps).unsqueeze(1), torch.from_numpy(partners).unsqueeze(1)
+        maps, partners, truth = generate(batch_size, seed, "train", start=step * batch_size, pairs=True)
+        return torch.from_numpy(maps).unsqueeze(1), torch.from_numpy(partners).unsqueeze(1), truth
     maps, _ = generate(batch_size, seed, "train", start=step * batch_size)
     return torch.from_numpy(maps).unsqueeze(1)
 
@@ -139,7 +182,7 @@ def evaluate(model: Autoencoder, maps: np.ndarray, batch_size: int = 32) -> dict
 
 
 def _check_options(out: Path, *, steps, batch_size, objective, lr_max, dropout, threads, steps_per_epoch, n_val,
-                   pairs) -> None:
+                   pairs, ssl_loss="vicreg", positives="pair", temperature=0.1) -> None:
     """Validate ``train_randomized``'s options once, at the edge (one-line errors naming the option)."""
     if not out.parent.exists():
         raise InputError(out, "the output folder does not exist")
@@ -147,6 +190,14 @@ def _check_options(out: Path, *, steps, batch_size, objective, lr_max, dropout, 
         raise InputError("--objective", f"must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     if pairs not in PAIRS:
         raise InputError("--pairs", f"must be one of {', '.join(PAIRS)}, got {pairs!r}")
+    if ssl_loss not in SSL_LOSSES:
+        raise InputError("--ssl-loss", f"must be one of {', '.join(SSL_LOSSES)}, got {ssl_loss!r}")
+    if positives not in POSITIVES:
+        raise InputError("--positives", f"must be one of {', '.join(POSITIVES)}, got {positives!r}")
+    if positives == "physics" and (pairs != "rerender" or ssl_loss != "infonce"):
+        raise InputError("--positives", "physics needs --pairs rerender and --ssl-loss infonce")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise InputError("--temperature", f"must be > 0, got {temperature}")
     for name, v, lo in (("--steps", steps, 1), ("--batch-size", batch_size, 4 if objective != "recon" else 1),
                         ("--steps-per-epoch", steps_per_epoch, 1), ("--n-val", n_val, 4)):
         if v < lo:
@@ -189,8 +240,18 @@ def _run_config(*, steps, batch_size, objective, seed, lr_max, ssl_weight, dropo
     return config
 
 
-def _optimisation_step(model, opt, x, x2, gen, objective: str, ssl_weight: float) -> tuple[float, float, float]:
-    """One Adam step on a batch; returns (loss, reconstruction term, VICReg term) as floats."""
+def _ssl_term(model, h1, x2, gen, ssl_loss: str, temperature: float, soft) -> torch.Tensor:
+    """The self-supervised term between view 1's pre-activations ``h1`` and a view of ``x2``."""
+    h2 = _fast_encode(model, augment(x2, gen), pre_activation=True)
+    if ssl_loss == "vicreg":
+        return vicreg(h1, h2)[0]
+    # InfoNCE acts on the latent itself (after the ReLU): the vectors similarity search compares
+    return info_nce(F.relu(h1), F.relu(h2), temperature, soft)
+
+
+def _optimisation_step(model, opt, x, x2, gen, objective: str, ssl_weight: float, ssl_loss: str = "vicreg",
+                       temperature: float = 0.1, soft=None) -> tuple[float, float, float]:
+    """One Adam step on a batch; returns (loss, reconstruction term, self-supervised term) as floats."""
     model.train()
     v1 = augment(x, gen)
     loss = torch.zeros(())
@@ -203,8 +264,7 @@ def _optimisation_step(model, opt, x, x2, gen, objective: str, ssl_weight: float
         loss = loss + rec
         rec_val = float(rec.detach())
     if objective in ("ssl", "both"):
-        h2 = _fast_encode(model, augment(x2, gen), pre_activation=True)
-        s, _ = vicreg(h1, h2)
+        s = _ssl_term(model, h1, x2, gen, ssl_loss, temperature, soft)
         loss = loss + (ssl_weight if objective == "both" else 1.0) * s
         ssl_val = float(s.detach())
     opt.zero_grad(set_to_none=True)
@@ -230,12 +290,14 @@ def _novelty_extra(model, seed: int, novelty_bank: int, novelty_ref: int) -> dic
 def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: str = "both", seed: int = 0,
                      lr_max: float = 1e-3, ssl_weight: float = 0.2, dropout: float = 0.0, threads: int | None = 2,
                      init_from=None, steps_per_epoch: int = 25, n_val: int = 64, log=print,
-                     novelty_bank: int = 400, novelty_ref: int = 200, pairs: str = "augment") -> dict:
+                     novelty_bank: int = 400, novelty_ref: int = 200, pairs: str = "augment", ssl_loss: str = "vicreg",
+                     temperature: float = 0.1, positives: str = "pair") -> dict:
     """Train (or fine-tune) the autoencoder on domain-randomised maps; write the checkpoint to
     ``out`` atomically; return a summary dict. See the module docstring."""
     out = Path(out)
     _check_options(out, steps=steps, batch_size=batch_size, objective=objective, lr_max=lr_max, dropout=dropout,
-                   threads=threads, steps_per_epoch=steps_per_epoch, n_val=n_val, pairs=pairs)
+                   threads=threads, steps_per_epoch=steps_per_epoch, n_val=n_val, pairs=pairs, ssl_loss=ssl_loss,
+                   positives=positives, temperature=temperature)
     if threads is not None:
         torch.set_num_threads(int(threads))
     from .randomsim import generate
@@ -248,6 +310,9 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
     config = _run_config(steps=steps, batch_size=batch_size, objective=objective, seed=seed, lr_max=lr_max,
                          ssl_weight=ssl_weight, dropout=dropout, init_note=init_note,
                          steps_per_epoch=steps_per_epoch, n_val=n_val, pairs=pairs)
+    if objective != "recon":
+        config.update(ssl_loss=ssl_loss, temperature=float(temperature) if ssl_loss == "infonce" else None,
+                      positives=positives, physics_width=PHYSICS_WIDTH if positives == "physics" else None)
     curve = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "seconds": [], "recon": [], "vicreg": []}
     log(f"train-randomized: {steps} steps x {batch_size} maps, objective {objective}, {init_note}, "
         f"{torch.get_num_threads()} threads, seed {seed}")
@@ -258,9 +323,11 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
         for g in opt.param_groups:
             g["lr"] = lr
         x = x2 = _batch(seed, step, batch_size, pairs=pairs == "rerender" and objective != "recon")
+        soft = None
         if isinstance(x, tuple):
-            x, x2 = x
-        running.append(_optimisation_step(model, opt, x, x2, gen, objective, ssl_weight))
+            x, x2, truth = x
+            soft = physics_targets(truth) if positives == "physics" else None
+        running.append(_optimisation_step(model, opt, x, x2, gen, objective, ssl_weight, ssl_loss, temperature, soft))
         if (step + 1) % steps_per_epoch == 0 or step + 1 == steps:
             model.eval()
             ev = evaluate(model, val_maps)
@@ -269,7 +336,7 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
                                ("vicreg", ssl), ("val_loss", ev["mse"]), ("lr", lr),
                                ("seconds", time.perf_counter() - t_epoch)):
                 curve[key].append(value)
-            log(f"step {step + 1:5d}/{steps}  loss {loss:.4f} (recon {rec:.4f}, vicreg {ssl:.4f})  val MSE "
+            log(f"step {step + 1:5d}/{steps}  loss {loss:.4f} (recon {rec:.4f}, {ssl_loss if objective != "recon" else "ssl"} {ssl:.4f})  val MSE "
                 f"{ev['mse']:.5f} EV {ev['explained_variance'] * 100:.1f} %  lr {lr:.2e}  {curve['seconds'][-1]:.0f} s")
             running = []
             t_epoch = time.perf_counter()
@@ -300,11 +367,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", choices=PAIRS, default="augment",
                         help="second view of a map: augment (the same map, augmented again; default) or rerender "
                              "(the same dynamics re-rendered with the nuisances redrawn, then augmented)")
+    parser.add_argument("--ssl-loss", choices=SSL_LOSSES, default="vicreg",
+                        help="self-supervised term: vicreg (default) or infonce (contrastive, on Euclidean distances)")
+    parser.add_argument("--temperature", type=float, default=0.1, help="InfoNCE temperature (default 0.1)")
+    parser.add_argument("--positives", choices=POSITIVES, default="pair",
+                        help="InfoNCE positives: pair (each map's own second view; default) or physics (also other maps "
+                             "of similar simulated dynamics, weighted by a kernel on the simulator's truth)")
     parser.add_argument("--steps-per-epoch", type=int, default=25, help="steps per learning-curve entry (default 25)")
 
 
 def run(args) -> int:
     train_randomized(args.out, steps=args.steps, batch_size=args.batch_size, objective=args.objective, seed=args.seed,
                      lr_max=args.lr_max, ssl_weight=args.ssl_weight, dropout=args.dropout, threads=args.threads,
-                     init_from=args.init_from, steps_per_epoch=args.steps_per_epoch, pairs=args.pairs)
+                     init_from=args.init_from, steps_per_epoch=args.steps_per_epoch, pairs=args.pairs,
+                     ssl_loss=args.ssl_loss, temperature=args.temperature, positives=args.positives)
     return 0

@@ -109,3 +109,30 @@ def test_train_randomized_writes_a_strict_loading_checkpoint(tmp_path):
     assert c[0]["val"]["mse"] == c[1]["val"]["mse"] and c[0]["config"]["pairs"] == "rerender"
     with pytest.raises(M.InputError):
         SSL.train_randomized(tmp_path / "x.pt", pairs="mirror")
+
+
+def test_info_nce_rewards_partners_that_are_nearest_and_ignores_the_latent_scale():
+    gen = torch.Generator().manual_seed(0)
+    z1 = torch.randn(8, 64, generator=gen)
+    near = z1 + 0.01 * torch.randn(8, 64, generator=gen)       # each partner next to its map
+    shuffled = near[torch.randperm(8, generator=gen)]            # partners elsewhere
+    assert SSL.info_nce(z1, near) < 0.1 < SSL.info_nce(z1, shuffled)
+    # squared distances divided by their batch mean: a rescaled latent has the same loss
+    assert float(SSL.info_nce(z1, near)) == pytest.approx(float(SSL.info_nce(1000 * z1, 1000 * near)), rel=1e-4)
+    # with soft targets equal to the one-hot partner, the loss is the plain InfoNCE
+    n = 16
+    onehot = torch.zeros(n, n)
+    onehot[torch.arange(n), torch.arange(n).roll(8)] = 1
+    assert float(SSL.info_nce(z1, shuffled, soft=onehot)) == pytest.approx(float(SSL.info_nce(z1, shuffled)), rel=1e-5)
+
+
+def test_physics_positives_weigh_similar_dynamics_and_never_mix_aging_classes():
+    truth = {"relaxation_rate": np.array([0.01, 0.011, 0.01, 0.1]), "fringe_frequency": np.zeros(4),
+             "aging": np.array([0, 0, 1, 0]), "burst": np.zeros(4, int)}
+    w = SSL.physics_targets(truth).numpy()
+    assert w.shape == (8, 8) and np.allclose(w.sum(1), 1) and np.all(np.diag(w) == 0)
+    assert w[0, 4] > w[0, 1] > 0              # own partner first, then the map with a 10 % faster rate
+    assert w[0, 2] == 0 and w[0, 6] == 0       # another aging class: never a positive
+    assert w[0, 3] < 1e-6                      # a 10x faster rate: not a positive
+    with pytest.raises(M.InputError, match="--positives"):
+        SSL.train_randomized("x.pt", positives="physics", pairs="augment", ssl_loss="infonce")
