@@ -316,7 +316,8 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
     curve = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "seconds": [], "recon": [], "vicreg": []}
     log(f"train-randomized: {steps} steps x {batch_size} maps, objective {objective}, {init_note}, "
         f"{torch.get_num_threads()} threads, seed {seed}")
-    running = []  # (loss, recon, vicreg) of each step since the last epoch line
+    running = []  # (loss, recon, self-supervised term) of each step since the last epoch line
+    ssl_name = ssl_loss if objective != "recon" else "ssl"
     t_epoch = time.perf_counter()
     for step in range(steps):
         lr = _lr_at(step, steps, lr_max)
@@ -336,7 +337,7 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
                                ("vicreg", ssl), ("val_loss", ev["mse"]), ("lr", lr),
                                ("seconds", time.perf_counter() - t_epoch)):
                 curve[key].append(value)
-            log(f"step {step + 1:5d}/{steps}  loss {loss:.4f} (recon {rec:.4f}, {ssl_loss if objective != "recon" else "ssl"} {ssl:.4f})  val MSE "
+            log(f"step {step + 1:5d}/{steps}  loss {loss:.4f} (recon {rec:.4f}, {ssl_name} {ssl:.4f})  val MSE "
                 f"{ev['mse']:.5f} EV {ev['explained_variance'] * 100:.1f} %  lr {lr:.2e}  {curve['seconds'][-1]:.0f} s")
             running = []
             t_epoch = time.perf_counter()
