@@ -30,6 +30,7 @@ from conftest import simulated
 DEMO_EV_FLOOR = 0.30                  # explained variance on 108 demo maps of seed 1
 HELDOUT_P10_MARGIN_OVER_RAW = 0.02    # latent P@10 minus raw-pixel P@10, 300 held-out-settings maps
 HELDOUT_P10_MARGIN_OVER_PCA = 0.0     # latent P@10 minus exact PCA-64 P@10, the same maps
+DEMO_NOVEL_SHARE_MAX = 0.10          # share of those demo maps the stored novelty reference flags
 N_HELDOUT = 300
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,6 +124,18 @@ def test_latent_retrieval_on_held_out_settings_beats_raw_pixels_and_exact_pca(sh
     p10 = {space: table["spaces"][space]["10"]["mean"] for space in ("latent", "raw", "pca")}
     assert p10["latent"] - p10["raw"] >= HELDOUT_P10_MARGIN_OVER_RAW, p10
     assert p10["latent"] - p10["pca"] >= HELDOUT_P10_MARGIN_OVER_PCA, p10
+
+
+def test_the_stored_novelty_reference_flags_foreign_maps_not_demo_maps(shipped, demo_seed1):
+    """What uploads and live mode use (measured with the stand-in: 0 of the 108 demo maps flagged,
+    median score 0.72; the three foreign patterns 1.0)."""
+    from ainerd_core import novelty as NV
+    from test_novelty import ood_maps
+
+    ref = NV.reference_for(shipped, None)                   # the checkpoint's own, no dataset needed
+    assert ref is not None and "never trained on" in ref["source"]
+    assert NV.novelty_of_maps(shipped, ood_maps(), ref)["novel"].all()
+    assert NV.novelty_of_maps(shipped, demo_seed1, ref)["novel"].mean() <= DEMO_NOVEL_SHARE_MAX
 
 
 def test_projected_bottlenecks_of_the_shipped_weights_keep_their_code(tmp_path_factory, shipped, demo_seed1,
