@@ -31,6 +31,7 @@ DEMO_EV_FLOOR = 0.30                  # explained variance on 108 demo maps of s
 HELDOUT_P10_MARGIN_OVER_RAW = 0.02    # latent P@10 minus raw-pixel P@10, 300 held-out-settings maps
 HELDOUT_P10_MARGIN_OVER_PCA = 0.0     # latent P@10 minus exact PCA-64 P@10, the same maps
 DEMO_NOVEL_SHARE_MAX = 0.10          # share of those demo maps the stored novelty reference flags
+PROJECTED_16_LOSS_MAX = 0.02          # explained variance a 16-d projection of the code may lose on them
 N_HELDOUT = 300
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,5 +162,7 @@ def test_projected_bottlenecks_of_the_shipped_weights_keep_their_code(tmp_path_f
             params.update(projected_bottleneck(state, feats, size))
         small.load_state_dict({**small.state_dict(), **params})
         ev[size, how] = explained_variance(demo_seed1, M.reconstruct(small, demo_seed1))["explained_variance"]
-    assert ev[16, "projected"] > demo_seed1_ev - 0.01, ev
+    # measured with the stand-in: 64-d 33.0 %, 16-d 34.3 %, 2-d 17.8 %, random 2-d -333 % (the
+    # previous demo-trained weights: 78.0 / 70.1 / 41.8 / -1097 %, their code fitted on 720 maps)
+    assert ev[16, "projected"] > demo_seed1_ev - PROJECTED_16_LOSS_MAX, ev
     assert ev[2, "projected"] > 0.3 * demo_seed1_ev and ev[2, "random"] < ev[2, "projected"] - 0.1, ev
