@@ -7,7 +7,7 @@ DEMO := data/demo.h5
 WEIGHTS := data/demo_weights.pt
 PORT ?= 8050
 
-.PHONY: run test install demo precompute bench demo-weights demo-weights-randomized demo-sweep clean
+.PHONY: run test install demo precompute bench demo-weights demo-sweep clean
 
 # The stamp, not .venv/bin/activate, records a finished install: `python -m venv .venv` (the
 # Dockerfile, a user) creates activate newer than requirements.txt with nothing installed yet.
@@ -37,29 +37,19 @@ run: install precompute
 test: install
 	$(PYTHON) -m pytest -q
 
-# Retrain the shipped demo weights from scratch: the exact phases recorded in the checkpoint's
-# config.history (docs/autoencoder.md, "Shipped demo weights"). Hours on 2 CPU cores; the result matches the
-# shipped file statistically, not bit for bit (thread counts change float rounding).
-TRAIN := $(PYTHON) -m ainerd_core train $(DEMO) --out $(WEIGHTS) --seed 0
-demo-weights: $(DEMO)
-	$(TRAIN) --batch-size 16 --epochs 5 --keep-state
-	$(TRAIN) --resume $(WEIGHTS).state.pt --dropout 0 --threads 1 --epochs 13 --keep-state
-	$(TRAIN) --resume $(WEIGHTS).state.pt --batch-size 8 --lr-step-epochs 2 --threads 1 --epochs 36 --keep-state
-	$(TRAIN) --resume $(WEIGHTS).state.pt --batch-size 8 --lr-step-epochs 3 --epochs 80
-	$(TRAIN) --resume $(WEIGHTS) --batch-size 16 --lr-base 2e-5 --lr-max 2e-5 --threads 2 --epochs 88 --keep-state
-	$(TRAIN) --resume $(WEIGHTS).state.pt --batch-size 8 --lr-base 1e-4 --lr-max 1e-4 --threads 2 --epochs 125
+# The shipped demo weights, from scratch: ONE train-randomized run on domain-randomised maps
+# generated on the fly (ainerd_core/ssl.py; no data/demo.h5 needed). Writes $(WEIGHTS) and its
+# learning curve data/demo_weights.curve.json; deterministic for the seed and --threads 2
+# (docs/autoencoder.md, "Shipped demo weights"). tests/test_demo_weights.py checks that the
+# shipped checkpoint's config equals these arguments: change them only together with the file.
+DEMO_WEIGHTS_ARGS := --steps 1800 --batch-size 16 --objective both --ssl-weight 1 --pairs rerender \
+	--ssl-loss infonce --temperature 0.1 --positives physics --lr-max 2e-3 --seed 0 --threads 2 --steps-per-epoch 50
+demo-weights: | $(INSTALLED)
+	$(PYTHON) -m ainerd_core train-randomized --out $(WEIGHTS) $(DEMO_WEIGHTS_ARGS)
 
-# Issue 12: weights trained from scratch on domain-randomised maps (He init; reconstruction + 3 x VICReg on
-# re-rendered pairs: same dynamics, nuisances redrawn; ainerd_core/ssl.py, docs/model.md). Deterministic for
-# the seed and --threads 2; 450 steps x 16 maps: timed 38 min 44 s on 2 cores shared with ~10 other jobs,
-# ~11 min on free cores (docs/model.md). Written beside the shipped weights, which it replaces only once it
-# beats them (it does not yet: P@10 0.182 vs 0.196 on held-out settings).
-RANDOMIZED_WEIGHTS := data/demo_weights_randomized.pt
-demo-weights-randomized: | $(INSTALLED)
-	$(PYTHON) -m ainerd_core train-randomized --out $(RANDOMIZED_WEIGHTS) --steps 450 --batch-size 16 \
-		--objective both --ssl-weight 3 --pairs rerender --lr-max 2e-3 --seed 0 --threads 2 --steps-per-epoch 25
-
-# the latent-size sweep shown on /model (~28 min on 2 cores; docs/autoencoder.md "Shipped demo weights")
+# the latent-size sweep shown on /model: warm start from the shipped weights, fine-tuned on the demo
+# (~28 min on 2 cores). The JSON records the weights' checksum; precompute shows it only beside
+# those weights (docs/autoencoder.md "Shipped demo weights"): rerun it after `make demo-weights`.
 demo-sweep: $(DEMO)
 	$(PYTHON) -m ainerd_core latent-sweep $(DEMO) --out $(basename $(WEIGHTS)).latent_sweep.json \
 		--init-from $(WEIGHTS) --init-bottleneck projected --no-augment --dropout 0 --batch-size 8 \

@@ -32,6 +32,55 @@ def _held_out_indices(model, n_maps: int) -> np.ndarray:
     return np.arange(n_maps)
 
 
+def has_held_out_split(model, n_maps: int) -> bool:
+    """Whether the model's checkpoint holds a test split of a dataset of ``n_maps`` maps (a
+    ``train`` checkpoint of this dataset; a ``train-randomized`` one never does)."""
+    return _held_out_indices(model, n_maps).size < n_maps
+
+
+RANDOMIZED_TRAINER = "ainerd_core.ssl.train_randomized"   # config.trainer of a train-randomized checkpoint
+
+
+def curve_as_mse(curve: dict, info: dict) -> tuple[dict, str | None]:
+    """A checkpoint's learning curve as ``/results`` stores it (losses in MSE) and a sentence on
+    what its points are (None for a ``train`` curve: one point per epoch of the dataset).
+
+    A ``train-randomized`` curve has one point per ``steps_per_epoch`` steps; its ``train_loss``
+    is the objective (reconstruction / ``recon_scale`` + self-supervised term), not an MSE, so
+    the training-view reconstruction MSE (``recon`` x ``recon_scale``) replaces it where there is
+    one (objective ``recon`` or ``both``)."""
+    cfg = info.get("config") or {}
+    if cfg.get("trainer") != RANDOMIZED_TRAINER or not curve.get("epoch"):
+        return curve, None
+    out = dict(curve)
+    recon, scale = curve.get("recon") or [], cfg.get("recon_scale")
+    if cfg.get("objective") != "ssl" and scale and len(recon) == len(curve["epoch"]):
+        out["train_loss"] = [float(r) * float(scale) for r in recon]
+        train = "reconstruction MSE of the training views"
+    else:
+        train = "the self-supervised loss (not an MSE)"
+    note = (f"train-randomized: one point per {cfg.get('steps_per_epoch', '?')} steps of {cfg.get('batch_size', '?')} "
+            f"freshly generated randomised maps (no map seen twice); train loss: {train}; validation loss: MSE on "
+            f"{cfg.get('n_val', '?')} unseen randomised maps; the weights are those after the last step")
+    return out, note
+
+
+def held_out_text(info: dict) -> str | None:
+    """One sentence on the checkpoint's own held-out scores (its ``test`` dict), saying what the
+    held-out maps were: the test split of its training dataset (``train``) or unseen generated
+    maps (``train-randomized``). None when the checkpoint records none (e.g. the published one)."""
+    test = info.get("test") or {}
+    if "explained_variance" not in test or "mse" not in test:
+        return None
+    n = test.get("n_maps", "?")
+    cfg = info.get("config") or {}
+    if cfg.get("trainer") == RANDOMIZED_TRAINER:
+        what = f"validation on {n} unseen randomised maps (training ranges, never trained on)"
+    else:
+        what = f"test split of {n} held-out maps of {Path(str(cfg.get('dataset', 'its training dataset'))).name}"
+    return f"{what}: explained variance {100 * float(test['explained_variance']):.1f} %, MSE {float(test['mse']):.5f}"
+
+
 def reconstructions(model, dataset, n: int = 16, seed: int = 0, indices=None) -> dict:
     """n random held-out maps, their reconstructions and their indices.
 
@@ -110,11 +159,13 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
     if not sizes or min(sizes) < 1:
         raise InputError(None, f"latent sizes must be positive, got {sizes}")
     share = float(time_budget_s) / len(sizes)
-    init_latent = None
+    init_latent = init_sha = None
     if init_from is not None:
-        from .model import read_checkpoint
+        from .model import checkpoint_sha256, read_checkpoint
 
         init_latent = int(read_checkpoint(init_from)["latent_size"])
+        # the sweep describes these weights only: precompute shows it beside a model with this checksum
+        init_sha = checkpoint_sha256(init_from)
     res = {"latent_size": [], "test_mse": [], "explained_variance": [], "best_val_mse": [], "epochs": [], "best_epoch": [],
            "seconds": [], "schedule": {"epochs_max": int(epochs), "seconds_per_size": share, "seed": int(seed),
                                        "batch_size": int(batch_size), "max_maps": max_maps,
@@ -122,7 +173,7 @@ def latent_size_sweep(dataset, sizes=SWEEP_SIZES, time_budget_s: float = 600.0, 
                                        "augment": bool(augment),
                                        "init_from": None if init_from is None else str(init_from),
                                        "init_bottleneck": None if init_from is None else init_bottleneck,
-                                       "init_latent": init_latent,
+                                       "init_latent": init_latent, "init_sha256": init_sha,
                                        "lr": [lr_base, lr_max],
                                        "note": "short CPU schedule: each size trains at most epochs_max epochs "
                                                "or until its time share is used (checked after each epoch)"}}
@@ -164,12 +215,13 @@ def sweep_schedule_text(sweep: dict) -> str:
         parts.append(f"learning rate {lr[0]:g}" if len(set(lr)) == 1 else f"learning rate {min(lr):g}..{max(lr):g}")
     if sch.get("max_maps"):
         parts.append(f"{sch['max_maps']} maps")
+    sha = f", sha256 {str(sch['init_sha256'])[:12]}" if sch.get("init_sha256") else ""
     if sch.get("init_from") and sch.get("init_bottleneck") == "projected":
-        parts.append(f"warm start from {Path(str(sch['init_from'])).name} (latent {sch.get('init_latent', '?')}), "
+        parts.append(f"warm start from {Path(str(sch['init_from'])).name} (latent {sch.get('init_latent', '?')}{sha}), "
                      "each bottleneck projected from its latents (smaller sizes: leading principal components; "
                      "larger: its code plus extra units), its test maps held out")
     elif sch.get("init_from"):
-        parts.append(f"warm start from the convolutions of {Path(str(sch['init_from'])).name} "
+        parts.append(f"warm start from the convolutions of {Path(str(sch['init_from'])).name}{sha and f' ({sha[2:]})'} "
                      "(bottleneck random for each size)")
     else:
         parts.append("random initialisation")

@@ -695,6 +695,11 @@ def _model_diagnostics(model, ds, latent, seed, res, attrs, clock, latent_sweep_
         res["model/recon_index"] = np.asarray(rec["index"], np.int32)
         res["model/recon_input"] = np.asarray(rec["input"], np.float32)
         res["model/recon_output"] = np.asarray(rec["output"], np.float32)
+        attrs["recon_pool"] = ("model's held-out test split of this dataset" if D.has_held_out_split(model, ds.n_maps)
+                               else "dataset's maps (the model was not trained on this dataset)")
+    heldout = D.held_out_text(info)
+    if heldout:
+        attrs["model_heldout"] = heldout
     if attrs.get("latent_source") != "model":
         clock.say("    note: the latents did not come from this model: no latent-noise maps")
     elif latent.shape[1] == model.latent_size:
@@ -714,10 +719,18 @@ def _model_diagnostics(model, ds, latent, seed, res, attrs, clock, latent_sweep_
                 curve = curve.get("learning_curve", curve) if isinstance(curve, dict) else {}
             except (OSError, ValueError):
                 curve = {}
+    curve, curve_note = D.curve_as_mse(curve, info)
     for key in ("epoch", "train_loss", "val_loss"):
         if key in curve and len(curve[key]):
             res[f"model/learning_curve/{key}"] = np.asarray(curve[key], np.float64)
-    sweep = _latent_sweep(model, info, latent_sweep_path)
+    if curve.get("epoch") and info.get("best_epoch") is not None:
+        attrs["model_best_epoch"] = int(info["best_epoch"])
+    if curve_note:
+        attrs["learning_curve_note"] = curve_note
+    sweep = _latent_sweep(model, info, latent_sweep_path, attrs.get("model_sha256"))
+    if sweep.get("skipped"):
+        attrs["latent_sweep_note"] = sweep["skipped"]
+        clock.say(f"    note: {sweep['skipped']}")
     for key in ("latent_size", "test_mse"):
         if key in sweep:
             res[f"model/latent_sweep/{key}"] = np.asarray(sweep[key], np.float64)
@@ -725,9 +738,15 @@ def _model_diagnostics(model, ds, latent, seed, res, attrs, clock, latent_sweep_
         attrs["latent_sweep_schedule"] = D.sweep_schedule_text(sweep)
 
 
-def _latent_sweep(model, info, explicit=None) -> dict:
+def _latent_sweep(model, info, explicit=None, model_sha=None) -> dict:
     """The latent-size sweep (``latent-sweep --out`` JSON): ``explicit`` path, else inside the
-    checkpoint, else a JSON beside it (``<stem>.latent_sweep.json`` or ``latent_sweep.json``)."""
+    checkpoint, else a JSON beside it (``<stem>.latent_sweep.json`` or ``latent_sweep.json``).
+
+    A sweep warm-started from a checkpoint describes those weights only: it is used when its
+    recorded ``schedule.init_sha256`` equals ``model_sha`` (the model's file checksum). Otherwise
+    (other weights, or a checksum not recorded) a sweep found beside the model is left out and
+    ``{"skipped": reason}`` is returned; an ``explicit`` one is an InputError. A sweep trained from
+    random initialisation (no ``init_from``) is not tied to any weights and is always used."""
     cands = []
     if explicit is not None:
         if not Path(explicit).exists():
@@ -749,5 +768,22 @@ def _latent_sweep(model, info, explicit=None) -> dict:
                 continue
             sweep = obj.get("latent_sweep", obj) if isinstance(obj, dict) else {}
             if isinstance(sweep, dict) and "latent_size" in sweep:
-                return sweep
+                other = _sweep_from_other_weights(sweep, model_sha)
+                if other and explicit is not None:
+                    raise InputError(cand, other)
+                return {"skipped": f"{cand.name} not shown: {other}"} if other else sweep
     return {}
+
+
+def _sweep_from_other_weights(sweep: dict, model_sha) -> str | None:
+    """Why a latent-size sweep does not describe the model with checksum ``model_sha`` (None: it does)."""
+    sch = sweep.get("schedule") or {}
+    if not sch.get("init_from"):
+        return None
+    got = sch.get("init_sha256")
+    if not got:
+        return "the sweep was warm-started from weights whose checksum it does not record"
+    if got != model_sha:
+        return (f"the sweep was warm-started from other weights (sha256 {str(got)[:12]}), not from this model"
+                f" (sha256 {str(model_sha)[:12] if model_sha else 'unknown'})")
+    return None

@@ -213,6 +213,14 @@ ATTRS: tuple[Attr, ...] = (
     Attr("noise_sigma", "float", "latent units", "sigma of `model/noise_maps`", "latents from this model"),
     Attr("noise_center_index", "int", "", "the map whose latent `model/noise_maps` perturb", "latents from this model"),
     Attr("latent_sweep_schedule", "str", "", "how the latent-size sweep was trained", "with a latent-size sweep"),
+    Attr("latent_sweep_note", "str", "", "why a sweep found beside the model was not used (measured from other "
+         "weights)", "with such a sweep"),
+    Attr("model_best_epoch", "int", "", "the learning-curve epoch whose weights the checkpoint holds",
+         "with a learning curve"),
+    Attr("learning_curve_note", "str", "", "what the learning curve's points are (train-randomized: steps of "
+         "generated maps)", "train-randomized checkpoints"),
+    Attr("recon_pool", "str", "", "which maps `model/recon_*` were drawn from", "with a model and maps"),
+    Attr("model_heldout", "str", "", "the checkpoint's own held-out scores, and on which maps", "with a checkpoint"),
     Attr("live_rule", "str", "", "how live mode labels and places appended maps", "live datasets"),
     Attr("live_reference", "str", "", "the precomputed dataset whose centroids and UMAP live mode uses",
          "live datasets"),

@@ -27,7 +27,8 @@ loads strict, the latent stays 64-d); only the training data and the loss change
 * After training: validation MSE / explained variance on 128 fresh maps, and the novelty
   reference (:func:`ainerd_core.novelty.build_reference`: a bank of 400 latents of training-like
   maps and the reconstruction-error / k-NN distributions of 200 other ones), stored in the
-  checkpoint under ``novelty_reference``.
+  checkpoint under ``novelty_reference``. The learning curve (one entry per ``--steps-per-epoch``
+  steps) is also written beside the checkpoint as ``<out stem>.curve.json``, as ``train`` does.
 """
 from __future__ import annotations
 
@@ -348,6 +349,10 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
     ck = make_checkpoint(model, config=config, learning_curve=curve, best_epoch=len(curve["epoch"]),
                          best_val_loss=val["mse"], test=val, train_seconds=elapsed, epoch=len(curve["epoch"]), **extra)
     atomic_torch_save(ck, out)
+    # the curve beside the checkpoint, in the shape `train` writes (precompute and /model read it)
+    from .train import write_curve_json
+
+    write_curve_json(out, curve, best_epoch=len(curve["epoch"]), best_val_loss=val["mse"], test=val, config=config)
     log(f"validation ({n_val} unseen training-range maps): MSE {val['mse']:.5f}, explained variance "
         f"{val['explained_variance'] * 100:.1f} %; {elapsed:.0f} s; wrote {out}")
     return {"out": str(out), "val": val, "seconds": elapsed, "curve": curve, "config": config}

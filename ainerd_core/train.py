@@ -148,6 +148,16 @@ def curve_path(out) -> Path:
     return out.with_name(out.stem + ".curve.json")
 
 
+def write_curve_json(out, curve: dict, *, best_epoch: int, best_val_loss: float, test: dict, config: dict) -> Path:
+    """Write the learning curve of checkpoint ``out`` beside it (:func:`curve_path`), atomically:
+    the curve's lists (``epoch``, ``train_loss``, ``val_loss``, ``lr``, ``seconds``, ...) plus
+    ``best_epoch``, ``best_val_loss``, ``test`` (held-out scores) and ``config``; ``/model`` and
+    precompute read it when a checkpoint carries no curve (``train`` and ``train-randomized``)."""
+    return atomic_write_text(curve_path(out), json.dumps({**curve, "best_epoch": best_epoch,
+                                                          "best_val_loss": best_val_loss, "test": test,
+                                                          "config": config}, indent=1))
+
+
 def state_path(out) -> Path:
     out = Path(out)
     return out.with_name(out.name + ".state.pt")
@@ -313,8 +323,7 @@ def _summary(fit: _Fit, test: dict, elapsed: float, write_curve: bool) -> dict:
     """Write the learning curve beside the model (``write_curve``), log and return the summary."""
     curve, config, best_epoch, best_val, out = fit.curve, fit.config, fit.best_epoch, fit.best_val, fit.out
     if write_curve:
-        atomic_write_text(curve_path(out), json.dumps({**curve, "best_epoch": best_epoch, "best_val_loss": best_val,
-                                                        "test": test, "config": config}, indent=1))
+        write_curve_json(out, curve, best_epoch=best_epoch, best_val_loss=best_val, test=test, config=config)
     fit.log(f"best epoch {best_epoch} (val MSE {best_val:.5f}); test MSE {test['mse']:.5f}, explained variance "
             f"{test['explained_variance'] * 100:.1f} % on {test['n_maps']} held-out maps; {elapsed:.0f} s; wrote {out}")
     return {"out": str(out), "best_epoch": best_epoch, "best_val_loss": best_val, "test": test,
@@ -390,6 +399,10 @@ def _read_resume(fit: _Fit, resume, dropout) -> tuple[int, float]:
     """Read the ``--resume`` state into ``fit`` (its schedule into ``fit.prev``); returns its latent
     size and the dropout to use (the run's own unless ``dropout`` is given)."""
     fit.state = read_checkpoint(resume)
+    if (fit.state.get("config") or {}).get("trainer") == "ainerd_core.ssl.train_randomized":
+        # its epochs and best validation loss were measured on generated maps, not on this dataset
+        raise InputError(resume, "was trained by train-randomized on generated maps, not on a dataset: "
+                                 "fine-tune it with --init-from instead of --resume")
     if dropout is None:  # keep the run's dropout unless told otherwise
         dropout = float(fit.state.get("dropout", DROPOUT))
     elif float(fit.state.get("dropout", DROPOUT)) != dropout:

@@ -219,6 +219,7 @@ def test_model_page(driver, server, explorer_data):
         sweep_size = ds.read_result("model/latent_sweep/latent_size")
         sweep_mse = ds.read_result("model/latent_sweep/test_mse")
         sweep_how = ds.result_attrs.get("latent_sweep_schedule")
+        attrs = dict(ds.result_attrs)
     open_page(driver, server.url + "/model?dataset=demo")
     rec = wait_for(lambda: _grid(driver, "model-recon"), what="reconstructions")
     assert len(rec["images"]) == 2 * len(recon_index)
@@ -240,7 +241,14 @@ def test_model_page(driver, server, explorer_data):
         note = driver.find_element("css selector", "#model-sweep-schedule").text
         assert sweep_how and sweep_how in note and "not converged" in note
     else:
-        assert driver.find_elements("css selector", "#model-sweep-missing")
+        missing = driver.find_element("css selector", "#model-sweep-missing").text
+        # a sweep measured from other weights is not shown as this model's, and the page says why
+        assert attrs.get("latent_sweep_note", "No latent-size sweep") in missing
+    # the checkpoint's own held-out scores (test split, or unseen randomised maps) and what its curve is
+    if attrs.get("model_heldout"):
+        assert attrs["model_heldout"] in driver.find_element("css selector", "#model-heldout").text
+    if attrs.get("learning_curve_note"):
+        assert driver.find_element("css selector", "#model-curve-note").text == attrs["learning_curve_note"]
     # every thumbnail is served (a broken image would log a console error)
     wait_for(lambda: driver.execute_script(
         "return Array.from(document.querySelectorAll('#model-recon image')).length") == 2 * len(recon_index),

@@ -1,11 +1,19 @@
-"""The shipped demo weights (data/demo_weights.pt) against the demo experiment they were trained on.
+"""The shipped demo weights (data/demo_weights.pt): how they were made, and what they do on maps
+they never saw.
 
-The demo is re-simulated here exactly as ``make demo`` does (seed 0, 900 maps), so this test
-also fails when a change to the simulator silently invalidates the shipped weights.
+They are the product of ``make demo-weights``: one ``train-randomized`` run on domain-randomised
+maps generated on the fly (ainerd_core/ssl.py). The checkpoint records its options; the test
+checks them against the Makefile's ``DEMO_WEIGHTS_ARGS``, so a file no command in this checkout
+built fails here. Unseen maps: the demo simulator at seed 1 (``make demo`` uses seed 0; the
+training draws its own simulator maps from other seeds) and the randomised generator's held-out
+*settings* (parameter ranges never drawn in training).
 """
 from __future__ import annotations
 
 import json
+import re
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,53 +23,136 @@ from ainerd_core.dataset import open_dataset
 from ainerd_core.train import curve_path, explained_variance
 from conftest import simulated
 
+# Floors for the shipped model on unseen maps. The lead sets them from the final model's measured
+# values (docs/autoencoder.md, "Shipped demo weights"), a little below them. The values here let
+# the 200-step stand-in checkpoint pass (measured: demo seed-1 explained variance 33.0 %; held-out
+# P@10 on the first 300 maps: latent 0.159, raw pixels 0.131, exact PCA-64 0.142).
+DEMO_EV_FLOOR = 0.30                  # explained variance on 108 demo maps of seed 1
+HELDOUT_P10_MARGIN_OVER_RAW = 0.02    # latent P@10 minus raw-pixel P@10, 300 held-out-settings maps
+HELDOUT_P10_MARGIN_OVER_PCA = 0.0     # latent P@10 minus exact PCA-64 P@10, the same maps
+DEMO_NOVEL_SHARE_MAX = 0.10          # share of those demo maps the stored novelty reference flags
+PROJECTED_16_LOSS_MAX = 0.02          # explained variance a 16-d projection of the code may lose on them
+N_HELDOUT = 300
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINER = "ainerd_core.ssl.train_randomized"
+
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    return simulated(tmp_path_factory, "demo", times=50, sectors=18, size=256, seed=0)  # = make demo
+def shipped():
+    return M.load_model(device="cpu")          # no path: the shipped demo weights
 
 
-def test_shipped_weights_explain_90_percent_of_the_held_out_demo_variance(demo):
-    model = M.load_model(device="cpu")          # no path: the shipped demo weights
-    info = model.checkpoint_info
-    test_idx = np.asarray(info["split"]["test"])
-    assert info["dataset_n_maps"] == 900 and test_idx.size == 90
-    with open_dataset(demo) as ds:
-        maps = ds.read_maps(test_idx)
-    ev = explained_variance(maps, M.reconstruct(model, maps))
-    assert ev["explained_variance"] >= 0.90
-    # the number the checkpoint (and the README) reports is the one measured here
-    assert info["test"]["mse"] == pytest.approx(ev["mse"], rel=1e-3)
-    # the held-out maps were never trained on, nor used to pick the epoch
-    assert not set(test_idx) & (set(info["split"]["train"]) | set(info["split"]["val"]))
+@pytest.fixture(scope="module")
+def demo_seed1(tmp_path_factory):
+    """108 maps of the demo simulator at a seed the training never drew from."""
+    path = simulated(tmp_path_factory, "demo1", times=6, sectors=18, size=256, seed=1)
+    with open_dataset(path) as ds:
+        return ds.read_maps(np.arange(ds.n_maps))
 
 
-def test_shipped_weights_record_how_they_were_trained():
+@pytest.fixture(scope="module")
+def demo_seed1_ev(shipped, demo_seed1):
+    return explained_variance(demo_seed1, M.reconstruct(shipped, demo_seed1))["explained_variance"]
+
+
+def makefile_args() -> list[str]:
+    """The words of the Makefile's ``DEMO_WEIGHTS_ARGS`` (continuation lines joined)."""
+    text = (REPO / "Makefile").read_text().replace("\\\n", " ")
+    found = re.findall(r"^DEMO_WEIGHTS_ARGS\s*:?=(.*)$", text, flags=re.M)
+    assert len(found) == 1, "the Makefile must define DEMO_WEIGHTS_ARGS once"
+    return shlex.split(found[0])
+
+
+def test_shipped_weights_record_how_they_were_made():
     ck = M.read_checkpoint(M.DEMO_WEIGHTS)
     cfg = ck["config"]
-    assert cfg["seed"] == 0 and cfg["latent"] == 64 and cfg["augment"] is True
-    epochs = ck["learning_curve"]["epoch"]
-    assert epochs == list(range(1, len(epochs) + 1))          # one entry per epoch, none twice
-    assert ck["best_epoch"] in epochs
-    curve = json.loads(curve_path(M.DEMO_WEIGHTS).read_text())
-    assert curve["epoch"] == epochs and curve["test"]["explained_variance"] == ck["test"]["explained_variance"]
+    assert cfg["trainer"] == TRAINER and cfg["seed"] == 0 and cfg["latent"] == 64
+    assert cfg["steps"] >= 1 and cfg["objective"] in ("recon", "both")   # a decoder that was trained
+    curve = ck["learning_curve"]
+    epochs = curve["epoch"]
+    # one entry per steps_per_epoch steps (the last one may be shorter), none twice
+    assert epochs == list(range(1, -(-cfg["steps"] // cfg["steps_per_epoch"]) + 1))
+    assert ck["best_epoch"] == epochs[-1]                   # the weights after the last step
+    side = json.loads(curve_path(M.DEMO_WEIGHTS).read_text())
+    assert {k: side[k] for k in curve} == curve and side["test"] == ck["test"] and side["config"] == cfg
+    # the validation it reports (shown on /model) is the one measured here: n_val unseen maps
+    from ainerd_core.randomsim import generate
+
+    val_maps, _ = generate(cfg["n_val"], cfg["seed"], "val")
+    model = M.load_model(device="cpu")
+    assert ck["test"]["mse"] == pytest.approx(explained_variance(val_maps, M.reconstruct(model, val_maps))["mse"],
+                                              rel=1e-3)
+    ref = ck["novelty_reference"]
+    assert ref["bank"].shape[1] == 64 and ref["n_bank"] >= 100 and ref["n_reference"] >= 100
 
 
+def test_makefile_command_is_the_one_that_made_the_shipped_weights():
+    """Every option of ``make demo-weights`` equals what the checkpoint recorded (and so do the
+    defaults it leaves out): the shipped file is what the command produces."""
+    import argparse
 
-def test_projected_bottlenecks_of_the_shipped_weights_keep_their_code(demo):
-    """The latent-size sweep's warm start on the real weights: a 16-d projection of the 64-d code
-    loses almost nothing, a 2-d one keeps most of it, a random 2-d bottleneck keeps nothing."""
+    from ainerd_core import ssl
+
+    parser = argparse.ArgumentParser()
+    ssl.configure_parser(parser)
+    words = makefile_args()
+    args = vars(parser.parse_args(["--out", "x.pt", *words]))
+    given = {parser._option_string_actions[w].dest for w in words if w in parser._option_string_actions}
+    cfg = M.read_checkpoint(M.DEMO_WEIGHTS)["config"]
+    assert args.pop("init_from") is None and cfg["init"].startswith("from scratch")
+    assert cfg["torch_threads"] == args.pop("threads")      # float rounding depends on it
+    args.pop("out")
+    for dest, value in args.items():
+        if cfg.get(dest) is None and dest not in given:
+            continue                                          # a default option that did not apply
+        assert dest in cfg, f"option {dest} is not recorded in the checkpoint's config"
+        assert cfg[dest] == (pytest.approx(value) if isinstance(value, float) else value), dest
+
+
+def test_shipped_weights_reconstruct_unseen_demo_maps(demo_seed1_ev):
+    assert demo_seed1_ev >= DEMO_EV_FLOOR
+
+
+def test_latent_retrieval_on_held_out_settings_beats_raw_pixels_and_exact_pca(shipped):
+    from ainerd_core import randomsim
+    from ainerd_core.retrieval import benchmark
+    from ainerd_core.similarity import fit_pca
+
+    maps, truth = randomsim.generate(N_HELDOUT, 1, "heldout")
+    parts = {"latent": M.encode(shipped, maps), "maps": maps, "pca": fit_pca(maps, 64)[0].scores_}
+    table = benchmark(parts, truth, n_targets=None, ks=(10,), rules=randomsim.RELEVANCE, n_boot=200)
+    p10 = {space: table["spaces"][space]["10"]["mean"] for space in ("latent", "raw", "pca")}
+    assert p10["latent"] - p10["raw"] >= HELDOUT_P10_MARGIN_OVER_RAW, p10
+    assert p10["latent"] - p10["pca"] >= HELDOUT_P10_MARGIN_OVER_PCA, p10
+
+
+def test_the_stored_novelty_reference_flags_foreign_maps_not_demo_maps(shipped, demo_seed1):
+    """What uploads and live mode use (measured with the stand-in: 0 of the 108 demo maps flagged,
+    median score 0.72; the three foreign patterns 1.0)."""
+    from ainerd_core import novelty as NV
+    from test_novelty import ood_maps
+
+    ref = NV.reference_for(shipped, None)                   # the checkpoint's own, no dataset needed
+    assert ref is not None and "never trained on" in ref["source"]
+    assert NV.novelty_of_maps(shipped, ood_maps(), ref)["novel"].all()
+    assert NV.novelty_of_maps(shipped, demo_seed1, ref)["novel"].mean() <= DEMO_NOVEL_SHARE_MAX
+
+
+def test_projected_bottlenecks_of_the_shipped_weights_keep_their_code(tmp_path_factory, shipped, demo_seed1,
+                                                                      demo_seed1_ev):
+    """The latent-size sweep's warm start (``make demo-sweep``) on the real weights: bottlenecks
+    projected from the code of demo maps of seed 0 (``make demo``'s simulator seed), scored on
+    the seed-1 maps. 16 dimensions keep the 64-d code's explained variance, 2 keep part of it,
+    a random 2-d bottleneck keeps nothing."""
     import torch
 
     from ainerd_core.train import MapSource, _encoder_features, projected_bottleneck
 
-    model = M.load_model(device="cpu")
-    split = {k: np.asarray(v) for k, v in model.checkpoint_info["split"].items()}
-    state = model.state_dict()
-    with open_dataset(demo) as ds:
-        source = MapSource(ds, np.concatenate([split["train"], split["test"]]))
-        feats = _encoder_features(model, source, split["train"], "cpu")
-        maps = ds.read_maps(split["test"])
+    fit_path = simulated(tmp_path_factory, "demo0", times=6, sectors=18, size=256, seed=0)
+    state = shipped.state_dict()
+    with open_dataset(fit_path) as ds:
+        feats = _encoder_features(shipped, MapSource(ds), np.arange(ds.n_maps), "cpu")
     ev = {}
     for size, how in ((2, "projected"), (16, "projected"), (2, "random")):
         small = M.Autoencoder(size, dropout=0.0).eval()
@@ -70,7 +161,8 @@ def test_projected_bottlenecks_of_the_shipped_weights_keep_their_code(demo):
         if how == "projected":
             params.update(projected_bottleneck(state, feats, size))
         small.load_state_dict({**small.state_dict(), **params})
-        ev[size, how] = explained_variance(maps, M.reconstruct(small, maps))["explained_variance"]
-    full = model.checkpoint_info["test"]["explained_variance"]
-    assert ev[16, "projected"] > full - 0.01
-    assert ev[2, "projected"] > 0.6 and ev[2, "random"] < 0.3
+        ev[size, how] = explained_variance(demo_seed1, M.reconstruct(small, demo_seed1))["explained_variance"]
+    # measured with the stand-in: 64-d 33.0 %, 16-d 34.3 %, 2-d 17.8 %, random 2-d -333 % (the
+    # previous demo-trained weights: 78.0 / 70.1 / 41.8 / -1097 %, their code fitted on 720 maps)
+    assert ev[16, "projected"] > demo_seed1_ev - PROJECTED_16_LOSS_MAX, ev
+    assert ev[2, "projected"] > 0.3 * demo_seed1_ev and ev[2, "random"] < ev[2, "projected"] - 0.1, ev

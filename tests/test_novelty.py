@@ -13,7 +13,7 @@ from dashboard_fixtures import explorer_data  # noqa: F401
 
 @pytest.fixture(scope="module")
 def demo_maps(tmp_path_factory):
-    """Two runs of the demo simulator (the shipped weights' training distribution): one gives the
+    """Two runs of the demo simulator (part of the shipped weights' training distribution): one gives the
     reference, the other (another seed) the in-distribution test maps."""
     out = []
     for seed in (0, 3):
@@ -32,10 +32,18 @@ def ood_maps(size=256):
     return np.stack([noise, checker, stripes])
 
 
-def test_out_of_distribution_maps_are_flagged(demo_maps):
+def shipped_without_reference():
+    """The shipped weights with any stored novelty reference set aside: these tests build the
+    reference from maps, whichever checkpoint is shipped (tests/test_demo_weights.py checks its own)."""
     model = M.load_model(device="cpu")
+    model.checkpoint_info = {k: v for k, v in model.checkpoint_info.items() if k != "novelty_reference"}
+    return model
+
+
+def test_out_of_distribution_maps_are_flagged(demo_maps):
+    model = shipped_without_reference()
     ref_maps, test_maps = demo_maps
-    ref = NV.reference_for(model, ref_maps, seed=0)        # the demo weights carry no reference
+    ref = NV.reference_for(model, ref_maps, seed=0)
     assert "built from this dataset" in ref["source"] and ref["n_reference"] == 24
     ood = NV.novelty_of_maps(model, ood_maps(), ref)
     assert ood["novel"].all(), ood["score"]
@@ -68,7 +76,7 @@ def test_stored_reference_is_used_and_survives_a_checkpoint(tmp_path, demo_maps)
 def test_reference_from_precomputed_arrays_equals_the_one_built_from_maps(demo_maps):
     """Precompute reuses one decode of every map for the reference and the scores: the same
     seeded bank/reference split, so the same reference and scores as encoding the maps again."""
-    model = M.load_model(device="cpu")
+    model = shipped_without_reference()
     maps = demo_maps[0]
     built = NV.reference_for(model, maps, seed=0)
     errors, latents = NV.recon_errors(model, maps)

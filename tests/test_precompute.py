@@ -255,14 +255,18 @@ def test_model_path_and_diagnostics(tmp_path, rng):
     taus = np.geomspace(2, 100, n)
     maps = np.stack([np.exp(-lag / t) for t in taus]).astype(np.float32)
     p = write_dataset(tmp_path / "m.h5", meta=small_meta(n), maps=maps)
+    from ainerd_core.model import atomic_torch_save, checkpoint_sha256, make_checkpoint
+
     torch.manual_seed(0)
     model = Autoencoder(64).eval()
+    atomic_torch_save(make_checkpoint(model), tmp_path / "w.pt")
+    sha = checkpoint_sha256(tmp_path / "w.pt")
     model.checkpoint_info = {"learning_curve": {"epoch": [1, 2], "train_loss": [0.2, 0.1], "val_loss": [0.3, 0.2]}}
     model.checkpoint_path = str(tmp_path / "w.pt")
     (tmp_path / "latent_sweep.json").write_text(json.dumps({
         "latent_size": [2, 4], "test_mse": [0.1, 0.05], "epochs": [1, 1],
         "schedule": {"epochs_max": 1, "seconds_per_size": 70.0, "seed": 0, "batch_size": 8, "max_maps": None,
-                     "dropout": 0.0, "init_from": "data/demo_weights.pt"}}))
+                     "dropout": 0.0, "init_from": "data/demo_weights.pt", "init_sha256": sha}}))
     precompute(p, model=model, k=3, **FAST)
     with open_dataset(p) as ds:
         r = ds.read_result
@@ -277,6 +281,9 @@ def test_model_path_and_diagnostics(tmp_path, rng):
         # how the sweep was trained travels with it, for the /model page
         how = ds.result_attrs["latent_sweep_schedule"]
         assert "1 epoch(s) per size" in how and "batch 8" in how and "warm start" in how and "demo_weights.pt" in how
+        assert f"sha256 {sha[:12]}" in how and "latent_sweep_note" not in ds.result_attrs
+        # a model trained on this dataset's split would say so; this one records none
+        assert ds.result_attrs["recon_pool"].startswith("dataset's maps (the model was not trained")
         # maps ordered by decay time: cluster 0 holds the slowest (largest tau)
         lab = r("labels")
         assert lab[-1] == 0 and lab[0] == 2
@@ -290,6 +297,54 @@ def test_model_path_and_diagnostics(tmp_path, rng):
         assert r("novelty/recon_quantile").shape == (n,) and r("novelty/knn_quantile").shape == (n,)
         assert "built from this dataset" in ds.result_attrs["novelty_source"]
         assert ds.result_attrs["novelty_threshold"] == 0.99
+
+
+def test_a_train_randomized_checkpoint_on_the_model_page_and_a_sweep_of_other_weights(tmp_path):
+    """A checkpoint trained on generated maps (no split of this dataset): its curve in MSE and what
+    its points are, its own validation in words, and a latent-size sweep beside it that was
+    measured from other weights left out, saying why (an explicit one is refused)."""
+    torch = pytest.importorskip("torch")
+    from ainerd_core import diagnostics as D
+    from ainerd_core.errors import InputError
+    from ainerd_core.model import Autoencoder, atomic_torch_save, checkpoint_sha256, make_checkpoint
+    from ainerd_core.precompute import _latent_sweep
+
+    lag = np.abs(np.subtract.outer(np.arange(256), np.arange(256)))
+    maps = np.stack([np.exp(-lag / t) for t in np.geomspace(2, 100, 24)]).astype(np.float32)
+    p = write_dataset(tmp_path / "m.h5", meta=small_meta(24), maps=maps)
+    torch.manual_seed(0)
+    model = Autoencoder(64).eval()
+    cfg = {"trainer": D.RANDOMIZED_TRAINER, "objective": "both", "recon_scale": 0.02, "steps": 50,
+           "steps_per_epoch": 25, "batch_size": 16, "n_val": 64, "seed": 0}
+    info = {"config": cfg, "best_epoch": 2, "test": {"mse": 0.0103, "explained_variance": 0.502, "n_maps": 64},
+            "learning_curve": {"epoch": [1, 2], "train_loss": [4.9, 2.4], "recon": [1.5, 0.5],
+                               "val_loss": [0.02, 0.0103]}}
+    atomic_torch_save(make_checkpoint(model, **info), tmp_path / "w.pt")
+    model.checkpoint_info, model.checkpoint_path = info, str(tmp_path / "w.pt")
+    other = {"latent_size": [2, 4], "test_mse": [0.1, 0.05], "epochs": [1, 1],
+             "schedule": {"init_from": "w.pt", "init_bottleneck": "projected", "init_sha256": "ab" * 32}}
+    (tmp_path / "w.latent_sweep.json").write_text(json.dumps(other))
+    precompute(p, model=model, k=3, **FAST)
+    with open_dataset(p) as ds:
+        r, attrs = ds.read_result, ds.result_attrs
+        np.testing.assert_allclose(r("model/learning_curve/train_loss"), [0.03, 0.01])   # recon x recon_scale
+        np.testing.assert_array_equal(r("model/learning_curve/val_loss"), [0.02, 0.0103])
+        assert attrs["model_best_epoch"] == 2 and "one point per 25 steps of 16" in attrs["learning_curve_note"]
+        assert attrs["model_heldout"] == ("validation on 64 unseen randomised maps (training ranges, never trained "
+                                          "on): explained variance 50.2 %, MSE 0.01030")
+        assert r("model/latent_sweep/latent_size") is None and "latent_sweep_schedule" not in attrs
+        assert "from other weights (sha256 abababababab)" in attrs["latent_sweep_note"]
+        assert checkpoint_sha256(tmp_path / "w.pt")[:12] in attrs["latent_sweep_note"]
+    with pytest.raises(InputError, match="other weights"):
+        _latent_sweep(model, info, tmp_path / "w.latent_sweep.json", checkpoint_sha256(tmp_path / "w.pt"))
+    # the same sweep made from these weights is used; one from random initialisation always is
+    other["schedule"]["init_sha256"] = checkpoint_sha256(tmp_path / "w.pt")
+    (tmp_path / "w.latent_sweep.json").write_text(json.dumps(other))
+    assert _latent_sweep(model, info, None, other["schedule"]["init_sha256"])["latent_size"] == [2, 4]
+    assert _latent_sweep(model, info, None, None).get("skipped")
+    other["schedule"] = {"init_from": None}
+    (tmp_path / "w.latent_sweep.json").write_text(json.dumps(other))
+    assert _latent_sweep(model, info, None, None)["latent_size"] == [2, 4]
 
 
 def test_latents_only_with_a_decoder_measures_reconstructions(tmp_path, rng):

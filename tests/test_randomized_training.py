@@ -1,6 +1,8 @@
 """Domain-randomised maps (held-out settings never drawn in training) and train-randomized."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -8,6 +10,7 @@ import torch
 from ainerd_core import model as M
 from ainerd_core import randomsim as RS
 from ainerd_core import ssl as SSL
+from ainerd_core.train import curve_path
 
 
 def test_training_split_never_draws_held_out_settings():
@@ -92,6 +95,10 @@ def test_train_randomized_writes_a_strict_loading_checkpoint(tmp_path):
     assert model.latent_size == 64
     ck = M.read_checkpoint(out)
     assert ck["config"]["objective"] == "both" and ck["learning_curve"]["epoch"] == [1, 2]
+    # the curve beside it, in `train`'s shape (precompute and /model read it)
+    side = json.loads(curve_path(out).read_text())
+    assert {k: side[k] for k in ck["learning_curve"]} == ck["learning_curve"]
+    assert side["test"] == ck["test"] and side["config"] == ck["config"] and side["best_epoch"] == 2
     ref = ck["novelty_reference"]
     assert ref["bank"].shape == (8, 64) and ref["recon"].shape == (6,)
     # the same seed and thread count give the same weights

@@ -220,6 +220,22 @@ def test_train_rejects_bad_input(tmp_path, tiny_dataset):
     assert not (tmp_path / "m.pt").exists()
 
 
+def test_a_train_randomized_checkpoint_is_fine_tuned_with_init_from_not_resumed(tmp_path, tiny_dataset):
+    """Its epochs and validation loss were measured on generated maps: resuming would compare this
+    dataset's validation loss with theirs. --init-from starts a fresh run on this dataset's split."""
+    from ainerd_core import ssl
+    from ainerd_core.cli import main
+
+    ck = tmp_path / "randomized.pt"
+    ssl.train_randomized(ck, steps=1, batch_size=4, objective="recon", seed=0, threads=1, n_val=4,
+                         novelty_bank=0, novelty_ref=0, log=lambda *_: None)
+    assert main(["train", str(tiny_dataset), "--out", str(tmp_path / "m.pt"), "--epochs", "1", "--resume", str(ck)]) == 2
+    assert not (tmp_path / "m.pt").exists()
+    r = T.train(tiny_dataset, tmp_path / "m.pt", epochs=1, batch_size=4, seed=0, init_from=ck, log=lambda m: None)
+    assert r["config"]["init_from"]["tensors_random"] == [] and r["learning_curve"]["epoch"] == [1]
+    assert sorted(np.concatenate(list(r["split"].values())).tolist()) == list(range(8))
+
+
 def test_latent_sweep_cli(tmp_path, tiny_dataset):
     from ainerd_core.cli import main
 
@@ -255,7 +271,10 @@ def test_latent_sweep_can_warm_start_from_a_checkpoint(tmp_path, tiny_dataset):
     assert res["schedule"]["init_bottleneck"] == "projected" and res["schedule"]["init_latent"] == 8
     assert res["schedule"]["augment"] is False and res["best_epoch"][0] in (0, 1)
     how = sweep_schedule_text(res)
-    assert "no diagonal-shift augmentation" in how and "projected" in how and "(latent 8)" in how
+    assert "no diagonal-shift augmentation" in how and "projected" in how
+    # the sweep names the weights it started from by checksum (precompute shows it only beside them)
+    assert res["schedule"]["init_sha256"] == M.checkpoint_sha256(source)
+    assert f"(latent 8, sha256 {M.checkpoint_sha256(source)[:12]})" in how
     # the checkpoint's own size gets a random bottleneck too: no size starts ahead
     fresh = T.train(tiny_dataset, tmp_path / "fresh.pt", epochs=1, batch_size=4, latent=8, seed=0, init_from=source,
                     init_bottleneck="random", lr_base=1e-12, lr_max=1e-12, log=lambda m: None)

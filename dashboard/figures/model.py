@@ -10,9 +10,10 @@ from .common import image_grid_figure, styled
 
 
 @styled
-def learning_curve_figure(epoch, train_loss, val_loss=None) -> go.Figure:
-    """Training and validation loss vs epoch (log y); the best validation epoch is marked
-    (trace ``"best checkpoint"``)."""
+def learning_curve_figure(epoch, train_loss, val_loss=None, checkpoint_epoch=None) -> go.Figure:
+    """Training and validation loss vs epoch (log y); the epoch whose weights the checkpoint holds
+    is marked (trace ``"best checkpoint"``): ``checkpoint_epoch`` when given and on the curve (a
+    ``train-randomized`` checkpoint holds its last weights), else the lowest validation loss."""
     epoch = np.asarray(epoch, dtype=np.float64)
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=epoch, y=np.asarray(train_loss, dtype=np.float64), mode="lines+markers",
@@ -22,7 +23,8 @@ def learning_curve_figure(epoch, train_loss, val_loss=None) -> go.Figure:
         val = np.asarray(val_loss, dtype=np.float64)
         fig.add_trace(go.Scatter(x=epoch, y=val, mode="lines+markers", name="validation loss", marker=dict(size=4)))
         if np.isfinite(val).any():
-            j = int(np.nanargmin(val))
+            at = np.flatnonzero(epoch == float(checkpoint_epoch)) if checkpoint_epoch is not None else []
+            j = int(at[0]) if len(at) else int(np.nanargmin(val))
             best = float(epoch[j])
             fig.add_trace(go.Scatter(x=[epoch[j]], y=[val[j]], mode="markers", name="best checkpoint",
                                      marker=dict(symbol="star", size=14, color="#d62728"),

@@ -61,9 +61,16 @@ def layout(ctx):
              html.P(f"Model: {model_name}; latent size "
                     f"{entry.result('latent').shape[1] if entry.result('latent') is not None else '?'}.",
                     className="text-muted", id="model-info")]
+    if attrs.get("model_heldout"):
+        # the checkpoint's own held-out scores: a test split of its dataset, or unseen randomised maps
+        parts.append(html.P(f"Held out from training: {attrs['model_heldout']}.", className="small text-muted",
+                            id="model-heldout"))
     ep, tr, va = (entry.result(f"model/learning_curve/{k}") for k in ("epoch", "train_loss", "val_loss"))
     if ep is not None and tr is not None:
-        parts.append(graph_card("model-curve", figures.learning_curve_figure(ep, tr, va), title="Learning curve"))
+        how = attrs.get("learning_curve_note")
+        parts.append(graph_card("model-curve", figures.learning_curve_figure(ep, tr, va, attrs.get("model_best_epoch")),
+                                title="Learning curve", note=html.P(how, className="small text-muted mb-1",
+                                                                    id="model-curve-note") if how else None))
     else:
         parts.append(message("No learning curve in the results (the checkpoint carries none, e.g. the "
                              "published weights).", "secondary", id="model-curve-missing"))
@@ -107,7 +114,10 @@ def layout(ctx):
         parts.append(graph_card("model-sweep", figures.latent_sweep_figure(ls, mse, latent.shape[1] if latent is not None else None),
                                 title="Latent-size sweep", note=note))
     else:
-        parts.append(message("No latent-size sweep in the results (run `python -m ainerd_core latent-sweep`).",
+        # a sweep measured from other weights is left out by precompute, and the page says so
+        why = attrs.get("latent_sweep_note")
+        parts.append(message(f"No latent-size sweep for this model: {why}." if why else
+                             "No latent-size sweep in the results (run `python -m ainerd_core latent-sweep`).",
                              "secondary", id="model-sweep-missing"))
 
     if entry.has_result("model/noise_maps"):
