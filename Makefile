@@ -37,14 +37,19 @@ run: install precompute
 test: install
 	$(PYTHON) -m pytest -q
 
-# The shipped demo weights, from scratch: ONE train-randomized run on domain-randomised maps
-# generated on the fly (ainerd_core/ssl.py; no data/demo.h5 needed). Writes $(WEIGHTS) and its
-# learning curve data/demo_weights.curve.json; deterministic for the seed and --threads 2
-# (docs/autoencoder.md, "Shipped demo weights"). tests/test_demo_weights.py checks that the
-# shipped checkpoint's config equals these arguments: change them only together with the file.
-DEMO_WEIGHTS_ARGS := --steps 1800 --batch-size 16 --objective both --ssl-weight 1 --pairs rerender \
-	--ssl-loss infonce --temperature 0.1 --positives physics --lr-max 2e-3 --seed 0 --threads 2 --steps-per-epoch 50
+# The shipped demo weights: ONE train-randomized run (ainerd_core/ssl.py) that fine-tunes the
+# published checkpoint (../shared, the paper's code archive; data/NOTICE.md) on domain-randomised maps
+# generated on the fly: reconstruction + InfoNCE on re-rendered pairs (same dynamics, nuisances
+# redrawn). No data/demo.h5 needed. Writes $(WEIGHTS) and data/demo_weights.curve.json; deterministic
+# for the seed and --threads 2; ~37 min on 2 idle cores (docs/model.md, "Shipped demo weights").
+# tests/test_demo_weights.py checks that the shipped checkpoint's config equals these arguments:
+# change them only together with the file.
+PUBLISHED := ../shared/data/ainerd_e031/published_checkpoint_state_dict.pth
+DEMO_WEIGHTS_ARGS := --init-from ../shared/data/ainerd_e031/published_checkpoint_state_dict.pth \
+	--steps 1500 --batch-size 16 --objective both --ssl-weight 1 --pairs rerender --ssl-loss infonce \
+	--temperature 0.1 --positives pair --lr-max 5e-4 --seed 0 --threads 2 --steps-per-epoch 50
 demo-weights: | $(INSTALLED)
+	@test -f $(PUBLISHED) || { echo "make demo-weights: $(PUBLISHED) not found (the published checkpoint: put ../shared beside the checkout)"; exit 2; }
 	$(PYTHON) -m ainerd_core train-randomized --out $(WEIGHTS) $(DEMO_WEIGHTS_ARGS)
 
 # the latent-size sweep shown on /model: warm start from the shipped weights, fine-tuned on the demo
