@@ -18,6 +18,14 @@ loads strict, the latent stays 64-d); only the training data and the loss change
   (MSE between views) + variance (hinge at std 1 per latent dimension) + covariance (squared
   off-diagonal covariances / d), weights 25 / 25 / 1 divided by 25; ``both`` = recon +
   ``ssl_weight`` x VICReg. Encoder and decoder are the published network; no projector head.
+  ``--ssl-loss infonce`` replaces VICReg by InfoNCE (:func:`info_nce`) on the latent itself, with
+  squared Euclidean distances (the geometry of similarity search) divided by their batch mean and
+  a temperature: each view must pick its partner among the batch's other views. Unlike VICReg it
+  does not force every latent dimension to unit variance, so dimensions that carry nuisances
+  (contrast, noise) for the decoder can stay small. With ``--positives physics`` the targets are
+  soft: other maps of similar simulated dynamics count as positives too (:func:`physics_targets`).
+  The shipped demo weights use ``infonce`` with re-rendered pairs, fine-tuned from the published
+  checkpoint (Makefile ``DEMO_WEIGHTS_ARGS``; docs/model.md).
 * Optimiser: Adam, one-cycle learning rate (linear warm-up over 5 % of the steps to ``lr_max``,
   cosine decay to lr_max / 100), dropout ``--dropout`` (default 0: faster on few CPU steps).
   ``--init-from`` fine-tunes a checkpoint (e.g. the published state_dict) instead of training
