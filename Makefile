@@ -40,7 +40,8 @@ test: install
 # The shipped demo weights: ONE train-randomized run (ainerd_core/ssl.py) that fine-tunes the
 # published checkpoint (../shared, the paper's code archive; data/NOTICE.md) on domain-randomised maps
 # generated on the fly: reconstruction + InfoNCE on re-rendered pairs (same dynamics, nuisances
-# redrawn). No data/demo.h5 needed. Writes $(WEIGHTS) and data/demo_weights.curve.json; deterministic
+# redrawn); then every live latent dimension rescaled to unit spread, which leaves the network's
+# function unchanged (ainerd_core/latent_scale.py). No data/demo.h5 needed. Writes $(WEIGHTS) and data/demo_weights.curve.json; deterministic
 # for the seed and --threads 2; ~37 min on 2 idle cores (docs/model.md, "Shipped demo weights").
 # tests/test_demo_weights.py checks that the shipped checkpoint's config equals these arguments:
 # change them only together with the file.
@@ -51,6 +52,7 @@ DEMO_WEIGHTS_ARGS := --init-from ../shared/data/ainerd_e031/published_checkpoint
 demo-weights: | $(INSTALLED)
 	@test -f $(PUBLISHED) || { echo "make demo-weights: $(PUBLISHED) not found (the published checkpoint: put ../shared beside the checkout)"; exit 2; }
 	$(PYTHON) -m ainerd_core train-randomized --out $(WEIGHTS) $(DEMO_WEIGHTS_ARGS)
+	$(PYTHON) -m ainerd_core equalise-latent $(WEIGHTS)
 
 # the latent-size sweep shown on /model: warm start from the shipped weights, fine-tuned on the demo
 # (~28 min on 2 cores). The JSON records the weights' checksum; precompute shows it only beside

@@ -25,7 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "benchmark-retrieval": ("ainerd_core.retrieval", "precision@k of latent vs raw-pixel neighbours"),
     "study": ("ainerd_core.study_cli", "create and manage blind expert-evaluation studies"),
     "simulate-randomized": ("ainerd_core.randomsim", "domain-randomised maps with truth (training ranges or held-out settings)"),
-    "train-randomized": ("ainerd_core.ssl", "train the autoencoder on domain-randomised maps (reconstruction and/or VICReg)"),
+    "train-randomized": ("ainerd_core.ssl", "train the autoencoder on domain-randomised maps (reconstruction and/or VICReg / InfoNCE)"),
+    "equalise-latent": ("ainerd_core.latent_scale", "rescale a checkpoint's latent dimensions to unit spread (same reconstructions)"),
     "watch": ("ainerd_core.watch", "live mode: append the beamline's new result files to a dataset as they arrive"),
 }
 

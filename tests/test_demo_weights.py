@@ -23,15 +23,15 @@ from ainerd_core.dataset import open_dataset
 from ainerd_core.train import curve_path, explained_variance
 from conftest import simulated
 
-# Floors for the shipped model on unseen maps, a little below what the shipped file (sha256
-# e18c81fc2118, `make demo-weights` of 2026-12-02) measured (docs/autoencoder.md, "Shipped demo
-# weights"): demo seed-1 explained variance 80.9 %; held-out P@10 on the first 300 maps: latent
-# 0.216, raw pixels 0.131, exact PCA-64 0.142.
+# Floors for the shipped model on unseen maps, a little below what the shipped file (`make
+# demo-weights` of 2026-12-02) measured (docs/autoencoder.md, "Shipped demo weights"): demo
+# seed-1 explained variance 80.9 %; held-out P@10 on the first 300 maps: latent 0.242, raw pixels
+# 0.131, exact PCA-64 0.142.
 DEMO_EV_FLOOR = 0.75                  # explained variance on 108 demo maps of seed 1 (measured 80.9 %)
-HELDOUT_P10_MARGIN_OVER_RAW = 0.05    # latent P@10 minus raw-pixel P@10, 300 held-out-settings maps (measured 0.085)
-HELDOUT_P10_MARGIN_OVER_PCA = 0.04     # latent P@10 minus exact PCA-64 P@10, the same maps (measured 0.074)
+HELDOUT_P10_MARGIN_OVER_RAW = 0.08    # latent P@10 minus raw-pixel P@10, 300 held-out-settings maps (measured 0.111)
+HELDOUT_P10_MARGIN_OVER_PCA = 0.07    # latent P@10 minus exact PCA-64 P@10, the same maps (measured 0.100)
 DEMO_NOVEL_SHARE_MAX = 0.10          # share of those demo maps the stored novelty reference flags
-PROJECTED_16_LOSS_MAX = 0.10          # explained variance a 16-d projection of the code may lose on them (measured 0.059)
+PROJECTED_16_LOSS_MAX = 0.15          # explained variance a 16-d projection of the code may lose on them (measured 0.097)
 N_HELDOUT = 300
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +85,9 @@ def test_shipped_weights_record_how_they_were_made():
                                               rel=1e-3)
     ref = ck["novelty_reference"]
     assert ref["bank"].shape[1] == 64 and ref["n_bank"] >= 100 and ref["n_reference"] >= 100
+    # the Makefile's second step (equalise-latent) ran on it: live latent dimensions of unit spread
+    assert "equalise-latent $(WEIGHTS)" in (REPO / "Makefile").read_text()
+    assert cfg["latent_scale"]["dead_dimensions"] < 64 and ck["latent_scales"].shape == (64,)
 
 
 def test_makefile_command_is_the_one_that_made_the_shipped_weights():
@@ -146,7 +149,7 @@ def test_projected_bottlenecks_of_the_shipped_weights_keep_their_code(tmp_path_f
     projected from the code of demo maps of seed 0 (``make demo``'s simulator seed), scored on
     the seed-1 maps. 16 dimensions keep most of the 64-d code's explained variance; a projected
     2-d bottleneck is far better than a random one (the contrastive code of the shipped weights
-    spreads over many dimensions: 2 projected ones keep ~2 %, the previous weights' 42 %)."""
+    spreads over many dimensions: 2 projected ones keep nothing, the previous weights' 42 %)."""
     import torch
 
     from ainerd_core.train import MapSource, _encoder_features, projected_bottleneck
@@ -164,7 +167,7 @@ def test_projected_bottlenecks_of_the_shipped_weights_keep_their_code(tmp_path_f
             params.update(projected_bottleneck(state, feats, size))
         small.load_state_dict({**small.state_dict(), **params})
         ev[size, how] = explained_variance(demo_seed1, M.reconstruct(small, demo_seed1))["explained_variance"]
-    # measured with the shipped weights: 64-d 80.9 %, 16-d 75.0 %, 2-d 2.2 %, random 2-d -677 % (the previous demo-trained
+    # measured with the shipped weights: 64-d 80.9 %, 16-d 71.3 %, 2-d -19.4 %, random 2-d -677 % (the previous demo-trained
     # weights: 78.0 / 70.1 / 41.8 / -1097 % for 64 / 16 / 2 / random 2, their code fitted on 720 maps)
     assert ev[16, "projected"] > demo_seed1_ev - PROJECTED_16_LOSS_MAX, ev
-    assert ev[2, "projected"] > -0.1 and ev[2, "random"] < ev[2, "projected"] - 1.0, ev
+    assert ev[2, "projected"] > -0.5 and ev[2, "random"] < ev[2, "projected"] - 1.0, ev
