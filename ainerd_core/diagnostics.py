@@ -38,7 +38,7 @@ def has_held_out_split(model, n_maps: int) -> bool:
     return _held_out_indices(model, n_maps).size < n_maps
 
 
-RANDOMIZED_TRAINER = "ainerd_core.ssl.train_randomized"   # config.trainer of a train-randomized checkpoint
+from .ssl import TRAINER as RANDOMIZED_TRAINER  # noqa: E402  (config.trainer of a train-randomized checkpoint)
 
 
 def curve_as_mse(curve: dict, info: dict) -> tuple[dict, str | None]:

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from .errors import InputError
 from .model import DEFAULT_LATENT, Autoencoder, _fast_encode, atomic_torch_save, make_checkpoint, read_checkpoint
 
+TRAINER = "ainerd_core.ssl.train_randomized"   # config.trainer of every checkpoint this module writes
 OBJECTIVES = ("recon", "ssl", "both")
 PAIRS = ("augment", "rerender")
 SSL_LOSSES = ("vicreg", "infonce")
@@ -232,9 +233,9 @@ def _initial_model(seed: int, dropout: float, init_from) -> tuple[Autoencoder, s
 
 
 def _run_config(*, steps, batch_size, objective, seed, lr_max, ssl_weight, dropout, init_note, steps_per_epoch,
-                n_val, pairs) -> dict:
+                n_val, pairs, ssl_loss, temperature, positives) -> dict:
     """The checkpoint's ``config``: everything needed to repeat the run."""
-    config = {"trainer": "ainerd_core.ssl.train_randomized", "data": "ainerd_core.randomsim training split (fresh maps "
+    config = {"trainer": TRAINER, "data": "ainerd_core.randomsim training split (fresh maps "
               "every step)", "steps": int(steps), "batch_size": int(batch_size), "objective": objective,
               "ssl_weight": float(ssl_weight), "vicreg_weights": list(VICREG), "recon_scale": RECON_SCALE,
               "lr_max": float(lr_max), "schedule": "linear warm-up 5 %, cosine to lr_max/100", "dropout": float(dropout),
@@ -246,6 +247,9 @@ def _run_config(*, steps, batch_size, objective, seed, lr_max, ssl_weight, dropo
     if pairs == "rerender":
         config["augmentation"] += ("; view 2 from a re-rendering of the same dynamics with the nuisances redrawn "
                                    "(randomsim.redraw_nuisances)")
+    if objective != "recon":
+        config.update(ssl_loss=ssl_loss, temperature=float(temperature) if ssl_loss == "infonce" else None,
+                      positives=positives, physics_width=PHYSICS_WIDTH if positives == "physics" else None)
     return config
 
 
@@ -318,10 +322,8 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
     gen = torch.Generator().manual_seed(seed + 17)
     config = _run_config(steps=steps, batch_size=batch_size, objective=objective, seed=seed, lr_max=lr_max,
                          ssl_weight=ssl_weight, dropout=dropout, init_note=init_note,
-                         steps_per_epoch=steps_per_epoch, n_val=n_val, pairs=pairs)
-    if objective != "recon":
-        config.update(ssl_loss=ssl_loss, temperature=float(temperature) if ssl_loss == "infonce" else None,
-                      positives=positives, physics_width=PHYSICS_WIDTH if positives == "physics" else None)
+                         steps_per_epoch=steps_per_epoch, n_val=n_val, pairs=pairs, ssl_loss=ssl_loss,
+                         temperature=temperature, positives=positives)
     curve = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "seconds": [], "recon": [], "vicreg": []}
     log(f"train-randomized: {steps} steps x {batch_size} maps, objective {objective}, {init_note}, "
         f"{torch.get_num_threads()} threads, seed {seed}")

@@ -398,8 +398,10 @@ def _check_options(out: Path, device, epochs, batch_size, threads, dropout, lr_s
 def _read_resume(fit: _Fit, resume, dropout) -> tuple[int, float]:
     """Read the ``--resume`` state into ``fit`` (its schedule into ``fit.prev``); returns its latent
     size and the dropout to use (the run's own unless ``dropout`` is given)."""
+    from .ssl import TRAINER as RANDOMIZED_TRAINER
+
     fit.state = read_checkpoint(resume)
-    if (fit.state.get("config") or {}).get("trainer") == "ainerd_core.ssl.train_randomized":
+    if (fit.state.get("config") or {}).get("trainer") == RANDOMIZED_TRAINER:
         # its epochs and best validation loss were measured on generated maps, not on this dataset
         raise InputError(resume, "was trained by train-randomized on generated maps, not on a dataset: "
                                  "fine-tune it with --init-from instead of --resume")
