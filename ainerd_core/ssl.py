@@ -109,33 +109,24 @@ def vicreg(z1: torch.Tensor, z2: torch.Tensor, weights=VICREG) -> tuple[torch.Te
                   "cov": float(cov.detach()) if torch.is_tensor(cov) else cov}
 
 
-def _sq_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(n, m) squared Euclidean distances between the rows of ``a`` (n, D) and ``b`` (m, D)."""
-    return ((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T).clamp_min(0)
-
-
 def info_nce(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
-             soft: torch.Tensor | None = None, negatives: torch.Tensor | None = None) -> torch.Tensor:
+             soft: torch.Tensor | None = None) -> torch.Tensor:
     """Contrastive (InfoNCE / NT-Xent) loss of two (B, D) batches of embeddings, on squared
     Euclidean distances - the geometry similarity search uses - divided by their batch mean, so the
     loss does not depend on the latent's scale (the decoder can absorb any scale).
 
     Every one of the 2B embeddings must pick its partner (row i of the other batch) among the
     2B - 1 others; with ``soft`` ((2B, 2B) rows summing to 1, zero diagonal) the target is that
-    distribution instead (several positives, weighted). ``negatives`` (Q, D), latents of earlier
-    batches with no gradient (a MoCo-style queue), are extra candidates that are never the partner:
-    more negatives for the cost of a distance, not of an encoder pass."""
+    distribution instead (several positives, weighted)."""
     z = torch.cat([z1, z2])
     n = z.shape[0]
-    d = _sq_distances(z, z)
+    sq = (z * z).sum(1)
+    d = (sq[:, None] + sq[None, :] - 2 * z @ z.T).clamp_min(0)
     off = ~torch.eye(n, dtype=torch.bool)
-    d_neg = _sq_distances(z, negatives) if negatives is not None and len(negatives) else z.new_zeros(n, 0)
-    # the scale is the batch's own: queued latents add candidates, not a new unit of distance
-    scale = d[off].mean().clamp_min(1e-12) * temperature
-    logits = torch.cat([(-d / scale).masked_fill(~off, float("-inf")), -d_neg / scale], dim=1)
+    logits = (-d / (temperature * d[off].mean().clamp_min(1e-12))).masked_fill(~off, float("-inf"))
     if soft is None:
         return F.cross_entropy(logits, torch.arange(n).roll(n // 2))
-    logp = torch.log_softmax(logits, dim=1)[:, :n].masked_fill(~off, 0.0)
+    logp = torch.log_softmax(logits, dim=1).masked_fill(~off, 0.0)
     return -(soft * logp).sum(1).mean()
 
 
@@ -201,7 +192,7 @@ def evaluate(model: Autoencoder, maps: np.ndarray, batch_size: int = 32) -> dict
 
 
 def _check_options(out: Path, *, steps, batch_size, objective, lr_max, dropout, threads, steps_per_epoch, n_val,
-                   pairs, ssl_loss="vicreg", positives="pair", temperature=0.1, queue=0, decoder_steps=0) -> None:
+                   pairs, ssl_loss="vicreg", positives="pair", temperature=0.1, decoder_steps=0) -> None:
     """Validate ``train_randomized``'s options once, at the edge (one-line errors naming the option)."""
     if not out.parent.exists():
         raise InputError(out, "the output folder does not exist")
@@ -215,11 +206,8 @@ def _check_options(out: Path, *, steps, batch_size, objective, lr_max, dropout, 
         raise InputError("--positives", f"must be one of {', '.join(POSITIVES)}, got {positives!r}")
     if positives == "physics" and (pairs != "rerender" or ssl_loss != "infonce"):
         raise InputError("--positives", "physics needs --pairs rerender and --ssl-loss infonce")
-    if queue and ssl_loss != "infonce":
-        raise InputError("--queue", "extra negatives need --ssl-loss infonce")
-    for name, v in (("--queue", queue), ("--decoder-steps", decoder_steps)):
-        if v < 0:
-            raise InputError(name, f"must be >= 0, got {v}")
+    if decoder_steps < 0:
+        raise InputError("--decoder-steps", f"must be >= 0, got {decoder_steps}")
     if not (math.isfinite(temperature) and temperature > 0):
         raise InputError("--temperature", f"must be > 0, got {temperature}")
     for name, v, lo in (("--steps", steps, 1), ("--batch-size", batch_size, 4 if objective != "recon" else 1),
@@ -247,7 +235,7 @@ def _initial_model(seed: int, dropout: float, init_from) -> tuple[Autoencoder, s
 
 
 def _run_config(*, steps, batch_size, objective, seed, lr_max, ssl_weight, dropout, init_note, steps_per_epoch,
-                n_val, pairs, ssl_loss, temperature, positives, queue=0, decoder_steps=0) -> dict:
+                n_val, pairs, ssl_loss, temperature, positives, decoder_steps=0) -> dict:
     """The checkpoint's ``config``: everything needed to repeat the run."""
     config = {"trainer": TRAINER, "data": "ainerd_core.randomsim training split (fresh maps "
               "every step)", "steps": int(steps), "batch_size": int(batch_size), "objective": objective,
@@ -263,41 +251,22 @@ def _run_config(*, steps, batch_size, objective, seed, lr_max, ssl_weight, dropo
                                    "(randomsim.redraw_nuisances)")
     if objective != "recon":
         config.update(ssl_loss=ssl_loss, temperature=float(temperature) if ssl_loss == "infonce" else None,
-                      positives=positives, physics_width=PHYSICS_WIDTH if positives == "physics" else None,
-                      queue=int(queue))
+                      positives=positives, physics_width=PHYSICS_WIDTH if positives == "physics" else None)
     return config
 
 
-def _ssl_term(model, h1, x2, gen, ssl_loss: str, temperature: float, soft, queue=None):
-    """The self-supervised term between view 1's pre-activations ``h1`` and a view of ``x2``, and
-    the two views' latents (detached: the next entries of the negative queue)."""
+def _ssl_term(model, h1, x2, gen, ssl_loss: str, temperature: float, soft) -> torch.Tensor:
+    """The self-supervised term between view 1's pre-activations ``h1`` and a view of ``x2``."""
     h2 = _fast_encode(model, augment(x2, gen), pre_activation=True)
-    z1, z2 = F.relu(h1), F.relu(h2)
     if ssl_loss == "vicreg":
-        return vicreg(h1, h2)[0], None
+        return vicreg(h1, h2)[0]
     # InfoNCE acts on the latent itself (after the ReLU): the vectors similarity search compares
-    return info_nce(z1, z2, temperature, soft, queue), torch.cat([z1, z2]).detach()
-
-
-class NegativeQueue:
-    """FIFO of the last ``size`` latents (detached) of earlier steps: InfoNCE's extra negatives."""
-
-    def __init__(self, size: int):
-        self.size = int(size)
-        self.latents: torch.Tensor | None = None
-
-    def push(self, z: torch.Tensor | None) -> None:
-        if self.size <= 0 or z is None:
-            return
-        z = z if self.latents is None else torch.cat([z, self.latents])
-        self.latents = z[: self.size]
+    return info_nce(F.relu(h1), F.relu(h2), temperature, soft)
 
 
 def _optimisation_step(model, opt, x, x2, gen, objective: str, ssl_weight: float, ssl_loss: str = "vicreg",
-                       temperature: float = 0.1, soft=None, queue: NegativeQueue | None = None
-                       ) -> tuple[float, float, float]:
-    """One Adam step on a batch; returns (loss, reconstruction term, self-supervised term) as floats
-    (and pushes the batch's latents onto ``queue`` after the step)."""
+                       temperature: float = 0.1, soft=None) -> tuple[float, float, float]:
+    """One Adam step on a batch; returns (loss, reconstruction term, self-supervised term) as floats."""
     model.train()
     v1 = augment(x, gen)
     loss = torch.zeros(())
@@ -309,17 +278,13 @@ def _optimisation_step(model, opt, x, x2, gen, objective: str, ssl_weight: float
         rec = F.mse_loss(model.decode(F.relu(h1)), v1) / RECON_SCALE
         loss = loss + rec
         rec_val = float(rec.detach())
-    latents = None
     if objective in ("ssl", "both"):
-        s, latents = _ssl_term(model, h1, x2, gen, ssl_loss, temperature, soft,
-                               queue.latents if queue is not None else None)
+        s = _ssl_term(model, h1, x2, gen, ssl_loss, temperature, soft)
         loss = loss + (ssl_weight if objective == "both" else 1.0) * s
         ssl_val = float(s.detach())
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
-    if queue is not None:
-        queue.push(latents)
     return float(loss.detach()), rec_val, ssl_val
 
 
@@ -380,14 +345,13 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
                      lr_max: float = 1e-3, ssl_weight: float = 0.2, dropout: float = 0.0, threads: int | None = 2,
                      init_from=None, steps_per_epoch: int = 25, n_val: int = 64, log=print,
                      novelty_bank: int = 400, novelty_ref: int = 200, pairs: str = "augment", ssl_loss: str = "vicreg",
-                     temperature: float = 0.1, positives: str = "pair", queue: int = 0,
-                     decoder_steps: int = 0) -> dict:
+                     temperature: float = 0.1, positives: str = "pair", decoder_steps: int = 0) -> dict:
     """Train (or fine-tune) the autoencoder on domain-randomised maps; write the checkpoint to
     ``out`` atomically; return a summary dict. See the module docstring."""
     out = Path(out)
     _check_options(out, steps=steps, batch_size=batch_size, objective=objective, lr_max=lr_max, dropout=dropout,
                    threads=threads, steps_per_epoch=steps_per_epoch, n_val=n_val, pairs=pairs, ssl_loss=ssl_loss,
-                   positives=positives, temperature=temperature, queue=queue, decoder_steps=decoder_steps)
+                   positives=positives, temperature=temperature, decoder_steps=decoder_steps)
     if threads is not None:
         torch.set_num_threads(int(threads))
     from .randomsim import generate
@@ -400,14 +364,13 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
     config = _run_config(steps=steps, batch_size=batch_size, objective=objective, seed=seed, lr_max=lr_max,
                          ssl_weight=ssl_weight, dropout=dropout, init_note=init_note,
                          steps_per_epoch=steps_per_epoch, n_val=n_val, pairs=pairs, ssl_loss=ssl_loss,
-                         temperature=temperature, positives=positives, queue=queue, decoder_steps=decoder_steps)
+                         temperature=temperature, positives=positives, decoder_steps=decoder_steps)
     curve = {"epoch": [], "train_loss": [], "val_loss": [], "lr": [], "seconds": [], "recon": [], "vicreg": []}
     log(f"train-randomized: {steps} steps x {batch_size} maps, objective {objective}, {init_note}, "
         f"{torch.get_num_threads()} threads, seed {seed}")
     running = []  # (loss, recon, self-supervised term) of each step since the last epoch line
     ssl_name = ssl_loss if objective != "recon" else "ssl"
     t_epoch = time.perf_counter()
-    negatives = NegativeQueue(queue if objective != "recon" else 0)
     for step in range(steps):
         lr = _lr_at(step, steps, lr_max)
         for g in opt.param_groups:
@@ -417,8 +380,7 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
         if isinstance(x, tuple):
             x, x2, truth = x
             soft = physics_targets(truth) if positives == "physics" else None
-        running.append(_optimisation_step(model, opt, x, x2, gen, objective, ssl_weight, ssl_loss, temperature, soft,
-                                          negatives))
+        running.append(_optimisation_step(model, opt, x, x2, gen, objective, ssl_weight, ssl_loss, temperature, soft))
         if (step + 1) % steps_per_epoch == 0 or step + 1 == steps:
             model.eval()
             ev = evaluate(model, val_maps)
@@ -471,9 +433,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--positives", choices=POSITIVES, default="pair",
                         help="InfoNCE positives: pair (each map's own second view; default) or physics (also other maps "
                              "of similar simulated dynamics, weighted by a kernel on the simulator's truth)")
-    parser.add_argument("--queue", type=int, default=0,
-                        help="InfoNCE: also contrast with the latents of the last N maps' views of earlier steps "
-                             "(a MoCo-style queue of negatives; default 0)")
     parser.add_argument("--decoder-steps", type=int, default=0,
                         help="after training, fine-tune the decoder alone for N more steps with the encoder frozen: "
                              "better reconstructions, the same latents (default 0)")
@@ -485,5 +444,5 @@ def run(args) -> int:
                      lr_max=args.lr_max, ssl_weight=args.ssl_weight, dropout=args.dropout, threads=args.threads,
                      init_from=args.init_from, steps_per_epoch=args.steps_per_epoch, pairs=args.pairs,
                      ssl_loss=args.ssl_loss, temperature=args.temperature, positives=args.positives,
-                     queue=args.queue, decoder_steps=args.decoder_steps)
+                     decoder_steps=args.decoder_steps)
     return 0

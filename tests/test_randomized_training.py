@@ -145,27 +145,9 @@ def test_physics_positives_weigh_similar_dynamics_and_never_mix_aging_classes():
         SSL.train_randomized("x.pt", positives="physics", pairs="augment", ssl_loss="infonce")
 
 
-def test_queued_negatives_raise_the_loss_only_when_they_crowd_the_partner():
-    gen = torch.Generator().manual_seed(1)
-    z1 = torch.randn(8, 64, generator=gen)
-    near = z1 + 0.05 * torch.randn(8, 64, generator=gen)
-    plain = float(SSL.info_nce(z1, near))
-    assert float(SSL.info_nce(z1, near, negatives=torch.zeros(0, 64))) == pytest.approx(plain, rel=1e-6)
-    far = 10 * torch.randn(32, 64, generator=gen)                   # earlier maps far from this batch
-    crowding = z1.repeat(4, 1) + 0.05 * torch.randn(32, 64, generator=gen)   # as close as the partners
-    assert float(SSL.info_nce(z1, near, negatives=crowding)) > plain + 0.5
-    assert float(SSL.info_nce(z1, near, negatives=far)) == pytest.approx(plain, abs=1e-3)   # no competitor
-    queue = SSL.NegativeQueue(5)
-    for i in range(3):
-        queue.push(torch.full((2, 64), float(i)))
-    assert queue.latents.shape == (5, 64) and queue.latents[:, 0].tolist() == [2, 2, 1, 1, 0]   # newest first
-    with pytest.raises(M.InputError, match="--queue"):
-        SSL.train_randomized("x.pt", queue=16, ssl_loss="vicreg")
-
-
 def test_the_decoder_phase_keeps_every_latent_and_improves_reconstructions(tmp_path):
     kw = dict(steps=2, batch_size=4, objective="both", seed=0, threads=1, steps_per_epoch=1, n_val=8,
-              pairs="rerender", ssl_loss="infonce", queue=8, novelty_bank=0, novelty_ref=0, log=lambda *_: None)
+              pairs="rerender", ssl_loss="infonce", novelty_bank=0, novelty_ref=0, log=lambda *_: None)
     a = SSL.train_randomized(tmp_path / "a.pt", **kw)
     b = SSL.train_randomized(tmp_path / "b.pt", decoder_steps=6, **kw)
     sa, sb = (M.read_checkpoint(tmp_path / f"{n}.pt")["state_dict"] for n in "ab")
@@ -174,6 +156,6 @@ def test_the_decoder_phase_keeps_every_latent_and_improves_reconstructions(tmp_p
     assert encoder and all(torch.equal(sa[k], sb[k]) for k in encoder)        # same latents
     assert any(not torch.equal(sa[k], sb[k]) for k in decoder)
     assert b["val"]["mse"] < a["val"]["mse"]
-    assert b["config"]["decoder_steps"] == 6 and b["config"]["queue"] == 8 and len(b["curve"]["epoch"]) == 8
+    assert b["config"]["decoder_steps"] == 6 and len(b["curve"]["epoch"]) == 8
     with pytest.raises(M.InputError, match="--decoder-steps"):
         SSL.train_randomized("x.pt", decoder_steps=-1)
