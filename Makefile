@@ -47,7 +47,7 @@ test: install
 # change them only together with the file.
 PUBLISHED := ../shared/data/ainerd_e031/published_checkpoint_state_dict.pth
 DEMO_WEIGHTS_ARGS := --init-from ../shared/data/ainerd_e031/published_checkpoint_state_dict.pth \
-	--steps 1500 --batch-size 16 --objective both --ssl-weight 1 --pairs rerender --ssl-loss infonce \
+	--steps 2000 --decoder-steps 500 --batch-size 16 --objective both --ssl-weight 1 --pairs rerender --ssl-loss infonce \
 	--temperature 0.1 --positives pair --lr-max 5e-4 --seed 0 --threads 2 --steps-per-epoch 50
 demo-weights: | $(INSTALLED)
 	@test -f $(PUBLISHED) || { echo "make demo-weights: $(PUBLISHED) not found (the published checkpoint: put ../shared beside the checkout)"; exit 2; }

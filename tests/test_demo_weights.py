@@ -71,8 +71,9 @@ def test_shipped_weights_record_how_they_were_made():
     assert cfg["steps"] >= 1 and cfg["objective"] in ("recon", "both")   # a decoder that was trained
     curve = ck["learning_curve"]
     epochs = curve["epoch"]
-    # one entry per steps_per_epoch steps (the last one may be shorter), none twice
-    assert epochs == list(range(1, -(-cfg["steps"] // cfg["steps_per_epoch"]) + 1))
+    # one entry per steps_per_epoch steps (the last one of each phase may be shorter), none twice
+    per_phase = [-(-n // cfg["steps_per_epoch"]) for n in (cfg["steps"], cfg.get("decoder_steps", 0))]
+    assert epochs == list(range(1, sum(per_phase) + 1))
     assert ck["best_epoch"] == epochs[-1]                   # the weights after the last step
     side = json.loads(curve_path(M.DEMO_WEIGHTS).read_text())
     assert {k: side[k] for k in curve} == curve and side["test"] == ck["test"] and side["config"] == cfg
