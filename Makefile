@@ -40,9 +40,10 @@ test: install
 # The shipped demo weights: ONE train-randomized run (ainerd_core/ssl.py) that fine-tunes the
 # published checkpoint (../shared, the paper's code archive; data/NOTICE.md) on domain-randomised maps
 # generated on the fly: reconstruction + InfoNCE on re-rendered pairs (same dynamics, nuisances
-# redrawn); then every live latent dimension rescaled to unit spread, which leaves the network's
+# redrawn), then 500 steps of the decoder alone (encoder frozen: better reconstructions, same latents);
+# then every live latent dimension rescaled to unit spread, which leaves the network's
 # function unchanged (ainerd_core/latent_scale.py). No data/demo.h5 needed. Writes $(WEIGHTS) and data/demo_weights.curve.json; deterministic
-# for the seed and --threads 2; ~37 min on 2 idle cores (docs/model.md, "Shipped demo weights").
+# for the seed and --threads 2; ~50 min on 2 idle cores (docs/model.md, "Shipped demo weights").
 # tests/test_demo_weights.py checks that the shipped checkpoint's config equals these arguments:
 # change them only together with the file.
 PUBLISHED := ../shared/data/ainerd_e031/published_checkpoint_state_dict.pth

@@ -24,14 +24,14 @@ from ainerd_core.train import curve_path, explained_variance
 from conftest import simulated
 
 # Floors for the shipped model on unseen maps, a little below what the shipped file (`make
-# demo-weights` of 2026-12-02) measured (docs/autoencoder.md, "Shipped demo weights"): demo
-# seed-1 explained variance 80.9 %; held-out P@10 on the first 300 maps: latent 0.242, raw pixels
-# 0.131, exact PCA-64 0.142.
-DEMO_EV_FLOOR = 0.75                  # explained variance on 108 demo maps of seed 1 (measured 80.9 %)
-HELDOUT_P10_MARGIN_OVER_RAW = 0.08    # latent P@10 minus raw-pixel P@10, 300 held-out-settings maps (measured 0.111)
-HELDOUT_P10_MARGIN_OVER_PCA = 0.07    # latent P@10 minus exact PCA-64 P@10, the same maps (measured 0.100)
+# demo-weights` of 2026-12-02, sha256 751b537c3c00) measured (docs/autoencoder.md, "Shipped demo
+# weights"): demo seed-1 explained variance 84.7 %; held-out P@10 on the first 300 maps: latent
+# 0.240, raw pixels 0.131, exact PCA-64 0.142.
+DEMO_EV_FLOOR = 0.80                  # explained variance on 108 demo maps of seed 1 (measured 84.7 %)
+HELDOUT_P10_MARGIN_OVER_RAW = 0.08    # latent P@10 minus raw-pixel P@10, 300 held-out-settings maps (measured 0.109)
+HELDOUT_P10_MARGIN_OVER_PCA = 0.07    # latent P@10 minus exact PCA-64 P@10, the same maps (measured 0.098)
 DEMO_NOVEL_SHARE_MAX = 0.10          # share of those demo maps the stored novelty reference flags
-PROJECTED_16_LOSS_MAX = 0.15          # explained variance a 16-d projection of the code may lose on them (measured 0.097)
+PROJECTED_16_LOSS_MAX = 0.18          # explained variance a 16-d projection of the code may lose on them (measured 0.132)
 N_HELDOUT = 300
 
 REPO = Path(__file__).resolve().parents[1]
@@ -168,7 +168,7 @@ def test_projected_bottlenecks_of_the_shipped_weights_keep_their_code(tmp_path_f
             params.update(projected_bottleneck(state, feats, size))
         small.load_state_dict({**small.state_dict(), **params})
         ev[size, how] = explained_variance(demo_seed1, M.reconstruct(small, demo_seed1))["explained_variance"]
-    # measured with the shipped weights: 64-d 80.9 %, 16-d 71.3 %, 2-d -19.4 %, random 2-d -677 % (the previous demo-trained
+    # measured with the shipped weights: 64-d 84.7 %, 16-d 71.5 %, 2-d -17.9 %, random 2-d -730 % (the previous demo-trained
     # weights: 78.0 / 70.1 / 41.8 / -1097 % for 64 / 16 / 2 / random 2, their code fitted on 720 maps)
     assert ev[16, "projected"] > demo_seed1_ev - PROJECTED_16_LOSS_MAX, ev
     assert ev[2, "projected"] > -0.5 and ev[2, "random"] < ev[2, "projected"] - 1.0, ev
