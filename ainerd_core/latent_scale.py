@@ -8,7 +8,8 @@ model's own kind, *without changing the network's function*: the latent is
 of the bottleneck's first Linear (weight and bias) by ``s_i`` multiplies ``z_i`` by ``s_i``, and
 dividing column i of the second Linear by ``s_i`` leaves every reconstruction as it was (to
 float32 rounding). Dimensions that are 0 for every reference map (dead after the ReLU) are left
-alone. Measured on the shipped weights (docs/model.md): held-out-settings P@10 0.291 -> 0.309.
+alone. Measured on the weights shipped before the current ones (docs/model.md, section 5b):
+held-out-settings P@10 0.291 -> 0.311.
 
 The reference maps are the domain-randomised generator's in-distribution split at seed
 ``seed + 1000`` (the novelty bank's maps, never trained on), so the result is deterministic. The
@@ -49,7 +50,7 @@ def rescale_latent(model, scales: np.ndarray) -> None:
 def equalise_checkpoint(path, out=None, n_maps: int = 400, log=print) -> dict:
     """Rescale the latent of the checkpoint at ``path`` (see the module docstring); write ``out``
     (default: in place) and its curve JSON atomically. Returns the recorded ``latent_scale`` dict."""
-    from .model import Autoencoder, atomic_torch_save, encode, read_checkpoint
+    from .model import atomic_torch_save, encode, model_from_checkpoint, read_checkpoint
     from .randomsim import generate
     from .ssl import _novelty_extra
     from .train import write_curve_json
@@ -62,9 +63,7 @@ def equalise_checkpoint(path, out=None, n_maps: int = 400, log=print) -> dict:
         raise InputError(path, "the latent of this checkpoint is already equalised")
     if n_maps < 10:
         raise InputError("--maps", f"must be >= 10, got {n_maps}")
-    model = Autoencoder(int(config.get("latent", 64)), dropout=0.0)
-    model.load_state_dict(ck["state_dict"], strict=True)
-    model.eval()
+    model = model_from_checkpoint(ck, path).eval()
     seed = int(config.get("seed", 0))
     maps, _ = generate(n_maps, seed + 1000, "indist")
     scales = latent_scales(encode(model, maps, batch_size=32, bulk=False))

@@ -209,12 +209,11 @@ def _check_options(out: Path, *, steps, batch_size, objective, lr_max, dropout, 
         raise InputError("--positives", f"must be one of {', '.join(POSITIVES)}, got {positives!r}")
     if positives == "physics" and (pairs != "rerender" or ssl_loss != "infonce"):
         raise InputError("--positives", "physics needs --pairs rerender and --ssl-loss infonce")
-    if decoder_steps < 0:
-        raise InputError("--decoder-steps", f"must be >= 0, got {decoder_steps}")
     if not (math.isfinite(temperature) and temperature > 0):
         raise InputError("--temperature", f"must be > 0, got {temperature}")
     for name, v, lo in (("--steps", steps, 1), ("--batch-size", batch_size, 4 if objective != "recon" else 1),
-                        ("--steps-per-epoch", steps_per_epoch, 1), ("--n-val", n_val, 4)):
+                        ("--steps-per-epoch", steps_per_epoch, 1), ("--n-val", n_val, 4),
+                        ("--decoder-steps", decoder_steps, 0)):
         if v < lo:
             raise InputError(name, f"must be >= {lo}, got {v}")
     if not (math.isfinite(lr_max) and 0 < lr_max <= 1):
@@ -291,6 +290,17 @@ def _optimisation_step(model, opt, x, x2, gen, objective: str, ssl_weight: float
     return float(loss.detach()), rec_val, ssl_val
 
 
+def _record_epoch(model, val_maps, curve: dict, *, loss: float, recon: float, ssl: float, lr: float,
+                  t_epoch: float) -> dict:
+    """Append one learning-curve entry (validation on ``val_maps``) to ``curve``; returns the validation."""
+    model.eval()
+    ev = evaluate(model, val_maps)
+    for key, value in (("epoch", len(curve["epoch"]) + 1), ("train_loss", loss), ("recon", recon), ("vicreg", ssl),
+                       ("val_loss", ev["mse"]), ("lr", lr), ("seconds", time.perf_counter() - t_epoch)):
+        curve[key].append(value)
+    return ev
+
+
 def decoder_phase(model: Autoencoder, *, seed: int, first_step: int, steps: int, batch_size: int, lr_max: float,
                   val_maps: np.ndarray, curve: dict, steps_per_epoch: int, log=print) -> None:
     """Fine-tune the decoder alone (``bottleneck.3`` and ``decoder1``) for ``steps`` steps on the
@@ -318,13 +328,8 @@ def decoder_phase(model: Autoencoder, *, seed: int, first_step: int, steps: int,
         opt.step()
         running.append(float(loss.detach()))
         if (step + 1) % steps_per_epoch == 0 or step + 1 == steps:
-            model.eval()
-            ev = evaluate(model, val_maps)
             mean = sum(running) / len(running)
-            for key, value in (("epoch", len(curve["epoch"]) + 1), ("train_loss", mean), ("recon", mean),
-                               ("vicreg", 0.0), ("val_loss", ev["mse"]), ("lr", lr),
-                               ("seconds", time.perf_counter() - t_epoch)):
-                curve[key].append(value)
+            ev = _record_epoch(model, val_maps, curve, loss=mean, recon=mean, ssl=0.0, lr=lr, t_epoch=t_epoch)
             log(f"decoder step {step + 1:5d}/{steps}  recon {mean:.4f}  val MSE {ev['mse']:.5f} "
                 f"EV {ev['explained_variance'] * 100:.1f} %  lr {lr:.2e}  {curve['seconds'][-1]:.0f} s")
             running, t_epoch = [], time.perf_counter()
@@ -385,13 +390,8 @@ def train_randomized(out, *, steps: int = 600, batch_size: int = 16, objective: 
             soft = physics_targets(truth) if positives == "physics" else None
         running.append(_optimisation_step(model, opt, x, x2, gen, objective, ssl_weight, ssl_loss, temperature, soft))
         if (step + 1) % steps_per_epoch == 0 or step + 1 == steps:
-            model.eval()
-            ev = evaluate(model, val_maps)
             loss, rec, ssl = (sum(r[i] for r in running) / len(running) for i in range(3))
-            for key, value in (("epoch", len(curve["epoch"]) + 1), ("train_loss", loss), ("recon", rec),
-                               ("vicreg", ssl), ("val_loss", ev["mse"]), ("lr", lr),
-                               ("seconds", time.perf_counter() - t_epoch)):
-                curve[key].append(value)
+            ev = _record_epoch(model, val_maps, curve, loss=loss, recon=rec, ssl=ssl, lr=lr, t_epoch=t_epoch)
             log(f"step {step + 1:5d}/{steps}  loss {loss:.4f} (recon {rec:.4f}, {ssl_name} {ssl:.4f})  val MSE "
                 f"{ev['mse']:.5f} EV {ev['explained_variance'] * 100:.1f} %  lr {lr:.2e}  {curve['seconds'][-1]:.0f} s")
             running = []
