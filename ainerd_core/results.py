@@ -201,7 +201,7 @@ ATTRS: tuple[Attr, ...] = (
     Attr("flow_share_radius", "float", "UMAP units", "neighbourhood radius of `flow_share/share`"),
     Attr("pca_explained_variance", "float", "", "variance share of the raw-pixel PCA-64", "with maps"),
     Attr("pca_rule", "str", "", "how the PCA was computed", "with maps"),
-    Attr("retrieval_json", "json", "", "precision@k of latent / raw / PCA neighbours", "with ground truth"),
+    Attr("retrieval_json", "json", "", "precision@k of latent / raw / PCA / smoothed-pixel neighbours", "with ground truth"),
     Attr("dynamics_score_rule", "str", "", "how `dynamics_score` was made"),
     Attr("dynamics_score_r", "float", "", "cross-validated Pearson r of the score with the measured value"),
     Attr("dynamics_score_spearman_truth", "float", "", "Spearman of the score with /truth/relaxation_rate",

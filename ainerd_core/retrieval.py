@@ -16,6 +16,12 @@ share of relevant maps among all others), and a paired permutation test (sign fl
 per-target differences, ``scipy.stats.permutation_test``, two-sided) latent vs raw and latent vs
 PCA, with the paired bootstrap 95 % interval of each mean difference (resampling targets).
 
+Baselines (:data:`BASELINES`): raw pixels, exact PCA-64 of the raw pixels, and *smoothed
+pixels* - every map through a Gaussian filter of ``--smooth-sigma`` pixels (default 2) and
+renormalised to [0, 1]. The last is there because speckle noise is what hurts raw-pixel
+distances most: a latent that "beats raw pixels" may only be denoising. Every other space
+(the latent, ``--embedding`` ones) is tested against all three.
+
 External ground truth (``--truth-csv FILE``, ``--relevance SPEC``): a CSV with one row per map
 (an ``index`` column of 0-based dataset rows, else the rows in dataset order) and any columns
 of labels or numbers. ``SPEC`` is a comma-separated list of ``column:rule`` that must *all*
@@ -36,6 +42,7 @@ import numpy as np
 from .errors import InputError
 
 KS = (10, 50, 300)
+BASELINES = ("raw", "pca", "smoothed")   # spaces every learned embedding is tested against
 RULE = ("relevant = |log10 relaxation_rate difference| < {rate_tol:g} and same fringe presence "
         "(fringe_visibility >= {fringe_min:g}) and same burst state; self excluded")
 
@@ -234,7 +241,8 @@ def paired_permutation_p(a: np.ndarray, b: np.ndarray, n_resamples: int = 9999, 
 
 
 def benchmark(source, truth: dict, *, n_targets: int | None = 100, seed: int = 0, ks=KS, rate_tol: float = 0.1,
-              fringe_min: float = 0.1, n_boot: int = 2000, rules=None, extra_spaces: dict | None = None) -> dict:
+              fringe_min: float = 0.1, n_boot: int = 2000, rules=None, extra_spaces: dict | None = None,
+              smooth_sigma_px: float | None = None) -> dict:
     """Score latent / raw / PCA neighbours against ground truth (see the module docstring).
 
     ``source`` is what :func:`ainerd_core.similarity.neighbours_of_targets` takes (a Dataset or a
@@ -243,11 +251,15 @@ def benchmark(source, truth: dict, *, n_targets: int | None = 100, seed: int = 0
     relevance is :func:`relevance_from_rules`, else the simulator rule :data:`RULE`.
     ``n_targets=None`` makes every (complete) map a target. ``extra_spaces`` ({name: (N, D)})
     adds embeddings scored like the latent (e.g. another checkpoint's latents); every space
-    is compared with raw and PCA by a paired permutation test and a paired bootstrap 95 % CI.
+    is compared with every baseline by a paired permutation test and a paired bootstrap 95 % CI.
+    ``smooth_sigma_px`` (default :data:`~ainerd_core.similarity.SMOOTH_SIGMA_PX`; 0 leaves it
+    out) adds the smoothed-pixels baseline: raw pixels after a Gaussian filter of that many
+    pixels and min-max renormalisation (:func:`ainerd_core.similarity.smoothed_rows`).
     Returns a JSON-able dict (the table stored as ``/results`` attr ``retrieval_json``).
     """
-    from .similarity import _source_parts, neighbours_of_targets
+    from .similarity import SMOOTH_SIGMA_PX, _source_parts, neighbours_of_targets
 
+    sigma = SMOOTH_SIGMA_PX if smooth_sigma_px is None else check_sigma(smooth_sigma_px)
     _, parts = _source_parts(source)
     if isinstance(rules, str):
         rules = parse_relevance(rules)
@@ -271,22 +283,23 @@ def benchmark(source, truth: dict, *, n_targets: int | None = 100, seed: int = 0
     table = {"rule": rule_text, "n_maps": int(n),
              "n_targets": int(len(targets)), "seed": int(seed), "ks": [int(k) for k in ks],
              "ks_effective": [int(min(k, kmax)) for k in ks],
-             "chance": float(rel.sum(1).mean() / max(n - 1, 1)), "spaces": {}, "tests": {}}
+             "chance": float(rel.sum(1).mean() / max(n - 1, 1)), "smooth_sigma_px": float(sigma),
+             "spaces": {}, "tests": {}}
     per_target = {}
     spaces = [("latent", "latent", parts)] + [(name, "latent", {"latent": x}) for name, x in (extra_spaces or {}).items()]
-    spaces += [("raw", "maps", parts), ("pca", "pca", parts)]
+    spaces += [("raw", "maps", parts), ("pca", "pca", parts)] + ([("smoothed", "maps", parts)] if sigma > 0 else [])
     for space, key, src in spaces:
         if src.get(key) is None:
             continue
         kind = "latent" if key == "latent" else space
-        idx, _ = neighbours_of_targets(src, targets, kind, kmax)
+        idx, _ = neighbours_of_targets(src, targets, kind, kmax, smooth_sigma_px=sigma)
         prec = precision_at_k(idx, rel, ks)
         per_target[space] = prec
         cis = [bootstrap_ci(prec[:, j], n_boot, seed) for j in range(len(ks))]
         table["spaces"][space] = {str(k): {"mean": float(prec[:, j].mean()), "ci_low": cis[j][0], "ci_high": cis[j][1]}
                                   for j, k in enumerate(ks)}
-    for space in [s for s in per_target if s not in ("raw", "pca")]:
-        for other in ("raw", "pca"):
+    for space in [s for s in per_target if s not in BASELINES]:
+        for other in BASELINES:
             if other not in per_target:
                 continue
             a, b = per_target[space], per_target[other]
@@ -297,6 +310,17 @@ def benchmark(source, truth: dict, *, n_targets: int | None = 100, seed: int = 0
                                "p_value": paired_permutation_p(a[:, j], b[:, j], seed=seed)}
             table["tests"][f"{space}_vs_{other}"] = row
     return table
+
+
+def check_sigma(sigma_px) -> float:
+    """``--smooth-sigma`` validated: a finite number of pixels >= 0."""
+    try:
+        value = float(sigma_px)
+    except (TypeError, ValueError):
+        raise InputError("--smooth-sigma", f"must be a number of pixels, got {sigma_px!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise InputError("--smooth-sigma", f"must be >= 0 pixels, got {sigma_px!r}")
+    return value
 
 
 def format_table(table: dict) -> str:
@@ -339,6 +363,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ks", default=None, help="comma-separated k values (default 10,50,300)")
     parser.add_argument("--embedding", action="append", default=[], metavar="NAME=FILE.npy",
                         help="score another (N, D) embedding beside the latent (repeatable)")
+    parser.add_argument("--smooth-sigma", type=float, default=None, metavar="PX",
+                        help="Gaussian sigma (pixels) of the smoothed-pixels baseline (default 2; 0 leaves it out)")
     parser.add_argument("--json", default=None, help="also write the table as JSON to this file")
 
 
@@ -364,6 +390,7 @@ def run(args) -> int:
         if not ks or min(ks) < 1:
             raise InputError("--ks", "values must be >= 1")
     rules = parse_relevance(args.relevance) if args.relevance else None
+    sigma = None if args.smooth_sigma is None else check_sigma(args.smooth_sigma)
     with open_dataset(args.dataset) as ds:
         truth = ds.truth
         if args.truth_csv:
@@ -382,7 +409,7 @@ def run(args) -> int:
         extra = {}
         for item in args.embedding:
             name, sep, file = item.partition("=")
-            if not sep or not name or name in ("latent", "raw", "pca"):
+            if not sep or not name or name in ("latent",) + BASELINES:
                 raise InputError("--embedding", f"expected NAME=FILE.npy with a new name, got {item!r}")
             arr = np.load(file)
             if arr.ndim != 2 or arr.shape[0] != ds.n_maps:
@@ -404,7 +431,8 @@ def run(args) -> int:
             pca = fit_pca(ds, 64, seed=args.seed)[0].scores_
         parts = {"latent": latent, "maps": ds if ds.has_maps else None, "pca": pca}
         table = benchmark(parts, truth, n_targets=n_targets, seed=args.seed, rate_tol=args.rate_tol,
-                          fringe_min=args.fringe_min, rules=rules, ks=ks, extra_spaces=extra)
+                          fringe_min=args.fringe_min, rules=rules, ks=ks, extra_spaces=extra,
+                          smooth_sigma_px=sigma)
     print(format_table(table))
     if args.json:
         with open(args.json, "w") as fh:

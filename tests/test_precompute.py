@@ -118,7 +118,7 @@ def test_results_contract(sim_pair):
         timings = json.loads(at["timings_json"])
         assert "2. kmeans sweep" in timings and timings["total"] > 0
         table = json.loads(at["retrieval_json"])
-        assert set(table["spaces"]) == {"latent", "raw", "pca"}
+        assert set(table["spaces"]) == {"latent", "raw", "pca", "smoothed"}
         algos = json.loads(at["algorithms_json"])
         assert set(algos) == set(ALGOS) | {"kmeans"}
         assert at["latent_source"] == "dataset /latents"

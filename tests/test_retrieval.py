@@ -58,7 +58,7 @@ def test_benchmark_latent_better_than_raw_when_built_so(rng):
     maps = rng.random((n, 8, 8)).astype(np.float32)                 # useless pixels
     table = R.benchmark({"latent": latent, "maps": maps, "pca": maps.reshape(n, -1)[:, :4]}, truth,
                         n_targets=30, seed=0, ks=(5, 10), n_boot=200)
-    assert set(table["spaces"]) == {"latent", "raw", "pca"}
+    assert set(table["spaces"]) == {"latent", "raw", "pca", "smoothed"}
     assert table["spaces"]["latent"]["5"]["mean"] > 0.9
     assert table["spaces"]["raw"]["5"]["mean"] < 0.5
     t = table["tests"]["latent_vs_raw"]["5"]
@@ -81,12 +81,61 @@ def test_cli_on_a_dataset_with_truth(tmp_path, rng, capsys):
     text = capsys.readouterr().out
     assert "retrieval benchmark: 10 targets of 30 maps" in text
     table = json.loads(out.read_text())
-    assert set(table["spaces"]) == {"latent", "raw", "pca"}
+    assert set(table["spaces"]) == {"latent", "raw", "pca", "smoothed"}
+    assert table["smooth_sigma_px"] == 2.0
     assert table["ks_effective"] == [10, 29, 29]
     # no ground truth: one clear error line, status 2
     q = write_dataset(tmp_path / "u.h5", meta=small_meta(n), latents=rng.random((n, 4)))
     assert main(["benchmark-retrieval", str(q)]) == 2
     assert "ground truth" in capsys.readouterr().err
+
+
+def _noisy_groups(rng, n=60, side=32, noise=0.5, amplitude=0.5):
+    """Two groups of maps that differ by a faint smooth pattern (a diagonal band vs none) under
+    strong independent pixel noise: what speckle does to raw-pixel distances."""
+    group = np.arange(n) % 2
+    i, j = np.mgrid[:side, :side]
+    band = np.exp(-np.abs(i - j) / 4.0)
+    maps = 0.5 + amplitude * group[:, None, None] * band + rng.normal(0, noise, (n, side, side))
+    lo, hi = maps.min(axis=(1, 2), keepdims=True), maps.max(axis=(1, 2), keepdims=True)
+    return ((maps - lo) / (hi - lo)).astype(np.float32), {"group": group}
+
+
+def test_smoothed_pixels_baseline_sees_through_pixel_noise(rng):
+    """The smoothed-pixels baseline finds the groups raw pixels cannot, and a latent that is no
+    better than noise is tested against it (a negative difference, not hidden)."""
+    maps, truth = _noisy_groups(rng)
+    n = len(maps)
+    table = R.benchmark({"latent": rng.random((n, 4)), "maps": maps}, truth, rules="group:eq", n_targets=None,
+                        ks=(5,), n_boot=200)
+    sp = table["spaces"]
+    assert sp["smoothed"]["5"]["mean"] > 0.9 > 0.75 > sp["raw"]["5"]["mean"]
+    t = table["tests"]["latent_vs_smoothed"]["5"]
+    assert t["ci_high"] < 0 and t["p_value"] < 0.01
+    assert "latent_vs_smoothed" in R.format_table(table)
+    # sigma 0 leaves the baseline out; the raw one is unchanged
+    off = R.benchmark({"latent": rng.random((n, 4)), "maps": maps}, truth, rules="group:eq", n_targets=None,
+                      ks=(5,), n_boot=200, smooth_sigma_px=0)
+    assert "smoothed" not in off["spaces"] and "latent_vs_smoothed" not in off["tests"]
+    assert off["spaces"]["raw"] == sp["raw"]
+
+
+def test_smooth_sigma_on_the_cli(tmp_path, rng, capsys):
+    maps, truth = _noisy_groups(rng, n=24, side=256)
+    p = write_dataset(tmp_path / "g.h5", meta=small_meta(len(maps)), maps=maps, latents=rng.random((len(maps), 4)))
+    csv_path = tmp_path / "truth.csv"
+    csv_path.write_text("group\n" + "".join(f"{g}\n" for g in truth["group"]))
+    out = tmp_path / "t.json"
+    assert main(["benchmark-retrieval", str(p), "--truth-csv", str(csv_path), "--targets", "all", "--ks", "5",
+                 "--smooth-sigma", "3", "--json", str(out)]) == 0
+    table = json.loads(out.read_text())
+    assert table["smooth_sigma_px"] == 3.0
+    assert table["spaces"]["smoothed"]["5"]["mean"] > table["spaces"]["raw"]["5"]["mean"]
+    capsys.readouterr()
+    for bad in ("-1", "nan"):
+        assert main(["benchmark-retrieval", str(p), "--truth-csv", str(csv_path), "--smooth-sigma", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "--smooth-sigma" in err and len(err.splitlines()) == 1
 
 
 def test_relevance_rules_by_hand():
@@ -123,7 +172,7 @@ def test_external_truth_csv_on_the_cli(tmp_path, rng, capsys):
     assert main(["benchmark-retrieval", str(p), "--truth-csv", str(csv_path), "--targets", "all",
                  "--ks", "5,10", "--json", str(out)]) == 0
     table = json.loads(out.read_text())
-    assert table["n_targets"] == n and set(table["spaces"]) == {"latent", "raw", "pca"}
+    assert table["n_targets"] == n and set(table["spaces"]) == {"latent", "raw", "pca", "smoothed"}
     assert table["spaces"]["latent"]["5"]["mean"] == 1.0
     t = table["tests"]["latent_vs_raw"]["5"]
     assert t["ci_low"] > 0.2 and t["ci_low"] <= t["mean_difference"] <= t["ci_high"]
@@ -142,3 +191,20 @@ def test_external_truth_csv_on_the_cli(tmp_path, rng, capsys):
     assert "1 rows for 36 maps" in capsys.readouterr().err
     assert main(["benchmark-retrieval", str(p), "--truth-csv", str(csv_path), "--relevance", "speed:eq"]) == 2
     assert "no column 'speed'" in capsys.readouterr().err
+
+
+def test_clusters_page_table_shows_the_smoothed_baseline(rng):
+    """The /clusters retrieval table (built from ``retrieval_json``) has the smoothed row, the
+    latent-vs-smoothed test and says what "smoothed" means."""
+    from types import SimpleNamespace
+
+    from dashboard.pages.clusters import _retrieval_table
+
+    maps, truth = _noisy_groups(rng)
+    table = R.benchmark({"latent": rng.random((len(maps), 4)), "maps": maps}, truth, rules="group:eq",
+                        n_targets=None, ks=(5,), n_boot=50)
+    div = _retrieval_table(SimpleNamespace(result_attrs={"retrieval_json": json.dumps(table)}))
+    note, grid = div.children
+    assert "Gaussian filter of 2 px" in note.children
+    spaces = [row["space"] for row in grid.data]
+    assert "smoothed" in spaces and "latent vs smoothed" in spaces

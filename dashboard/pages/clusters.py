@@ -99,7 +99,10 @@ def _retrieval_table(entry):
     columns = [{"name": "space / test", "id": "space"}] + [{"name": f"precision@{k}", "id": f"P@{k}"} for k in ks]
     note = (f"{table.get('n_targets')} random targets of {table.get('n_maps')} maps (seed {table.get('seed')}); "
             f"{table.get('rule', '')}; chance level {table.get('chance', float('nan')):.3f}. "
-            "Cells: mean [95 % bootstrap CI]; tests: mean difference, paired permutation p-value.")
+            "Cells: mean [95 % bootstrap CI]; tests: mean difference, paired permutation p-value."
+            + (f" smoothed = pixels after a Gaussian filter of {table['smooth_sigma_px']:g} px (speckle "
+               "noise removed): the baseline a latent must beat to show more than denoising."
+               if table.get("smooth_sigma_px") else ""))
     return html.Div([
         html.P(note, className="small text-muted"),
         dash_table.DataTable(id="clusters-retrieval-table", data=rows, columns=columns, export_format="csv",
