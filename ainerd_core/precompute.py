@@ -543,7 +543,8 @@ def _stability(run: _Run) -> None:
 
 
 def _neighbours(run: _Run) -> None:
-    """Stage 5: exact K nearest neighbours in latent space and (with maps) raw-pixel and PCA-64 space."""
+    """Stage 5: exact K nearest neighbours in latent space and (with maps) raw-pixel, smoothed-pixel
+    (unless ``--no-raw-neighbours``) and PCA-64 space."""
     from threadpoolctl import threadpool_limits
 
     from . import similarity as S
@@ -564,6 +565,12 @@ def _neighbours(run: _Run) -> None:
                                on_block=pca.add_projection, gram=pca.gram if exact else None)
             run.omp_limit = threadpool_limits(1)
             res["similarity/raw_index"], res["similarity/raw_distance"] = ri, rd
+        with clock.stage("5c'. smoothed-pixel neighbours (all pairs)"):
+            run.omp_limit.restore_original_limits()
+            si, sd = S.smoothed_knn(src, o.neighbours, S.SMOOTH_SIGMA_PX, block_rows=o.block_rows)
+            run.omp_limit = threadpool_limits(1)
+            res["similarity/smoothed_index"], res["similarity/smoothed_distance"] = si, sd
+            run.attrs["smooth_sigma_px"] = S.SMOOTH_SIGMA_PX
     else:
         with clock.stage("5c. PCA projection"):
             if exact:

@@ -40,7 +40,7 @@ K_SET: tuple[int, ...] = (3, 5, 8)
 """The k values whose labels and tables are kept side by side (Reviewers: k = 3 / 5 / 8)."""
 
 ALGORITHMS = ("spectral", "agglomerative", "birch", "gmm", "hdbscan", "optics")
-SPACES = ("latent", "raw", "pca")
+SPACES = ("latent", "raw", "pca", "smoothed")   # smoothed: raw pixels after a Gaussian filter (similarity.smoothed_rows)
 
 
 @dataclass(frozen=True)
@@ -111,10 +111,10 @@ ENTRIES: tuple[Entry, ...] = (
           "NaN = no point near; row index = y"),
     # similarity
     Entry("similarity/{space}_index", ("N", "K"), I32, "",
-          "each map's K nearest neighbours (self excluded), Euclidean, in latent / raw-pixel / PCA-64 space",
-          "raw and pca: with maps"),
+          "each map's K nearest neighbours (self excluded), Euclidean, in latent / raw-pixel / PCA-64 / "
+          "smoothed-pixel space", "raw, pca and smoothed: with maps"),
     Entry("similarity/{space}_distance", ("N", "K"), F32, "space units", "their distances, ascending",
-          "raw and pca: with maps"),
+          "raw, pca and smoothed: with maps"),
     Entry("similarity/pca_components", ("J", "P"), F32, "",
           "the raw-pixel PCA (to project an uploaded map); J = min(64, N - 1) components", _WITH_MAPS),
     Entry("similarity/pca_mean", ("P",), F32, "", "the raw-pixel mean map, flattened", _WITH_MAPS),
@@ -201,6 +201,7 @@ ATTRS: tuple[Attr, ...] = (
     Attr("flow_share_radius", "float", "UMAP units", "neighbourhood radius of `flow_share/share`"),
     Attr("pca_explained_variance", "float", "", "variance share of the raw-pixel PCA-64", "with maps"),
     Attr("pca_rule", "str", "", "how the PCA was computed", "with maps"),
+    Attr("smooth_sigma_px", "float", "px", "Gaussian sigma of the smoothed-pixel neighbours", "with maps"),
     Attr("retrieval_json", "json", "", "precision@k of latent / raw / PCA / smoothed-pixel neighbours", "with ground truth"),
     Attr("dynamics_score_rule", "str", "", "how `dynamics_score` was made"),
     Attr("dynamics_score_r", "float", "", "cross-validated Pearson r of the score with the measured value"),

@@ -448,7 +448,8 @@ def _target_vector(target, space, parts, ds, model):
 
 
 def nearest_neighbours(source, target, space: str = "latent", k: int = 10, *, model=None,
-                       batch_size: int = 256, on_batch=None) -> tuple[np.ndarray, np.ndarray]:
+                       batch_size: int = 256, on_batch=None, smooth_sigma_px: float = SMOOTH_SIGMA_PX
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """Exact Euclidean K nearest neighbours of one target among a dataset's maps.
 
     Parameters
@@ -460,11 +461,12 @@ def nearest_neighbours(source, target, space: str = "latent", k: int = 10, *, mo
     target : int or (256, 256) array
         A map of the dataset (excluded from its own neighbours) or an uploaded normalised map
         (encoded with ``model`` for latent space, projected for PCA, compared pixel-wise for raw).
-    space : 'latent', 'raw' or 'pca'
+    space : 'latent', 'raw', 'pca' or 'smoothed' (raw pixels after :func:`smoothed_rows`)
     k : number of neighbours
-    batch_size : maps read at a time in raw space (one batch of float32 maps in memory)
+    batch_size : maps read at a time in pixel spaces (one batch of float32 maps in memory)
     on_batch : callable ``(maps_done, n_maps)``, optional
-        Called after each batch in raw space (the progress of a search that streams the file).
+        Called after each batch in pixel spaces (the progress of a search that streams the file).
+    smooth_sigma_px : Gaussian sigma of the smoothed space, pixels
 
     Returns
     -------
@@ -473,15 +475,19 @@ def nearest_neighbours(source, target, space: str = "latent", k: int = 10, *, mo
     if space not in SPACES:
         raise InputError(None, f"unknown space {space!r}; choose one of {', '.join(SPACES)}")
     ds, parts = _source_parts(source)
-    need = {"latent": "latent", "pca": "pca", "raw": "maps"}[space]
+    need = {"latent": "latent", "pca": "pca", "raw": "maps", "smoothed": "maps"}[space]
     if parts.get(need) is None:
         where = ds.path if ds is not None else None
-        raise InputError(where, f"no {space} representation available (run precompute{'' if space != 'raw' else '; raw needs C2 maps'})")
-    vec, self_idx = _target_vector(target, space, parts, ds, model)
-    if space == "raw":
-        src = MapSource(parts["maps"])
+        raise InputError(where, f"no {space} representation available (run precompute"
+                                f"{'; it needs C2 maps' if need == 'maps' else ''})")
+    pixels = space in ("raw", "smoothed")
+    vec, self_idx = _target_vector(target, "raw" if pixels else space, parts, ds, model)
+    if pixels:
+        src = MapSource(parts["maps"]) if space == "raw" else SmoothedSource(parts["maps"], smooth_sigma_px)
         d2 = np.empty(src.n, np.float64)
         v = vec.astype(np.float32)
+        if space == "smoothed":
+            v = smoothed_rows(v[None], src.side, smooth_sigma_px)[0]
         for s, b in src.batches(batch_size):
             diff = b - v
             d2[s:s + len(b)] = np.einsum("ij,ij->i", diff, diff)
@@ -510,6 +516,30 @@ def smoothed_rows(rows: np.ndarray, side: int, sigma_px: float) -> np.ndarray:
     return ((maps - lo) / span).reshape(len(maps), -1).astype(np.float32)
 
 
+class SmoothedSource(MapSource):
+    """A :class:`~ainerd_core.mapstack.MapSource` seen through :func:`smoothed_rows`: the same
+    ``n``, ``side`` and ``p``; ``read``, ``batches`` and ``get`` smooth every map as it is read."""
+
+    def __init__(self, maps, sigma_px: float = SMOOTH_SIGMA_PX):  # noqa: D107 - wraps, no super().__init__
+        self.src = maps if isinstance(maps, MapSource) else MapSource(maps)
+        self.sigma_px = float(sigma_px)
+        self.n, self.side, self.p = self.src.n, self.src.side, self.src.p
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return smoothed_rows(self.src.read(start, stop), self.side, self.sigma_px)
+
+    def get(self, indices) -> np.ndarray:
+        return smoothed_rows(self.src.get(indices), self.side, self.sigma_px).reshape(-1, self.side, self.side)
+
+
+def smoothed_knn(maps, k: int, sigma_px: float = SMOOTH_SIGMA_PX, block_rows: int = 2048
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact K nearest neighbours of every map among smoothed maps (:func:`raw_knn` on a
+    :class:`SmoothedSource`; each row block re-smooths the maps it reads, so the cost is that of
+    :func:`raw_knn` plus one Gaussian filter per map read)."""
+    return raw_knn(SmoothedSource(maps, sigma_px), k, block_rows=block_rows)
+
+
 def neighbours_of_targets(source, targets, space: str, k: int, batch_size: int = 256,
                           smooth_sigma_px: float = SMOOTH_SIGMA_PX) -> tuple[np.ndarray, np.ndarray]:
     """K nearest neighbours (self excluded) of several dataset maps at once; for the raw and
@@ -521,13 +551,11 @@ def neighbours_of_targets(source, targets, space: str, k: int, batch_size: int =
     if parts.get(need) is None:
         raise InputError(ds.path if ds is not None else None, f"no {space} representation available")
     if space in ("raw", "smoothed"):
-        src = MapSource(parts["maps"])
-        prep = (lambda rows: rows) if space == "raw" else (lambda rows: smoothed_rows(rows, src.side, smooth_sigma_px))
-        tv = prep(np.stack([src.read(int(t), int(t) + 1)[0] for t in targets]))
+        src = MapSource(parts["maps"]) if space == "raw" else SmoothedSource(parts["maps"], smooth_sigma_px)
+        tv = np.stack([src.read(int(t), int(t) + 1)[0] for t in targets])
         nt = np.einsum("ij,ij->i", tv, tv)
         d2 = np.empty((len(targets), src.n), np.float32)
         for s, b in src.batches(batch_size):
-            b = prep(b)
             d2[:, s:s + len(b)] = _sq_dist(tv, b, nt, np.einsum("ij,ij->i", b, b))
         d2 = d2.astype(np.float64)
     else:

@@ -95,6 +95,7 @@ def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp
     with open_dataset(path) as ds:
         lat_idx = ds.read_result("similarity/latent_index")
         raw_idx = ds.read_result("similarity/raw_index")
+        smooth_idx = ds.read_result("similarity/smoothed_index")
         lat_dist = ds.read_result("similarity/latent_distance")
     open_page(driver, server.url + "/similarity?dataset=demo")
     g = wait_for(lambda: (lambda x: x if x and len(x["images"]) == 12 else None)(_grid(driver, "similarity-latent-grid")),
@@ -104,11 +105,13 @@ def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp
     assert [c[2] for c in g["custom"]] == list(range(1, 13))             # ranks
     r = _grid(driver, "similarity-raw-grid")
     assert r["meta"]["index"] == raw_idx[0, :12].tolist() and len(r["images"]) == 12
+    sm = _grid(driver, "similarity-smoothed-grid")                       # the honest baseline, third grid
+    assert sm["meta"]["index"] == smooth_idx[0, :12].tolist() and sm["title"].startswith("smoothed pixels: 12")
     wait_for(lambda: _grid(driver, "similarity-latent-grid")["svgImages"] == 12, what="thumbnails drawn")
     # the distance distributions hold the precomputed 1st-neighbour distances
     traces = {t["name"]: t for t in _traces(driver, "similarity-dist")}
     np.testing.assert_allclose(traces["latent: 1st neighbour"]["x"], lat_dist[:, 0], rtol=1e-6)
-    assert any(name.startswith("raw:") for name in traces)
+    assert any(name.startswith("raw:") for name in traces) and any(name.startswith("smoothed:") for name in traces)
     # failures are listed with metadata and ground-truth relevance
     cells = driver.execute_script("return Array.from(document.querySelectorAll('#similarity-table td')).map(t => t.innerText)")
     assert "yes" in cells or "NO" in cells
@@ -135,6 +138,7 @@ def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp
 
     with open_dataset(path) as ds:
         expected_raw, _ = nearest_neighbours(ds, prepare_target(np.load(target)), "raw", 12)
+        expected_smooth, _ = nearest_neighbours(ds, prepare_target(np.load(target)), "smoothed", 12)
     enabled(driver, "#similarity-upload input[type=file]").send_keys(str(target))
     status = wait_for(lambda: (lambda t: t if "searched" in t else None)(
         driver.find_element("css selector", "#similarity-upload-status").text), timeout=BACKGROUND_JOB_TIMEOUT,
@@ -142,9 +146,10 @@ def test_similarity_dataset_target_and_upload(driver, server, explorer_data, tmp
     assert "target_c2.npy" in status or "searched" in status
     wait_for(lambda: _grid(driver, "similarity-raw-grid")["meta"]["index"] == expected_raw.tolist(),
              what="raw neighbours of the upload")
+    assert _grid(driver, "similarity-smoothed-grid")["meta"]["index"] == expected_smooth.tolist()
     lat = _grid(driver, "similarity-latent-grid")
     raw = _grid(driver, "similarity-raw-grid")
-    assert len(lat["images"]) == 12 and len(raw["images"]) == 12           # 2 x N thumbnails
+    assert len(lat["images"]) == 12 and len(raw["images"]) == 12           # 3 x N thumbnails
     assert lat["meta"]["index"] != lat_idx[5, :12].tolist()
     assert driver.find_element("css selector", "#similarity-target-img").get_attribute("src").startswith("data:image/png")
     _no_console_errors(driver)

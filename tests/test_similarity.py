@@ -38,6 +38,28 @@ def test_raw_knn_matches_brute_force(rng, block_rows, col_batch):
     assert idx.dtype == np.int32 and dist.dtype == np.float32
 
 
+def _smoothed_reference(maps, sigma=S.SMOOTH_SIGMA_PX):
+    """Each map Gaussian-filtered (SciPy, per map) and min-max renormalised, flattened."""
+    from scipy.ndimage import gaussian_filter
+
+    out = []
+    for m in np.asarray(maps, np.float64):
+        g = gaussian_filter(m, sigma)
+        out.append(((g - g.min()) / (g.max() - g.min())).ravel())
+    return np.array(out, np.float32)
+
+
+@pytest.mark.parametrize("block_rows", [8, 64])
+def test_smoothed_knn_matches_brute_force_on_filtered_maps(rng, block_rows):
+    maps = rng.random((29, 24, 24)).astype(np.float32)
+    idx, dist = S.smoothed_knn(maps, 4, sigma_px=1.5, block_rows=block_rows)
+    bi, bd = brute(_smoothed_reference(maps, 1.5), 4)
+    np.testing.assert_array_equal(idx, bi)
+    np.testing.assert_allclose(dist, bd, rtol=1e-3, atol=1e-5)
+    # smoothing changes who is near whom on noise (else the space would add nothing)
+    assert (idx != S.raw_knn(maps, 4)[0]).any()
+
+
 def test_raw_knn_k_larger_than_n(rng):
     maps = rng.random((4, 8, 8)).astype(np.float32)
     idx, dist = S.raw_knn(maps, 10)
@@ -84,8 +106,9 @@ def test_nearest_neighbours_every_space(small_ds):
     pca, _ = S.fit_pca_stream(maps, 8, batch_size=10)
     parts = {"latent": lat, "maps": maps, "pca": pca.scores_, "pca_components": pca.components_,
              "pca_mean": pca.mean_}
+    smooth = _smoothed_reference(maps)
     with open_dataset(path) as ds:
-        for space, x in (("latent", lat), ("raw", flat), ("pca", pca.scores_)):
+        for space, x in (("latent", lat), ("raw", flat), ("pca", pca.scores_), ("smoothed", smooth)):
             bi, bd = brute(x, 5)
             for src in (parts, {**parts, "maps": ds}):
                 idx, dist = S.nearest_neighbours(src, 7, space, k=5)
@@ -100,6 +123,11 @@ def test_nearest_neighbours_every_space(small_ds):
         d = np.sqrt(((flat - up.reshape(-1)) ** 2).sum(1))
         np.testing.assert_array_equal(idx, np.argsort(d)[:3])
         np.testing.assert_allclose(dist, np.sort(d)[:3], rtol=1e-4)
+        idx, dist = S.nearest_neighbours({**parts, "maps": ds}, up, "smoothed", k=3)
+        d = np.sqrt(((smooth - _smoothed_reference(up[None])[0]) ** 2).sum(1))
+        assert idx[0] == 7 and dist[0] < 1e-3  # min-max renormalisation undoes the affine change
+        np.testing.assert_array_equal(idx, np.argsort(d)[:3])
+        np.testing.assert_allclose(dist, np.sort(d)[:3], rtol=1e-4, atol=1e-3)
         idx, _ = S.nearest_neighbours(parts, up, "pca", k=3)
         z = S.pca_transform(pca.components_, pca.mean_, up[None])[0]
         np.testing.assert_array_equal(idx, np.argsort(((pca.scores_ - z) ** 2).sum(1))[:3])

@@ -16,8 +16,9 @@ from plotly.subplots import make_subplots
 # WEBGL_MIN_POINTS, CAPTION_H and image_grid_figure: callers use them as F.<name>
 from .common import CAPTION_H, WEBGL_MIN_POINTS, event_list, image_grid_figure, scatter_trace, styled  # noqa: F401
 
-SPACE_COLORS = {"latent": "#1f77b4", "raw": "#d62728", "pca": "#2ca02c"}
-SPACE_NAMES = {"latent": "latent space", "raw": "raw pixels", "pca": "PCA-64 of raw pixels"}
+SPACE_COLORS = {"latent": "#1f77b4", "raw": "#d62728", "pca": "#2ca02c", "smoothed": "#9467bd"}
+SPACE_NAMES = {"latent": "latent space", "raw": "raw pixels", "pca": "PCA-64 of raw pixels",
+               "smoothed": "smoothed pixels"}
 RANK_DASH = {1: "solid", 10: "dash", 100: "dot"}
 RELEVANT_COLORS = {True: "#2ca02c", False: "#d62728", None: "rgba(0,0,0,0)"}
 TARGET_COLOR = "#ff7f0e"

@@ -1,4 +1,8 @@
-"""``/similarity``: nearest neighbours of a target map in latent space vs raw-pixel space.
+"""``/similarity``: nearest neighbours of a target map in latent space vs raw and smoothed pixels.
+
+Smoothed pixels (:func:`ainerd_core.similarity.smoothed_rows`, Gaussian
+:data:`~ainerd_core.similarity.SMOOTH_SIGMA_PX` px) are the honest baseline: on simulated maps
+they find same-physics neighbours more often than the shipped latent space (docs/model.md 1b).
 
 Pick a target by clicking the small UMAP, typing a map index, or uploading a ``.npy`` map of any
 square size (resampled to 256 x 256 by area averaging, min-max normalised). Dataset targets use
@@ -7,7 +11,7 @@ model and compared pixel-wise with every stored map in a background job with a p
 Neighbours are shown nearest first with rank and distance, failures included: a table lists each
 neighbour's metadata and, with simulator ground truth, whether it is relevant
 (:func:`ainerd_core.retrieval.relevance`). Below: the 1st / 10th / 100th neighbour distance
-distributions of all maps, latent vs raw.
+distributions of all maps, latent vs raw vs smoothed vs PCA.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from dashboard.exports import csv_text, figure_to_csv
 from dashboard.figures import similarity as figures
 from dashboard.pages import DATASET_STORE
 from dashboard.validation import upload_check_js, upload_limit_bytes
+from ainerd_core.similarity import SMOOTH_SIGMA_PX
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,7 @@ K_CHOICES = (12, 24, 48)
 N_COLS = 6
 MAX_UPLOAD_SIDE = 4096
 RANKS = (1, 10, 100)
+GRID_SPACES = ("latent", "raw", "smoothed")   # one neighbour grid each, in this order
 
 
 # =========================================================================== shared helpers
@@ -190,10 +196,15 @@ def layout(ctx):
     grids = html.Div([
         graph_card("similarity-latent-grid", _empty_grid("latent"), title="latent space (64-d) neighbours"),
         graph_card("similarity-raw-grid", _empty_grid("raw"), title="raw-pixel (65,536-d) neighbours"),
+        graph_card("similarity-smoothed-grid", _empty_grid("smoothed"),
+                   title=f"smoothed-pixel neighbours (Gaussian {SMOOTH_SIGMA_PX:g} px, then renormalised)",
+                   note="The baseline a latent space has to beat: pixels with the speckle noise filtered out. "
+                        "On simulated maps with known physics it finds same-physics maps more often than the "
+                        "shipped latent space (docs/model.md, section 1b)."),
     ])
     dist_fig = figures.distance_distribution_figure(_all_distances(entry), RANKS)
     return html.Div([
-        html.H3("Similarity: latent space vs raw pixels"),
+        html.H3("Similarity: latent space vs raw and smoothed pixels"),
         html.P(["Euclidean nearest neighbours of a target map. With ground truth, frames are green for relevant and "
                 "red for not relevant neighbours (",
                 html.Span("rule: similar relaxation rate, same fringe and burst state", className="fst-italic"), ")."],
@@ -220,7 +231,7 @@ def _empty_grid(space):
 
 def _all_distances(entry) -> dict:
     out = {}
-    for space in ("latent", "raw", "pca"):
+    for space in ("latent", "raw", "smoothed", "pca"):
         d = entry.result(f"similarity/{space}_distance")
         if d is not None:
             out[space] = d
@@ -333,13 +344,14 @@ def _search_upload(entry, target, filename, set_progress) -> dict:
         log.warning("latent search of an upload failed: %s", exc)
         result["notes"].append(f"latent space: {exc}")
     if entry.has_maps:
-        try:
-            result["spaces"]["raw"] = _upload_raw(entry, target, k_max, set_progress)
-        except Exception as exc:  # noqa: BLE001
-            log.warning("raw search of an upload failed: %s", exc)
-            result["notes"].append(f"raw pixels: {exc}")
+        for space, share in (("raw", (10, 54)), ("smoothed", (54, 98))):
+            try:
+                result["spaces"][space] = _upload_pixels(entry, target, k_max, set_progress, space, share)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("%s search of an upload failed: %s", space, exc)
+                result["notes"].append(f"{figures.SPACE_NAMES[space]}: {exc}")
     else:
-        result["notes"].append("raw pixels: this dataset holds latents only")
+        result["notes"].append("raw and smoothed pixels: this dataset holds latents only")
     return result
 
 
@@ -387,7 +399,7 @@ def _register_upload(services) -> None:
 def _upload_neighbours(upload, k):
     """({space: (index (k,), distance (k,))}, {space: all distances}, small view) of an upload."""
     nn, tdist = {}, {}
-    for space in ("latent", "raw"):
+    for space in GRID_SPACES:
         s = upload["spaces"].get(space)
         if s is not None:
             nn[space] = (np.asarray(s["index"][:k]), np.asarray(s["distance"][:k]))
@@ -400,7 +412,7 @@ def _upload_neighbours(upload, k):
 def _map_neighbours(entry, dataset_id, tindex, k):
     """The same for map ``tindex`` of the dataset (precomputed tables, else latents searched)."""
     nn, tdist = {}, {}
-    for space in ("latent", "raw"):
+    for space in GRID_SPACES:
         got = precomputed_neighbours(entry, tindex, space, max(k, max(RANKS)))
         if got is None and space == "latent":
             got = _latent_fallback(entry, tindex, max(k, max(RANKS)))
@@ -417,8 +429,13 @@ def _map_neighbours(entry, dataset_id, tindex, k):
 
 def _missing_grid(entry, space):
     fig = _empty_grid(space)
-    why = ("latents only: no raw maps, so no raw-pixel neighbours" if not entry.has_maps
-           else "no raw-pixel neighbours available") if space == "raw" else "no latent neighbours available"
+    name = {"raw": "raw-pixel", "smoothed": "smoothed-pixel", "latent": "latent"}[space]
+    if space != "latent" and not entry.has_maps:
+        why = f"latents only: no C2 maps, so no {name} neighbours"
+    elif space == "smoothed":
+        why = "no smoothed-pixel neighbours: precompute this dataset again to add them"
+    else:
+        why = f"no {name} neighbours available"
     fig.add_annotation(text=why, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
                        font=dict(size=13, color="#333"))
     fig.update_layout(height=110, title=None)
@@ -428,7 +445,7 @@ def _missing_grid(entry, space):
 def _grids_and_rows(entry, dataset_id, nn, tindex):
     """({space: neighbour grid figure}, table rows) for the neighbours ``nn`` of the target."""
     figs, rows = {}, []
-    for space in ("latent", "raw"):
+    for space in GRID_SPACES:
         if space not in nn:
             figs[space] = _missing_grid(entry, space)
             continue
@@ -460,7 +477,7 @@ def _target_detail(entry, tindex, upload):
 
 def _register_render(app, catalog) -> None:
     @app.callback(Output("similarity-latent-grid", "figure"), Output("similarity-raw-grid", "figure"),
-                  Output("similarity-table", "data"), Output("similarity-dist", "figure"),
+                  Output("similarity-smoothed-grid", "figure"), Output("similarity-table", "data"), Output("similarity-dist", "figure"),
                   Output("similarity-umap", "figure"), Output("similarity-target-view", "children"),
                   Output("similarity-view", "children"),
                   Input("similarity-target", "data"), Input("similarity-upload-result", "data"),
@@ -482,7 +499,8 @@ def _register_render(app, catalog) -> None:
         umap_fig = figures.target_umap_figure(umap, labels=entry.result("labels"), target=tindex,
                                         latent_nn=nn.get("latent", (None,))[0], raw_nn=nn.get("raw", (None,))[0]) \
             if umap is not None else dash.no_update
-        return figs["latent"], figs["raw"], rows, dist_fig, umap_fig, view, _target_detail(entry, tindex, upload)
+        return (figs["latent"], figs["raw"], figs["smoothed"], rows, dist_fig, umap_fig, view,
+                _target_detail(entry, tindex, upload))
 
 
 # =========================================================================== CSV tables
@@ -512,6 +530,7 @@ def _register_downloads(app, catalog) -> None:
     state = (State(DATASET_STORE, "data"),)
     for graph_id, filename, table in (("similarity-latent-grid", "neighbours_latent.csv", _grid_csv),
                                       ("similarity-raw-grid", "neighbours_raw.csv", _grid_csv),
+                                      ("similarity-smoothed-grid", "neighbours_smoothed.csv", _grid_csv),
                                       ("similarity-dist", "neighbour_distances.csv", _dist_csv)):
         register_csv_download(app, graph_id, filename,
                               lambda fig, dataset_id, table=table: table(catalog.get(dataset_id), fig),
@@ -562,15 +581,17 @@ def _upload_latent(entry, target, k):
     return out
 
 
-def _upload_raw(entry, target, k, set_progress, batch=128):
-    """Stream every stored map once (:func:`ainerd_core.similarity.nearest_neighbours`, exact),
-    reporting progress per batch."""
+def _upload_pixels(entry, target, k, set_progress, space="raw", share=(10, 98), batch=128):
+    """Stream every stored map once (:func:`ainerd_core.similarity.nearest_neighbours`, exact) in
+    raw or smoothed pixels, reporting progress per batch within ``share`` (percent)."""
     from ainerd_core.dataset import open_dataset
     from ainerd_core.similarity import nearest_neighbours
 
+    lo, hi = share
+
     def progress(done, n):
-        set_progress((int(10 + 88 * done / n), f"raw pixels {done}/{n}"))
+        set_progress((int(lo + (hi - lo) * done / n), f"{figures.SPACE_NAMES[space]} {done}/{n}"))
 
     with open_dataset(entry.path) as ds:
-        idx, dist = nearest_neighbours({"maps": ds}, target, "raw", k, batch_size=batch, on_batch=progress)
+        idx, dist = nearest_neighbours({"maps": ds}, target, space, k, batch_size=batch, on_batch=progress)
     return {"index": idx.tolist(), "distance": dist.astype(np.float64).tolist()}
