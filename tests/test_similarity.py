@@ -44,7 +44,7 @@ def _smoothed_reference(maps, sigma=S.SMOOTH_SIGMA_PX):
 
     out = []
     for m in np.asarray(maps, np.float64):
-        g = gaussian_filter(m, sigma)
+        g = gaussian_filter(m, sigma)[::int(sigma), ::int(sigma)]  # sampled every floor(sigma) px
         out.append(((g - g.min()) / (g.max() - g.min())).ravel())
     return np.array(out, np.float32)
 
@@ -52,8 +52,8 @@ def _smoothed_reference(maps, sigma=S.SMOOTH_SIGMA_PX):
 @pytest.mark.parametrize("block_rows", [8, 64])
 def test_smoothed_knn_matches_brute_force_on_filtered_maps(rng, block_rows):
     maps = rng.random((29, 24, 24)).astype(np.float32)
-    idx, dist = S.smoothed_knn(maps, 4, sigma_px=1.5, block_rows=block_rows)
-    bi, bd = brute(_smoothed_reference(maps, 1.5), 4)
+    idx, dist = S.smoothed_knn(maps, 4, sigma_px=2.5, block_rows=block_rows)
+    bi, bd = brute(_smoothed_reference(maps, 2.5), 4)   # 24 px sampled every 2 px: 12 x 12
     np.testing.assert_array_equal(idx, bi)
     np.testing.assert_allclose(dist, bd, rtol=1e-3, atol=1e-5)
     # smoothing changes who is near whom on noise (else the space would add nothing)
