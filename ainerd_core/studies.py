@@ -21,7 +21,7 @@ Tables: ``studies``, ``candidates``, ``candidate_sources``, ``experts``, ``assig
 
 Command line (``python -m ainerd_core study ...``)::
 
-    study create DATASET --target INDEX|FILE.npy --n 300 --experts "Alice,Bob" [--methods latent,raw]
+    study create DATASET --target INDEX|FILE.npy --n 300 --experts "Alice,Bob" [--methods latent,raw,smoothed]
                  [--expires-days N] [--base-url http://host:8050] [--db URL] [--title T] [--model PATH]
     study list | close ID | revoke TOKEN_OR_EXPERT_ID | add-expert ID NAME | results ID --out DIR
 
@@ -50,7 +50,7 @@ from sqlalchemy.orm import Session
 
 from .atomic import atomic_write_text
 from .errors import InputError
-from .study_candidates import (IMAGE_CMAP, MAP_SIZE, METHODS, find_candidates, load_target_file,  # noqa: F401
+from .study_candidates import (DEFAULT_METHODS, IMAGE_CMAP, MAP_SIZE, METHODS, find_candidates, load_target_file,  # noqa: F401
                                prepare_target, render_png)
 from .study_db import (AuditEvent, Assignment, Base, Candidate, CandidateSource, Expert, LoginCounter,  # noqa: F401
                        Rating, RatingEvent, Study, WebSession, _opaque, default_database_url, expert_link,
@@ -107,7 +107,7 @@ class StudyStore:
         return Session(self.engine, expire_on_commit=False)
 
     # ---------------------------------------------------------------- organiser
-    def create_study(self, dataset_path, target, n: int = DEFAULT_N, experts=(), methods=METHODS,
+    def create_study(self, dataset_path, target, n: int = DEFAULT_N, experts=(), methods=DEFAULT_METHODS,
                      expires_days: float | None = None, title: str | None = None, model_path=None,
                      target_desc: str | None = None, progress=None) -> tuple[Study, list[tuple[Expert, str]]]:
         """Create a study; returns it and ``[(expert, token), ...]`` (tokens are not stored).

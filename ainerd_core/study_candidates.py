@@ -9,7 +9,8 @@ import numpy as np
 from .errors import InputError
 from .results import ModelProvenance, checkpoint_sha256
 
-METHODS = ("latent", "raw")
+METHODS = ("latent", "raw", "smoothed")   # smoothed pixels: the stronger baseline (docs/model.md 1b)
+DEFAULT_METHODS = ("latent", "raw")       # the paper's protocol (METHOD.md section 5)
 MAP_SIZE = 256
 IMAGE_CMAP = "viridis"
 
@@ -48,7 +49,8 @@ def _latent_matrix(ds):
 
 
 def find_candidates(ds, target, methods, n: int, model_path=None) -> tuple[dict, np.ndarray, int | None]:
-    """Nearest neighbours of the target for each method.
+    """Nearest neighbours of the target for each method (:data:`METHODS`: latent space, raw
+    pixels, smoothed pixels).
 
     Returns ({method: (index (n,), distance (n,))}, target map (256, 256), target index or None).
     An uploaded target identical to a dataset map (pixel distance < 1e-3 per pixel) is treated as
@@ -82,6 +84,9 @@ def find_candidates(ds, target, methods, n: int, model_path=None) -> tuple[dict,
         raw = (idx[:n], dist[:n])
         if "raw" in methods:
             out["raw"] = raw
+    if "smoothed" in methods:
+        idx, dist = S.nearest_neighbours(ds, t_index if t_index is not None else t_map, "smoothed", n)
+        out["smoothed"] = (np.asarray(idx)[:n], np.asarray(dist, np.float64)[:n])
     if "latent" in methods:
         lat = _latent_matrix(ds)
         if t_index is not None:

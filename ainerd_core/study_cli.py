@@ -18,7 +18,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--target", required=True, help="map index in the dataset, or a .npy file (resampled to 256x256)")
     p.add_argument("--n", type=int, default=DEFAULT_N, help="neighbours per method (default 300)")
     p.add_argument("--experts", required=True, help='comma-separated names, e.g. "Alice,Bob"')
-    p.add_argument("--methods", default="latent,raw", help="latent,raw (default both)")
+    p.add_argument("--methods", default="latent,raw",
+                   help="comma-separated, from latent, raw, smoothed (smoothed pixels, the stronger baseline); "
+                        "default latent,raw (the paper's protocol)")
     p.add_argument("--expires-days", type=float, default=None, help="links expire after N days")
     p.add_argument("--base-url", default="http://127.0.0.1:8050", help="address experts open")
     p.add_argument("--title", default=None)

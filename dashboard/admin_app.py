@@ -43,13 +43,14 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from ainerd_core.errors import AinerdError
 from ainerd_core.studies import StudyStore, expert_link, prepare_target
+from ainerd_core.study_candidates import DEFAULT_METHODS, METHODS
 
 from . import auth
 
 PREFIX = "/admin/"
 _EXPORT = re.compile(r"^/admin/export/(\d+)/([a-z_]+\.(?:csv|json))$")
 _STUDY_PATH = re.compile(r"^/admin/studies/(\d{1,9})/?$")
-_COLORS = {"latent": "#1f77b4", "raw": "#d62728"}
+_COLORS = {"latent": "#1f77b4", "raw": "#d62728", "smoothed": "#9467bd"}
 EXPORT_FILES = ("accuracy.csv", "ratings.csv", "rating_events.csv", "candidates.csv", "analysis.json", "log.json")
 
 CONFIRM_SALT = "ainerd-admin-confirm"
@@ -410,7 +411,7 @@ class AdminViews:
             dbc.Row([dbc.Label("Experts (comma-separated)", width=3),
                      dbc.Col(dbc.Input(id="admin-experts", type="text"))], className="mb-2"),
             dbc.Row([dbc.Label("Methods", width=3),
-                     dbc.Col(dbc.Checklist(id="admin-methods", options=["latent", "raw"], value=["latent", "raw"],
+                     dbc.Col(dbc.Checklist(id="admin-methods", options=list(METHODS), value=list(DEFAULT_METHODS),
                                            inline=True))], className="mb-2"),
             dbc.Row([dbc.Label("Links expire after days (empty = never)", width=3),
                      dbc.Col(dbc.Input(id="admin-expires", type="number", min=0), width=3)], className="mb-2"),

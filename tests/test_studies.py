@@ -77,6 +77,24 @@ def test_create_deduplicates_and_credits(tiny, store):
     assert study.n_per_method == 12 and len(tokens) == 2
 
 
+def test_smoothed_pixels_as_a_third_method(tiny, store):
+    """Opt-in third method: the target's nearest maps in smoothed-pixel space, ranked like the
+    others; the default stays the paper's two methods."""
+    from ainerd_core.similarity import nearest_neighbours
+
+    study, _ = store.create_study(tiny, 5, n=8, experts=["A"], methods=["latent", "raw", "smoothed"])
+    assert study.methods == "latent,raw,smoothed"
+    with open_dataset(tiny) as ds:
+        expect = nearest_neighbours(ds, 5, "smoothed", 8)[0]
+    with store.session() as s:
+        by_id = {c.id: c.dataset_index for c in s.query(Candidate).filter_by(study_id=study.id)}
+        rows = (s.query(CandidateSource).filter_by(study_id=study.id, method="smoothed")
+                .order_by(CandidateSource.rank).all())
+        assert [by_id[r.candidate_id] for r in rows] == [int(i) for i in expect]
+    default, _ = store.create_study(tiny, 5, n=4, experts=["A"])
+    assert default.methods == "latent,raw"
+
+
 def test_uploaded_target_identical_to_a_map_and_resampling(tiny, store):
     with open_dataset(tiny) as ds:
         m7 = ds.read_map(7)
