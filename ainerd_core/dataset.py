@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import os
 import re
@@ -702,6 +703,22 @@ def _segment_summary(path: Path) -> dict:
 
 
 # --------------------------------------------------------------------------- reading
+def _survives_rebuilds(method):
+    """Retry a read of a :class:`Dataset` on a fresh view when a segment it needed was merged into
+    the base file and deleted meanwhile (a reader that listed segments before a rebuild opens a
+    segment file only when it first reads from it)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        for attempt in range(5):
+            try:
+                return method(self, *args, **kwargs)
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise InputError(self.path, "segments kept vanishing while reading (is a rebuild looping?)") from None
+                self._reopen()
+    return wrapper
+
+
 class Dataset:
     """Read-only view of a dataset file (and its committed segments). Open with :func:`open_dataset`.
 
@@ -724,6 +741,9 @@ class Dataset:
             raise InputError(self.path, "no such file")
         self._h5 = None
         self._segs: list[_Segment] = []
+        self._open_retrying(segments, through_segment)
+
+    def _open_retrying(self, segments: bool, through_segment: int | None) -> None:
         for attempt in range(5):
             try:
                 self._open(segments, through_segment)
@@ -735,6 +755,14 @@ class Dataset:
                     raise InputError(self.path, "segments kept vanishing while opening (is a rebuild looping?)") from None
         self._cache: dict[str, object] = {}
         self._resolved: dict[str, tuple] | None = None
+
+    def _reopen(self) -> None:
+        """Open the dataset again after a rebuild (:func:`compact`, :func:`write_results`) merged
+        segments into the base file and deleted them: rows keep their indices across rebuilds, and
+        segments committed after this view was opened stay out of it."""
+        through = self.last_segment
+        self.close()
+        self._open_retrying(True, through)
 
     def _open(self, segments: bool, through_segment: int | None) -> None:
         try:
@@ -812,6 +840,7 @@ class Dataset:
         if "latents" in f and (f["latents"].ndim != 2 or f["latents"].shape[0] != n):
             raise InputError(self.path, f"/latents has shape {f['latents'].shape} but n_maps is {n}")
 
+    @_survives_rebuilds
     def check_maps(self, **kwargs) -> None:
         """Check the shape of every part's ``/c2`` with :func:`ainerd_core.mapstack.check_maps`
         (e.g. ``size=256`` where the autoencoder needs it); raises InputError naming the file."""
@@ -874,6 +903,7 @@ class Dataset:
         return {k: (parts[0][k] if len(parts) == 1 else np.concatenate([np.asarray(p[k]) for p in parts]))
                 for k in keys}
 
+    @_survives_rebuilds
     def _group(self, name: str) -> dict[str, np.ndarray] | None:
         if name not in self._cache:
             if not self._segs:
@@ -922,6 +952,7 @@ class Dataset:
         return self._group("live/alerts")
 
     @property
+    @_survives_rebuilds
     def latents(self) -> np.ndarray | None:
         """Latents that came with the data (N, D) float32, or None."""
         if "latents" not in self._cache:
@@ -946,6 +977,7 @@ class Dataset:
         # where every reader passes, naming the file (min/max of a batch cost ~1 % of the read)
         return check_maps(maps, c2.file.filename, size=self.map_size)
 
+    @_survives_rebuilds
     def read_map(self, index: int) -> np.ndarray:
         """One map (size, size) float32 in [0, 1]."""
         self._require_maps()
@@ -956,6 +988,7 @@ class Dataset:
         c2 = self._c2(seg)
         return self._checked(c2[index - start], c2)[0]
 
+    @_survives_rebuilds
     def read_maps(self, indices) -> np.ndarray:
         """Maps at the given indices, in the given order, (k, size, size) float32."""
         self._require_maps()
@@ -977,10 +1010,20 @@ class Dataset:
     def iter_maps(self, batch_size: int = 256) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(start, maps)`` batches of at most ``batch_size`` maps, in order."""
         self._require_maps()
-        for seg, first, n in self._parts:
-            c2 = self._c2(seg)
+        for _, first, n in list(self._parts):  # global rows: they survive a rebuild between batches
             for s in range(0, n, batch_size):
-                yield first + s, self._checked(c2[s:s + batch_size], c2)
+                yield first + s, self._read_rows(first + s, first + min(s + batch_size, n))
+
+    @_survives_rebuilds
+    def _read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Maps ``start .. stop-1`` (within one part, else across parts), read as slices."""
+        out = []
+        for seg, first, n in self._parts:
+            lo, hi = max(start, first), min(stop, first + n)
+            if lo < hi:
+                c2 = self._c2(seg)
+                out.append(self._checked(c2[lo - first:hi - first], c2))
+        return out[0] if len(out) == 1 else np.concatenate(out)
 
     # results -----------------------------------------------------------------------
     def _resolve(self) -> dict[str, tuple]:
@@ -1035,6 +1078,7 @@ class Dataset:
         return [_read(self._h5[f"results/{name}"]) if seg is None else seg.groups["results_rows"][name]
                 for seg, _, _ in self._parts]
 
+    @_survives_rebuilds
     def read_result(self, name: str, default=None):
         """One result array (``'latent'``, ``'labels'``, ``'umap'``, ``'kmeans/inertia'``...)."""
         key = f"results/{name}"
@@ -1052,6 +1096,7 @@ class Dataset:
             self._cache[key] = value
         return self._cache[key]
 
+    @_survives_rebuilds
     def read_result_row(self, name: str, index: int, default=None):
         """Row ``index`` of a (N, ...) result array (``'dynamics/g2'``...), read from the file
         without loading or caching the whole array (per-map curves of big sets)."""

@@ -186,6 +186,34 @@ def test_reader_during_appends(tmp_path):
         assert ds.n_maps == 75
 
 
+def test_open_view_survives_a_compaction(tmp_path):
+    """A reader that opened the dataset before a compaction merged and deleted the segments still
+    reads every map, result and state of its view afterwards (no FileNotFoundError: the race
+    CI once hit in test_reader_during_appends), and does not see segments committed later."""
+    p = D.create_live_dataset(tmp_path / "live.h5")
+    for t in range(4):
+        _append(p, t, seed=t)
+    with open_dataset(p) as fresh:
+        expect = fresh.read_maps(range(12))
+    view = open_dataset(p)   # lists 4 segments, opens none of their files yet
+    batches = view.iter_maps(batch_size=2)
+    first = next(batches)
+    D.compact(p)             # merges all 4 into the base and deletes the segment files
+    _append(p, 4, seed=4)    # committed after the view was opened
+    assert not [q for q in D.segment_dir(p).glob("seg_*.h5") if int(q.stem[4:]) <= 4 - 1]
+    try:
+        np.testing.assert_array_equal(view.read_map(10), expect[10])
+        rest = [first] + list(batches)
+        np.testing.assert_array_equal(np.concatenate([m for _, m in rest]), expect)
+        assert [s for s, _ in rest] == np.cumsum([0] + [len(m) for _, m in rest[:-1]]).tolist()  # contiguous
+        assert view.n_maps == 12 and view.read_result("latent").shape == (12, 4)
+        assert view.read_result("tables/times").tolist() == [3.0]
+    finally:
+        view.close()
+    with open_dataset(p) as now:
+        assert now.n_maps == 15
+
+
 # --------------------------------------------------------------------------- watcher
 def test_watch_rename_writer_and_tables(explorer_data, tmp_path):
     ref = reference_copy(explorer_data, tmp_path)
