@@ -24,6 +24,7 @@ from .results import SPACES
 # hurts raw-pixel distances most; on held-out settings of the randomised generator smoothing at
 # 2 px lifted raw-pixel P@10 from 0.16-0.19 to 0.37-0.39 (docs/model.md), above the latent.
 SMOOTH_SIGMA_PX = 2.0
+_REPRESENTATION = {"latent": "latent", "pca": "pca", "raw": "maps", "smoothed": "maps"}  # what each space needs
 
 
 # --------------------------------------------------------------------------- top-K bookkeeping
@@ -475,7 +476,7 @@ def nearest_neighbours(source, target, space: str = "latent", k: int = 10, *, mo
     if space not in SPACES:
         raise InputError(None, f"unknown space {space!r}; choose one of {', '.join(SPACES)}")
     ds, parts = _source_parts(source)
-    need = {"latent": "latent", "pca": "pca", "raw": "maps", "smoothed": "maps"}[space]
+    need = _REPRESENTATION[space]
     if parts.get(need) is None:
         where = ds.path if ds is not None else None
         raise InputError(where, f"no {space} representation available (run precompute"
@@ -562,7 +563,7 @@ def neighbours_of_targets(source, targets, space: str, k: int, batch_size: int =
     Returns (index (T, K) int64, distance (T, K))."""
     ds, parts = _source_parts(source)
     targets = np.asarray(targets, dtype=np.int64)
-    need = {"latent": "latent", "pca": "pca", "raw": "maps", "smoothed": "maps"}[space]
+    need = _REPRESENTATION[space]
     if parts.get(need) is None:
         raise InputError(ds.path if ds is not None else None, f"no {space} representation available")
     if space in ("raw", "smoothed"):
