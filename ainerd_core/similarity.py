@@ -25,6 +25,7 @@ from .results import SPACES
 # 2 px lifted raw-pixel P@10 from 0.16-0.19 to 0.37-0.39 (docs/model.md), above the latent.
 SMOOTH_SIGMA_PX = 2.0
 _REPRESENTATION = {"latent": "latent", "pca": "pca", "raw": "maps", "smoothed": "maps"}  # what each space needs
+PIXEL_SPACES = ("raw", "smoothed")   # spaces streamed from the stored maps
 
 
 # --------------------------------------------------------------------------- top-K bookkeeping
@@ -481,26 +482,41 @@ def nearest_neighbours(source, target, space: str = "latent", k: int = 10, *, mo
         where = ds.path if ds is not None else None
         raise InputError(where, f"no {space} representation available (run precompute"
                                 f"{'; it needs C2 maps' if need == 'maps' else ''})")
-    pixels = space in ("raw", "smoothed")
-    vec, self_idx = _target_vector(target, "raw" if pixels else space, parts, ds, model)
-    if pixels:
-        src = MapSource(parts["maps"]) if space == "raw" else SmoothedSource(parts["maps"], smooth_sigma_px)
-        d2 = np.empty(src.n, np.float64)
-        v = vec.astype(np.float32)
-        if space == "smoothed":
-            v = smoothed_rows(v[None], src.in_side, smooth_sigma_px)[0]
-        for s, b in src.batches(batch_size):
-            diff = b - v
-            d2[s:s + len(b)] = np.einsum("ij,ij->i", diff, diff)
-            if on_batch is not None:
-                on_batch(s + len(b), src.n)
-    else:
-        x = np.asarray(parts[need], np.float64)
-        d2 = ((x - vec) ** 2).sum(1)
+    if space in PIXEL_SPACES:
+        return nearest_pixel_neighbours(parts, target, k, (space,), batch_size=batch_size, on_batch=on_batch,
+                                        smooth_sigma_px=smooth_sigma_px, _ds=ds)[space]
+    vec, self_idx = _target_vector(target, space, parts, ds, model)
+    x = np.asarray(parts[need], np.float64)
+    return _nearest(((x - vec) ** 2).sum(1), self_idx, k)
+
+
+def nearest_pixel_neighbours(source, target, k: int = 10, spaces=PIXEL_SPACES, *, batch_size: int = 256,
+                             on_batch=None, smooth_sigma_px: float = SMOOTH_SIGMA_PX, _ds=None) -> dict:
+    """:func:`nearest_neighbours` in several pixel spaces ('raw', 'smoothed') with every stored
+    map read once: ``{space: (index (k,) int64, distance (k,) float32)}``."""
+    ds, parts = (_ds, source) if _ds is not None else _source_parts(source)
+    if parts.get("maps") is None:
+        raise InputError(ds.path if ds is not None else None,
+                         f"no {' / '.join(spaces)} representation available (run precompute; it needs C2 maps)")
+    vec, self_idx = _target_vector(target, "raw", parts, ds, None)
+    src = MapSource(parts["maps"])
+    prep = {"raw": lambda rows: rows, "smoothed": lambda rows: smoothed_rows(rows, src.side, smooth_sigma_px)}
+    tv = {sp: prep[sp](vec.astype(np.float32)[None])[0] for sp in spaces}
+    d2 = {sp: np.empty(src.n, np.float64) for sp in spaces}
+    for start, b in src.batches(batch_size):
+        for sp in spaces:
+            diff = prep[sp](b) - tv[sp]
+            d2[sp][start:start + len(b)] = np.einsum("ij,ij->i", diff, diff)
+        if on_batch is not None:
+            on_batch(start + len(b), src.n)
+    return {sp: _nearest(d2[sp], self_idx, k) for sp in spaces}
+
+
+def _nearest(d2: np.ndarray, self_idx: int | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k smallest squared distances (self excluded), nearest first, ties by index."""
     if self_idx is not None:
         d2[self_idx] = np.inf
-    n_valid = len(d2) - (self_idx is not None)
-    k = int(min(k, n_valid))
+    k = int(min(k, len(d2) - (self_idx is not None)))
     order = np.lexsort((np.arange(len(d2)), d2))[:k]
     return order.astype(np.int64), np.sqrt(d2[order]).astype(np.float32)
 
@@ -518,41 +534,22 @@ def smoothed_rows(rows: np.ndarray, side: int, sigma_px: float) -> np.ndarray:
     m = ceil(side / stride) (128 x 128 at the default 2 px)."""
     from scipy.ndimage import gaussian_filter
 
+    from .dataset import normalise_map
+
     step = smoothed_stride(sigma_px)
     maps = gaussian_filter(np.asarray(rows, np.float32).reshape(-1, side, side), (0, sigma_px, sigma_px))
-    maps = maps[:, ::step, ::step]
-    lo = maps.min(axis=(1, 2), keepdims=True)
-    span = np.maximum(maps.max(axis=(1, 2), keepdims=True) - lo, 1e-6)
-    return ((maps - lo) / span).reshape(len(maps), -1).astype(np.float32)
-
-
-class SmoothedSource(MapSource):
-    """A :class:`~ainerd_core.mapstack.MapSource` seen through :func:`smoothed_rows`: ``read``,
-    ``batches`` and ``get`` smooth and sample every map as it is read; ``side`` and ``p`` are
-    those of the sampled maps, ``in_side`` that of the stored ones."""
-
-    def __init__(self, maps, sigma_px: float = SMOOTH_SIGMA_PX):  # noqa: D107 - wraps, no super().__init__
-        self.src = maps if isinstance(maps, MapSource) else MapSource(maps)
-        self.sigma_px = float(sigma_px)
-        self.n, self.in_side = self.src.n, self.src.side
-        self.side = len(range(0, self.in_side, smoothed_stride(self.sigma_px)))
-        self.p = self.side * self.side
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        return smoothed_rows(self.src.read(start, stop), self.in_side, self.sigma_px)
-
-    def get(self, indices) -> np.ndarray:
-        return smoothed_rows(self.src.get(indices), self.in_side, self.sigma_px).reshape(-1, self.side, self.side)
+    return normalise_map(maps[:, ::step, ::step]).reshape(len(maps), -1)
 
 
 def smoothed_knn(maps, k: int, sigma_px: float = SMOOTH_SIGMA_PX, block_rows: int = 2048
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Exact K nearest neighbours of every map in smoothed-pixel space: each map is read and
-    smoothed once (:class:`SmoothedSource`) into memory (N x 64 KB at 2 px), then :func:`raw_knn`."""
-    src = SmoothedSource(maps, sigma_px)
-    smooth = np.empty((src.n, src.side, src.side), np.float32)
+    smoothed once (:func:`smoothed_rows`) into memory (N x 64 KB at 2 px), then :func:`raw_knn`."""
+    src = maps if isinstance(maps, MapSource) else MapSource(maps)
+    side = len(range(0, src.side, smoothed_stride(sigma_px)))
+    smooth = np.empty((src.n, side, side), np.float32)
     for start, rows in src.batches(256):
-        smooth[start:start + len(rows)] = rows.reshape(-1, src.side, src.side)
+        smooth[start:start + len(rows)] = smoothed_rows(rows, src.side, sigma_px).reshape(-1, side, side)
     return raw_knn(smooth, k, block_rows=block_rows)
 
 
@@ -566,12 +563,14 @@ def neighbours_of_targets(source, targets, space: str, k: int, batch_size: int =
     need = _REPRESENTATION[space]
     if parts.get(need) is None:
         raise InputError(ds.path if ds is not None else None, f"no {space} representation available")
-    if space in ("raw", "smoothed"):
-        src = MapSource(parts["maps"]) if space == "raw" else SmoothedSource(parts["maps"], smooth_sigma_px)
-        tv = np.stack([src.read(int(t), int(t) + 1)[0] for t in targets])
+    if space in PIXEL_SPACES:
+        src = MapSource(parts["maps"])
+        prep = (lambda rows: rows) if space == "raw" else (lambda rows: smoothed_rows(rows, src.side, smooth_sigma_px))
+        tv = prep(np.stack([src.read(int(t), int(t) + 1)[0] for t in targets]))
         nt = np.einsum("ij,ij->i", tv, tv)
         d2 = np.empty((len(targets), src.n), np.float32)
         for s, b in src.batches(batch_size):
+            b = prep(b)
             d2[:, s:s + len(b)] = _sq_dist(tv, b, nt, np.einsum("ij,ij->i", b, b))
         d2 = d2.astype(np.float64)
     else:

@@ -73,20 +73,18 @@ def find_candidates(ds, target, methods, n: int, model_path=None) -> tuple[dict,
         raise InputError("--n", f"must be >= 1, got {n}")
     n = min(n, n_avail)
     out = {}
-    raw = None
-    if "raw" in methods or t_index is None:
-        idx, dist = S.nearest_neighbours(ds, t_index if t_index is not None else t_map, "raw", n + 1)
-        idx, dist = np.asarray(idx), np.asarray(dist, np.float64)
-        if t_index is None and dist.size and dist[0] < 1e-3 * MAP_SIZE:
-            t_index = int(idx[0])  # the uploaded map is this dataset map
-            idx, dist = idx[1:], dist[1:]
+    # raw pixels are also searched for an uploaded map, to find it in the dataset; one read of the maps
+    pixel = [sp for sp in S.PIXEL_SPACES if sp in methods or (sp == "raw" and t_index is None)]
+    if pixel:
+        found = S.nearest_pixel_neighbours(ds, t_index if t_index is not None else t_map, n + 1, pixel)
+        if t_index is None and found["raw"][1].size and found["raw"][1][0] < 1e-3 * MAP_SIZE:
+            t_index = int(found["raw"][0][0])  # the uploaded map is this dataset map
             n = min(n, ds.n_maps - 1)
-        raw = (idx[:n], dist[:n])
-        if "raw" in methods:
-            out["raw"] = raw
-    if "smoothed" in methods:
-        idx, dist = S.nearest_neighbours(ds, t_index if t_index is not None else t_map, "smoothed", n)
-        out["smoothed"] = (np.asarray(idx)[:n], np.asarray(dist, np.float64)[:n])
+        for sp in pixel:
+            idx, dist = np.asarray(found[sp][0]), np.asarray(found[sp][1], np.float64)
+            keep = idx != t_index  # the target, once it is known to be a dataset map
+            if sp in methods:
+                out[sp] = (idx[keep][:n], dist[keep][:n])
     if "latent" in methods:
         lat = _latent_matrix(ds)
         if t_index is not None:

@@ -344,12 +344,11 @@ def _search_upload(entry, target, filename, set_progress) -> dict:
         log.warning("latent search of an upload failed: %s", exc)
         result["notes"].append(f"latent space: {exc}")
     if entry.has_maps:
-        for space, share in (("raw", (10, 54)), ("smoothed", (54, 98))):
-            try:
-                result["spaces"][space] = _upload_pixels(entry, target, k_max, set_progress, space, share)
-            except Exception as exc:  # noqa: BLE001
-                log.warning("%s search of an upload failed: %s", space, exc)
-                result["notes"].append(f"{figures.SPACE_NAMES[space]}: {exc}")
+        try:
+            result["spaces"].update(_upload_pixels(entry, target, k_max, set_progress))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("pixel search of an upload failed: %s", exc)
+            result["notes"].append(f"raw and smoothed pixels: {exc}")
     else:
         result["notes"].append("raw and smoothed pixels: this dataset holds latents only")
     return result
@@ -581,17 +580,16 @@ def _upload_latent(entry, target, k):
     return out
 
 
-def _upload_pixels(entry, target, k, set_progress, space="raw", share=(10, 98), batch=128):
-    """Stream every stored map once (:func:`ainerd_core.similarity.nearest_neighbours`, exact) in
-    raw or smoothed pixels, reporting progress per batch within ``share`` (percent)."""
+def _upload_pixels(entry, target, k, set_progress, batch=128):
+    """Stream every stored map once for raw and smoothed pixels
+    (:func:`ainerd_core.similarity.nearest_pixel_neighbours`, exact), reporting progress per batch."""
     from ainerd_core.dataset import open_dataset
-    from ainerd_core.similarity import nearest_neighbours
-
-    lo, hi = share
+    from ainerd_core.similarity import PIXEL_SPACES, nearest_pixel_neighbours
 
     def progress(done, n):
-        set_progress((int(lo + (hi - lo) * done / n), f"{figures.SPACE_NAMES[space]} {done}/{n}"))
+        set_progress((int(10 + 88 * done / n), f"raw and smoothed pixels {done}/{n}"))
 
     with open_dataset(entry.path) as ds:
-        idx, dist = nearest_neighbours({"maps": ds}, target, space, k, batch_size=batch, on_batch=progress)
-    return {"index": idx.tolist(), "distance": dist.astype(np.float64).tolist()}
+        found = nearest_pixel_neighbours({"maps": ds}, target, k, PIXEL_SPACES, batch_size=batch, on_batch=progress)
+    return {space: {"index": idx.tolist(), "distance": dist.astype(np.float64).tolist()}
+            for space, (idx, dist) in found.items()}
