@@ -257,7 +257,8 @@ def benchmark(source, truth: dict, *, n_targets: int | None = 100, seed: int = 0
     pixels and min-max renormalisation (:func:`ainerd_core.similarity.smoothed_rows`).
     Returns a JSON-able dict (the table stored as ``/results`` attr ``retrieval_json``).
     """
-    from .similarity import SMOOTH_SIGMA_PX, _source_parts, neighbours_of_targets
+    from .similarity import (SMOOTH_SIGMA_PX, _source_parts, neighbours_of_targets,
+                             pixel_neighbours_of_targets)
 
     sigma = SMOOTH_SIGMA_PX if smooth_sigma_px is None else check_sigma(smooth_sigma_px)
     _, parts = _source_parts(source)
@@ -288,11 +289,15 @@ def benchmark(source, truth: dict, *, n_targets: int | None = 100, seed: int = 0
     per_target = {}
     spaces = [("latent", "latent", parts)] + [(name, "latent", {"latent": x}) for name, x in (extra_spaces or {}).items()]
     spaces += [("raw", "maps", parts), ("pca", "pca", parts)] + ([("smoothed", "maps", parts)] if sigma > 0 else [])
+    pixel_spaces = tuple(space for space, key, _ in spaces if key == "maps")
+    # the stored maps are read once for every pixel space (reading dominates their cost)
+    pixel = (pixel_neighbours_of_targets(parts, targets, kmax, pixel_spaces, smooth_sigma_px=sigma)
+             if parts.get("maps") is not None else {})
     for space, key, src in spaces:
         if src.get(key) is None:
             continue
         kind = "latent" if key == "latent" else space
-        idx, _ = neighbours_of_targets(src, targets, kind, kmax, smooth_sigma_px=sigma)
+        idx = (pixel[space] if key == "maps" else neighbours_of_targets(src, targets, kind, kmax))[0]
         prec = precision_at_k(idx, rel, ks)
         per_target[space] = prec
         cis = [bootstrap_ci(prec[:, j], n_boot, seed) for j in range(len(ks))]

@@ -560,32 +560,43 @@ def neighbours_of_targets(source, targets, space: str, k: int, batch_size: int =
     Returns (index (T, K) int64, distance (T, K))."""
     ds, parts = _source_parts(source)
     targets = np.asarray(targets, dtype=np.int64)
+    if space in PIXEL_SPACES:
+        return pixel_neighbours_of_targets(parts, targets, k, (space,), batch_size=batch_size,
+                                           smooth_sigma_px=smooth_sigma_px, _ds=ds)[space]
     need = _REPRESENTATION[space]
     if parts.get(need) is None:
         raise InputError(ds.path if ds is not None else None, f"no {space} representation available")
-    if space in PIXEL_SPACES:
-        src = MapSource(parts["maps"])
-        prep = (lambda rows: rows) if space == "raw" else (lambda rows: smoothed_rows(rows, src.side, smooth_sigma_px))
-        tv = prep(np.stack([src.read(int(t), int(t) + 1)[0] for t in targets]))
-        nt = np.einsum("ij,ij->i", tv, tv)
-        d2 = np.empty((len(targets), src.n), np.float32)
-        for s, b in src.batches(batch_size):
-            b = prep(b)
-            d2[:, s:s + len(b)] = _sq_dist(tv, b, nt, np.einsum("ij,ij->i", b, b))
-        d2 = d2.astype(np.float64)
-    else:
-        x = np.asarray(parts[need], np.float64)
-        nx = (x * x).sum(1)
-        d2 = _sq_dist(x[targets], x, nx[targets], nx)
-    d2[np.arange(len(targets)), targets] = np.inf
-    k = int(min(k, d2.shape[1] - 1))
-    idx = np.empty((len(targets), k), np.int64)
-    dist = np.empty((len(targets), k), np.float32)
-    cols = np.arange(d2.shape[1])
-    for r in range(len(targets)):
-        order = np.lexsort((cols, d2[r]))[:k]
-        idx[r], dist[r] = order, np.sqrt(d2[r, order])
-    return idx, dist
+    x = np.asarray(parts[need], np.float64)
+    nx = (x * x).sum(1)
+    return _nearest_rows(_sq_dist(x[targets], x, nx[targets], nx), targets, k)
+
+
+def pixel_neighbours_of_targets(source, targets, k: int, spaces=PIXEL_SPACES, *, batch_size: int = 256,
+                                smooth_sigma_px: float = SMOOTH_SIGMA_PX, _ds=None) -> dict:
+    """:func:`neighbours_of_targets` in several pixel spaces with every stored map read once:
+    ``{space: (index (T, K) int64, distance (T, K))}``."""
+    ds, parts = (_ds, source) if _ds is not None else _source_parts(source)
+    if parts.get("maps") is None:
+        raise InputError(ds.path if ds is not None else None,
+                         f"no {' / '.join(spaces)} representation available")
+    targets = np.asarray(targets, dtype=np.int64)
+    src = MapSource(parts["maps"])
+    prep = {"raw": lambda rows: rows, "smoothed": lambda rows: smoothed_rows(rows, src.side, smooth_sigma_px)}
+    stacked = np.stack([src.read(int(t), int(t) + 1)[0] for t in targets])
+    tv = {sp: prep[sp](stacked) for sp in spaces}
+    nt = {sp: np.einsum("ij,ij->i", tv[sp], tv[sp]) for sp in spaces}
+    d2 = {sp: np.empty((len(targets), src.n), np.float32) for sp in spaces}
+    for s, b in src.batches(batch_size):
+        for sp in spaces:
+            bp = prep[sp](b)
+            d2[sp][:, s:s + len(b)] = _sq_dist(tv[sp], bp, nt[sp], np.einsum("ij,ij->i", bp, bp))
+    return {sp: _nearest_rows(d2[sp], targets, k) for sp in spaces}
+
+
+def _nearest_rows(d2: np.ndarray, targets: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_nearest` for every row of ``d2`` (T, N), row r's target ``targets[r]`` excluded."""
+    got = [_nearest(row, int(t), k) for row, t in zip(d2, targets)]
+    return np.stack([i for i, _ in got]), np.stack([d for _, d in got])
 
 
 def distance_distributions(distance: np.ndarray, ranks=(1, 10, 100)) -> dict[int, np.ndarray]:

@@ -138,6 +138,30 @@ def test_smooth_sigma_on_the_cli(tmp_path, rng, capsys):
         assert "--smooth-sigma" in err and len(err.splitlines()) == 1
 
 
+def test_benchmark_reads_the_stored_maps_once_for_both_pixel_spaces(tmp_path, rng, monkeypatch):
+    """Raw and smoothed neighbours come from one pass over the file (the maps dominate the cost),
+    and equal what each space gives alone."""
+    from ainerd_core import mapstack
+    from ainerd_core import similarity as S
+    from ainerd_core.dataset import open_dataset
+
+    maps, truth = _noisy_groups(rng, n=36, side=256)
+    p = write_dataset(tmp_path / "g.h5", meta=small_meta(len(maps)), maps=maps, latents=rng.random((len(maps), 4)))
+    rows_read = []
+    plain_read = mapstack.MapSource.read
+    monkeypatch.setattr(mapstack.MapSource, "read",
+                        lambda self, a, b: rows_read.append(b - a) or plain_read(self, a, b))
+    with open_dataset(p) as ds:
+        table = R.benchmark(ds, truth, rules="group:eq", n_targets=10, ks=(5,), n_boot=50)
+        assert {"raw", "smoothed"} <= set(table["spaces"])
+        assert sum(rows_read) == len(maps) + 10  # one pass, plus the 10 targets themselves
+        both = S.pixel_neighbours_of_targets(ds, [3, 7], 5)
+        for space in ("raw", "smoothed"):
+            alone = S.neighbours_of_targets(ds, [3, 7], space, 5)
+            np.testing.assert_array_equal(both[space][0], alone[0])
+            np.testing.assert_allclose(both[space][1], alone[1])
+
+
 def test_relevance_rules_by_hand():
     cols = {"rate": np.array([1.0, 1.7, 1.9, 3.0, np.nan, 1.0]),
             "fringe": np.array([0.0, 0.4, 0.0, 0.0, 0.0, 0.6]),
