@@ -512,6 +512,43 @@ def nearest_pixel_neighbours(source, target, k: int = 10, spaces=PIXEL_SPACES, *
     return {sp: _nearest(d2[sp], self_idx, k) for sp in spaces}
 
 
+def pixel_neighbours_across(datasets, at: tuple[int, int], k: int = 10, space: str = "smoothed", *,
+                            batch_size: int = 256, on_batch=None, smooth_sigma_px: float = SMOOTH_SIGMA_PX
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact K nearest neighbours, in one pixel space, of map ``at = (d, i)`` (map i of
+    ``datasets[d]``) among the maps of all ``datasets`` (itself excluded); each file is streamed
+    once. Every dataset must hold maps of the same size.
+
+    Returns
+    -------
+    (dataset position (k,) int64, map index (k,) int64, distance (k,) float32), nearest first.
+    """
+    if space not in PIXEL_SPACES:
+        raise InputError(None, f"unknown pixel space {space!r}; choose one of {', '.join(PIXEL_SPACES)}")
+    sources = [MapSource(ds) for ds in datasets]
+    sides = {src.side for src in sources}
+    if len(sides) > 1:
+        raise InputError(None, f"the datasets' maps differ in size ({' / '.join(map(str, sorted(sides)))} px)")
+    d, i = int(at[0]), int(at[1])
+    target = sources[d].read(i, i + 1)[0].reshape(sources[d].side, sources[d].side)
+    total, done = sum(src.n for src in sources), 0
+    found = []
+    for j, ds in enumerate(datasets):
+        def progress(n_done, _n, base=done):
+            if on_batch is not None:
+                on_batch(base + n_done, total)
+
+        idx, dist = nearest_pixel_neighbours({"maps": ds}, i if j == d else target, k, (space,),
+                                             batch_size=batch_size, on_batch=progress,
+                                             smooth_sigma_px=smooth_sigma_px)[space]
+        found += [(float(dv), j, int(m)) for m, dv in zip(idx, dist)]
+        done += sources[j].n
+    found.sort()
+    found = found[:k]
+    return (np.array([j for _, j, _ in found], np.int64), np.array([m for _, _, m in found], np.int64),
+            np.array([dv for dv, _, _ in found], np.float32))
+
+
 def _nearest(d2: np.ndarray, self_idx: int | None, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k smallest squared distances (self excluded), nearest first, ties by index."""
     if self_idx is not None:

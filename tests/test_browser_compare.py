@@ -35,6 +35,16 @@ def traces(driver, sel, pred=None):
     return wait_for_figure(driver, TRACES_JS, sel, pred, timeout=45)
 
 
+def click_map(driver, dataset, i):
+    """Click map ``i`` of ``dataset`` in the shared latent map."""
+    driver.execute_script("""
+        const gd = document.querySelector('#compare-map .js-plotly-plot');
+        const c = gd.data.findIndex(t => t.name === arguments[0]);
+        const i = arguments[1];
+        gd.emit('plotly_click', {points: [{curveNumber: c, pointNumber: i, pointIndex: i,
+                                            customdata: gd.data[c].customdata[i]}]});""", dataset, i)
+
+
 def test_two_datasets_stacked_shared_map_and_search_across(driver, server, explorer_data):
     from ainerd_core.dataset import open_dataset
 
@@ -57,11 +67,7 @@ def test_two_datasets_stacked_shared_map_and_search_across(driver, server, explo
     assert sorted(t["name"] for t in pts[:2]) == ["demo", "demo2"]
     assert sum(len(t["customdata"]) for t in pts[:2]) == 2 * n
     # click map 7 of demo: its twin in demo2 is the nearest neighbour, at distance 0
-    driver.execute_script("""
-        const gd = document.querySelector('#compare-map .js-plotly-plot');
-        const c = gd.data.findIndex(t => t.name === 'demo');
-        gd.emit('plotly_click', {points: [{curveNumber: c, pointNumber: 7, pointIndex: 7,
-                                            customdata: gd.data[c].customdata[7]}]});""")
+    click_map(driver, "demo", 7)
     wait_for(lambda: "demo map 7" in driver.find_element("id", "compare-chosen").text, what="chosen map")
     cells = wait_for(lambda: driver.execute_script(
         "return Array.from(document.querySelectorAll('#compare-table tr')).map(r => Array.from(r.cells).map(c => c.innerText))"
@@ -82,4 +88,32 @@ def test_datasets_of_different_models_are_refused(driver, server):
     msg = wait_for(lambda: driver.find_element("id", "compare-message").text, what="message")
     assert "not encoded by the same model" in msg
     assert not driver.find_elements("css selector", "#compare-timelines")
+    assert not console_errors(driver)
+
+
+def test_smoothed_pixel_search_across_datasets(driver, server, browser_data):
+    """On request, the chosen map's nearest maps in smoothed pixels across both datasets: exactly
+    what the core search finds, its twin first; choosing another map clears the stale result."""
+    from ainerd_core.dataset import open_dataset
+    from ainerd_core.similarity import pixel_neighbours_across
+
+    with open_dataset(browser_data / "demo.h5") as a, open_dataset(browser_data / "demo2.h5") as b:
+        which, index, dist = pixel_neighbours_across([a, b], (0, 7), 24, "smoothed")
+    driver.get(server.url + "/compare?compare=demo,demo2&k=5&map=7")
+    run = wait_for(lambda: driver.find_element("id", "compare-smoothed-run"), what="button")
+    wait_for(lambda: run.is_enabled() or None, what="button enabled for the chosen map")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].click();", run)
+    rows_js = ("return Array.from(document.querySelectorAll('#compare-smoothed-table tr'))"
+               ".map(r => Array.from(r.cells).map(c => c.innerText))")
+    cells = wait_for(lambda: driver.execute_script(rows_js)[1:] or None, what="smoothed table", timeout=60)
+    names = ("demo", "demo2")
+    assert [(c[1], int(c[2])) for c in cells] == [(names[j], int(i)) for j, i in zip(which[:len(cells)], index)]
+    np.testing.assert_allclose([float(c[3]) for c in cells], dist[:len(cells)], atol=1e-4)
+    assert cells[0][1:3] == ["demo2", "7"] and float(cells[0][3]) == 0.0
+    status = driver.find_element("id", "compare-smoothed-status").text
+    assert "24 nearest in smoothed pixels" in status and "maps read in" in status
+    # another map chosen: the old list goes
+    click_map(driver, "demo2", 3)
+    wait_for(lambda: "demo2 map 3" in driver.find_element("id", "compare-chosen").text, what="new chosen map")
+    wait_for(lambda: not driver.execute_script(rows_js)[1:] or None, what="stale smoothed list cleared")
     assert not console_errors(driver)

@@ -60,6 +60,27 @@ def test_smoothed_knn_matches_brute_force_on_filtered_maps(rng, block_rows):
     assert (idx != S.raw_knn(maps, 4)[0]).any()
 
 
+@pytest.mark.parametrize("space", ["smoothed", "raw"])
+def test_pixel_neighbours_across_datasets_match_brute_force(rng, space):
+    """/compare's pixel search: neighbours of one map among the maps of several datasets equal a
+    brute-force search over all of them together (the chosen map itself excluded)."""
+    a = rng.random((9, 24, 24)).astype(np.float32)
+    b = np.concatenate([a[:3] * 0.5 + 0.2, rng.random((6, 24, 24)).astype(np.float32)])  # 3 rescaled twins
+    both = np.concatenate([a, b])
+    x = _smoothed_reference(both) if space == "smoothed" else both.reshape(len(both), -1)
+    bi, bd = brute(x, 7)
+    seen = []
+    which, index, dist = S.pixel_neighbours_across([a, b], (0, 2), 7, space, batch_size=4,
+                                                   on_batch=lambda done, n: seen.append((done, n)))
+    np.testing.assert_array_equal(np.where(which == 0, index, index + len(a)), bi[2])
+    np.testing.assert_allclose(dist, bd[2], rtol=1e-4, atol=1e-5)
+    assert seen[-1] == (18, 18) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    if space == "smoothed":  # min-max renormalisation: the rescaled twin in the other dataset is at 0
+        assert (which[0], index[0]) == (1, 2) and dist[0] < 1e-4
+    with pytest.raises(S.InputError, match="differ in size"):
+        S.pixel_neighbours_across([a, rng.random((2, 16, 16))], (0, 0), 3, space)
+
+
 def test_raw_knn_k_larger_than_n(rng):
     maps = rng.random((4, 8, 8)).astype(np.float32)
     idx, dist = S.raw_knn(maps, 10)

@@ -11,11 +11,15 @@ compared: their latent vectors then live in one space. The view (URL ``?compare=
   deterministic; a joint UMAP would be heavy at request time), colour = cluster, symbol =
   dataset;
 - search: click a map in the shared plane to list its nearest neighbours (Euclidean in the
-  latent space) across all datasets (URL ``map`` = its position in the concatenation).
+  latent space) across all datasets (URL ``map`` = its position in the concatenation);
+- the same search in smoothed pixels (:func:`ainerd_core.similarity.pixel_neighbours_across`,
+  the baseline that beats the shipped latent on simulated data, docs/model.md 1b), on request:
+  it streams every map of every dataset (~1 s per 1,000 maps), so it runs as a background job.
 """
 from __future__ import annotations
 
 import threading
+import time
 
 import dash
 import dash_bootstrap_components as dbc
@@ -25,6 +29,7 @@ from dash import Input, Output, State, dash_table, dcc, html
 from plotly.subplots import make_subplots
 
 from ainerd_core import analysis
+from ainerd_core.errors import InputError
 
 from .. import view_state
 from ..explorer import graph_card, help_link, message
@@ -36,6 +41,7 @@ ORDER = 70
 REQUIRES: tuple[str, ...] = ()
 SYMBOLS = ("circle", "diamond", "square", "triangle-up", "cross", "star")
 N_NEIGHBOURS = 24
+TABLE_COLUMNS = ("rank", "dataset", "map", "distance", "time_s", "sector", "cluster")
 _CACHE: dict = {}
 _LOCK = threading.Lock()
 
@@ -157,6 +163,22 @@ def neighbours_of(data, g: int, n: int = N_NEIGHBOURS):
     return nearest_neighbours({"latent": data["x"]}, int(g), "latent", n)
 
 
+def smoothed_neighbours_of(entries, data, g: int, n: int = N_NEIGHBOURS, on_batch=None):
+    """(joint rows (n,), distances (n,)) of joint row ``g``'s nearest neighbours in smoothed
+    pixels among the maps of all ``entries`` (exact; every file streamed once)."""
+    from contextlib import ExitStack
+
+    from ainerd_core.dataset import open_dataset
+    from ainerd_core.similarity import pixel_neighbours_across
+
+    offsets = np.searchsorted(data["which"], np.arange(len(entries)))
+    with ExitStack() as stack:
+        datasets = [stack.enter_context(open_dataset(e.path)) for e in entries]
+        which, index, dist = pixel_neighbours_across(
+            datasets, (int(data["which"][g]), int(data["local"][g])), n, "smoothed", on_batch=on_batch)
+    return offsets[which] + index, dist
+
+
 def neighbour_rows(entries, data, order, dist) -> list[dict]:
     from ..explorer import format_value
 
@@ -216,11 +238,8 @@ def layout(ctx):
     data = joint(entries, k if k in (3, 5, 8) else 5)
     selected = view_state.index_or_none(state.get("map"), len(data["x"]))
     order, dist = neighbours_of(data, selected) if selected is not None else (None, None)
-    table = dash_table.DataTable(
-        id="compare-table", data=neighbour_rows(entries, data, order, dist) if selected is not None else [],
-        columns=[{"name": c, "id": c} for c in ("rank", "dataset", "map", "distance", "time_s", "sector", "cluster")],
-        page_size=12, sort_action="native", style_cell={"fontSize": "0.8rem", "padding": "3px"},
-        style_header={"fontWeight": "bold"})
+    table = _table("compare-table")
+    table.data = neighbour_rows(entries, data, order, dist) if selected is not None else []
     head[-1] = dcc.Store(id="compare-selected", data=-1 if selected is None else selected)
     return html.Div(head + [
         html.Div(f"One clustering for all: {data['rule']}.", className="small text-muted mb-2", id="compare-rule"),
@@ -231,8 +250,38 @@ def layout(ctx):
                                title="One latent map for all (PCA of the joint latents); click a map to search"), lg=7),
             dbc.Col(dbc.Card([dbc.CardHeader("Maps like the chosen one, in every dataset", className="fw-semibold"),
                               dbc.CardBody([html.Div(_chosen_text(entries, data, selected), id="compare-chosen",
-                                                     className="small mb-2"), table])]), lg=5)]),
+                                                     className="small mb-2"), table,
+                                            _smoothed_section(entries, selected)])]), lg=5)]),
     ], id="compare-page")
+
+
+def _table(table_id):
+    return dash_table.DataTable(
+        id=table_id, data=[], columns=[{"name": c, "id": c} for c in TABLE_COLUMNS],
+        page_size=12, sort_action="native", style_cell={"fontSize": "0.8rem", "padding": "3px"},
+        style_header={"fontWeight": "bold"})
+
+
+def _smoothed_section(entries, selected):
+    """The on-request search in smoothed pixels (needs C2 maps of one size in every dataset)."""
+    n = sum(e.n_maps for e in entries)
+    why = _smoothed_unavailable(entries) or ("" if selected is not None else "Choose a map first.")
+    return html.Div([
+        html.Div([html.B("Smoothed pixels. "),
+                  "The same search on the maps themselves (Gaussian 2 px, min-max renormalised): on simulated "
+                  "data this baseline finds same-physics maps more often than the shipped latent does."],
+                 className="small mt-3 mb-1"),
+        dbc.Button(f"Search smoothed pixels ({n} maps)", id="compare-smoothed-run", size="sm", color="secondary",
+                   className="mb-2", disabled=bool(why)),
+        dbc.Progress(id="compare-smoothed-progress", value=0, label="", className="mb-2", style={"height": "1rem"}),
+        html.Div(why, id="compare-smoothed-status", className="small mb-1"),
+        _table("compare-smoothed-table")])
+
+
+def _smoothed_unavailable(entries) -> str:
+    """Why the smoothed search cannot run on these datasets ('' when it can)."""
+    without = [e.id for e in entries if not e.has_maps]
+    return f"Not available: {', '.join(without)} hold(s) latents only, no C2 maps." if without else ""
 
 
 def _chosen_text(entries, data, g):
@@ -273,6 +322,49 @@ def register_callbacks(app, services) -> None:
         order, dist = neighbours_of(data, g)
         return (neighbour_rows(entries, data, order, dist), _chosen_text(entries, data, g),
                 shared_map_figure(entries, data, g, order))
+
+    @app.callback(Output("compare-smoothed-run", "disabled"), Output("compare-smoothed-table", "data"),
+                  Output("compare-smoothed-status", "children"),
+                  Output("compare-smoothed-progress", "value", allow_duplicate=True),
+                  Input("compare-selected", "data"), State("url", "search"), prevent_initial_call=True)
+    def smoothed_ready(g, search):
+        """A new chosen map: the previous smoothed result no longer applies."""
+        entries, problem = _pick(catalog, view_state.parse(search))
+        why = problem or _smoothed_unavailable(entries) or ("" if isinstance(g, int) and g >= 0
+                                                            else "Choose a map first.")
+        return bool(why), [], why, 0
+
+    config = services.config
+
+    @services.register_background(
+        Output("compare-smoothed-table", "data", allow_duplicate=True),
+        Output("compare-smoothed-status", "children", allow_duplicate=True),
+        Input("compare-smoothed-run", "n_clicks"), State("compare-selected", "data"), State("url", "search"),
+        progress=[Output("compare-smoothed-progress", "value"), Output("compare-smoothed-progress", "label")],
+        running=[(Output("compare-smoothed-run", "disabled"), True, False)],
+        prevent_initial_call=True, interval=400)
+    def search_smoothed(set_progress, n_clicks, g, search):
+        from dashboard.catalog import Catalog
+
+        state = view_state.parse(search)
+        entries, problem = _pick(Catalog(config.data_dir), state)
+        if problem or not n_clicks:
+            return dash.no_update, problem or dash.no_update
+        k = state.get("k") if state.get("k") in (3, 5, 8) else 5
+        data = joint(entries, k)
+        g = view_state.index_or_none(g, len(data["x"]))
+        if g is None:
+            return dash.no_update, "Choose a map first."
+        t0 = time.perf_counter()
+        try:
+            order, dist = smoothed_neighbours_of(
+                entries, data, g, on_batch=lambda done, n: set_progress((int(100 * done / n), f"{done}/{n} maps")))
+        except InputError as exc:
+            return [], f"Not searched: {exc}"
+        set_progress((100, "done"))
+        return (neighbour_rows(entries, data, order, dist),
+                f"{_chosen_text(entries, data, g).split(';')[0]}: {N_NEIGHBOURS} nearest in smoothed pixels, "
+                f"{len(data['x'])} maps read in {time.perf_counter() - t0:.1f} s.")
 
     # the dataset list and k are the view: a change rebuilds the page from the URL (through a
     # store inside the page, so that building the page does not write a history entry)

@@ -58,7 +58,9 @@ VIEWS = {
                 "of them.",
                 "The shared latent map is a PCA plane fitted on all the datasets' latents together (cheap and "
                 "deterministic; a joint UMAP would be too heavy at request time). Neighbours are Euclidean in the "
-                "common latent space, which only makes sense because the model is the same."),
+                "common latent space, which only makes sense because the model is the same. \"Search smoothed "
+                "pixels\" runs the same search on the maps themselves (Gaussian 2 px, min-max renormalised), "
+                "reading every map of every dataset."),
 }
 
 
