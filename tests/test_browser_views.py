@@ -284,10 +284,21 @@ def test_similarity_upload_stays_neighbours_enlarge_relevance_in_text(driver, se
              what="neighbour drawn with axes")
     assert driver.find_element("id", "similarity-target-img").get_attribute("src").startswith("data:image/png")
     assert driver.find_elements("css selector", "#similarity-upload-map")
+    # a neighbour of every grid can be enlarged (here one of the smoothed-pixel grid's)
+    smoothed = driver.execute_script(GRID_META_JS, "similarity-smoothed-grid")["meta"]["index"]
+    j = next(j for j, i in enumerate(smoothed) if i != first)
+    second = smoothed[j]
+    driver.execute_script("""
+        const gd = document.querySelector('#similarity-smoothed-grid .js-plotly-plot');
+        const j = arguments[0];
+        gd.emit('plotly_click', {points: [{curveNumber: 0, pointNumber: j, pointIndex: j,
+                                            customdata: gd.data[0].customdata[j]}]});""", j)
+    wait_for(lambda: f"map {second} ·" in driver.find_element("id", "similarity-focus-title").text,
+             what="enlarged smoothed-pixel neighbour")
     # replacing it is explicit
     driver.execute_script("arguments[0].click();", driver.find_element("id", "similarity-make-target"))
     wait_for(lambda: not driver.find_elements("css selector", "#similarity-upload-map"), what="target replaced")
-    wait_for(lambda: query(driver).get("target") == str(first), what="target in the URL")
+    wait_for(lambda: query(driver).get("target") == str(second), what="target in the URL")
     assert not console_errors(driver)
 
 

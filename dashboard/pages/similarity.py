@@ -263,12 +263,15 @@ def _clicked_index(click):
 
 def _register_focus(app, catalog) -> None:
     """A click on a neighbour enlarges it; it does not replace the target (an upload stays)."""
-    @app.callback(Output("similarity-focus", "data"), Input("similarity-latent-grid", "clickData"),
-                  Input("similarity-raw-grid", "clickData"), State(DATASET_STORE, "data"), prevent_initial_call=True)
-    def focus_neighbour(latent_click, raw_click, dataset_id):
+    grids = [f"similarity-{space}-grid" for space in GRID_SPACES]
+
+    @app.callback(Output("similarity-focus", "data"), *[Input(g, "clickData") for g in grids],
+                  State(DATASET_STORE, "data"), prevent_initial_call=True)
+    def focus_neighbour(*args):
+        *clicks, dataset_id = args
         entry = catalog.get(dataset_id)
         trig = dash.callback_context.triggered_id
-        click = latent_click if trig == "similarity-latent-grid" else raw_click
+        click = clicks[grids.index(trig)] if trig in grids else None
         if entry is None or not click or not click.get("points"):
             return dash.no_update
         try:
