@@ -30,7 +30,7 @@ from dashboard.exports import csv_text, figure_to_csv
 from dashboard.figures import similarity as figures
 from dashboard.pages import DATASET_STORE
 from dashboard.validation import upload_check_js, upload_limit_bytes
-from ainerd_core.similarity import SMOOTH_SIGMA_PX
+from ainerd_core.similarity import PIXEL_SPACES, SMOOTH_SIGMA_PX
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,9 @@ def _notes(entry) -> list:
                          "; otherwise the upload reports that nothing could be searched."],
                         "warning", id="similarity-latents-only")]
     if not entry.has_result("similarity/raw_index"):
-        return [message("No precomputed raw-pixel neighbours (precompute ran with --no-raw-neighbours).",
-                        "secondary")]
+        return [message("No precomputed raw-pixel neighbours (live maps arrived since the last precompute, or it "
+                        "ran with --no-raw-neighbours): search a map's pixel neighbours with the button under the "
+                        "target.", "secondary")]
     return []
 
 
@@ -160,6 +161,11 @@ def _picker(entry, start: int, config):
         html.Div(id="similarity-upload-error", className="small mb-2 text-danger"),
         dcc.Store(id="similarity-upload-checked"),
         html.Div(id="similarity-target-view"),
+        # a map whose pixel neighbours were not precomputed (a live row, an older precompute)
+        html.Div([dbc.Button("search raw and smoothed pixels for this map", id="similarity-pixel-search",
+                             size="sm", color="secondary", outline=True, className="mt-2 mb-1"),
+                  dbc.Progress(id="similarity-pixel-progress", value=0, label="", style={"height": "0.8rem"})],
+                 id="similarity-pixel-search-box", style={"display": "none"}),
         dbc.Label("neighbours shown", className="small mb-0 mt-2"),
         dcc.Dropdown(id="similarity-k", options=[{"label": str(k), "value": k} for k in K_CHOICES], value=K_CHOICES[0],
                      clearable=False),
@@ -212,6 +218,7 @@ def layout(ctx):
         *_notes(entry),
         dcc.Store(id="similarity-target", data={"kind": "index", "index": start, "t": 0}),
         dcc.Store(id="similarity-upload-result"),
+        dcc.Store(id="similarity-pixel-result"),
         view_state.url_store(PATH),
         dbc.Row([dbc.Col(_picker(entry, start, ctx.services.config), md=3), dbc.Col(grids, md=9)]),
         dbc.Card([dbc.CardHeader("The target map, its g2 and fit", className="fw-semibold"),
@@ -247,6 +254,7 @@ def register_callbacks(app, services):
     _register_focus(app, catalog)
     _register_target(app, catalog)
     _register_upload(services)
+    _register_pixel_search(services)
     _register_render(app, catalog)
     _register_downloads(app, catalog)
     view_state.register_writer(app, PATH, {"target": Input("similarity-target", "data")},
@@ -397,6 +405,35 @@ def _register_upload(services) -> None:
                                                            for n in result["notes"]])
 
 
+def _register_pixel_search(services) -> None:
+    """Raw and smoothed neighbours of a dataset map that has none precomputed (new live rows,
+    datasets precomputed before the smoothed space existed): exact, on request, in the
+    background (every stored map is read once)."""
+    config = services.config
+
+    @services.register_background(
+        Output("similarity-pixel-result", "data"), Input("similarity-pixel-search", "n_clicks"),
+        State("similarity-target", "data"), State(DATASET_STORE, "data"),
+        progress=[Output("similarity-pixel-progress", "value"), Output("similarity-pixel-progress", "label")],
+        running=[(Output("similarity-pixel-search", "disabled"), True, False)],
+        prevent_initial_call=True, interval=300)
+    def search_pixels(set_progress, n_clicks, target, dataset_id):
+        from dashboard.catalog import Catalog
+
+        entry = Catalog(config.data_dir).get(dataset_id)
+        index = view_state.index_or_none((target or {}).get("index"), entry.n_maps if entry else 0)
+        if not n_clicks or entry is None or index is None or not entry.has_maps:
+            return dash.no_update
+        spaces = _upload_pixels(entry, index, max(K_CHOICES), set_progress)
+        set_progress((100, "done"))
+        return {"dataset": dataset_id, "index": index, "spaces": spaces}
+
+
+def _missing_pixel_spaces(entry, nn) -> list:
+    """The pixel spaces a dataset target lacks neighbours in, where its maps could give them."""
+    return [space for space in PIXEL_SPACES if space not in nn] if entry.has_maps else []
+
+
 # =========================================================================== rendering a target
 def _upload_neighbours(upload, k):
     """({space: (index (k,), distance (k,))}, {space: all distances}, small view) of an upload."""
@@ -429,15 +466,15 @@ def _map_neighbours(entry, dataset_id, tindex, k):
     return nn, tdist, view
 
 
-def _missing_grid(entry, space):
+def _missing_grid(entry, space, tindex):
     fig = _empty_grid(space)
     name = {"raw": "raw-pixel", "smoothed": "smoothed-pixel", "latent": "latent"}[space]
     if space != "latent" and not entry.has_maps:
         why = f"latents only: no C2 maps, so no {name} neighbours"
-    elif space == "smoothed":
-        why = "no smoothed-pixel neighbours: precompute this dataset again to add them"
-    else:
+    elif space == "latent" or tindex is None:
         why = f"no {name} neighbours available"
+    else:
+        why = f"no precomputed {name} neighbours of this map: search them with the button under the target"
     fig.add_annotation(text=why, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
                        font=dict(size=13, color="#333"))
     fig.update_layout(height=110, title=None)
@@ -449,7 +486,7 @@ def _grids_and_rows(entry, dataset_id, nn, tindex):
     figs, rows = {}, []
     for space in GRID_SPACES:
         if space not in nn:
-            figs[space] = _missing_grid(entry, space)
+            figs[space] = _missing_grid(entry, space, tindex)
             continue
         idx, dist = nn[space]
         rel = relevance_of(entry, tindex, idx)
@@ -481,20 +518,29 @@ def _register_render(app, catalog) -> None:
     @app.callback(Output("similarity-latent-grid", "figure"), Output("similarity-raw-grid", "figure"),
                   Output("similarity-smoothed-grid", "figure"), Output("similarity-table", "data"), Output("similarity-dist", "figure"),
                   Output("similarity-umap", "figure"), Output("similarity-target-view", "children"),
-                  Output("similarity-view", "children"),
+                  Output("similarity-view", "children"), Output("similarity-pixel-search-box", "style"),
                   Input("similarity-target", "data"), Input("similarity-upload-result", "data"),
-                  Input("similarity-k", "value"), State(DATASET_STORE, "data"))
-    def render(target, upload, k, dataset_id):
+                  Input("similarity-k", "value"), Input("similarity-pixel-result", "data"), State(DATASET_STORE, "data"))
+    def render(target, upload, k, searched, dataset_id):
         entry = catalog.get(dataset_id)
         if entry is None:
             raise dash.exceptions.PreventUpdate
         k = int(k or K_CHOICES[0])
+        missing = []
         if bool(upload) and (upload.get("t", 0) > (target or {}).get("t", 0)):
             tindex = None
             nn, tdist, view = _upload_neighbours(upload, k)
         else:
             tindex = min(max(int((target or {}).get("index", 0)), 0), entry.n_maps - 1)
             nn, tdist, view = _map_neighbours(entry, dataset_id, tindex, k)
+            missing = _missing_pixel_spaces(entry, nn)
+            if missing and (searched or {}).get("dataset") == dataset_id and searched.get("index") == tindex:
+                for space in missing:
+                    got = searched["spaces"].get(space)
+                    if got is not None:
+                        nn[space] = (np.asarray(got["index"][:k]), np.asarray(got["distance"][:k]))
+                        tdist[space] = np.asarray(got["distance"])
+                missing = _missing_pixel_spaces(entry, nn)
         figs, rows = _grids_and_rows(entry, dataset_id, nn, tindex)
         dist_fig = figures.distance_distribution_figure(_all_distances(entry), RANKS, target=tdist)
         umap = entry.result("umap")
@@ -502,7 +548,7 @@ def _register_render(app, catalog) -> None:
                                         latent_nn=nn.get("latent", (None,))[0], raw_nn=nn.get("raw", (None,))[0]) \
             if umap is not None else dash.no_update
         return (figs["latent"], figs["raw"], figs["smoothed"], rows, dist_fig, umap_fig, view,
-                _target_detail(entry, tindex, upload))
+                _target_detail(entry, tindex, upload), {"display": "block" if missing else "none"})
 
 
 # =========================================================================== CSV tables
@@ -587,7 +633,7 @@ def _upload_pixels(entry, target, k, set_progress, batch=128):
     """Stream every stored map once for raw and smoothed pixels
     (:func:`ainerd_core.similarity.nearest_pixel_neighbours`, exact), reporting progress per batch."""
     from ainerd_core.dataset import open_dataset
-    from ainerd_core.similarity import PIXEL_SPACES, nearest_pixel_neighbours
+    from ainerd_core.similarity import nearest_pixel_neighbours
 
     def progress(done, n):
         set_progress((int(10 + 88 * done / n), f"raw and smoothed pixels {done}/{n}"))
