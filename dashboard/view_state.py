@@ -44,8 +44,9 @@ WRITTEN = "url-written"
 
 #: parameters in the order they are written
 ORDER = ("dataset", "k", "color", "times", "time", "map", "sel", "target", "panels", "bg", "compare", "view")
-#: what the navbar links carry from page to page (page-specific selections are dropped)
-SHARED = ("dataset", "k", "color", "times", "panels", "bg")
+#: what the navbar links carry from page to page (page-specific selections are dropped; the
+#: compared datasets stay, so leaving /compare and coming back keeps its list)
+SHARED = ("dataset", "k", "color", "times", "panels", "bg", "compare")
 
 MAX_K = 64
 MAX_TIMES = 8

@@ -117,3 +117,18 @@ def test_smoothed_pixel_search_across_datasets(driver, server, browser_data):
     wait_for(lambda: "demo2 map 3" in driver.find_element("id", "compare-chosen").text, what="new chosen map")
     wait_for(lambda: not driver.execute_script(rows_js)[1:] or None, what="stale smoothed list cleared")
     assert not console_errors(driver)
+
+
+def test_the_compared_list_survives_a_visit_to_another_page(driver, server):
+    driver.get(server.url + "/compare?compare=demo,demo2&k=5")
+    traces(driver, "#compare-timelines", lambda t: any(x["type"] == "bar" for x in t))
+    wait_for(lambda: driver.find_elements("css selector", "a.nav-link[href*='/timeline'][href*='compare=demo,demo2']")
+             or None, what="navbar links keep the list")
+    driver.execute_script("arguments[0].click();", driver.find_element("css selector", "a.nav-link[href*='/timeline']"))
+    wait_for(lambda: "/timeline" in driver.current_url or None, what="timeline page")
+    back = wait_for(lambda: driver.find_elements("css selector", "a.nav-link[href*='/compare'][href*='compare=demo,demo2']")
+                    or None, what="the compare link keeps the list")
+    driver.execute_script("arguments[0].click();", back[0])
+    tl = traces(driver, "#compare-timelines", lambda t: any(x["type"] == "bar" for x in t))
+    assert {b["meta"]["dataset"] for b in tl if b["type"] == "bar"} == {"demo", "demo2"}
+    assert not console_errors(driver)

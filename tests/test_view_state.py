@@ -32,6 +32,7 @@ def test_result_ids_explicit_empty_times_and_updates():
     with pytest.raises(KeyError):
         V.update("", colour="time")
     assert V.shared("?dataset=x&k=3&map=4&sel=1-9&color=time", "demo") == {"dataset": "demo", "k": 3, "color": "time"}
+    assert V.shared("?compare=a,b&map=4", None) == {"compare": ["a", "b"]}  # /compare's list survives a visit elsewhere
 
 
 def test_ranges_and_range_checks():
