@@ -69,20 +69,23 @@ def save(instance_dir, entry, labels, algorithm: str, k_requested: int) -> str:
     return rid
 
 
-def prune(folder, now: float | None = None) -> int:
+def prune(folder, now: float | None = None, *, suffix: str = ".npz", is_id=None) -> int:
     """Delete the results in ``folder`` older than ``KEEP_DAYS`` days or beyond the newest
     ``KEEP_PER_DATASET``, and leftovers of interrupted saves; returns how many files went.
-    ``now`` is a UNIX time in seconds (default: the clock)."""
+    ``now`` is a UNIX time in seconds (default: the clock). ``suffix`` and ``is_id`` (a test of
+    the file's stem) say which files are results (default: re-clustering results; the uploaded
+    targets of :mod:`dashboard.uploads` use the same policy)."""
     now = time.time() if now is None else now
+    is_id = is_id or is_result_id
     results, removed = [], 0
     for path in Path(folder).iterdir():
         try:
             age_s = now - path.stat().st_mtime
         except FileNotFoundError:  # pruned by another worker meanwhile
             continue
-        if path.name.startswith(".") and path.name.endswith(".tmp.npz"):
+        if path.name.startswith(".") and path.name.endswith(f".tmp{suffix}"):
             stale = age_s > _TMP_GRACE_S
-        elif path.suffix == ".npz" and is_result_id(path.stem):
+        elif path.suffix == suffix and is_id(path.stem):
             results.append((age_s, path))
             stale = age_s > KEEP_DAYS * 86400.0
         else:

@@ -17,6 +17,8 @@ time       the selected time point (timeline)              int >= 0
 map        the selected map (map index)                    int >= 0
 sel        a selection of maps (lasso)                     ranges ``3-5,17,20-40``
 target     similarity target (map index)                   int >= 0
+upload     similarity target uploaded (saved on the server ``up-`` + 16 hex digits
+           by :mod:`dashboard.uploads`)
 panels     optional panels shown                           words ``rate,viscosity``
 bg         flow/vorticity share background on (1) / off   ``0`` or ``1``
 compare    datasets compared                               ids, comma-separated (at most 6)
@@ -43,7 +45,8 @@ from urllib.parse import parse_qs, urlencode
 WRITTEN = "url-written"
 
 #: parameters in the order they are written
-ORDER = ("dataset", "k", "color", "times", "time", "map", "sel", "target", "panels", "bg", "compare", "view")
+ORDER = ("dataset", "k", "color", "times", "time", "map", "sel", "target", "upload", "panels", "bg", "compare",
+         "view")
 #: what the navbar links carry from page to page (page-specific selections are dropped; the
 #: compared datasets stay, so leaving /compare and coming back keeps its list)
 SHARED = ("dataset", "k", "color", "times", "panels", "bg", "compare")
@@ -145,6 +148,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "map": _int,
     "sel": decode_ranges,
     "target": _int,
+    "upload": lambda t: t if re.fullmatch(r"up-[0-9a-f]{16}", t.strip()) else None,
     "panels": _words,
     "bg": lambda t: {"0": False, "1": True}.get(t.strip()),
     "compare": _datasets,

@@ -114,7 +114,9 @@ def test_bad_url_values_fall_back_without_a_server_error(driver, server):
     assert checked(driver, "latent-color") == "cluster"
     assert not console_errors(driver)
     for path in ("/timeline?dataset=demo&time=-3&k=hdbscan-00000000", "/sectors?map=abc&dataset=nope",
-                 "/similarity?target=1e9", "/help?view=nothing", "/compare?compare=../../etc,demo"):
+                 "/similarity?target=1e9", "/similarity?dataset=demo&upload=up-0000000000000000",
+                 "/similarity?dataset=demo&upload=../../etc/passwd", "/help?view=nothing",
+                 "/compare?compare=../../etc,demo"):
         open_page(driver, server.url + path)
         wait_for(lambda: driver.find_elements("css selector", "#page-content h3, #page-content h4, #page-content h5"),
                  what=f"{path} rendered")
@@ -273,6 +275,16 @@ def test_similarity_upload_stays_neighbours_enlarge_relevance_in_text(driver, se
     up = wait_for(lambda: (lambda x: x if x and "of map" not in str(x) else None)(
         driver.execute_script(GRID_META_JS, "similarity-latent-grid")), what="neighbours of the upload")
     first = up["meta"]["index"][0]
+    # the upload is in the link: a reload shows the same search (saved on the server)
+    uid = wait_for(lambda: query(driver).get("upload"), what="the upload's id in the URL")
+    assert uid.startswith("up-") and "target" not in query(driver)
+    raw_before = driver.execute_script(GRID_META_JS, "similarity-raw-grid")["meta"]["index"]
+    driver.refresh()
+    wait_for(lambda: driver.find_elements("css selector", "#similarity-upload-map .js-plotly-plot"),
+             what="the uploaded target after a reload")
+    wait_for(lambda: (driver.execute_script(GRID_META_JS, "similarity-raw-grid") or {"meta": {}})["meta"].get("index")
+             == raw_before or None, what="the upload's raw neighbours after a reload")
+    assert query(driver).get("upload") == uid
     # click a neighbour: it is enlarged, the uploaded target stays
     driver.execute_script("""
         const gd = document.querySelector('#similarity-latent-grid .js-plotly-plot');
@@ -299,6 +311,7 @@ def test_similarity_upload_stays_neighbours_enlarge_relevance_in_text(driver, se
     driver.execute_script("arguments[0].click();", driver.find_element("id", "similarity-make-target"))
     wait_for(lambda: not driver.find_elements("css selector", "#similarity-upload-map"), what="target replaced")
     wait_for(lambda: query(driver).get("target") == str(second), what="target in the URL")
+    assert "upload" not in query(driver)
     assert not console_errors(driver)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from dash import Input, Output, State, dash_table, dcc, html
 
 from dashboard.explorer import graph_card, message, register_csv_download, thumb_url
-from dashboard import view_state
+from dashboard import uploads, view_state
 from dashboard.exports import csv_text, figure_to_csv
 from dashboard.figures import similarity as figures
 from dashboard.pages import DATASET_STORE
@@ -199,6 +199,8 @@ def _focus_card():
 def layout(ctx):
     entry = ctx.dataset
     start = view_state.index_or_none(ctx.state.get("target"), entry.n_maps) or 0
+    # a link to an uploaded target (saved on the server when it was searched) shows it again
+    saved = uploads.load(ctx.instance_dir, entry, ctx.state.get("upload")) if ctx.state.get("upload") else None
     grids = html.Div([
         graph_card("similarity-latent-grid", _empty_grid("latent"), title="latent space (64-d) neighbours"),
         graph_card("similarity-raw-grid", _empty_grid("raw"), title="raw-pixel (65,536-d) neighbours"),
@@ -217,7 +219,9 @@ def layout(ctx):
                className="text-muted"),
         *_notes(entry),
         dcc.Store(id="similarity-target", data={"kind": "index", "index": start, "t": 0}),
-        dcc.Store(id="similarity-upload-result"),
+        dcc.Store(id="similarity-upload-result", data={**saved, "t": 1} if saved else None),
+        # what is shown, for the URL: the dataset target's index (-1: an upload) and the upload's id
+        dcc.Store(id="similarity-shown-target", data=-1), dcc.Store(id="similarity-shown-upload", data=""),
         dcc.Store(id="similarity-pixel-result"),
         view_state.url_store(PATH),
         dbc.Row([dbc.Col(_picker(entry, start, ctx.services.config), md=3), dbc.Col(grids, md=9)]),
@@ -257,8 +261,10 @@ def register_callbacks(app, services):
     _register_pixel_search(services)
     _register_render(app, catalog)
     _register_downloads(app, catalog)
-    view_state.register_writer(app, PATH, {"target": Input("similarity-target", "data")},
-                               convert={"target": lambda t: (t or {}).get("index")})
+    view_state.register_writer(app, PATH, {"target": Input("similarity-shown-target", "data"),
+                                           "upload": Input("similarity-shown-upload", "data")},
+                               convert={"target": lambda i: i if isinstance(i, int) and i >= 0 else None,
+                                        "upload": lambda u: u if uploads.is_upload_id(u) else None})
 
 
 def _clicked_index(click):
@@ -399,6 +405,10 @@ def _register_upload(services) -> None:
                                               "; ".join(result["notes"])], color="danger", className="p-2 mb-0",
                                              id="similarity-upload-failed")
         result["preview"] = np.round(target[::2, ::2], 3).tolist()  # 128 x 128, drawn with axes
+        try:  # kept on the server so that the page's link shows this search again
+            result["id"] = uploads.save(config.instance_dir, entry, target, result)
+        except OSError as exc:
+            log.warning("an upload's search could not be saved for its link: %s", exc)
         set_progress((100, "done"))
         status = f"{result['name']}: searched {entry.n_maps} maps in {secs:.1f} s"
         return result, html.Span([status] + [html.Br()] + [html.Span(n, className="text-body-secondary d-block")
@@ -519,6 +529,7 @@ def _register_render(app, catalog) -> None:
                   Output("similarity-smoothed-grid", "figure"), Output("similarity-table", "data"), Output("similarity-dist", "figure"),
                   Output("similarity-umap", "figure"), Output("similarity-target-view", "children"),
                   Output("similarity-view", "children"), Output("similarity-pixel-search-box", "style"),
+                  Output("similarity-shown-target", "data"), Output("similarity-shown-upload", "data"),
                   Input("similarity-target", "data"), Input("similarity-upload-result", "data"),
                   Input("similarity-k", "value"), Input("similarity-pixel-result", "data"), State(DATASET_STORE, "data"))
     def render(target, upload, k, searched, dataset_id):
@@ -548,7 +559,8 @@ def _register_render(app, catalog) -> None:
                                         latent_nn=nn.get("latent", (None,))[0], raw_nn=nn.get("raw", (None,))[0]) \
             if umap is not None else dash.no_update
         return (figs["latent"], figs["raw"], figs["smoothed"], rows, dist_fig, umap_fig, view,
-                _target_detail(entry, tindex, upload), {"display": "block" if missing else "none"})
+                _target_detail(entry, tindex, upload), {"display": "block" if missing else "none"},
+                -1 if tindex is None else tindex, (upload or {}).get("id", "") if tindex is None else "")
 
 
 # =========================================================================== CSV tables
