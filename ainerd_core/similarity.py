@@ -500,7 +500,7 @@ def nearest_pixel_neighbours(source, target, k: int = 10, spaces=PIXEL_SPACES, *
                          f"no {' / '.join(spaces)} representation available (run precompute; it needs C2 maps)")
     vec, self_idx = _target_vector(target, "raw", parts, ds, None)
     src = MapSource(parts["maps"])
-    prep = {"raw": lambda rows: rows, "smoothed": lambda rows: smoothed_rows(rows, src.side, smooth_sigma_px)}
+    prep = _pixel_space_maps(spaces, src.side, smooth_sigma_px)
     tv = {sp: prep[sp](vec.astype(np.float32)[None])[0] for sp in spaces}
     d2 = {sp: np.empty(src.n, np.float64) for sp in spaces}
     for start, b in src.batches(batch_size):
@@ -547,6 +547,12 @@ def pixel_neighbours_across(datasets, at: tuple[int, int], k: int = 10, space: s
     found = found[:k]
     return (np.array([j for _, j, _ in found], np.int64), np.array([m for _, _, m in found], np.int64),
             np.array([dv for dv, _, _ in found], np.float32))
+
+
+def _pixel_space_maps(spaces, side: int, smooth_sigma_px: float) -> dict:
+    """``{space: rows (b, side*side) -> vectors of that space}`` for pixel spaces."""
+    every = {"raw": lambda rows: rows, "smoothed": lambda rows: smoothed_rows(rows, side, smooth_sigma_px)}
+    return {space: every[space] for space in spaces}
 
 
 def _nearest(d2: np.ndarray, self_idx: int | None, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -618,7 +624,7 @@ def pixel_neighbours_of_targets(source, targets, k: int, spaces=PIXEL_SPACES, *,
                          f"no {' / '.join(spaces)} representation available")
     targets = np.asarray(targets, dtype=np.int64)
     src = MapSource(parts["maps"])
-    prep = {"raw": lambda rows: rows, "smoothed": lambda rows: smoothed_rows(rows, src.side, smooth_sigma_px)}
+    prep = _pixel_space_maps(spaces, src.side, smooth_sigma_px)
     stacked = np.stack([src.read(int(t), int(t) + 1)[0] for t in targets])
     tv = {sp: prep[sp](stacked) for sp in spaces}
     nt = {sp: np.einsum("ij,ij->i", tv[sp], tv[sp]) for sp in spaces}

@@ -284,12 +284,17 @@ def _smoothed_unavailable(entries) -> str:
     return f"Not available: {', '.join(without)} hold(s) latents only, no C2 maps." if without else ""
 
 
+def _chosen_map(entries, data, g) -> str:
+    """'Chosen: demo map 7 (t = 2802 s)' for joint row ``g``."""
+    e = entries[int(data["which"][g])]
+    i = int(data["local"][g])
+    return f"Chosen: {e.id} map {i} (t = {float(e.meta['time'][i]):.0f} s)"
+
+
 def _chosen_text(entries, data, g):
     if g is None:
         return "Click a map in the plane to list its nearest neighbours (latent space, Euclidean) across datasets."
-    e = entries[int(data["which"][g])]
-    i = int(data["local"][g])
-    return f"Chosen: {e.id} map {i} (t = {float(e.meta['time'][i]):.0f} s); {N_NEIGHBOURS} nearest maps of all datasets:"
+    return f"{_chosen_map(entries, data, g)}; {N_NEIGHBOURS} nearest maps of all datasets:"
 
 
 def register_callbacks(app, services) -> None:
@@ -363,7 +368,7 @@ def register_callbacks(app, services) -> None:
             return [], f"Not searched: {exc}"
         set_progress((100, "done"))
         return (neighbour_rows(entries, data, order, dist),
-                f"{_chosen_text(entries, data, g).split(';')[0]}: {N_NEIGHBOURS} nearest in smoothed pixels, "
+                f"{_chosen_map(entries, data, g)}: {N_NEIGHBOURS} nearest in smoothed pixels, "
                 f"{len(data['x'])} maps read in {time.perf_counter() - t0:.1f} s.")
 
     # the dataset list and k are the view: a change rebuilds the page from the URL (through a

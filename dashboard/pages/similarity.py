@@ -200,7 +200,7 @@ def layout(ctx):
     entry = ctx.dataset
     start = view_state.index_or_none(ctx.state.get("target"), entry.n_maps) or 0
     # a link to an uploaded target (saved on the server when it was searched) shows it again
-    saved = uploads.load(ctx.instance_dir, entry, ctx.state.get("upload")) if ctx.state.get("upload") else None
+    saved = uploads.load(ctx.instance_dir, entry, ctx.state.get("upload"))
     grids = html.Div([
         graph_card("similarity-latent-grid", _empty_grid("latent"), title="latent space (64-d) neighbours"),
         graph_card("similarity-raw-grid", _empty_grid("raw"), title="raw-pixel (65,536-d) neighbours"),
@@ -362,7 +362,7 @@ def _search_upload(entry, target, filename, set_progress) -> dict:
         result["notes"].append(f"latent space: {exc}")
     if entry.has_maps:
         try:
-            result["spaces"].update(_upload_pixels(entry, target, k_max, set_progress))
+            result["spaces"].update(_search_pixels(entry, target, k_max, set_progress))
         except Exception as exc:  # noqa: BLE001
             log.warning("pixel search of an upload failed: %s", exc)
             result["notes"].append(f"raw and smoothed pixels: {exc}")
@@ -434,7 +434,7 @@ def _register_pixel_search(services) -> None:
         index = view_state.index_or_none((target or {}).get("index"), entry.n_maps if entry else 0)
         if not n_clicks or entry is None or index is None or not entry.has_maps:
             return dash.no_update
-        spaces = _upload_pixels(entry, index, max(K_CHOICES), set_progress)
+        spaces = _search_pixels(entry, index, max(K_CHOICES), set_progress)
         set_progress((100, "done"))
         return {"dataset": dataset_id, "index": index, "spaces": spaces}
 
@@ -445,14 +445,20 @@ def _missing_pixel_spaces(entry, nn) -> list:
 
 
 # =========================================================================== rendering a target
-def _upload_neighbours(upload, k):
-    """({space: (index (k,), distance (k,))}, {space: all distances}, small view) of an upload."""
-    nn, tdist = {}, {}
-    for space in GRID_SPACES:
-        s = upload["spaces"].get(space)
+def _add_searched(spaces: dict, k, nn: dict, tdist: dict, only=GRID_SPACES) -> None:
+    """Put a background search's ``{space: {"index": [...], "distance": [...]}}`` (an upload's,
+    or a dataset map's pixel search) into ``nn`` (first k) and ``tdist`` (all), for ``only``."""
+    for space in only:
+        s = spaces.get(space)
         if s is not None:
             nn[space] = (np.asarray(s["index"][:k]), np.asarray(s["distance"][:k]))
             tdist[space] = np.asarray(s["distance"])
+
+
+def _upload_neighbours(upload, k):
+    """({space: (index (k,), distance (k,))}, {space: all distances}, small view) of an upload."""
+    nn, tdist = {}, {}
+    _add_searched(upload["spaces"], k, nn, tdist)
     view = html.Div([html.Img(src=upload["thumb"], style={"width": "96px"}, id="similarity-target-img"),
                      html.Div(f"uploaded: {upload['name']}", className="small")])
     return nn, tdist, view
@@ -526,7 +532,8 @@ def _target_detail(entry, tindex, upload):
 
 def _register_render(app, catalog) -> None:
     @app.callback(Output("similarity-latent-grid", "figure"), Output("similarity-raw-grid", "figure"),
-                  Output("similarity-smoothed-grid", "figure"), Output("similarity-table", "data"), Output("similarity-dist", "figure"),
+                  Output("similarity-smoothed-grid", "figure"), Output("similarity-table", "data"),
+                  Output("similarity-dist", "figure"),
                   Output("similarity-umap", "figure"), Output("similarity-target-view", "children"),
                   Output("similarity-view", "children"), Output("similarity-pixel-search-box", "style"),
                   Output("similarity-shown-target", "data"), Output("similarity-shown-upload", "data"),
@@ -544,14 +551,9 @@ def _register_render(app, catalog) -> None:
         else:
             tindex = min(max(int((target or {}).get("index", 0)), 0), entry.n_maps - 1)
             nn, tdist, view = _map_neighbours(entry, dataset_id, tindex, k)
+            if (searched or {}).get("dataset") == dataset_id and searched.get("index") == tindex:
+                _add_searched(searched["spaces"], k, nn, tdist, only=_missing_pixel_spaces(entry, nn))
             missing = _missing_pixel_spaces(entry, nn)
-            if missing and (searched or {}).get("dataset") == dataset_id and searched.get("index") == tindex:
-                for space in missing:
-                    got = searched["spaces"].get(space)
-                    if got is not None:
-                        nn[space] = (np.asarray(got["index"][:k]), np.asarray(got["distance"][:k]))
-                        tdist[space] = np.asarray(got["distance"])
-                missing = _missing_pixel_spaces(entry, nn)
         figs, rows = _grids_and_rows(entry, dataset_id, nn, tindex)
         dist_fig = figures.distance_distribution_figure(_all_distances(entry), RANKS, target=tdist)
         umap = entry.result("umap")
@@ -641,7 +643,7 @@ def _upload_latent(entry, target, k):
     return out
 
 
-def _upload_pixels(entry, target, k, set_progress, batch=128):
+def _search_pixels(entry, target, k, set_progress, batch=128):
     """Stream every stored map once for raw and smoothed pixels
     (:func:`ainerd_core.similarity.nearest_pixel_neighbours`, exact), reporting progress per batch."""
     from ainerd_core.dataset import open_dataset
